@@ -1,0 +1,32 @@
+/* Private: the M² core shared by NT-Xent and SupCon in the CPU reference.
+ *
+ * With ẑ the (optionally normalised) embeddings, s_ik = ẑ_i·ẑ_k and τ the temperature:
+ *   lse_i = log Σ_{k≠i} exp(s_ik/τ)                        (the denominator of every anchor)
+ *   ∂/∂ẑ_i of Σ_j w_j·lse_j = (1/τ) Σ_{k≠i} (w_i·P_ik + w_k·P_ki)·ẑ_k,  P_ik = exp(s_ik/τ − lse_i)
+ * S is symmetric, so row i's gradient needs only row i of S (recomputed) and the O(M) vectors lse
+ * and w: no M×M buffer, and every row is owned by one thread (no atomics, thread-count-independent
+ * results). */
+#ifndef CLOSS_REF_SOFTMAX_CONTRASTIVE_H
+#define CLOSS_REF_SOFTMAX_CONTRASTIVE_H
+
+#include "closs.h"
+
+/* ẑ_i = z_i / max(‖z_i‖, 1e-12) when normalize, else z_i; norms[i] = ‖z_i‖. Dense outputs. */
+void closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms);
+
+/* dz_i = (dẑ_i − ẑ_i(ẑ_i·dẑ_i)) / ‖z_i‖ while ‖z_i‖ > 1e-12, else dẑ_i / 1e-12; the identity
+ * when normalize is 0. Works in place: `grad` holds dẑ on entry and dz on return. */
+void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize,
+                              int64_t rows, int64_t dim, double *grad);
+
+double closs_ref_dot(const double *a, const double *b, int64_t dim);
+
+/* lse_i for every row (stable: a running maximum, NaN propagates). */
+void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
+                           double *lse);
+
+/* Adds the softmax part of the gradient, weighted per anchor by `weights`, into dzhat. */
+void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, double temperature,
+                                const double *lse, const double *weights, double *dzhat);
+
+#endif

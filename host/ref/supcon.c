@@ -1,0 +1,147 @@
+/* Supervised contrastive loss (SupCon "L_out", Khosla et al. 2020), CPU reference.
+ *
+ *   P(i) = {p ≠ i : label_p = label_i},  A(i) = {a ≠ i},  s_ik = ẑ_i·ẑ_k,
+ *   ℓ_i = (τ/τ_b)·( −(1/|P(i)|) Σ_{p∈P(i)} s_ip/τ + lse_i ),  ℓ_i = 0 when |P(i)| = 0.
+ * The positive terms cost O(M·D) through per-class sums: with c = class of i,
+ *   Σ_{p∈P(i)} s_ip = ẑ_i·C_c − ẑ_i·ẑ_i,   C_c = Σ_{j∈c} ẑ_j,
+ * and their gradient, with anchor weights w (0 for anchors without a positive),
+ *   ∂/∂ẑ_i = −(1/τ)·( (w_i/|P(i)|)·(C_c − ẑ_i) + W_c − (w_i/|P(i)|)·ẑ_i ),
+ *   W_c = Σ_{j∈c} (w_j/|P(j)|)·ẑ_j   (ẑ_i is a positive of every other anchor of its class).
+ * Labels are compacted to classes 0..K−1 by sorting (label, index) pairs.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "ref_common.h"
+#include "softmax_contrastive.h"
+#include "validate.h"
+
+typedef struct labelled_row {
+    int64_t label;
+    int64_t row;
+} labelled_row;
+
+static int compare_labelled_rows(const void *a, const void *b) {
+    const labelled_row *x = a, *y = b;
+    if (x->label != y->label) return x->label < y->label ? -1 : 1;
+    return x->row < y->row ? -1 : (x->row > y->row);
+}
+
+/* class_of[i] in 0..K−1 and class_size[c]; returns K. `sorted` is scratch of M entries. */
+static int64_t compact_labels(closs_vector_t labels, labelled_row *sorted, int64_t *class_of,
+                              int64_t *class_size) {
+    const int64_t rows = labels.length;
+    for (int64_t i = 0; i < rows; ++i) sorted[i] = (labelled_row){closs_ref_load_label(labels, i), i};
+    qsort(sorted, (size_t)rows, sizeof *sorted, compare_labelled_rows);
+    int64_t classes = 0;
+    for (int64_t s = 0; s < rows; ++s) {
+        if (s == 0 || sorted[s].label != sorted[s - 1].label) class_size[classes++] = 0;
+        class_of[sorted[s].row] = classes - 1;
+        class_size[classes - 1] += 1;
+    }
+    return classes;
+}
+
+static closs_status_t check_arguments(const closs_supcon_params *params, closs_matrix_t z,
+                                      closs_vector_t labels, const double *loss) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
+    if (params->base_temperature != 0.0)
+        CLOSS_TRY(closs_check_positive_finite("base_temperature", params->base_temperature));
+    CLOSS_TRY(closs_check_flag("normalize", params->normalize));
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_matrix("z", z, CLOSS_REF_FLOAT_DTYPES, 1));
+    CLOSS_TRY(closs_check_vector("labels", labels, CLOSS_LABEL_DTYPES, z.rows));
+    return closs_check_not_null("loss", loss);
+}
+
+/* Everything the computation needs besides the outputs, in two allocations. */
+typedef struct supcon_buffers {
+    double *reals;        /* ẑ (M·D), class sums C (M·D), weighted sums W (M·D), 5 × M stats */
+    int64_t *integers;    /* class_of (M), class_size (M), sorted pairs (2·M) */
+} supcon_buffers;
+
+closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
+                                closs_vector_t labels, const double *upstream, double *loss,
+                                double *grad_z, int64_t *valid) {
+    closs_clear_error();
+    CLOSS_TRY(check_arguments(params, z, labels, loss));
+    const int64_t rows = z.rows, dim = z.cols;
+    const double temperature = params->temperature;
+    const double base_temperature =
+        params->base_temperature != 0.0 ? params->base_temperature : temperature;
+    const double scale = temperature / base_temperature;
+
+    supcon_buffers buffers = {0};
+    int64_t matrix_elements = 0;
+    CLOSS_TRY(closs_mul_size("z", rows, dim, &matrix_elements));
+    CLOSS_TRY(closs_ref_alloc("SupCon buffers", 3, matrix_elements + 2 * rows, &buffers.reals));
+    buffers.integers = malloc((size_t)rows * 4 * sizeof(int64_t));
+    if (!buffers.integers) {
+        free(buffers.reals);
+        return closs_fail(CLOSS_STATUS_ALLOC_FAILED, "SupCon label buffers: out of memory");
+    }
+    double *zhat = buffers.reals, *class_sum = zhat + matrix_elements;
+    double *weighted_sum = class_sum + matrix_elements;
+    double *norms = weighted_sum + matrix_elements, *lse = norms + rows;
+    double *row_losses = lse + rows, *weights = row_losses + rows;
+    int64_t *class_of = buffers.integers, *class_size = class_of + rows;
+    labelled_row *sorted = (labelled_row *)(class_size + rows);
+
+    const int64_t classes = compact_labels(labels, sorted, class_of, class_size);
+    closs_ref_embed(z, params->normalize, zhat, norms);
+    memset(class_sum, 0, (size_t)(classes * dim) * sizeof(double));
+    for (int64_t i = 0; i < rows; ++i) {
+        double *sum = class_sum + class_of[i] * dim;
+        for (int64_t c = 0; c < dim; ++c) sum[c] += zhat[i * dim + c];
+    }
+    closs_ref_softmax_lse(zhat, rows, dim, temperature, lse);
+
+    int64_t valid_count = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+        const int64_t positives = class_size[class_of[i]] - 1;
+        row_losses[i] = 0.0;
+        if (positives == 0) continue;
+        ++valid_count;
+        const double *zi = zhat + i * dim;
+        double positive_sum = closs_ref_dot(zi, class_sum + class_of[i] * dim, dim) -
+                              closs_ref_dot(zi, zi, dim);
+        row_losses[i] = scale * (-positive_sum / ((double)positives * temperature) + lse[i]);
+    }
+    closs_ref_reduce(params->reduction, row_losses, rows, valid_count, loss);
+    if (valid) *valid = valid_count;
+
+    if (grad_z) {
+        for (int64_t i = 0; i < rows; ++i) {
+            const int64_t positives = class_size[class_of[i]] - 1;
+            weights[i] = positives > 0 ? scale * closs_ref_row_weight(params->reduction, upstream,
+                                                                      i, valid_count)
+                                       : 0.0;
+        }
+        memset(weighted_sum, 0, (size_t)(classes * dim) * sizeof(double));
+        for (int64_t i = 0; i < rows; ++i) {
+            const int64_t positives = class_size[class_of[i]] - 1;
+            if (positives == 0) continue;
+            double *sum = weighted_sum + class_of[i] * dim;
+            for (int64_t c = 0; c < dim; ++c) sum[c] += weights[i] / (double)positives * zhat[i * dim + c];
+        }
+        for (int64_t e = 0; e < rows * dim; ++e) grad_z[e] = 0.0;
+        closs_ref_softmax_backward(zhat, rows, dim, temperature, lse, weights, grad_z);
+        for (int64_t i = 0; i < rows; ++i) {
+            const int64_t positives = class_size[class_of[i]] - 1;
+            if (positives == 0) continue; /* a singleton class: no positive terms at all */
+            const double own = weights[i] / (double)positives;
+            const double *zi = zhat + i * dim, *sum = class_sum + class_of[i] * dim;
+            const double *wsum = weighted_sum + class_of[i] * dim;
+            double *gi = grad_z + i * dim;
+            for (int64_t c = 0; c < dim; ++c)
+                gi[c] -= (own * (sum[c] - 2.0 * zi[c]) + wsum[c]) / temperature;
+        }
+        closs_ref_embed_backward(zhat, norms, params->normalize, rows, dim, grad_z);
+    }
+    free(buffers.integers);
+    free(buffers.reals);
+    return CLOSS_STATUS_SUCCESS;
+}

@@ -1,0 +1,264 @@
+/*
+ * closs: contrastive and metric-learning losses with their gradients.
+ *
+ * The whole public API, C11, usable without CUDA headers. The exact mathematics of every loss and
+ * option is in docs/contract.md; this header repeats the formulas next to each entry point.
+ *
+ * Conventions
+ *   - Every function returns a closs_status_t; on failure closs_last_error() names the argument,
+ *     the value and the reason, and no output has been written.
+ *   - Matrices are row-major with a leading dimension (ld >= cols, in elements), so framework views
+ *     work without copies.
+ *   - Parameter structs carry their own size (versioning); start from the *_PARAMS_INIT macros,
+ *     which hold the contract's defaults, and change the fields you need.
+ *   - Reductions: MEAN (default), SUM, NONE (one loss per row or anchor). Gradients are those of the
+ *     reduced loss times the upstream gradient (see `upstream` below).
+ *   - The CPU reference entry points (closs_ref_*) take host f32 or f64 inputs and accumulate in
+ *     double. The GPU entry points mirror them with a handle, device pointers, workspace and a stream.
+ */
+#ifndef CLOSS_H
+#define CLOSS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  if defined(CLOSS_BUILDING_SHARED)
+#    define CLOSS_API __declspec(dllexport)
+#  elif defined(CLOSS_USING_SHARED)
+#    define CLOSS_API __declspec(dllimport)
+#  else
+#    define CLOSS_API
+#  endif
+#elif defined(__GNUC__)
+#  define CLOSS_API __attribute__((visibility("default")))
+#else
+#  define CLOSS_API
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+ * Version
+ * --------------------------------------------------------------------------------------------- */
+#define CLOSS_VERSION_MAJOR 0
+#define CLOSS_VERSION_MINOR 1
+#define CLOSS_VERSION_PATCH 0
+#define CLOSS_VERSION (CLOSS_VERSION_MAJOR * 10000 + CLOSS_VERSION_MINOR * 100 + CLOSS_VERSION_PATCH)
+
+/*! closs_version() : the version of the library actually loaded, as CLOSS_VERSION computes it.
+ *  Compare with CLOSS_VERSION to detect a header/library mismatch. */
+CLOSS_API int closs_version(void);
+/*! closs_version_string() : "MAJOR.MINOR.PATCH" of the loaded library. */
+CLOSS_API const char *closs_version_string(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Status and errors
+ * --------------------------------------------------------------------------------------------- */
+typedef enum closs_status_t {
+    CLOSS_STATUS_SUCCESS = 0,
+    CLOSS_STATUS_INVALID_ARGUMENT,    /* a pointer, shape, dtype, enum or parameter is out of range */
+    CLOSS_STATUS_NOT_SUPPORTED,       /* valid, but not available in this build or on this device */
+    CLOSS_STATUS_NO_DEVICE,           /* no usable CUDA device */
+    CLOSS_STATUS_WORKSPACE_TOO_SMALL, /* the caller's workspace is smaller than the query said */
+    CLOSS_STATUS_ALLOC_FAILED,        /* host or device memory could not be allocated */
+    CLOSS_STATUS_CUDA_ERROR,          /* the CUDA runtime reported an error */
+    CLOSS_STATUS_CUBLAS_ERROR,        /* cuBLAS reported an error */
+    CLOSS_STATUS_NONFINITE_INPUT,     /* check mode found NaN or Inf in an input */
+    CLOSS_STATUS_COUNT
+} closs_status_t;
+
+/*! closs_status_string() : a fixed sentence for a status, with advice; never NULL. */
+CLOSS_API const char *closs_status_string(closs_status_t status);
+
+/*! closs_last_error() : the detail of the last failure on the calling thread ("" if none):
+ *  which argument, which value, why. Every entry point clears it on entry, so after a success it
+ *  is "". The pointer stays valid until the next closs call on the same thread. */
+CLOSS_API const char *closs_last_error(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Data descriptions
+ * --------------------------------------------------------------------------------------------- */
+typedef enum closs_dtype_t {
+    CLOSS_F32 = 0,
+    CLOSS_F16,
+    CLOSS_BF16,
+    CLOSS_F64,
+    CLOSS_I32, /* labels only */
+    CLOSS_I64  /* labels only */
+} closs_dtype_t;
+
+typedef enum closs_reduction_t {
+    CLOSS_REDUCTION_MEAN = 0,
+    CLOSS_REDUCTION_SUM,
+    CLOSS_REDUCTION_NONE
+} closs_reduction_t;
+
+typedef enum closs_distance_t {
+    CLOSS_DISTANCE_EUCLIDEAN = 0, /* ‖a − b‖ */
+    CLOSS_DISTANCE_SQEUCLIDEAN,   /* ‖a − b‖²  (triplet only) */
+    CLOSS_DISTANCE_COSINE         /* 1 − cos(a, b) */
+} closs_distance_t;
+
+/* A row-major matrix: element (r, c) is at data[r * ld + c]. data may be NULL only when rows == 0. */
+typedef struct closs_matrix_t {
+    const void *data;
+    closs_dtype_t dtype;
+    int64_t rows;
+    int64_t cols;
+    int64_t ld;
+} closs_matrix_t;
+
+/* A contiguous vector of `length` elements. data may be NULL only when length == 0. */
+typedef struct closs_vector_t {
+    const void *data;
+    closs_dtype_t dtype;
+    int64_t length;
+} closs_vector_t;
+
+/*! closs_matrix() : a dense description (ld == cols). */
+static inline closs_matrix_t closs_matrix(const void *data, closs_dtype_t dtype, int64_t rows,
+                                          int64_t cols) {
+    closs_matrix_t m = {data, dtype, rows, cols, cols};
+    return m;
+}
+/*! closs_matrix_ld() : a strided description (ld >= cols). */
+static inline closs_matrix_t closs_matrix_ld(const void *data, closs_dtype_t dtype, int64_t rows,
+                                             int64_t cols, int64_t ld) {
+    closs_matrix_t m = {data, dtype, rows, cols, ld};
+    return m;
+}
+/*! closs_vector() : a contiguous vector description. */
+static inline closs_vector_t closs_vector(const void *data, closs_dtype_t dtype, int64_t length) {
+    closs_vector_t v = {data, dtype, length};
+    return v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Parameters, one struct per loss. `size` must be sizeof(the struct): it lets the structs grow
+ * without breaking the ABI. The INIT macros hold the contract's defaults.
+ * --------------------------------------------------------------------------------------------- */
+
+/* Pair contrastive (Siamese): ℓ_i = y_i·d_i² + (1 − y_i)·max(0, m − d_i)². */
+typedef struct closs_pair_params {
+    size_t size;
+    double margin;               /* m, finite and >= 0 */
+    closs_distance_t distance;   /* EUCLIDEAN (d = ‖x1 − x2‖) or COSINE (d = 1 − cos) */
+    closs_reduction_t reduction;
+} closs_pair_params;
+#define CLOSS_PAIR_PARAMS_INIT \
+    { sizeof(closs_pair_params), 1.0, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_REDUCTION_MEAN }
+
+/* Triplet (FaceNet): ℓ_i = max(0, d(a_i, p_i) − d(a_i, n_i) + α). */
+typedef struct closs_triplet_params {
+    size_t size;
+    double margin;               /* α, finite (zero and negative allowed) */
+    closs_distance_t distance;   /* SQEUCLIDEAN (default), EUCLIDEAN or COSINE */
+    int swap;                    /* 1: d(a, n) becomes min(d(a, n), d(p, n)) */
+    closs_reduction_t reduction;
+} closs_triplet_params;
+#define CLOSS_TRIPLET_PARAMS_INIT \
+    { sizeof(closs_triplet_params), 1.0, CLOSS_DISTANCE_SQEUCLIDEAN, 0, CLOSS_REDUCTION_MEAN }
+
+/* NT-Xent (SimCLR), z = cat(z1, z2) with 2N rows, p(i) = (i + N) mod 2N:
+ *   ℓ_i = − s_{i,p(i)}/τ + log Σ_{k≠i} exp(s_ik/τ),  s_ik = ẑ_i·ẑ_k. MEAN is over all 2N anchors. */
+typedef struct closs_ntxent_params {
+    size_t size;
+    double temperature;          /* τ, finite and > 0 */
+    int normalize;               /* 1: ẑ = z/max(‖z‖, 1e-12) (cosine similarity); 0: ẑ = z */
+    closs_reduction_t reduction;
+} closs_ntxent_params;
+#define CLOSS_NTXENT_PARAMS_INIT \
+    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN }
+
+/* Supervised contrastive (SupCon L_out), P(i) = {p ≠ i : label_p = label_i}, A(i) = {a ≠ i}:
+ *   ℓ_i = (τ/τ_b)·( −(1/|P(i)|) Σ_{p∈P(i)} s_ip/τ + log Σ_{a∈A(i)} exp(s_ia/τ) ).
+ * Anchors with |P(i)| = 0 have ℓ_i = 0 and are left out of MEAN, which divides by the number of
+ * anchors with a positive (`valid`). Official SupContrast divides by M: multiply by valid/M. */
+typedef struct closs_supcon_params {
+    size_t size;
+    double temperature;          /* τ, finite and > 0 */
+    double base_temperature;     /* τ_b, finite and > 0; 0 means "equal to temperature" */
+    int normalize;               /* 1: cosine similarity (default); 0: dot product */
+    closs_reduction_t reduction;
+} closs_supcon_params;
+#define CLOSS_SUPCON_PARAMS_INIT \
+    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN }
+
+/* Cosine contrastive: c_i = cos(x1_i, x2_i), ℓ_i = y_i·(1 − c_i) + (1 − y_i)·max(0, c_i − δ)^q,
+ * q = 2 if squared else 1. */
+typedef struct closs_cosine_params {
+    size_t size;
+    double margin;               /* δ, in [−1, 1] */
+    int squared;                 /* 1: q = 2 */
+    closs_reduction_t reduction;
+} closs_cosine_params;
+#define CLOSS_COSINE_PARAMS_INIT \
+    { sizeof(closs_cosine_params), 0.0, 0, CLOSS_REDUCTION_MEAN }
+
+/* ------------------------------------------------------------------------------------------------
+ * CPU reference. Inputs are host memory, CLOSS_F32 or CLOSS_F64, with a leading dimension;
+ * everything is accumulated in double. NT-Xent and SupCon take O(M²·D) time and O(M·D) extra
+ * memory (no M×M buffer); they use every OpenMP thread when built with OpenMP, and the result does
+ * not depend on the number of threads.
+ *
+ * Arguments common to every closs_ref_* function:
+ *   upstream  NULL for an upstream gradient of 1; else for MEAN and SUM one value that multiplies
+ *             every gradient, and for NONE one value per row (the gradient is then that of
+ *             Σ_i upstream[i]·ℓ_i).
+ *   loss      output, not NULL: one double for MEAN and SUM, one per row (anchor) for NONE.
+ *   grad_*    output, dense (rows × cols, ld = cols) double, or NULL to skip that gradient.
+ * Pair labels y are CLOSS_F32 or CLOSS_F64 with every value in [0, 1] (NaN rejected); SupCon labels
+ * are CLOSS_I32 or CLOSS_I64, any values. Pair, triplet and cosine accept rows == 0 (loss 0).
+ * --------------------------------------------------------------------------------------------- */
+
+/*! closs_ref_pair() : pair contrastive loss of x1, x2 (N × D) with labels y (N);
+ *  gradients with respect to x1 and x2. */
+CLOSS_API closs_status_t closs_ref_pair(const closs_pair_params *params, closs_matrix_t x1,
+                                        closs_matrix_t x2, closs_vector_t y, const double *upstream,
+                                        double *loss, double *grad_x1, double *grad_x2);
+
+/*! closs_ref_triplet() : triplet loss of anchor, positive, negative (N × D); gradients with
+ *  respect to all three. */
+CLOSS_API closs_status_t closs_ref_triplet(const closs_triplet_params *params,
+                                           closs_matrix_t anchor, closs_matrix_t positive,
+                                           closs_matrix_t negative, const double *upstream,
+                                           double *loss, double *grad_anchor,
+                                           double *grad_positive, double *grad_negative);
+
+/*! closs_ref_ntxent() : NT-Xent of z (2N × D, rows i and i + N are the two views of sample i);
+ *  gradient with respect to z (through the normalisation when it is on). */
+CLOSS_API closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, closs_matrix_t z,
+                                          const double *upstream, double *loss, double *grad_z);
+
+/*! closs_ref_supcon() : SupCon of z (M × D) with integer labels (M); gradient with respect to z.
+ *  valid (may be NULL) receives the number of anchors that have at least one positive. */
+CLOSS_API closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
+                                          closs_vector_t labels, const double *upstream,
+                                          double *loss, double *grad_z, int64_t *valid);
+
+/*! closs_ref_cosine() : cosine contrastive loss of x1, x2 (N × D) with labels y (N); gradients
+ *  with respect to x1 and x2. */
+CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, closs_matrix_t x1,
+                                          closs_matrix_t x2, closs_vector_t y,
+                                          const double *upstream, double *loss, double *grad_x1,
+                                          double *grad_x2);
+
+/* ------------------------------------------------------------------------------------------------
+ * Devices
+ * --------------------------------------------------------------------------------------------- */
+
+/*! closs_cuda_available() : 1 if this build has CUDA support, 0 otherwise. */
+CLOSS_API int closs_cuda_available(void);
+
+/*! closs_cuda_device_count() : the number of usable CUDA devices (0 when the build has no CUDA,
+ *  no driver is installed or no device is present; none of those is an error). */
+CLOSS_API closs_status_t closs_cuda_device_count(int *count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLOSS_H */
