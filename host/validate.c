@@ -147,6 +147,21 @@ closs_status_t closs_check_unit_interval(const char *name, closs_vector_t v) {
     return CLOSS_STATUS_SUCCESS;
 }
 
+closs_status_t closs_check_finite_matrix(const char *name, closs_matrix_t m) {
+    for (int64_t r = 0; r < m.rows; ++r) {
+        for (int64_t c = 0; c < m.cols; ++c) {
+            int64_t at = r * m.ld + c;
+            double value = m.dtype == CLOSS_F64 ? ((const double *)m.data)[at]
+                                                : (double)((const float *)m.data)[at];
+            if (!isfinite(value))
+                return closs_fail(CLOSS_STATUS_NONFINITE_INPUT,
+                                  "%s[%lld][%lld] = %g: check mode found a non-finite input in row "
+                                  "%lld", name, (long long)r, (long long)c, value, (long long)r);
+        }
+    }
+    return CLOSS_STATUS_SUCCESS;
+}
+
 closs_status_t closs_check_not_null(const char *name, const void *pointer) {
     if (!pointer) return invalid("%s is NULL", name);
     return CLOSS_STATUS_SUCCESS;

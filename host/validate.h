@@ -32,6 +32,10 @@ closs_status_t closs_check_vector(const char *name, closs_vector_t v, unsigned a
 /* Every element of a float vector lies in [0, 1] (NaN fails). */
 closs_status_t closs_check_unit_interval(const char *name, closs_vector_t v);
 
+/* Check mode: every element of an f32 or f64 matrix is finite, else NONFINITE_INPUT naming the
+ * first bad element. */
+closs_status_t closs_check_finite_matrix(const char *name, closs_matrix_t m);
+
 closs_status_t closs_check_not_null(const char *name, const void *pointer);
 closs_status_t closs_check_positive_finite(const char *name, double value);
 closs_status_t closs_check_finite_in(const char *name, double value, double low, double high);

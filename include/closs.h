@@ -13,6 +13,9 @@
  *     which hold the contract's defaults, and change the fields you need.
  *   - Reductions: MEAN (default), SUM, NONE (one loss per row or anchor). Gradients are those of the
  *     reduced loss times the upstream gradient (see `upstream` below).
+ *   - NaN or Inf in an input propagates to the loss. With `check_inputs = 1` in the parameters,
+ *     an entry point first verifies that every floating input is finite and returns
+ *     CLOSS_STATUS_NONFINITE_INPUT naming the first bad element instead.
  *   - The CPU reference entry points (closs_ref_*) take host f32 or f64 inputs and accumulate in
  *     double. The GPU entry points mirror them with a handle, device pointers, workspace and a stream.
  */
@@ -147,9 +150,10 @@ typedef struct closs_pair_params {
     double margin;               /* m, finite and >= 0 */
     closs_distance_t distance;   /* EUCLIDEAN (d = ‖x1 − x2‖) or COSINE (d = 1 − cos) */
     closs_reduction_t reduction;
+    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_pair_params;
 #define CLOSS_PAIR_PARAMS_INIT \
-    { sizeof(closs_pair_params), 1.0, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_REDUCTION_MEAN }
+    { sizeof(closs_pair_params), 1.0, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Triplet (FaceNet): ℓ_i = max(0, d(a_i, p_i) − d(a_i, n_i) + α). */
 typedef struct closs_triplet_params {
@@ -158,9 +162,10 @@ typedef struct closs_triplet_params {
     closs_distance_t distance;   /* SQEUCLIDEAN (default), EUCLIDEAN or COSINE */
     int swap;                    /* 1: d(a, n) becomes min(d(a, n), d(p, n)) */
     closs_reduction_t reduction;
+    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_triplet_params;
 #define CLOSS_TRIPLET_PARAMS_INIT \
-    { sizeof(closs_triplet_params), 1.0, CLOSS_DISTANCE_SQEUCLIDEAN, 0, CLOSS_REDUCTION_MEAN }
+    { sizeof(closs_triplet_params), 1.0, CLOSS_DISTANCE_SQEUCLIDEAN, 0, CLOSS_REDUCTION_MEAN, 0 }
 
 /* NT-Xent (SimCLR), z = cat(z1, z2) with 2N rows, p(i) = (i + N) mod 2N:
  *   ℓ_i = − s_{i,p(i)}/τ + log Σ_{k≠i} exp(s_ik/τ),  s_ik = ẑ_i·ẑ_k. MEAN is over all 2N anchors. */
@@ -169,9 +174,10 @@ typedef struct closs_ntxent_params {
     double temperature;          /* τ, finite and > 0 */
     int normalize;               /* 1: ẑ = z/max(‖z‖, 1e-12) (cosine similarity); 0: ẑ = z */
     closs_reduction_t reduction;
+    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_ntxent_params;
 #define CLOSS_NTXENT_PARAMS_INIT \
-    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN }
+    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Supervised contrastive (SupCon L_out), P(i) = {p ≠ i : label_p = label_i}, A(i) = {a ≠ i}:
  *   ℓ_i = (τ/τ_b)·( −(1/|P(i)|) Σ_{p∈P(i)} s_ip/τ + log Σ_{a∈A(i)} exp(s_ia/τ) ).
@@ -183,9 +189,10 @@ typedef struct closs_supcon_params {
     double base_temperature;     /* τ_b, finite and > 0; 0 means "equal to temperature" */
     int normalize;               /* 1: cosine similarity (default); 0: dot product */
     closs_reduction_t reduction;
+    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_supcon_params;
 #define CLOSS_SUPCON_PARAMS_INIT \
-    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN }
+    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Cosine contrastive: c_i = cos(x1_i, x2_i), ℓ_i = y_i·(1 − c_i) + (1 − y_i)·max(0, c_i − δ)^q,
  * q = 2 if squared else 1. */
@@ -194,9 +201,10 @@ typedef struct closs_cosine_params {
     double margin;               /* δ, in [−1, 1] */
     int squared;                 /* 1: q = 2 */
     closs_reduction_t reduction;
+    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_cosine_params;
 #define CLOSS_COSINE_PARAMS_INIT \
-    { sizeof(closs_cosine_params), 0.0, 0, CLOSS_REDUCTION_MEAN }
+    { sizeof(closs_cosine_params), 0.0, 0, CLOSS_REDUCTION_MEAN, 0 }
 
 /* ------------------------------------------------------------------------------------------------
  * CPU reference. Inputs are host memory, CLOSS_F32 or CLOSS_F64, with a leading dimension;

@@ -44,6 +44,7 @@ closs_status_t closs_ref_cosine(const closs_cosine_params *params, closs_matrix_
         .has_labels = 1,
         .labels = y,
         .reduction = params->reduction,
+        .check_inputs = params->check_inputs,
         .upstream = upstream,
         .loss = loss,
     };

@@ -25,7 +25,9 @@ static closs_status_t check_arguments(const closs_ntxent_params *params, closs_m
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "
                           "each sample, z = cat(z1, z2))", (long long)z.rows);
-    return closs_check_not_null("loss", loss);
+    CLOSS_TRY(closs_check_not_null("loss", loss));
+    CLOSS_TRY(closs_check_flag("check_inputs", params->check_inputs));
+    return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
 
 closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, closs_matrix_t z,

@@ -43,6 +43,7 @@ closs_status_t closs_ref_pair(const closs_pair_params *params, closs_matrix_t x1
         .has_labels = 1,
         .labels = y,
         .reduction = params->reduction,
+        .check_inputs = params->check_inputs,
         .upstream = upstream,
         .loss = loss,
     };

@@ -19,7 +19,11 @@ static closs_status_t check_job(const closs_ref_rowwise_job *job) {
         CLOSS_TRY(closs_check_vector("y", job->labels, CLOSS_REF_FLOAT_DTYPES, job->inputs[0].rows));
         CLOSS_TRY(closs_check_unit_interval("y", job->labels));
     }
-    return closs_check_not_null("loss", job->loss);
+    CLOSS_TRY(closs_check_not_null("loss", job->loss));
+    CLOSS_TRY(closs_check_flag("check_inputs", job->check_inputs));
+    for (int k = 0; k < job->input_count && job->check_inputs; ++k)
+        CLOSS_TRY(closs_check_finite_matrix(job->names[k], job->inputs[k]));
+    return CLOSS_STATUS_SUCCESS;
 }
 
 closs_status_t closs_ref_rowwise(const closs_ref_rowwise_job *job, closs_ref_row_loss_fn row_loss,

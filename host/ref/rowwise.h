@@ -25,6 +25,7 @@ typedef struct closs_ref_rowwise_job {
     int has_labels;                                 /* pair labels y in [0, 1] */
     closs_vector_t labels;
     closs_reduction_t reduction;
+    int check_inputs;                               /* check mode: inputs must be finite */
     const double *upstream;
     double *loss;
 } closs_ref_rowwise_job;

@@ -54,7 +54,9 @@ static closs_status_t check_arguments(const closs_supcon_params *params, closs_m
     CLOSS_TRY(closs_check_reduction(params->reduction));
     CLOSS_TRY(closs_check_matrix("z", z, CLOSS_REF_FLOAT_DTYPES, 1));
     CLOSS_TRY(closs_check_vector("labels", labels, CLOSS_LABEL_DTYPES, z.rows));
-    return closs_check_not_null("loss", loss);
+    CLOSS_TRY(closs_check_not_null("loss", loss));
+    CLOSS_TRY(closs_check_flag("check_inputs", params->check_inputs));
+    return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
 
 /* Everything the computation needs besides the outputs, in two allocations. */
@@ -94,7 +96,9 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
     closs_ref_embed(z, params->normalize, zhat, norms);
     memset(class_sum, 0, (size_t)(classes * dim) * sizeof(double));
     for (int64_t i = 0; i < rows; ++i) {
-        double *sum = class_sum + class_of[i] * dim;
+        /* compact_labels set class_of[i] for every row (`sorted` is a permutation of the rows),
+         * which the analyzer cannot follow through the scatter. */
+        double *sum = class_sum + class_of[i] * dim; // NOLINT(clang-analyzer-core.UndefinedBinaryOperatorResult)
         for (int64_t c = 0; c < dim; ++c) sum[c] += zhat[i * dim + c];
     }
     closs_ref_softmax_lse(zhat, rows, dim, temperature, lse);

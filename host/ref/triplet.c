@@ -66,6 +66,7 @@ closs_status_t closs_ref_triplet(const closs_triplet_params *params, closs_matri
         .inputs = {anchor, positive, negative},
         .grads = {grad_anchor, grad_positive, grad_negative},
         .reduction = params->reduction,
+        .check_inputs = params->check_inputs,
         .upstream = upstream,
         .loss = loss,
     };
