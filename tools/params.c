@@ -1,0 +1,275 @@
+/* One table lists every parameter of every loss with where it lives in the loss's params struct,
+ * so that parsing, the applies-to-this-loss check and the help text cannot disagree. */
+#include "params.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum param_kind { PARAM_REAL, PARAM_FLAG, PARAM_DISTANCE, PARAM_REDUCTION } param_kind;
+
+typedef struct param_spec {
+    cli_loss loss;
+    const char *name;
+    param_kind kind;
+    size_t offset; /* in the loss's params struct, which starts the cli_params union */
+    const char *meaning;
+    unsigned distances; /* PARAM_DISTANCE: the distances the loss takes, one bit each */
+} param_spec;
+
+#define CHECK_INPUTS_MEANING "1: NaN or Inf in an input is an error instead of a NaN loss"
+
+#define PARAM(loss_id, type, field, kind, meaning) \
+    { loss_id, #field, kind, offsetof(type, field), meaning, 0 }
+/* The distances are listed here, not left to the library, so that a refusal can name them. */
+#define DISTANCE_BIT(distance) (1u << (distance))
+#define DISTANCE_PARAM(loss_id, type, distances, meaning) \
+    { loss_id, "distance", PARAM_DISTANCE, offsetof(type, distance), meaning, distances }
+
+static const param_spec param_specs[] = {
+    PARAM(CLI_LOSS_PAIR, closs_pair_params, margin, PARAM_REAL, "m, finite and >= 0"),
+    DISTANCE_PARAM(CLI_LOSS_PAIR, closs_pair_params,
+                   DISTANCE_BIT(CLOSS_DISTANCE_EUCLIDEAN) | DISTANCE_BIT(CLOSS_DISTANCE_COSINE),
+                   "euclidean or cosine"),
+    PARAM(CLI_LOSS_PAIR, closs_pair_params, reduction, PARAM_REDUCTION, "mean, sum or none"),
+    PARAM(CLI_LOSS_PAIR, closs_pair_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, margin, PARAM_REAL,
+          "alpha, finite (0 and negative allowed)"),
+    DISTANCE_PARAM(CLI_LOSS_TRIPLET, closs_triplet_params,
+                   DISTANCE_BIT(CLOSS_DISTANCE_SQEUCLIDEAN) | DISTANCE_BIT(CLOSS_DISTANCE_EUCLIDEAN) |
+                       DISTANCE_BIT(CLOSS_DISTANCE_COSINE),
+                   "sqeuclidean, euclidean or cosine"),
+    PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, swap, PARAM_FLAG,
+          "1: d(a, n) becomes min(d(a, n), d(p, n))"),
+    PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, reduction, PARAM_REDUCTION, "mean, sum or none"),
+    PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, temperature, PARAM_REAL, "tau, finite and > 0"),
+    PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, normalize, PARAM_FLAG,
+          "1: cosine similarity; 0: dot product"),
+    PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, reduction, PARAM_REDUCTION,
+          "mean (over all 2N anchors), sum or none"),
+    PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, temperature, PARAM_REAL, "tau, finite and > 0"),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, base_temperature, PARAM_REAL,
+          "tau_b, finite and > 0; 0: equal to temperature"),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, normalize, PARAM_FLAG,
+          "1: cosine similarity; 0: dot product"),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, reduction, PARAM_REDUCTION,
+          "mean (over anchors with a positive), sum or none"),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_COSINE, closs_cosine_params, margin, PARAM_REAL, "delta, in [-1, 1]"),
+    PARAM(CLI_LOSS_COSINE, closs_cosine_params, squared, PARAM_FLAG,
+          "1: the dissimilar term is squared"),
+    PARAM(CLI_LOSS_COSINE, closs_cosine_params, reduction, PARAM_REDUCTION, "mean, sum or none"),
+    PARAM(CLI_LOSS_COSINE, closs_cosine_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+};
+#define PARAM_COUNT (sizeof param_specs / sizeof param_specs[0])
+_Static_assert(PARAM_COUNT <= 32, "cli_params.given has one bit per parameter");
+
+static const char *const loss_names[CLI_LOSS_COUNT] = {"pair", "triplet", "ntxent", "supcon",
+                                                       "cosine"};
+
+static const char *const distance_names[] = {
+    [CLOSS_DISTANCE_EUCLIDEAN] = "euclidean",
+    [CLOSS_DISTANCE_SQEUCLIDEAN] = "sqeuclidean",
+    [CLOSS_DISTANCE_COSINE] = "cosine",
+};
+
+static const char *const reduction_names[] = {
+    [CLOSS_REDUCTION_MEAN] = "mean",
+    [CLOSS_REDUCTION_SUM] = "sum",
+    [CLOSS_REDUCTION_NONE] = "none",
+};
+
+const char *cli_loss_name(cli_loss loss) {
+    return (unsigned)loss < CLI_LOSS_COUNT ? loss_names[loss] : "?";
+}
+
+const char *cli_loss_names(void) { return "pair, triplet, ntxent, supcon or cosine"; }
+
+bool cli_loss_from_name(const char *name, cli_loss *loss) {
+    for (int l = 0; l < CLI_LOSS_COUNT; ++l) {
+        if (strcmp(name, loss_names[l]) == 0) {
+            *loss = (cli_loss)l;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *cli_reduction_name(closs_reduction_t reduction) {
+    return (unsigned)reduction < sizeof reduction_names / sizeof reduction_names[0]
+               ? reduction_names[reduction]
+               : "?";
+}
+
+void cli_params_init(cli_params *params, cli_loss loss) {
+    memset(params, 0, sizeof *params);
+    params->loss = loss;
+    switch (loss) {
+    case CLI_LOSS_PAIR: params->as.pair = (closs_pair_params)CLOSS_PAIR_PARAMS_INIT; break;
+    case CLI_LOSS_TRIPLET: params->as.triplet = (closs_triplet_params)CLOSS_TRIPLET_PARAMS_INIT; break;
+    case CLI_LOSS_NTXENT: params->as.ntxent = (closs_ntxent_params)CLOSS_NTXENT_PARAMS_INIT; break;
+    case CLI_LOSS_SUPCON: params->as.supcon = (closs_supcon_params)CLOSS_SUPCON_PARAMS_INIT; break;
+    case CLI_LOSS_COSINE: params->as.cosine = (closs_cosine_params)CLOSS_COSINE_PARAMS_INIT; break;
+    case CLI_LOSS_COUNT: break;
+    }
+}
+
+static void *field_of(cli_params *params, const param_spec *spec) {
+    return (char *)&params->as + spec->offset;
+}
+
+static const void *const_field_of(const cli_params *params, const param_spec *spec) {
+    return (const char *)&params->as + spec->offset;
+}
+
+/* "margin, distance, reduction": the parameters `loss` takes, for messages. */
+static void list_params(cli_loss loss, char *out, size_t out_size) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < PARAM_COUNT; ++i) {
+        if (param_specs[i].loss != loss) continue;
+        int n = snprintf(out + used, out_size - used, "%s%s", used ? ", " : "",
+                         param_specs[i].name);
+        if (n < 0 || (size_t)n >= out_size - used) return;
+        used += (size_t)n;
+    }
+}
+
+/* A complete decimal or hexadecimal number that is finite: "1e999", "nan", "0.5x" and " 1" are
+ * refused here rather than passed on half-read. */
+static bool parse_real(const char *text, double *value) {
+    if (text[0] == '\0' || isspace((unsigned char)text[0])) return false;
+    char *end;
+    double parsed = strtod(text, &end);
+    if (*end != '\0' || !isfinite(parsed)) return false;
+    *value = parsed; /* an underflow to a tiny or zero value (ERANGE) is still that number */
+    return true;
+}
+
+static bool parse_name(const char *text, const char *const *names, size_t count, int *index) {
+    for (size_t i = 0; i < count; ++i) {
+        if (strcmp(text, names[i]) == 0) {
+            *index = (int)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool set_value(cli_params *params, const param_spec *spec, const char *value, char *err,
+                      size_t err_size) {
+    void *field = field_of(params, spec);
+    switch (spec->kind) {
+    case PARAM_REAL:
+        if (parse_real(value, field)) return true;
+        snprintf(err, err_size, "%s=%s: not a finite number", spec->name, value);
+        return false;
+    case PARAM_FLAG:
+        if (strcmp(value, "0") == 0 || strcmp(value, "1") == 0) {
+            *(int *)field = value[0] - '0';
+            return true;
+        }
+        snprintf(err, err_size, "%s=%s: must be 0 or 1", spec->name, value);
+        return false;
+    case PARAM_DISTANCE: {
+        int index;
+        if (parse_name(value, distance_names, sizeof distance_names / sizeof distance_names[0],
+                       &index) &&
+            (spec->distances & DISTANCE_BIT(index))) {
+            *(closs_distance_t *)field = (closs_distance_t)index;
+            return true;
+        }
+        snprintf(err, err_size, "%s=%s: %s takes %s", spec->name, value,
+                 cli_loss_name(params->loss), spec->meaning);
+        return false;
+    }
+    case PARAM_REDUCTION: {
+        int index;
+        if (parse_name(value, reduction_names, sizeof reduction_names / sizeof reduction_names[0],
+                       &index)) {
+            *(closs_reduction_t *)field = (closs_reduction_t)index;
+            return true;
+        }
+        snprintf(err, err_size, "%s=%s: must be mean, sum or none", spec->name, value);
+        return false;
+    }
+    }
+    return false;
+}
+
+bool cli_params_set(cli_params *params, const char *assignment, char *err, size_t err_size) {
+    const char *equals = strchr(assignment, '=');
+    size_t name_length = equals ? (size_t)(equals - assignment) : 0;
+    if (name_length == 0) {
+        snprintf(err, err_size, "'%s' is not a NAME=VALUE parameter", assignment);
+        return false;
+    }
+    const char *loss = cli_loss_name(params->loss);
+    char accepted[128];
+    list_params(params->loss, accepted, sizeof accepted);
+    bool known_elsewhere = false;
+    for (size_t i = 0; i < PARAM_COUNT; ++i) {
+        const param_spec *spec = &param_specs[i];
+        if (strlen(spec->name) != name_length || strncmp(spec->name, assignment, name_length) != 0)
+            continue;
+        if (spec->loss != params->loss) {
+            known_elsewhere = true;
+            continue;
+        }
+        if (params->given & (UINT32_C(1) << i)) {
+            snprintf(err, err_size, "parameter '%s' given twice", spec->name);
+            return false;
+        }
+        params->given |= UINT32_C(1) << i;
+        return set_value(params, spec, equals + 1, err, err_size);
+    }
+    if (known_elsewhere)
+        snprintf(err, err_size, "parameter '%.*s' does not apply to %s (it takes %s)",
+                 (int)name_length, assignment, loss, accepted);
+    else
+        snprintf(err, err_size, "unknown parameter '%.*s' (%s takes %s)", (int)name_length,
+                 assignment, loss, accepted);
+    return false;
+}
+
+closs_reduction_t cli_params_reduction(const cli_params *params) {
+    for (size_t i = 0; i < PARAM_COUNT; ++i) {
+        const param_spec *spec = &param_specs[i];
+        if (spec->loss == params->loss && spec->kind == PARAM_REDUCTION)
+            return *(const closs_reduction_t *)const_field_of(params, spec);
+    }
+    return CLOSS_REDUCTION_MEAN;
+}
+
+static void format_value(const cli_params *params, const param_spec *spec, char *out,
+                         size_t out_size) {
+    const void *field = const_field_of(params, spec);
+    switch (spec->kind) {
+    case PARAM_REAL: snprintf(out, out_size, "%g", *(const double *)field); break;
+    case PARAM_FLAG: snprintf(out, out_size, "%d", *(const int *)field); break;
+    case PARAM_DISTANCE:
+        snprintf(out, out_size, "%s", distance_names[*(const closs_distance_t *)field]);
+        break;
+    case PARAM_REDUCTION:
+        snprintf(out, out_size, "%s", cli_reduction_name(*(const closs_reduction_t *)field));
+        break;
+    }
+}
+
+void cli_params_print_help(FILE *out) {
+    for (int l = 0; l < CLI_LOSS_COUNT; ++l) {
+        cli_params defaults;
+        cli_params_init(&defaults, (cli_loss)l);
+        fprintf(out, "  %s\n", loss_names[l]);
+        for (size_t i = 0; i < PARAM_COUNT; ++i) {
+            if (param_specs[i].loss != (cli_loss)l) continue;
+            char value[32], assignment[64];
+            format_value(&defaults, &param_specs[i], value, sizeof value);
+            snprintf(assignment, sizeof assignment, "%s=%s", param_specs[i].name, value);
+            fprintf(out, "    %-24s %s\n", assignment, param_specs[i].meaning);
+        }
+    }
+}
