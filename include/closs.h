@@ -13,7 +13,10 @@
  *     which hold the contract's defaults, and change the fields you need.
  *   - Reductions: MEAN (default), SUM, NONE (one loss per row or anchor). Gradients are those of the
  *     reduced loss times the upstream gradient (see `upstream` below).
- *   - NaN or Inf in an input propagates to the loss. With `check_inputs = 1` in the parameters,
+ *   - NaN or Inf in an input propagates to the loss: it makes NaN every loss it reaches (its own
+ *     row's for pair, triplet and cosine; every anchor's for NT-Xent and SupCon, whose
+ *     denominators sum over all rows), even where max(0, −∞) or exp(−∞) would hide it, and the
+ *     gradients with it. With `check_inputs = 1` in the parameters,
  *     an entry point first verifies that every floating input is finite and returns
  *     CLOSS_STATUS_NONFINITE_INPUT naming the first bad element instead.
  *   - The CPU reference entry points (closs_ref_*) take host f32 or f64 inputs and accumulate in

@@ -47,12 +47,11 @@ closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, closs_matrix_
     double *norms = per_row, *lse = per_row + rows, *row_losses = per_row + 2 * rows;
     double *weights = per_row + 3 * rows;
 
-    closs_ref_embed(z, params->normalize, zhat, norms);
-    closs_ref_softmax_lse(zhat, rows, dim, temperature, lse);
+    const int finite = closs_ref_embed(z, params->normalize, zhat, norms);
+    closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, lse);
     for (int64_t i = 0; i < rows; ++i) {
         int64_t partner = (i + half) % rows;
-        row_losses[i] = -closs_ref_dot(zhat + i * dim, zhat + partner * dim, dim) / temperature +
-                        lse[i];
+        row_losses[i] = -closs_ref_logit(zhat + i * dim, zhat + partner * dim, dim, 1.0 / temperature) + lse[i];
     }
     closs_ref_reduce(params->reduction, row_losses, rows, rows, loss);
 

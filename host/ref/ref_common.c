@@ -7,13 +7,16 @@
 #include "error.h"
 #include "validate.h"
 
-void closs_ref_load_row(closs_matrix_t m, int64_t row, double *out) {
+int closs_ref_load_row(closs_matrix_t m, int64_t row, double *out) {
     if (m.dtype == CLOSS_F64) {
         memcpy(out, (const double *)m.data + row * m.ld, (size_t)m.cols * sizeof(double));
     } else {
         const float *src = (const float *)m.data + row * m.ld;
         for (int64_t c = 0; c < m.cols; ++c) out[c] = (double)src[c];
     }
+    int finite = 1;
+    for (int64_t c = 0; c < m.cols; ++c) finite &= isfinite(out[c]) != 0;
+    return finite;
 }
 
 double closs_ref_load_real(closs_vector_t v, int64_t i) {
@@ -90,7 +93,7 @@ void closs_ref_reduce(closs_reduction_t reduction, const double *row_losses, int
     }
     double sum = 0.0;
     for (int64_t i = 0; i < rows; ++i) sum += row_losses[i];
-    if (reduction == CLOSS_REDUCTION_MEAN) sum = count > 0 ? sum / (double)count : 0.0;
+    if (reduction == CLOSS_REDUCTION_MEAN && count > 0) sum /= (double)count;
     *loss = sum;
 }
 

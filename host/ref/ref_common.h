@@ -9,15 +9,23 @@
 
 #include "closs.h"
 
-/* OpenMP when the build has it; the pragma disappears otherwise (no unknown-pragma warnings). */
+/* A parallel loop over OpenMP threads when the build has OpenMP and `worth_it` holds; the pragma
+ * disappears otherwise (no unknown-pragma warnings). Small problems stay on the calling thread:
+ * waking a team costs more than they do, and idle spinning threads slow every other process. */
+#define CLOSS_PRAGMA(text) _Pragma(#text)
 #ifdef _OPENMP
-#define CLOSS_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CLOSS_PARALLEL_FOR_IF(worth_it) CLOSS_PRAGMA(omp parallel for schedule(static) if(worth_it))
 #else
-#define CLOSS_PARALLEL_FOR
+#define CLOSS_PARALLEL_FOR_IF(worth_it)
 #endif
 
-/* Row r of an f32 or f64 matrix, converted to `dim` doubles. */
-void closs_ref_load_row(closs_matrix_t m, int64_t row, double *out);
+/* Multiply-adds below which a loop is not worth spreading over threads (about a millisecond). */
+#define CLOSS_PARALLEL_MIN_WORK (1 << 20)
+
+/* Row r of an f32 or f64 matrix, converted to `dim` doubles; returns 1 when every element is
+ * finite. A non-finite input makes every loss it reaches NaN, even where the arithmetic alone
+ * would drop it (max(0, −∞) = 0, exp(−∞) = 0): the contract never lets one vanish. */
+int closs_ref_load_row(closs_matrix_t m, int64_t row, double *out);
 
 /* Element i of an f32 or f64 vector. */
 double closs_ref_load_real(closs_vector_t v, int64_t i);
@@ -43,7 +51,8 @@ double closs_ref_distance(closs_distance_t kind, const double *a, const double *
 double closs_ref_row_weight(closs_reduction_t reduction, const double *upstream, int64_t row,
                             int64_t count);
 
-/* Writes the reduced loss: MEAN → Σ/count (0 when count is 0), SUM → Σ, NONE → every row.
+/* Writes the reduced loss: MEAN → Σ/count (Σ itself when count is 0: 0, or NaN from a non-finite
+ * input), SUM → Σ, NONE → every row.
  * The sum runs in row order, so the result does not depend on the thread count. */
 void closs_ref_reduce(closs_reduction_t reduction, const double *row_losses, int64_t rows,
                       int64_t count, double *loss);

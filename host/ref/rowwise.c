@@ -2,6 +2,7 @@
  * are O(N·D) and the reference values clarity over speed here. */
 #include "rowwise.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "error.h"
@@ -33,9 +34,10 @@ closs_status_t closs_ref_rowwise(const closs_ref_rowwise_job *job, closs_ref_row
     const int count = job->input_count;
 
     /* One block: the row losses, `count` input rows, `count` gradient rows, then scratch. */
+    int64_t row_buffers = 0;
+    CLOSS_TRY(closs_mul_size("row buffers", 2 * count + CLOSS_ROWWISE_SCRATCH_ROWS, dim, &row_buffers));
     double *block = NULL;
-    CLOSS_TRY(closs_ref_alloc("row buffers", 1,
-                              rows + (2 * count + CLOSS_ROWWISE_SCRATCH_ROWS) * dim, &block));
+    CLOSS_TRY(closs_ref_alloc("row buffers", 1, rows + row_buffers, &block));
     double *scratch = block + rows + 2 * count * dim;
     double *row_losses = block;
     double *in_rows[CLOSS_ROWWISE_MAX_INPUTS] = {0}, *grad_rows[CLOSS_ROWWISE_MAX_INPUTS] = {0};
@@ -45,11 +47,14 @@ closs_status_t closs_ref_rowwise(const closs_ref_rowwise_job *job, closs_ref_row
     }
 
     for (int64_t i = 0; i < rows; ++i) {
-        for (int k = 0; k < count; ++k) closs_ref_load_row(job->inputs[k], i, in_rows[k]);
+        int finite = 1;
+        for (int k = 0; k < count; ++k) finite &= closs_ref_load_row(job->inputs[k], i, in_rows[k]);
         double label = job->has_labels ? closs_ref_load_real(job->labels, i) : 0.0;
         row_losses[i] = row_loss(params, (const double *const *)in_rows, label, dim, grad_rows,
                                  scratch);
-        double weight = closs_ref_row_weight(job->reduction, job->upstream, i, rows);
+        /* A non-finite input row yields NaN even where a hinge would close over it. */
+        double weight = finite ? closs_ref_row_weight(job->reduction, job->upstream, i, rows) : NAN;
+        if (!finite) row_losses[i] = NAN;
         for (int k = 0; k < count; ++k) {
             if (!job->grads[k]) continue;
             double *out = job->grads[k] + i * dim;

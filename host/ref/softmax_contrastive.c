@@ -27,16 +27,18 @@ double closs_ref_dot(const double *a, const double *b, int64_t dim) {
     return (s0 + s1) + (s2 + s3);
 }
 
-void closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms) {
+int closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms) {
     const int64_t dim = z.cols;
+    int finite = 1;
     for (int64_t i = 0; i < z.rows; ++i) {
         double *row = zhat + i * dim;
-        closs_ref_load_row(z, i, row);
+        finite &= closs_ref_load_row(z, i, row);
         norms[i] = sqrt(closs_ref_dot(row, row, dim));
         if (!normalize) continue;
         double scale = 1.0 / (norms[i] > normalize_eps ? norms[i] : normalize_eps);
         for (int64_t c = 0; c < dim; ++c) row[c] *= scale;
     }
+    return finite;
 }
 
 void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize,
@@ -57,10 +59,14 @@ void closs_ref_embed_backward(const double *zhat, const double *norms, int norma
 }
 
 void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                           double *lse) {
+                           int finite, double *lse) {
     const double inv_t = 1.0 / temperature;
+    if (!finite) {
+        for (int64_t i = 0; i < rows; ++i) lse[i] = NAN;
+        return;
+    }
     const int64_t blocks = (rows + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
-    CLOSS_PARALLEL_FOR
+    CLOSS_PARALLEL_FOR_IF(rows * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
     for (int64_t block = 0; block < blocks; ++block) {
         const int64_t first = block * ANCHOR_BLOCK;
         const int count = (int)(rows - first < ANCHOR_BLOCK ? rows - first : ANCHOR_BLOCK);
@@ -74,7 +80,7 @@ void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double
             const double *zk = zhat + k * dim;
             for (int b = 0; b < count; ++b) {
                 if (first + b == k) continue;
-                double x = closs_ref_dot(zhat + (first + b) * dim, zk, dim) * inv_t;
+                double x = closs_ref_logit(zhat + (first + b) * dim, zk, dim, inv_t);
                 if (x > max[b]) {
                     sum[b] = sum[b] * exp(max[b] - x) + 1.0;
                     max[b] = x;
@@ -91,7 +97,7 @@ void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, d
                                 const double *lse, const double *weights, double *dzhat) {
     const double inv_t = 1.0 / temperature;
     const int64_t blocks = (rows + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
-    CLOSS_PARALLEL_FOR
+    CLOSS_PARALLEL_FOR_IF(rows * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
     for (int64_t block = 0; block < blocks; ++block) {
         const int64_t first = block * ANCHOR_BLOCK;
         const int count = (int)(rows - first < ANCHOR_BLOCK ? rows - first : ANCHOR_BLOCK);
@@ -100,7 +106,7 @@ void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, d
             for (int b = 0; b < count; ++b) {
                 const int64_t i = first + b;
                 if (i == k) continue;
-                double x = closs_ref_dot(zhat + i * dim, zk, dim) * inv_t;
+                double x = closs_ref_logit(zhat + i * dim, zk, dim, inv_t);
                 double coefficient =
                     inv_t * (weights[i] * exp(x - lse[i]) + weights[k] * exp(x - lse[k]));
                 double *gi = dzhat + i * dim;

@@ -11,8 +11,9 @@
 
 #include "closs.h"
 
-/* ẑ_i = z_i / max(‖z_i‖, 1e-12) when normalize, else z_i; norms[i] = ‖z_i‖. Dense outputs. */
-void closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms);
+/* ẑ_i = z_i / max(‖z_i‖, 1e-12) when normalize, else z_i; norms[i] = ‖z_i‖. Dense outputs.
+ * Returns 1 when every element of z is finite. */
+int closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms);
 
 /* dz_i = (dẑ_i − ẑ_i(ẑ_i·dẑ_i)) / ‖z_i‖ while ‖z_i‖ > 1e-12, else dẑ_i / 1e-12; the identity
  * when normalize is 0. Works in place: `grad` holds dẑ on entry and dz on return. */
@@ -21,9 +22,16 @@ void closs_ref_embed_backward(const double *zhat, const double *norms, int norma
 
 double closs_ref_dot(const double *a, const double *b, int64_t dim);
 
-/* lse_i for every row (stable: a running maximum, NaN propagates). */
+/* lse_i for every row (stable: a running maximum, NaN propagates). With `finite` 0 every lse_i
+ * is NaN: a non-finite row enters every anchor's denominator, and exp(−∞) = 0 must not hide it. */
 void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                           double *lse);
+                           int finite, double *lse);
+
+/* s_ik/τ, computed the same way wherever a loss needs it (so that terms that must cancel do). */
+static inline double closs_ref_logit(const double *zi, const double *zk, int64_t dim,
+                                     double inv_temperature) {
+    return closs_ref_dot(zi, zk, dim) * inv_temperature;
+}
 
 /* Adds the softmax part of the gradient, weighted per anchor by `weights`, into dzhat. */
 void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, double temperature,

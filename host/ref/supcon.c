@@ -93,7 +93,7 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
     labelled_row *sorted = (labelled_row *)(class_size + rows);
 
     const int64_t classes = compact_labels(labels, sorted, class_of, class_size);
-    closs_ref_embed(z, params->normalize, zhat, norms);
+    const int finite = closs_ref_embed(z, params->normalize, zhat, norms);
     memset(class_sum, 0, (size_t)(classes * dim) * sizeof(double));
     for (int64_t i = 0; i < rows; ++i) {
         /* compact_labels set class_of[i] for every row (`sorted` is a permutation of the rows),
@@ -101,12 +101,13 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
         double *sum = class_sum + class_of[i] * dim; // NOLINT(clang-analyzer-core.UndefinedBinaryOperatorResult)
         for (int64_t c = 0; c < dim; ++c) sum[c] += zhat[i * dim + c];
     }
-    closs_ref_softmax_lse(zhat, rows, dim, temperature, lse);
+    closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, lse);
 
     int64_t valid_count = 0;
     for (int64_t i = 0; i < rows; ++i) {
         const int64_t positives = class_size[class_of[i]] - 1;
-        row_losses[i] = 0.0;
+        /* No positive: ℓ_i = 0, unless a non-finite input must show (NaN reaches every loss). */
+        row_losses[i] = finite ? 0.0 : NAN;
         if (positives == 0) continue;
         ++valid_count;
         const double *zi = zhat + i * dim;
