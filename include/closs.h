@@ -258,6 +258,123 @@ CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, clo
                                           double *grad_x2);
 
 /* ------------------------------------------------------------------------------------------------
+ * GPU entry points (built when the CUDA toolkit is found; otherwise they check their arguments and
+ * return CLOSS_STATUS_NOT_SUPPORTED).
+ *
+ * They mirror the reference with a handle first and workspace and stream last. Inputs and
+ * gradients are device memory of dtype CLOSS_F32, CLOSS_F16 or CLOSS_BF16 (one dtype for all
+ * inputs and gradients of a call; pair labels y may be any of the three), with a leading
+ * dimension; arithmetic is in float; losses are device floats. Calls enqueue work on `stream` and
+ * return without synchronising; results are the same bits on every run (no float atomics).
+ *
+ * Every loss has three calls:
+ *   *_forward           loss: 1 float (MEAN, SUM) or one per row (NONE);
+ *   *_backward          upstream: device float(s), 1 value or one per row for NONE, or NULL for 1;
+ *                       writes the gradients (a closs_grad_t with data NULL is skipped);
+ *   *_forward_backward  both in one pass over the inputs, upstream 1.
+ * Workspace: ask *_workspace_size for the bytes and pass device memory of at least that size, or
+ * pass NULL and 0 to use the handle's own, which grows on demand (that allocation synchronises).
+ *
+ * Check mode (`check_inputs = 1`) first verifies on the device that every input is finite and every
+ * pair label lies in [0, 1], reads the answer back (a host synchronisation, in check mode only) and
+ * returns NONFINITE_INPUT or INVALID_ARGUMENT naming the first bad row without computing. Without
+ * it, labels are not range-checked on the GPU and NaN propagates.
+ * --------------------------------------------------------------------------------------------- */
+
+/* The same type as cudaStream_t, without the CUDA headers; NULL is the default stream. */
+struct CUstream_st;
+typedef struct CUstream_st *closs_stream_t;
+
+/* A library context bound to one CUDA device: its properties, a check-mode buffer and an
+ * optional grown-on-demand workspace. Use one handle per thread at a time. */
+typedef struct closs_handle_st *closs_handle_t;
+
+/* A gradient output in device memory: rows × cols of the inputs' dtype, leading dimension ld. */
+typedef struct closs_grad_t {
+    void *data; /* NULL: this gradient is not computed */
+    int64_t ld; /* >= cols */
+} closs_grad_t;
+
+/*! closs_create() : a handle bound to the calling thread's current CUDA device.
+ *  @return NO_DEVICE without a usable device, NOT_SUPPORTED in a build without CUDA. */
+CLOSS_API closs_status_t closs_create(closs_handle_t *handle);
+/*! closs_destroy() : frees the handle and its workspace; NULL is fine. */
+CLOSS_API closs_status_t closs_destroy(closs_handle_t handle);
+
+/*! Workspace bytes for a call of that loss with these sizes (the same for all three calls). */
+CLOSS_API closs_status_t closs_pair_workspace_size(closs_handle_t handle,
+                                                   const closs_pair_params *params, int64_t rows,
+                                                   int64_t dim, closs_dtype_t dtype, size_t *bytes);
+CLOSS_API closs_status_t closs_triplet_workspace_size(closs_handle_t handle,
+                                                      const closs_triplet_params *params,
+                                                      int64_t rows, int64_t dim,
+                                                      closs_dtype_t dtype, size_t *bytes);
+CLOSS_API closs_status_t closs_cosine_workspace_size(closs_handle_t handle,
+                                                     const closs_cosine_params *params,
+                                                     int64_t rows, int64_t dim,
+                                                     closs_dtype_t dtype, size_t *bytes);
+
+/*! Pair contrastive loss on the GPU (closs_ref_pair's math). */
+CLOSS_API closs_status_t closs_pair_forward(closs_handle_t handle, const closs_pair_params *params,
+                                            closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                            float *loss, void *workspace, size_t workspace_bytes,
+                                            closs_stream_t stream);
+CLOSS_API closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_params *params,
+                                             closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                             const float *upstream, closs_grad_t grad_x1,
+                                             closs_grad_t grad_x2, void *workspace,
+                                             size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_pair_forward_backward(closs_handle_t handle,
+                                                     const closs_pair_params *params,
+                                                     closs_matrix_t x1, closs_matrix_t x2,
+                                                     closs_vector_t y, float *loss,
+                                                     closs_grad_t grad_x1, closs_grad_t grad_x2,
+                                                     void *workspace, size_t workspace_bytes,
+                                                     closs_stream_t stream);
+
+/*! Triplet loss on the GPU (closs_ref_triplet's math). */
+CLOSS_API closs_status_t closs_triplet_forward(closs_handle_t handle,
+                                               const closs_triplet_params *params,
+                                               closs_matrix_t anchor, closs_matrix_t positive,
+                                               closs_matrix_t negative, float *loss,
+                                               void *workspace, size_t workspace_bytes,
+                                               closs_stream_t stream);
+CLOSS_API closs_status_t closs_triplet_backward(closs_handle_t handle,
+                                                const closs_triplet_params *params,
+                                                closs_matrix_t anchor, closs_matrix_t positive,
+                                                closs_matrix_t negative, const float *upstream,
+                                                closs_grad_t grad_anchor,
+                                                closs_grad_t grad_positive,
+                                                closs_grad_t grad_negative, void *workspace,
+                                                size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_triplet_forward_backward(
+    closs_handle_t handle, const closs_triplet_params *params, closs_matrix_t anchor,
+    closs_matrix_t positive, closs_matrix_t negative, float *loss, closs_grad_t grad_anchor,
+    closs_grad_t grad_positive, closs_grad_t grad_negative, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
+
+/*! Cosine contrastive loss on the GPU (closs_ref_cosine's math). */
+CLOSS_API closs_status_t closs_cosine_forward(closs_handle_t handle,
+                                              const closs_cosine_params *params, closs_matrix_t x1,
+                                              closs_matrix_t x2, closs_vector_t y, float *loss,
+                                              void *workspace, size_t workspace_bytes,
+                                              closs_stream_t stream);
+CLOSS_API closs_status_t closs_cosine_backward(closs_handle_t handle,
+                                               const closs_cosine_params *params,
+                                               closs_matrix_t x1, closs_matrix_t x2,
+                                               closs_vector_t y, const float *upstream,
+                                               closs_grad_t grad_x1, closs_grad_t grad_x2,
+                                               void *workspace, size_t workspace_bytes,
+                                               closs_stream_t stream);
+CLOSS_API closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
+                                                       const closs_cosine_params *params,
+                                                       closs_matrix_t x1, closs_matrix_t x2,
+                                                       closs_vector_t y, float *loss,
+                                                       closs_grad_t grad_x1, closs_grad_t grad_x2,
+                                                       void *workspace, size_t workspace_bytes,
+                                                       closs_stream_t stream);
+
+/* ------------------------------------------------------------------------------------------------
  * Devices
  * --------------------------------------------------------------------------------------------- */
 

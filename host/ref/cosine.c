@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "error.h"
+#include "params.h"
 #include "ref_common.h"
 #include "rowwise.h"
 #include "validate.h"
@@ -32,10 +33,7 @@ closs_status_t closs_ref_cosine(const closs_cosine_params *params, closs_matrix_
                                 closs_matrix_t x2, closs_vector_t y, const double *upstream,
                                 double *loss, double *grad_x1, double *grad_x2) {
     closs_clear_error();
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
-    CLOSS_TRY(closs_check_finite_in("margin", params->margin, -1.0, 1.0));
-    CLOSS_TRY(closs_check_flag("squared", params->squared));
-    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_cosine_params(params));
     closs_ref_rowwise_job job = {
         .input_count = 2,
         .names = {"x1", "x2"},

@@ -10,23 +10,20 @@
 #include <stdlib.h>
 
 #include "error.h"
+#include "params.h"
 #include "ref_common.h"
 #include "softmax_contrastive.h"
 #include "validate.h"
 
 static closs_status_t check_arguments(const closs_ntxent_params *params, closs_matrix_t z,
                                       const double *loss) {
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
-    CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
-    CLOSS_TRY(closs_check_flag("normalize", params->normalize));
-    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_ntxent_params(params));
     CLOSS_TRY(closs_check_matrix("z", z, CLOSS_REF_FLOAT_DTYPES, 2));
     if (z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "
                           "each sample, z = cat(z1, z2))", (long long)z.rows);
     CLOSS_TRY(closs_check_not_null("loss", loss));
-    CLOSS_TRY(closs_check_flag("check_inputs", params->check_inputs));
     return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
 

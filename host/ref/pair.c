@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "error.h"
+#include "params.h"
 #include "ref_common.h"
 #include "rowwise.h"
 #include "validate.h"
@@ -28,13 +29,7 @@ closs_status_t closs_ref_pair(const closs_pair_params *params, closs_matrix_t x1
                               closs_matrix_t x2, closs_vector_t y, const double *upstream,
                               double *loss, double *grad_x1, double *grad_x2) {
     closs_clear_error();
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
-    CLOSS_TRY(closs_check_finite_in("margin", params->margin, 0.0, INFINITY));
-    if (params->distance != CLOSS_DISTANCE_EUCLIDEAN && params->distance != CLOSS_DISTANCE_COSINE)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "distance = %d: the pair loss takes CLOSS_DISTANCE_EUCLIDEAN or "
-                          "CLOSS_DISTANCE_COSINE", (int)params->distance);
-    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_pair_params(params));
     closs_ref_rowwise_job job = {
         .input_count = 2,
         .names = {"x1", "x2"},

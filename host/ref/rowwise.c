@@ -21,7 +21,6 @@ static closs_status_t check_job(const closs_ref_rowwise_job *job) {
         CLOSS_TRY(closs_check_unit_interval("y", job->labels));
     }
     CLOSS_TRY(closs_check_not_null("loss", job->loss));
-    CLOSS_TRY(closs_check_flag("check_inputs", job->check_inputs));
     for (int k = 0; k < job->input_count && job->check_inputs; ++k)
         CLOSS_TRY(closs_check_finite_matrix(job->names[k], job->inputs[k]));
     return CLOSS_STATUS_SUCCESS;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "params.h"
 #include "ref_common.h"
 #include "softmax_contrastive.h"
 #include "validate.h"
@@ -46,16 +47,10 @@ static int64_t compact_labels(closs_vector_t labels, labelled_row *sorted, int64
 
 static closs_status_t check_arguments(const closs_supcon_params *params, closs_matrix_t z,
                                       closs_vector_t labels, const double *loss) {
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
-    CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
-    if (params->base_temperature != 0.0)
-        CLOSS_TRY(closs_check_positive_finite("base_temperature", params->base_temperature));
-    CLOSS_TRY(closs_check_flag("normalize", params->normalize));
-    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_supcon_params(params));
     CLOSS_TRY(closs_check_matrix("z", z, CLOSS_REF_FLOAT_DTYPES, 1));
     CLOSS_TRY(closs_check_vector("labels", labels, CLOSS_LABEL_DTYPES, z.rows));
     CLOSS_TRY(closs_check_not_null("loss", loss));
-    CLOSS_TRY(closs_check_flag("check_inputs", params->check_inputs));
     return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
 

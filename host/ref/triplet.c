@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "error.h"
+#include "params.h"
 #include "ref_common.h"
 #include "rowwise.h"
 #include "validate.h"
@@ -51,15 +52,7 @@ closs_status_t closs_ref_triplet(const closs_triplet_params *params, closs_matri
                                  const double *upstream, double *loss, double *grad_anchor,
                                  double *grad_positive, double *grad_negative) {
     closs_clear_error();
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
-    CLOSS_TRY(closs_check_finite_in("margin", params->margin, -INFINITY, INFINITY));
-    if (params->distance != CLOSS_DISTANCE_EUCLIDEAN &&
-        params->distance != CLOSS_DISTANCE_SQEUCLIDEAN && params->distance != CLOSS_DISTANCE_COSINE)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "distance = %d: must be CLOSS_DISTANCE_EUCLIDEAN, _SQEUCLIDEAN or "
-                          "_COSINE", (int)params->distance);
-    CLOSS_TRY(closs_check_flag("swap", params->swap));
-    CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(closs_check_triplet_params(params));
     closs_ref_rowwise_job job = {
         .input_count = 3,
         .names = {"anchor", "positive", "negative"},

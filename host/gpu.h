@@ -1,0 +1,35 @@
+/* Private: the handle's insides and the pieces every GPU entry point shares. */
+#ifndef CLOSS_HOST_GPU_H
+#define CLOSS_HOST_GPU_H
+
+#include <stddef.h>
+
+#include "closs.h"
+
+#define CLOSS_GPU_FLOAT_DTYPES                                                                     \
+    (CLOSS_DTYPE_BIT(CLOSS_F32) | CLOSS_DTYPE_BIT(CLOSS_F16) | CLOSS_DTYPE_BIT(CLOSS_BF16))
+
+struct closs_handle_st {
+    int device;
+    int multiprocessors;
+    unsigned long long *check_flags; /* device: 2 values for check mode */
+    void *workspace;                 /* device: grown on demand for callers that pass none */
+    size_t workspace_bytes;
+};
+
+/* Workspace sizes are rounded up to this, which keeps every piece of them aligned. */
+#define CLOSS_WORKSPACE_ALIGNMENT 256
+
+/* The handle is not NULL (checked after the arguments, so that argument errors are reported the
+ * same way with or without a device). */
+closs_status_t closs_check_handle(closs_handle_t handle);
+
+/* Picks the workspace of a call: the caller's (at least `needed` bytes), or with NULL and 0 the
+ * handle's own, grown to `needed` if smaller. */
+closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
+                                       size_t workspace_bytes, size_t needed, void **out);
+
+/* Turns a CUDA runtime error code into CLOSS_STATUS_CUDA_ERROR with its text; success stays. */
+closs_status_t closs_cuda_status(int cuda_error, const char *what);
+
+#endif

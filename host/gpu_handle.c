@@ -1,0 +1,117 @@
+/* The handle: a device, its SM count (for grid sizes), a check-mode buffer and an optional
+ * grown-on-demand workspace. Built without CUDA, creating one reports NOT_SUPPORTED. */
+#include <stdlib.h>
+
+#include "error.h"
+#include "gpu.h"
+#include "validate.h"
+
+#ifdef CLOSS_WITH_CUDA
+#  include <cuda_runtime_api.h>
+#endif
+
+closs_status_t closs_check_handle(closs_handle_t handle) {
+    return handle ? CLOSS_STATUS_SUCCESS
+                  : closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                               "handle is NULL: create one with closs_create()");
+}
+
+#ifdef CLOSS_WITH_CUDA
+
+closs_status_t closs_cuda_status(int cuda_error, const char *what) {
+    if (cuda_error == cudaSuccess) return CLOSS_STATUS_SUCCESS;
+    return closs_fail(CLOSS_STATUS_CUDA_ERROR, "%s: %s (%s)", what,
+                      cudaGetErrorString((cudaError_t)cuda_error),
+                      cudaGetErrorName((cudaError_t)cuda_error));
+}
+
+closs_status_t closs_create(closs_handle_t *handle) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_not_null("handle", handle));
+    int device = 0, count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        return closs_fail(CLOSS_STATUS_NO_DEVICE, "closs_create: no CUDA device is available");
+    }
+    CLOSS_TRY(closs_cuda_status(cudaGetDevice(&device), "cudaGetDevice"));
+    struct closs_handle_st *h = calloc(1, sizeof *h);
+    if (!h) return closs_fail(CLOSS_STATUS_ALLOC_FAILED, "closs_create: out of host memory");
+    h->device = device;
+    closs_status_t status = closs_cuda_status(
+        cudaDeviceGetAttribute(&h->multiprocessors, cudaDevAttrMultiProcessorCount, device),
+        "cudaDeviceGetAttribute");
+    if (status == CLOSS_STATUS_SUCCESS &&
+        cudaMalloc((void **)&h->check_flags, 2 * sizeof *h->check_flags) != cudaSuccess)
+        status = closs_fail(CLOSS_STATUS_ALLOC_FAILED, "closs_create: 16 bytes of device memory");
+    if (status != CLOSS_STATUS_SUCCESS) {
+        free(h);
+        return status;
+    }
+    *handle = h;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_destroy(closs_handle_t handle) {
+    closs_clear_error();
+    if (!handle) return CLOSS_STATUS_SUCCESS;
+    cudaFree(handle->check_flags);
+    cudaFree(handle->workspace);
+    free(handle);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
+                                       size_t workspace_bytes, size_t needed, void **out) {
+    if (workspace) {
+        if (workspace_bytes < needed)
+            return closs_fail(CLOSS_STATUS_WORKSPACE_TOO_SMALL,
+                              "workspace_bytes = %zu: this call needs %zu (ask the "
+                              "*_workspace_size function)", workspace_bytes, needed);
+        *out = workspace;
+        return CLOSS_STATUS_SUCCESS;
+    }
+    if (workspace_bytes != 0)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "workspace is NULL with workspace_bytes = %zu: pass NULL and 0 to use "
+                          "the handle's own", workspace_bytes);
+    if (handle->workspace_bytes < needed) {
+        /* cudaFree waits for the device, so work still using the old buffer has finished. */
+        cudaFree(handle->workspace);
+        handle->workspace = NULL;
+        handle->workspace_bytes = 0;
+        if (cudaMalloc(&handle->workspace, needed) != cudaSuccess)
+            return closs_fail(CLOSS_STATUS_ALLOC_FAILED, "handle workspace: %zu bytes of device "
+                              "memory", needed);
+        handle->workspace_bytes = needed;
+    }
+    *out = handle->workspace;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+#else /* no CUDA in this build */
+
+closs_status_t closs_cuda_status(int cuda_error, const char *what) {
+    (void)cuda_error;
+    (void)what;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_create(closs_handle_t *handle) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_not_null("handle", handle));
+    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
+}
+
+closs_status_t closs_destroy(closs_handle_t handle) {
+    closs_clear_error();
+    free(handle);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
+                                       size_t workspace_bytes, size_t needed, void **out) {
+    (void)handle, (void)workspace, (void)workspace_bytes, (void)needed, (void)out;
+    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
+}
+
+#endif

@@ -1,0 +1,387 @@
+/* GPU entry points of the row-wise losses (pair, triplet, cosine): argument checks, workspace,
+ * check mode, then one launch of cuda/rowwise.cu. Every argument is checked before the device is
+ * touched, and nothing is enqueued on an error. */
+#include <stdint.h>
+
+#include "error.h"
+#include "gpu.h"
+#include "params.h"
+#include "rowwise_math.h"
+#include "validate.h"
+
+#ifdef CLOSS_WITH_CUDA
+#  include "launch.h"
+#endif
+
+/* One call of a row-wise loss, whichever of forward, backward or both. */
+typedef struct rowwise_call {
+    closs_row_params row;
+    closs_reduction_t reduction;
+    int check_inputs;
+    int input_count;
+    const char *names[3];
+    const char *grad_names[3];
+    closs_matrix_t x[3];
+    int has_labels;
+    closs_vector_t y;
+    float *loss;           /* forward output, or NULL for backward only */
+    int backward;          /* the gradients are wanted */
+    const float *upstream; /* backward only; NULL means 1 */
+    closs_grad_t grad[3];
+} rowwise_call;
+
+static closs_status_t check_inputs(const rowwise_call *call) {
+    for (int k = 0; k < call->input_count; ++k) {
+        CLOSS_TRY(closs_check_matrix(call->names[k], call->x[k], CLOSS_GPU_FLOAT_DTYPES, 0));
+        if (k == 0) continue;
+        CLOSS_TRY(closs_check_same_shape(call->names[0], call->x[0], call->names[k], call->x[k]));
+        if (call->x[k].dtype != call->x[0].dtype)
+            return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                              "%s.dtype = %s but %s.dtype = %s: the inputs of a call share one "
+                              "dtype", call->names[k], closs_dtype_name(call->x[k].dtype),
+                              call->names[0], closs_dtype_name(call->x[0].dtype));
+    }
+    if (call->has_labels)
+        CLOSS_TRY(closs_check_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
+    return CLOSS_STATUS_SUCCESS;
+}
+
+static closs_status_t check_outputs(const rowwise_call *call) {
+    if (!call->backward) return closs_check_not_null("loss", call->loss);
+    for (int k = 0; k < call->input_count; ++k) {
+        if (!call->grad[k].data) continue;
+        /* A gradient has its input's shape and dtype, with its own leading dimension. */
+        closs_matrix_t shape = call->x[k];
+        shape.data = call->grad[k].data;
+        shape.ld = call->grad[k].ld;
+        CLOSS_TRY(closs_check_matrix(call->grad_names[k], shape, CLOSS_GPU_FLOAT_DTYPES, 0));
+    }
+    return CLOSS_STATUS_SUCCESS;
+}
+
+/* The arguments of a workspace query: sizes a call could have. */
+static closs_status_t check_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype) {
+    if (rows < 0)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "rows = %lld: must be >= 0", (long long)rows);
+    if (dim < 1)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dim = %lld: must be >= 1", (long long)dim);
+    if ((unsigned)dtype >= 32u || !(CLOSS_GPU_FLOAT_DTYPES & CLOSS_DTYPE_BIT(dtype)))
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dtype = %d: must be f32, f16 or bf16",
+                          (int)dtype);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+#ifdef CLOSS_WITH_CUDA
+
+static size_t workspace_bytes_for(closs_handle_t handle, int64_t rows) {
+    size_t bytes = (size_t)closs_rowwise_blocks(handle->multiprocessors, rows) * sizeof(float);
+    return (bytes + CLOSS_WORKSPACE_ALIGNMENT - 1) / CLOSS_WORKSPACE_ALIGNMENT *
+           CLOSS_WORKSPACE_ALIGNMENT;
+}
+
+/* 16-byte loads and stores need every row start of every input and gradient 16-byte aligned. */
+static int rows_are_aligned(const rowwise_call *call) {
+    const size_t element = closs_dtype_size(call->x[0].dtype);
+    for (int k = 0; k < call->input_count; ++k) {
+        if ((uintptr_t)call->x[k].data % 16 || (size_t)call->x[k].ld * element % 16) return 0;
+        if (call->backward && call->grad[k].data &&
+            ((uintptr_t)call->grad[k].data % 16 || (size_t)call->grad[k].ld * element % 16))
+            return 0;
+    }
+    return 1;
+}
+
+/* Check mode: the device looks for a non-finite input or a label outside [0, 1], and the host
+ * waits for the answer before anything is computed. */
+static closs_status_t run_check(closs_handle_t handle, const rowwise_call *call,
+                                const closs_rowwise_launch *launch, cudaStream_t stream) {
+    unsigned long long bad_rows[2];
+    CLOSS_TRY(closs_cuda_status(closs_launch_rowwise_check(launch, handle->check_flags, stream),
+                                "check-mode kernel"));
+    CLOSS_TRY(closs_cuda_status(cudaMemcpyAsync(bad_rows, handle->check_flags, sizeof bad_rows,
+                                                cudaMemcpyDeviceToHost, stream),
+                                "check-mode read-back"));
+    CLOSS_TRY(closs_cuda_status(cudaStreamSynchronize(stream), "check-mode read-back"));
+    if (bad_rows[0] != UINT64_MAX)
+        return closs_fail(CLOSS_STATUS_NONFINITE_INPUT,
+                          "check mode found a non-finite input in row %llu of %s", bad_rows[0],
+                          call->input_count == 3 ? "anchor, positive or negative" : "x1 or x2");
+    if (bad_rows[1] != UINT64_MAX)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "y[%llu]: check mode found a pair label outside [0, 1]", bad_rows[1]);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void *workspace,
+                          size_t workspace_bytes, closs_stream_t stream) {
+    CLOSS_TRY(check_inputs(call));
+    CLOSS_TRY(check_outputs(call));
+    CLOSS_TRY(closs_check_handle(handle));
+    const int64_t rows = call->x[0].rows;
+    void *partials = NULL;
+    CLOSS_TRY(closs_resolve_workspace(handle, workspace, workspace_bytes,
+                                      workspace_bytes_for(handle, rows), &partials));
+
+    closs_rowwise_launch launch = {
+        .params = call->row,
+        .input_count = call->input_count,
+        .dtype = call->x[0].dtype,
+        .rows = rows,
+        .dim = call->x[0].cols,
+        .y = call->has_labels ? call->y.data : NULL,
+        .y_dtype = call->y.dtype,
+        .reduction = call->reduction,
+        .loss = call->loss,
+        .upstream = call->upstream,
+        .vectorized = rows_are_aligned(call),
+        .blocks = closs_rowwise_blocks(handle->multiprocessors, rows),
+        .partials = partials,
+    };
+    for (int k = 0; k < call->input_count; ++k) {
+        launch.x[k] = call->x[k].data;
+        launch.ld[k] = call->x[k].ld;
+        if (call->backward) {
+            launch.grad[k] = call->grad[k].data;
+            launch.grad_ld[k] = call->grad[k].ld;
+        }
+    }
+    cudaStream_t cuda_stream = (cudaStream_t)stream;
+    if (call->check_inputs) CLOSS_TRY(run_check(handle, call, &launch, cuda_stream));
+    return closs_cuda_status(closs_launch_rowwise(&launch, cuda_stream), "row-wise kernel");
+}
+
+static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
+                                     closs_dtype_t dtype, size_t *bytes) {
+    CLOSS_TRY(check_sizes(rows, dim, dtype));
+    CLOSS_TRY(closs_check_not_null("bytes", bytes));
+    CLOSS_TRY(closs_check_handle(handle));
+    *bytes = workspace_bytes_for(handle, rows);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+#else /* no CUDA in this build: the same checks, then NOT_SUPPORTED */
+
+static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void *workspace,
+                          size_t workspace_bytes, closs_stream_t stream) {
+    (void)workspace, (void)workspace_bytes, (void)stream;
+    CLOSS_TRY(check_inputs(call));
+    CLOSS_TRY(check_outputs(call));
+    CLOSS_TRY(closs_check_handle(handle));
+    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
+}
+
+static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
+                                     closs_dtype_t dtype, size_t *bytes) {
+    CLOSS_TRY(check_sizes(rows, dim, dtype));
+    CLOSS_TRY(closs_check_not_null("bytes", bytes));
+    CLOSS_TRY(closs_check_handle(handle));
+    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
+}
+
+#endif
+
+/* ---- pair ------------------------------------------------------------------------------------ */
+
+static rowwise_call pair_call(const closs_pair_params *p, closs_matrix_t x1, closs_matrix_t x2,
+                              closs_vector_t y) {
+    rowwise_call call = {
+        .row = {CLOSS_ROW_PAIR, p->distance, (float)p->margin, 0, 0},
+        .reduction = p->reduction,
+        .check_inputs = p->check_inputs,
+        .input_count = 2,
+        .names = {"x1", "x2"},
+        .grad_names = {"grad_x1", "grad_x2"},
+        .x = {x1, x2},
+        .has_labels = 1,
+        .y = y,
+    };
+    return call;
+}
+
+closs_status_t closs_pair_workspace_size(closs_handle_t handle, const closs_pair_params *params,
+                                         int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                         size_t *bytes) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_pair_params(params));
+    return workspace_size(handle, rows, dim, dtype, bytes);
+}
+
+closs_status_t closs_pair_forward(closs_handle_t handle, const closs_pair_params *params,
+                                  closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                  float *loss, void *workspace, size_t workspace_bytes,
+                                  closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_pair_params(params));
+    rowwise_call call = pair_call(params, x1, x2, y);
+    call.loss = loss;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_params *params,
+                                   closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                   const float *upstream, closs_grad_t grad_x1,
+                                   closs_grad_t grad_x2, void *workspace, size_t workspace_bytes,
+                                   closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_pair_params(params));
+    rowwise_call call = pair_call(params, x1, x2, y);
+    call.backward = 1;
+    call.upstream = upstream;
+    call.grad[0] = grad_x1;
+    call.grad[1] = grad_x2;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_pair_forward_backward(closs_handle_t handle, const closs_pair_params *params,
+                                           closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                           float *loss, closs_grad_t grad_x1, closs_grad_t grad_x2,
+                                           void *workspace, size_t workspace_bytes,
+                                           closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_pair_params(params));
+    CLOSS_TRY(closs_check_not_null("loss", loss));
+    rowwise_call call = pair_call(params, x1, x2, y);
+    call.loss = loss;
+    call.backward = 1;
+    call.grad[0] = grad_x1;
+    call.grad[1] = grad_x2;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+/* ---- triplet --------------------------------------------------------------------------------- */
+
+static rowwise_call triplet_call(const closs_triplet_params *p, closs_matrix_t anchor,
+                                 closs_matrix_t positive, closs_matrix_t negative) {
+    rowwise_call call = {
+        .row = {CLOSS_ROW_TRIPLET, p->distance, (float)p->margin, p->swap, 0},
+        .reduction = p->reduction,
+        .check_inputs = p->check_inputs,
+        .input_count = 3,
+        .names = {"anchor", "positive", "negative"},
+        .grad_names = {"grad_anchor", "grad_positive", "grad_negative"},
+        .x = {anchor, positive, negative},
+    };
+    return call;
+}
+
+closs_status_t closs_triplet_workspace_size(closs_handle_t handle,
+                                            const closs_triplet_params *params, int64_t rows,
+                                            int64_t dim, closs_dtype_t dtype, size_t *bytes) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_triplet_params(params));
+    return workspace_size(handle, rows, dim, dtype, bytes);
+}
+
+closs_status_t closs_triplet_forward(closs_handle_t handle, const closs_triplet_params *params,
+                                     closs_matrix_t anchor, closs_matrix_t positive,
+                                     closs_matrix_t negative, float *loss, void *workspace,
+                                     size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_triplet_params(params));
+    rowwise_call call = triplet_call(params, anchor, positive, negative);
+    call.loss = loss;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet_params *params,
+                                      closs_matrix_t anchor, closs_matrix_t positive,
+                                      closs_matrix_t negative, const float *upstream,
+                                      closs_grad_t grad_anchor, closs_grad_t grad_positive,
+                                      closs_grad_t grad_negative, void *workspace,
+                                      size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_triplet_params(params));
+    rowwise_call call = triplet_call(params, anchor, positive, negative);
+    call.backward = 1;
+    call.upstream = upstream;
+    call.grad[0] = grad_anchor;
+    call.grad[1] = grad_positive;
+    call.grad[2] = grad_negative;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_triplet_forward_backward(
+    closs_handle_t handle, const closs_triplet_params *params, closs_matrix_t anchor,
+    closs_matrix_t positive, closs_matrix_t negative, float *loss, closs_grad_t grad_anchor,
+    closs_grad_t grad_positive, closs_grad_t grad_negative, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_triplet_params(params));
+    CLOSS_TRY(closs_check_not_null("loss", loss));
+    rowwise_call call = triplet_call(params, anchor, positive, negative);
+    call.loss = loss;
+    call.backward = 1;
+    call.grad[0] = grad_anchor;
+    call.grad[1] = grad_positive;
+    call.grad[2] = grad_negative;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+/* ---- cosine ---------------------------------------------------------------------------------- */
+
+static rowwise_call cosine_call(const closs_cosine_params *p, closs_matrix_t x1, closs_matrix_t x2,
+                                closs_vector_t y) {
+    rowwise_call call = {
+        .row = {CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, (float)p->margin, 0, p->squared},
+        .reduction = p->reduction,
+        .check_inputs = p->check_inputs,
+        .input_count = 2,
+        .names = {"x1", "x2"},
+        .grad_names = {"grad_x1", "grad_x2"},
+        .x = {x1, x2},
+        .has_labels = 1,
+        .y = y,
+    };
+    return call;
+}
+
+closs_status_t closs_cosine_workspace_size(closs_handle_t handle,
+                                           const closs_cosine_params *params, int64_t rows,
+                                           int64_t dim, closs_dtype_t dtype, size_t *bytes) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_cosine_params(params));
+    return workspace_size(handle, rows, dim, dtype, bytes);
+}
+
+closs_status_t closs_cosine_forward(closs_handle_t handle, const closs_cosine_params *params,
+                                    closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                    float *loss, void *workspace, size_t workspace_bytes,
+                                    closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_cosine_params(params));
+    rowwise_call call = cosine_call(params, x1, x2, y);
+    call.loss = loss;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_params *params,
+                                     closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
+                                     const float *upstream, closs_grad_t grad_x1,
+                                     closs_grad_t grad_x2, void *workspace,
+                                     size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_cosine_params(params));
+    rowwise_call call = cosine_call(params, x1, x2, y);
+    call.backward = 1;
+    call.upstream = upstream;
+    call.grad[0] = grad_x1;
+    call.grad[1] = grad_x2;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
+                                             const closs_cosine_params *params, closs_matrix_t x1,
+                                             closs_matrix_t x2, closs_vector_t y, float *loss,
+                                             closs_grad_t grad_x1, closs_grad_t grad_x2,
+                                             void *workspace, size_t workspace_bytes,
+                                             closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_cosine_params(params));
+    CLOSS_TRY(closs_check_not_null("loss", loss));
+    rowwise_call call = cosine_call(params, x1, x2, y);
+    call.loss = loss;
+    call.backward = 1;
+    call.grad[0] = grad_x1;
+    call.grad[1] = grad_x2;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}

@@ -1,0 +1,59 @@
+/* Parameter checks (see params.h). The ranges are those of docs/contract.md. */
+#include "params.h"
+
+#include <math.h>
+
+#include "error.h"
+#include "validate.h"
+
+closs_status_t closs_check_pair_params(const closs_pair_params *params) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_finite_in("margin", params->margin, 0.0, INFINITY));
+    if (params->distance != CLOSS_DISTANCE_EUCLIDEAN && params->distance != CLOSS_DISTANCE_COSINE)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "distance = %d: the pair loss takes CLOSS_DISTANCE_EUCLIDEAN or "
+                          "CLOSS_DISTANCE_COSINE",
+                          (int)params->distance);
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    return closs_check_flag("check_inputs", params->check_inputs);
+}
+
+closs_status_t closs_check_triplet_params(const closs_triplet_params *params) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_finite_in("margin", params->margin, -INFINITY, INFINITY));
+    if (params->distance != CLOSS_DISTANCE_EUCLIDEAN &&
+        params->distance != CLOSS_DISTANCE_SQEUCLIDEAN && params->distance != CLOSS_DISTANCE_COSINE)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "distance = %d: must be CLOSS_DISTANCE_EUCLIDEAN, _SQEUCLIDEAN or "
+                          "_COSINE",
+                          (int)params->distance);
+    CLOSS_TRY(closs_check_flag("swap", params->swap));
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    return closs_check_flag("check_inputs", params->check_inputs);
+}
+
+closs_status_t closs_check_cosine_params(const closs_cosine_params *params) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_finite_in("margin", params->margin, -1.0, 1.0));
+    CLOSS_TRY(closs_check_flag("squared", params->squared));
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    return closs_check_flag("check_inputs", params->check_inputs);
+}
+
+closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
+    CLOSS_TRY(closs_check_flag("normalize", params->normalize));
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    return closs_check_flag("check_inputs", params->check_inputs);
+}
+
+closs_status_t closs_check_supcon_params(const closs_supcon_params *params) {
+    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
+    if (params->base_temperature != 0.0)
+        CLOSS_TRY(closs_check_positive_finite("base_temperature", params->base_temperature));
+    CLOSS_TRY(closs_check_flag("normalize", params->normalize));
+    CLOSS_TRY(closs_check_reduction(params->reduction));
+    return closs_check_flag("check_inputs", params->check_inputs);
+}
