@@ -124,7 +124,7 @@ static bool apply_parameters(int argc, char **argv, cli_params *params, char *er
     return true;
 }
 
-bool eval_parse_args(int argc, char **argv, eval_args *args, char *err, size_t err_size) {
+static bool parse(int argc, char **argv, eval_args *args, char *err, size_t err_size) {
     memset(args, 0, sizeof *args);
     args->device = EVAL_DEVICE_DEFAULT;
     args->dtype = CLOSS_F64;
@@ -158,4 +158,11 @@ bool eval_parse_args(int argc, char **argv, eval_args *args, char *err, size_t e
         return false;
     }
     return true;
+}
+
+bool eval_parse_args(int argc, char **argv, eval_args *args, char *err, size_t err_size) {
+    if (parse(argc, argv, args, err, err_size)) return true;
+    /* The messages quote arguments, which may hold any byte but NUL. */
+    cli_make_printable(err, err_size);
+    return false;
 }

@@ -200,7 +200,12 @@ static bool set_value(cli_params *params, const param_spec *spec, const char *va
     return false;
 }
 
-bool cli_params_set(cli_params *params, const char *assignment, char *err, size_t err_size) {
+void cli_make_printable(char *message, size_t size) {
+    for (size_t i = 0; i < size && message[i] != '\0'; ++i)
+        if ((unsigned char)message[i] < 0x20 || message[i] == 0x7f) message[i] = '?';
+}
+
+static bool set_parameter(cli_params *params, const char *assignment, char *err, size_t err_size) {
     const char *equals = strchr(assignment, '=');
     size_t name_length = equals ? (size_t)(equals - assignment) : 0;
     if (name_length == 0) {
@@ -232,6 +237,13 @@ bool cli_params_set(cli_params *params, const char *assignment, char *err, size_
     else
         snprintf(err, err_size, "unknown parameter '%.*s' (%s takes %s)", (int)name_length,
                  assignment, loss, accepted);
+    return false;
+}
+
+bool cli_params_set(cli_params *params, const char *assignment, char *err, size_t err_size) {
+    if (set_parameter(params, assignment, err, err_size)) return true;
+    /* The messages quote the argument, which may hold any byte but NUL. */
+    cli_make_printable(err, err_size);
     return false;
 }
 

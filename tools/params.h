@@ -42,6 +42,10 @@ void cli_params_init(cli_params *params, cli_loss loss);
 /* Applies one "NAME=VALUE" argument; on failure writes a one-line message into err. */
 bool cli_params_set(cli_params *params, const char *assignment, char *err, size_t err_size);
 
+/* Replaces every ASCII control character in a message with '?': a message that quotes an argument
+ * stays one line even when the argument holds a newline. UTF-8 text is left as it is. */
+void cli_make_printable(char *message, size_t size);
+
 closs_reduction_t cli_params_reduction(const cli_params *params);
 const char *cli_reduction_name(closs_reduction_t reduction);
 
