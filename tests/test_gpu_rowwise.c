@@ -1,0 +1,411 @@
+/* The GPU row-wise losses (pair, triplet, cosine) against the CPU reference.
+ *
+ * Each case draws fresh random inputs, rounds them to the case's dtype (the reference then sees
+ * exactly the values the GPU sees), uploads them with the case's layout (padded leading
+ * dimension, base pointer off 16-byte alignment), poisons every output with NaN, and checks
+ *   - forward+backward: the loss and every gradient (upstream 1);
+ *   - backward alone with random upstream gradients (one per row for NONE);
+ *   - forward alone (per-row losses for NONE);
+ *   - a second forward+backward gives the same bits.
+ * Without a device every test is skipped, visibly. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "closs.h"
+#include "gpu_support.h"
+
+typedef enum { LOSS_PAIR, LOSS_TRIPLET, LOSS_COSINE } loss_kind;
+
+typedef struct rowwise_case {
+    loss_kind loss;
+    int variant; /* which option set of the loss, see set_options() */
+    closs_reduction_t reduction;
+    closs_dtype_t dtype;
+    int64_t rows, dim;
+    int padded;     /* ld = dim + 5 */
+    int misaligned; /* every base pointer one element past a 16-byte boundary */
+} rowwise_case;
+
+/* The parameters of every loss, one variant of options each. */
+typedef struct loss_params {
+    closs_pair_params pair;
+    closs_triplet_params triplet;
+    closs_cosine_params cosine;
+} loss_params;
+
+enum { PAIR_VARIANTS = 3, TRIPLET_VARIANTS = 5, COSINE_VARIANTS = 3 };
+
+static loss_params set_options(const rowwise_case *c) {
+    loss_params p = {CLOSS_PAIR_PARAMS_INIT, CLOSS_TRIPLET_PARAMS_INIT, CLOSS_COSINE_PARAMS_INIT};
+    static const double pair_margins[] = {1.0, 0.0, 0.5};
+    static const closs_distance_t pair_distances[] = {CLOSS_DISTANCE_EUCLIDEAN,
+                                                      CLOSS_DISTANCE_EUCLIDEAN, CLOSS_DISTANCE_COSINE};
+    p.pair.margin = pair_margins[c->variant % PAIR_VARIANTS];
+    p.pair.distance = pair_distances[c->variant % PAIR_VARIANTS];
+    static const double triplet_margins[] = {1.0, 0.5, 0.2, -0.1, 4.0};
+    static const closs_distance_t triplet_distances[] = {
+        CLOSS_DISTANCE_SQEUCLIDEAN, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_DISTANCE_COSINE,
+        CLOSS_DISTANCE_COSINE, CLOSS_DISTANCE_SQEUCLIDEAN};
+    static const int triplet_swaps[] = {0, 1, 0, 1, 1};
+    p.triplet.margin = triplet_margins[c->variant % TRIPLET_VARIANTS];
+    p.triplet.distance = triplet_distances[c->variant % TRIPLET_VARIANTS];
+    p.triplet.swap = triplet_swaps[c->variant % TRIPLET_VARIANTS];
+    static const double cosine_margins[] = {0.0, 0.3, -0.5};
+    static const int cosine_squared[] = {0, 1, 0};
+    p.cosine.margin = cosine_margins[c->variant % COSINE_VARIANTS];
+    p.cosine.squared = cosine_squared[c->variant % COSINE_VARIANTS];
+    p.pair.reduction = p.triplet.reduction = p.cosine.reduction = c->reduction;
+    return p;
+}
+
+static int input_count(loss_kind loss) { return loss == LOSS_TRIPLET ? 3 : 2; }
+
+/* Everything one case needs on both sides. */
+typedef struct case_data {
+    int64_t rows, dim, ld;
+    int inputs;
+    float *host[3];     /* the dtype-rounded values, dense */
+    float *labels;      /* y (pair, cosine), f32 */
+    double *upstream;   /* random upstream gradients: 1 value or rows */
+    void *device[3];    /* inputs on the device with the case's layout */
+    void *device_grad[3];
+    float *device_labels, *device_loss, *device_upstream;
+} case_data;
+
+static void *offset(void *base, const rowwise_case *c) {
+    return (char *)base + (c->misaligned ? dtype_bytes(c->dtype) : 0);
+}
+
+static case_data make_case(const rowwise_case *c, uint64_t *state) {
+    case_data d = {.rows = c->rows, .dim = c->dim, .ld = c->dim + (c->padded ? 5 : 0),
+                   .inputs = input_count(c->loss)};
+    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
+    const size_t strided_bytes = ((size_t)c->rows * (size_t)d.ld + 1) * element;
+    void *staging = malloc(strided_bytes + 16);
+    for (int k = 0; k < d.inputs; ++k) {
+        d.host[k] = malloc((dense + 1) * sizeof(float));
+        for (size_t e = 0; e < dense; ++e) d.host[k][e] = (float)(2.0 * uniform01(state) - 1.0);
+        /* Rounded in place, stored row by row at the case's leading dimension. */
+        for (int64_t r = 0; r < c->rows; ++r)
+            round_to_dtype(d.host[k] + r * c->dim, (size_t)c->dim, c->dtype,
+                           (char *)staging + (size_t)r * (size_t)d.ld * element);
+        void *base = gpu_alloc(strided_bytes + 16);
+        d.device[k] = offset(base, c);
+        gpu_upload(d.device[k], staging, (size_t)c->rows * (size_t)d.ld * element);
+        d.device_grad[k] = offset(gpu_alloc(strided_bytes + 16), c);
+    }
+    free(staging);
+    d.labels = malloc(((size_t)c->rows + 1) * sizeof(float));
+    for (int64_t i = 0; i < c->rows; ++i)
+        d.labels[i] = i % 3 == 2 ? (float)uniform01(state) : (float)(i % 2);
+    d.device_labels = gpu_alloc(((size_t)c->rows + 1) * sizeof(float));
+    gpu_upload(d.device_labels, d.labels, (size_t)c->rows * sizeof(float));
+    const size_t loss_count = c->reduction == CLOSS_REDUCTION_NONE ? (size_t)c->rows : 1;
+    d.upstream = malloc((loss_count + 1) * sizeof(double));
+    float *upstream_f32 = malloc((loss_count + 1) * sizeof(float));
+    for (size_t i = 0; i < loss_count; ++i) {
+        upstream_f32[i] = (float)(0.25 + 1.5 * uniform01(state));
+        d.upstream[i] = upstream_f32[i];
+    }
+    d.device_upstream = gpu_alloc((loss_count + 1) * sizeof(float));
+    gpu_upload(d.device_upstream, upstream_f32, loss_count * sizeof(float));
+    free(upstream_f32);
+    d.device_loss = gpu_alloc((loss_count + 1) * sizeof(float));
+    return d;
+}
+
+static void free_case(case_data *d) {
+    for (int k = 0; k < d->inputs; ++k) free(d->host[k]);
+    free(d->labels);
+    free(d->upstream);
+    gpu_free_all();
+}
+
+typedef enum { CALL_FORWARD_BACKWARD, CALL_FORWARD, CALL_BACKWARD } call_kind;
+
+static closs_status_t call_gpu(closs_handle_t handle, const rowwise_case *c, const case_data *d,
+                               call_kind kind) {
+    loss_params p = set_options(c);
+    closs_matrix_t m[3];
+    closs_grad_t g[3];
+    for (int k = 0; k < 3; ++k) {
+        m[k] = closs_matrix_ld(d->device[k], c->dtype, c->rows, c->dim, d->ld);
+        g[k] = (closs_grad_t){d->device_grad[k], d->ld};
+    }
+    closs_vector_t y = closs_vector(d->device_labels, CLOSS_F32, c->rows);
+    float *loss = d->device_loss;
+    const float *upstream = d->device_upstream;
+    switch (c->loss) {
+    case LOSS_PAIR:
+        if (kind == CALL_FORWARD)
+            return closs_pair_forward(handle, &p.pair, m[0], m[1], y, loss, NULL, 0, NULL);
+        if (kind == CALL_BACKWARD)
+            return closs_pair_backward(handle, &p.pair, m[0], m[1], y, upstream, g[0], g[1], NULL,
+                                       0, NULL);
+        return closs_pair_forward_backward(handle, &p.pair, m[0], m[1], y, loss, g[0], g[1], NULL,
+                                           0, NULL);
+    case LOSS_TRIPLET:
+        if (kind == CALL_FORWARD)
+            return closs_triplet_forward(handle, &p.triplet, m[0], m[1], m[2], loss, NULL, 0, NULL);
+        if (kind == CALL_BACKWARD)
+            return closs_triplet_backward(handle, &p.triplet, m[0], m[1], m[2], upstream, g[0],
+                                          g[1], g[2], NULL, 0, NULL);
+        return closs_triplet_forward_backward(handle, &p.triplet, m[0], m[1], m[2], loss, g[0],
+                                              g[1], g[2], NULL, 0, NULL);
+    case LOSS_COSINE:
+        if (kind == CALL_FORWARD)
+            return closs_cosine_forward(handle, &p.cosine, m[0], m[1], y, loss, NULL, 0, NULL);
+        if (kind == CALL_BACKWARD)
+            return closs_cosine_backward(handle, &p.cosine, m[0], m[1], y, upstream, g[0], g[1],
+                                         NULL, 0, NULL);
+        return closs_cosine_forward_backward(handle, &p.cosine, m[0], m[1], y, loss, g[0], g[1],
+                                             NULL, 0, NULL);
+    }
+    return CLOSS_STATUS_INVALID_ARGUMENT;
+}
+
+static closs_status_t call_reference(const rowwise_case *c, const case_data *d,
+                                     const double *upstream, double *loss, double *grads[3]) {
+    loss_params p = set_options(c);
+    closs_matrix_t m[3];
+    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d->host[k], CLOSS_F32, c->rows, c->dim);
+    closs_vector_t y = closs_vector(d->labels, CLOSS_F32, c->rows);
+    if (c->loss == LOSS_PAIR)
+        return closs_ref_pair(&p.pair, m[0], m[1], y, upstream, loss, grads[0], grads[1]);
+    if (c->loss == LOSS_TRIPLET)
+        return closs_ref_triplet(&p.triplet, m[0], m[1], m[2], upstream, loss, grads[0], grads[1],
+                                 grads[2]);
+    return closs_ref_cosine(&p.cosine, m[0], m[1], y, upstream, loss, grads[0], grads[1]);
+}
+
+static void describe(const rowwise_case *c, uint64_t seed, char *out, size_t size) {
+    static const char *losses[] = {"pair", "triplet", "cosine"};
+    static const char *reductions[] = {"mean", "sum", "none"};
+    static const char *dtypes[] = {"f32", "f16", "bf16"};
+    snprintf(out, size, "%s variant %d %s %s rows=%lld dim=%lld%s%s (CLOSS_TEST_SEED=%llu)",
+             losses[c->loss], c->variant, reductions[c->reduction], dtypes[c->dtype],
+             (long long)c->rows, (long long)c->dim, c->padded ? " padded" : "",
+             c->misaligned ? " misaligned" : "", (unsigned long long)seed);
+}
+
+/* Downloads `count` floats of loss and compares them with the reference. */
+static void expect_losses(const case_data *d, size_t count, const double *want, const char *what,
+                          const char *name) {
+    if (count == 0) return;
+    float *got = malloc(count * sizeof(float));
+    gpu_download(got, d->device_loss, count * sizeof(float));
+    double error = relative_error(got, want, count);
+    cr_expect(error <= 1e-4, "%s: %s loss relative error %.3g (got %.9g, want %.9g)", name, what,
+              error, got[0], want[0]);
+    free(got);
+}
+
+static void expect_gradients(const rowwise_case *c, const case_data *d, double *const want[3],
+                             const char *what, const char *name) {
+    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
+    char *strided = malloc((size_t)c->rows * (size_t)d->ld * element + 1);
+    float *got = malloc((dense + 1) * sizeof(float));
+    for (int k = 0; k < d->inputs; ++k) {
+        gpu_download(strided, d->device_grad[k], (size_t)c->rows * (size_t)d->ld * element);
+        for (int64_t r = 0; r < c->rows; ++r)
+            widen_from_dtype(strided + (size_t)r * (size_t)d->ld * element, (size_t)c->dim,
+                             c->dtype, got + r * c->dim);
+        double error = relative_error(got, want[k], dense);
+        cr_expect(error <= gradient_tolerance(c->dtype),
+                  "%s: %s gradient %d relative error %.3g (tolerance %.1g)", name, what, k, error,
+                  gradient_tolerance(c->dtype));
+    }
+    free(got);
+    free(strided);
+}
+
+static void poison_outputs(const rowwise_case *c, const case_data *d) {
+    const size_t loss_count = c->reduction == CLOSS_REDUCTION_NONE ? (size_t)c->rows : 1;
+    gpu_poison(d->device_loss, loss_count * sizeof(float));
+    for (int k = 0; k < d->inputs; ++k)
+        gpu_poison(d->device_grad[k], (size_t)c->rows * (size_t)d->ld * dtype_bytes(c->dtype));
+}
+
+static void check_case(closs_handle_t handle, const rowwise_case *c) {
+    uint64_t seed = test_seed(), state = seed | 1;
+    char name[200];
+    describe(c, seed, name, sizeof name);
+    case_data d = make_case(c, &state);
+    const size_t dense = (size_t)c->rows * (size_t)c->dim;
+    const size_t loss_count = c->reduction == CLOSS_REDUCTION_NONE ? (size_t)c->rows : 1;
+    double *want_loss = malloc((loss_count + 1) * sizeof(double));
+    double *want[3];
+    for (int k = 0; k < 3; ++k) want[k] = malloc((dense + 1) * sizeof(double));
+
+    /* forward+backward, upstream 1 */
+    cr_assert_eq(call_reference(c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS, "%s: %s", name,
+                 closs_last_error());
+    poison_outputs(c, &d);
+    cr_assert_eq(call_gpu(handle, c, &d, CALL_FORWARD_BACKWARD), CLOSS_STATUS_SUCCESS, "%s: %s",
+                 name, closs_last_error());
+    gpu_synchronize();
+    expect_losses(&d, loss_count, want_loss, "forward+backward", name);
+    expect_gradients(c, &d, want, "forward+backward", name);
+
+    /* the same bits again */
+    const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * dtype_bytes(c->dtype);
+    char *first = malloc(grad_bytes + loss_count * sizeof(float) + 1);
+    char *second = malloc(grad_bytes + loss_count * sizeof(float) + 1);
+    gpu_download(first, d.device_grad[0], grad_bytes);
+    gpu_download(first + grad_bytes, d.device_loss, loss_count * sizeof(float));
+    poison_outputs(c, &d);
+    cr_assert_eq(call_gpu(handle, c, &d, CALL_FORWARD_BACKWARD), CLOSS_STATUS_SUCCESS);
+    gpu_download(second, d.device_grad[0], grad_bytes);
+    gpu_download(second + grad_bytes, d.device_loss, loss_count * sizeof(float));
+    cr_expect(memcmp(first, second, grad_bytes + loss_count * sizeof(float)) == 0,
+              "%s: two identical calls gave different bits", name);
+    free(first);
+    free(second);
+
+    /* backward alone, with upstream gradients other than 1 */
+    cr_assert_eq(call_reference(c, &d, d.upstream, want_loss, want), CLOSS_STATUS_SUCCESS);
+    poison_outputs(c, &d);
+    cr_assert_eq(call_gpu(handle, c, &d, CALL_BACKWARD), CLOSS_STATUS_SUCCESS, "%s: %s", name,
+                 closs_last_error());
+    gpu_synchronize();
+    expect_gradients(c, &d, want, "backward", name);
+
+    /* forward alone */
+    cr_assert_eq(call_reference(c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS);
+    poison_outputs(c, &d);
+    cr_assert_eq(call_gpu(handle, c, &d, CALL_FORWARD), CLOSS_STATUS_SUCCESS, "%s: %s", name,
+                 closs_last_error());
+    gpu_synchronize();
+    expect_losses(&d, loss_count, want_loss, "forward", name);
+
+    for (int k = 0; k < 3; ++k) free(want[k]);
+    free(want_loss);
+    free_case(&d);
+}
+
+static closs_handle_t handle;
+
+static void setup(void) {
+    if (!gpu_available()) return;
+    cr_assert_eq(closs_create(&handle), CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+}
+
+static void teardown(void) {
+    gpu_free_all();
+    closs_destroy(handle);
+    handle = NULL;
+}
+
+TestSuite(gpu_rowwise, .init = setup, .fini = teardown, .timeout = 600);
+
+/* Every size of the sweep, for each loss: options, reductions, dtypes and layouts rotate with the
+ * size so that the sweep covers them all without a full cross product. */
+static void sweep_sizes(loss_kind loss) {
+    static const int64_t rows[] = {0, 1, 7, 1000, 100003};
+    static const int64_t dims[] = {1, 3, 64, 127, 128, 1024, 4099};
+    int index = 0;
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d, ++index) {
+            if (rows[r] * dims[d] > 13000000) continue; /* the reference's time and memory */
+            rowwise_case c = {loss, index, (closs_reduction_t)(index % 3),
+                              (closs_dtype_t)(index % 3) /* f32, f16, bf16 */, rows[r], dims[d],
+                              index % 2, index % 4 == 1};
+            check_case(handle, &c);
+        }
+}
+
+Test(gpu_rowwise, pair_sizes) {
+    CLOSS_REQUIRE_GPU();
+    sweep_sizes(LOSS_PAIR);
+}
+
+Test(gpu_rowwise, triplet_sizes) {
+    CLOSS_REQUIRE_GPU();
+    sweep_sizes(LOSS_TRIPLET);
+}
+
+Test(gpu_rowwise, cosine_sizes) {
+    CLOSS_REQUIRE_GPU();
+    sweep_sizes(LOSS_COSINE);
+}
+
+/* Every option set × reduction × dtype at one odd size, aligned and not. */
+Test(gpu_rowwise, every_option_reduction_and_dtype) {
+    CLOSS_REQUIRE_GPU();
+    static const int variants[] = {PAIR_VARIANTS, TRIPLET_VARIANTS, COSINE_VARIANTS};
+    for (int loss = 0; loss < 3; ++loss)
+        for (int variant = 0; variant < variants[loss]; ++variant)
+            for (int reduction = 0; reduction < 3; ++reduction)
+                for (int dtype = 0; dtype < 3; ++dtype) {
+                    rowwise_case c = {(loss_kind)loss, variant, (closs_reduction_t)reduction,
+                                      (closs_dtype_t)dtype, 1000, 127, variant % 2,
+                                      (variant + dtype) % 2};
+                    check_case(handle, &c);
+                }
+}
+
+/* Check mode reads the verdict back before computing: a NaN input or a label outside [0, 1] is
+ * reported with its row, and no output is written. */
+Test(gpu_rowwise, check_mode) {
+    CLOSS_REQUIRE_GPU();
+    uint64_t state = test_seed() | 1;
+    rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 64, 16, 0, 0};
+    case_data d = make_case(&c, &state);
+    closs_pair_params params = CLOSS_PAIR_PARAMS_INIT;
+    params.check_inputs = 1;
+    const float nan_value = NAN, bad_label = 1.5f;
+    gpu_upload((float *)d.device[1] + 37 * 16 + 3, &nan_value, sizeof nan_value);
+    gpu_upload(d.device_labels + 12, &bad_label, sizeof bad_label);
+    poison_outputs(&c, &d);
+    closs_grad_t g1 = {d.device_grad[0], 16}, g2 = {d.device_grad[1], 16};
+    closs_matrix_t x1 = closs_matrix(d.device[0], CLOSS_F32, 64, 16);
+    closs_matrix_t x2 = closs_matrix(d.device[1], CLOSS_F32, 64, 16);
+    closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, 64);
+    cr_expect_eq(closs_pair_forward_backward(handle, &params, x1, x2, y, d.device_loss, g1, g2,
+                                             NULL, 0, NULL),
+                 CLOSS_STATUS_NONFINITE_INPUT);
+    cr_expect(strstr(closs_last_error(), "row 37"), "%s", closs_last_error());
+    float loss;
+    gpu_download(&loss, d.device_loss, sizeof loss);
+    cr_expect(isnan(loss), "check mode wrote the loss before failing");
+
+    const float finite_value = 0.5f;
+    gpu_upload((float *)d.device[1] + 37 * 16 + 3, &finite_value, sizeof finite_value);
+    cr_expect_eq(closs_pair_forward_backward(handle, &params, x1, x2, y, d.device_loss, g1, g2,
+                                             NULL, 0, NULL),
+                 CLOSS_STATUS_INVALID_ARGUMENT);
+    cr_expect(strstr(closs_last_error(), "y[12]"), "%s", closs_last_error());
+    free_case(&d);
+}
+
+/* The caller's workspace: too small is refused before anything runs; the queried size works. */
+Test(gpu_rowwise, caller_workspace) {
+    CLOSS_REQUIRE_GPU();
+    uint64_t state = test_seed() | 1;
+    rowwise_case c = {LOSS_TRIPLET, 0, CLOSS_REDUCTION_SUM, CLOSS_F32, 5000, 32, 0, 0};
+    case_data d = make_case(&c, &state);
+    closs_triplet_params params = CLOSS_TRIPLET_PARAMS_INIT;
+    params.reduction = CLOSS_REDUCTION_SUM;
+    size_t bytes = 0;
+    cr_assert_eq(closs_triplet_workspace_size(handle, &params, 5000, 32, CLOSS_F32, &bytes),
+                 CLOSS_STATUS_SUCCESS);
+    cr_assert_gt(bytes, 0);
+    void *workspace = gpu_alloc(bytes);
+    closs_matrix_t m[3];
+    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, 5000, 32);
+    cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss, workspace,
+                                       bytes - 1, NULL),
+                 CLOSS_STATUS_WORKSPACE_TOO_SMALL);
+    cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss, workspace,
+                                       bytes, NULL),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    double want;
+    double *no_grads[3] = {NULL, NULL, NULL};
+    cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
+    gpu_synchronize();
+    expect_losses(&d, 1, &want, "caller workspace", "triplet sum");
+    free_case(&d);
+}
