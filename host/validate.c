@@ -61,7 +61,8 @@ closs_status_t closs_check_params(const char *name, const void *params, size_t e
     size_t size = *(const size_t *)params;
     if (size != expected_size)
         return invalid("%s->size = %zu: must be sizeof the struct (%zu); start from the "
-                       "*_PARAMS_INIT macro", name, size, expected_size);
+                       "*_PARAMS_INIT macro",
+                       name, size, expected_size);
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -77,6 +78,13 @@ closs_status_t closs_mul_size(const char *what, int64_t a, int64_t b, int64_t *o
     if (a != 0 && b > INT64_MAX / a)
         return invalid("%s: %lld × %lld overflows 64 bits", what, (long long)a, (long long)b);
     *out = a * b;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_add_size(const char *what, int64_t a, int64_t b, int64_t *out) {
+    if (a > INT64_MAX - b)
+        return invalid("%s: %lld + %lld overflows 64 bits", what, (long long)a, (long long)b);
+    *out = a + b;
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -96,7 +104,8 @@ closs_status_t closs_check_matrix(const char *name, closs_matrix_t m, unsigned a
     if (m.ld < m.cols)
         return invalid("%s.ld = %lld: the leading dimension must be >= cols (%lld)", name,
                        (long long)m.ld, (long long)m.cols);
-    if (m.rows > 0 && !m.data) return invalid("%s.data is NULL with %lld rows", name, (long long)m.rows);
+    if (m.rows > 0 && !m.data)
+        return invalid("%s.data is NULL with %lld rows", name, (long long)m.rows);
     if (m.rows > 0) {
         int64_t elements = 0, bytes = 0;
         CLOSS_TRY(closs_mul_size(name, m.rows - 1, m.ld, &elements));
@@ -138,8 +147,8 @@ closs_status_t closs_check_vector(const char *name, closs_vector_t v, unsigned a
 
 closs_status_t closs_check_unit_interval(const char *name, closs_vector_t v) {
     for (int64_t i = 0; i < v.length; ++i) {
-        double value = v.dtype == CLOSS_F64 ? ((const double *)v.data)[i]
-                                            : (double)((const float *)v.data)[i];
+        double value =
+            v.dtype == CLOSS_F64 ? ((const double *)v.data)[i] : (double)((const float *)v.data)[i];
         if (!(value >= 0.0 && value <= 1.0))
             return invalid("%s[%lld] = %g: pair labels must lie in [0, 1]", name, (long long)i,
                            value);
@@ -156,7 +165,8 @@ closs_status_t closs_check_finite_matrix(const char *name, closs_matrix_t m) {
             if (!isfinite(value))
                 return closs_fail(CLOSS_STATUS_NONFINITE_INPUT,
                                   "%s[%lld][%lld] = %g: check mode found a non-finite input in row "
-                                  "%lld", name, (long long)r, (long long)c, value, (long long)r);
+                                  "%lld",
+                                  name, (long long)r, (long long)c, value, (long long)r);
         }
     }
     return CLOSS_STATUS_SUCCESS;
@@ -175,10 +185,8 @@ closs_status_t closs_check_positive_finite(const char *name, double value) {
 
 closs_status_t closs_check_finite_in(const char *name, double value, double low, double high) {
     if (!(isfinite(value) && value >= low && value <= high)) {
-        if (isinf(high))
-            return invalid("%s = %g: must be finite and >= %g", name, value, low);
-        if (isinf(low))
-            return invalid("%s = %g: must be finite", name, value);
+        if (isinf(high)) return invalid("%s = %g: must be finite and >= %g", name, value, low);
+        if (isinf(low)) return invalid("%s = %g: must be finite", name, value);
         return invalid("%s = %g: must lie in [%g, %g]", name, value, low, high);
     }
     return CLOSS_STATUS_SUCCESS;

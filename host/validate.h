@@ -10,7 +10,7 @@
 
 #define CLOSS_DTYPE_BIT(dtype) (1u << (unsigned)(dtype))
 #define CLOSS_REF_FLOAT_DTYPES (CLOSS_DTYPE_BIT(CLOSS_F32) | CLOSS_DTYPE_BIT(CLOSS_F64))
-#define CLOSS_LABEL_DTYPES (CLOSS_DTYPE_BIT(CLOSS_I32) | CLOSS_DTYPE_BIT(CLOSS_I64))
+#define CLOSS_LABEL_DTYPES     (CLOSS_DTYPE_BIT(CLOSS_I32) | CLOSS_DTYPE_BIT(CLOSS_I64))
 
 const char *closs_dtype_name(closs_dtype_t dtype);
 size_t closs_dtype_size(closs_dtype_t dtype); /* 0 for an unknown dtype */
@@ -43,5 +43,7 @@ closs_status_t closs_check_flag(const char *name, int value); /* 0 or 1 */
 
 /* *out = a·b, or INVALID_ARGUMENT naming `what` on overflow of int64. Both factors >= 0. */
 closs_status_t closs_mul_size(const char *what, int64_t a, int64_t b, int64_t *out);
+/* *out = a + b, likewise. */
+closs_status_t closs_add_size(const char *what, int64_t a, int64_t b, int64_t *out);
 
 #endif

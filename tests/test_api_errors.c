@@ -43,8 +43,8 @@ typedef struct call {
     closs_cosine_params cosine;
     int params_null;
     closs_matrix_t in[3];
-    closs_vector_t y;       /* pair, cosine */
-    closs_vector_t labels;  /* SupCon */
+    closs_vector_t y;      /* pair, cosine */
+    closs_vector_t labels; /* SupCon */
     const double *upstream;
     double *loss;
     double *grad[3];
@@ -98,7 +98,8 @@ static call valid_call(int kind, fixture *f, ct_rng *rng) {
     c.ntxent = (closs_ntxent_params)CLOSS_NTXENT_PARAMS_INIT;
     c.supcon = (closs_supcon_params)CLOSS_SUPCON_PARAMS_INIT;
     c.cosine = (closs_cosine_params)CLOSS_COSINE_PARAMS_INIT;
-    for (int k = 0; k < input_count(kind); ++k) c.in[k] = closs_matrix(f->x[k], CLOSS_F64, ROWS, DIM);
+    for (int k = 0; k < input_count(kind); ++k)
+        c.in[k] = closs_matrix(f->x[k], CLOSS_F64, ROWS, DIM);
     c.y = closs_vector(f->y, CLOSS_F64, ROWS);
     c.labels = closs_vector(f->labels, CLOSS_I64, ROWS);
     c.loss = f->loss;
@@ -116,8 +117,8 @@ static closs_status_t run_call(const call *c) {
         return closs_ref_triplet(c->params_null ? NULL : &c->triplet, c->in[0], c->in[1], c->in[2],
                                  c->upstream, c->loss, c->grad[0], c->grad[1], c->grad[2]);
     case NTXENT:
-        return closs_ref_ntxent(c->params_null ? NULL : &c->ntxent, c->in[0], c->upstream,
-                                c->loss, c->grad[0]);
+        return closs_ref_ntxent(c->params_null ? NULL : &c->ntxent, c->in[0], c->upstream, c->loss,
+                                c->grad[0]);
     case SUPCON:
         return closs_ref_supcon(c->params_null ? NULL : &c->supcon, c->in[0], c->labels,
                                 c->upstream, c->loss, c->grad[0], c->valid);
@@ -174,7 +175,7 @@ static double *margin_field(call *c) {
     }
 }
 static double *temperature_field(call *c) {
-    return c->kind == NTXENT ? &c->ntxent.temperature
+    return c->kind == NTXENT   ? &c->ntxent.temperature
            : c->kind == SUPCON ? &c->supcon.temperature
                                : NULL;
 }
@@ -188,6 +189,8 @@ static void set_all_rows(call *c, int64_t rows) {
 
 /* ---- the mutations --------------------------------------------------------------------------- */
 
+/* One line per group of related mutations; a comment is for its whole line. */
+/* clang-format off */
 typedef enum mutation {
     PARAMS_NULL, SIZE_ZERO, SIZE_SMALLER, SIZE_LARGER, LOSS_NULL,
     DATA_NULL,          /* input `input`: data NULL with rows > 0 */
@@ -207,12 +210,13 @@ typedef enum mutation {
     FLAG_TWO, FLAG_NEGATIVE, CHECK_INPUTS_TWO,
     ROWS_TIMES_LD_OVERFLOWS, BYTES_OVERFLOW,
 } mutation;
+/* clang-format on */
 
 typedef struct error_case {
     int kind;
     mutation change;
-    int input;             /* which input matrix, for the per-input mutations */
-    char expect[2][32];    /* substrings of closs_last_error(); the second may be empty */
+    int input;          /* which input matrix, for the per-input mutations */
+    char expect[2][32]; /* substrings of closs_last_error(); the second may be empty */
     char name[96];
 } error_case;
 
@@ -235,7 +239,10 @@ static void apply(call *c, const fixture *f, const error_case *e) {
         break;
     case LD_SMALLER: m->ld = m->cols - 1; break;
     case ROWS_DIFFER: m->rows -= 1; break;
-    case COLS_DIFFER: m->cols += 1; m->ld += 1; break;
+    case COLS_DIFFER:
+        m->cols += 1;
+        m->ld += 1;
+        break;
     case DTYPE_F16: m->dtype = CLOSS_F16; break;
     case DTYPE_BF16: m->dtype = CLOSS_BF16; break;
     case DTYPE_I32: m->dtype = CLOSS_I32; break;
@@ -270,12 +277,8 @@ static void apply(call *c, const fixture *f, const error_case *e) {
     case MARGIN_ABOVE_ONE: *margin_field(c) = 1.5; break;
     case MARGIN_BELOW_MINUS_ONE: *margin_field(c) = -1.01; break;
     case DISTANCE_SQEUCLIDEAN: c->pair.distance = CLOSS_DISTANCE_SQEUCLIDEAN; break;
-    case DISTANCE_UNKNOWN:
-        c->pair.distance = c->triplet.distance = (closs_distance_t)9;
-        break;
-    case DISTANCE_NEGATIVE:
-        c->pair.distance = c->triplet.distance = (closs_distance_t)-1;
-        break;
+    case DISTANCE_UNKNOWN: c->pair.distance = c->triplet.distance = (closs_distance_t)9; break;
+    case DISTANCE_NEGATIVE: c->pair.distance = c->triplet.distance = (closs_distance_t)-1; break;
     case REDUCTION_UNKNOWN: *reduction_field(c) = (closs_reduction_t)3; break;
     case REDUCTION_NEGATIVE: *reduction_field(c) = (closs_reduction_t)-1; break;
     case FLAG_TWO: *flag_field(c) = 2; break;
@@ -433,11 +436,15 @@ Test(errors, edge_values_are_accepted) {
         int kind;
         const char *name;
     } edges[] = {
-        {PAIR, "pair margin 0"},          {PAIR, "pair y exactly 0 and 1, f32"},
-        {TRIPLET, "triplet margin -3"},   {TRIPLET, "triplet margin 0"},
-        {COSINE, "cosine margin -1"},     {COSINE, "cosine margin 1"},
+        {PAIR, "pair margin 0"},
+        {PAIR, "pair y exactly 0 and 1, f32"},
+        {TRIPLET, "triplet margin -3"},
+        {TRIPLET, "triplet margin 0"},
+        {COSINE, "cosine margin -1"},
+        {COSINE, "cosine margin 1"},
         {SUPCON, "supcon base_temperature 0 (= temperature), 1 row"},
-        {NTXENT, "ntxent 2 rows, dim 1"}, {PAIR, "pair 0 rows, NULL data"},
+        {NTXENT, "ntxent 2 rows, dim 1"},
+        {PAIR, "pair 0 rows, NULL data"},
         {TRIPLET, "triplet ld == cols + 5, upstream given"},
         {SUPCON, "supcon i32 labels, valid NULL, all gradients NULL"},
         {COSINE, "cosine check_inputs 1 with finite inputs"},
@@ -469,7 +476,8 @@ Test(errors, edge_values_are_accepted) {
             c.in[0].data = c.in[1].data = c.y.data = NULL;
             break;
         case 9:
-            for (int k = 0; k < 3; ++k) c.in[k] = closs_matrix_ld(f.x[k], CLOSS_F64, 1, DIM, DIM + 5);
+            for (int k = 0; k < 3; ++k)
+                c.in[k] = closs_matrix_ld(f.x[k], CLOSS_F64, 1, DIM, DIM + 5);
             c.upstream = &up;
             break;
         case 10:
@@ -510,7 +518,7 @@ Test(errors, check_mode_reports_nonfinite_inputs) {
             }
 }
 
-/* ---- closs_last_error ------------------------------------------------------------------------- */
+/* ---- closs_last_error ------------------------------------------------------------------------ */
 
 /* Every entry point clears the detail on entry: "" after a success that follows a failure. */
 Test(errors, last_error_is_cleared_by_a_success) {
@@ -574,7 +582,7 @@ Test(errors, last_error_is_per_thread) {
                      closs_last_error());
 }
 
-/* ---- closs_status_string ---------------------------------------------------------------------- */
+/* ---- closs_status_string --------------------------------------------------------------------- */
 
 /* A sentence for every status, distinct from the others; never NULL, even out of range. */
 Test(errors, status_strings) {
@@ -587,7 +595,8 @@ Test(errors, status_strings) {
                               "statuses %d and %d share \"%s\"", t, s, text);
     }
     cr_assert_str_eq(closs_status_string(CLOSS_STATUS_SUCCESS), "success");
-    cr_assert(strstr(closs_status_string(CLOSS_STATUS_INVALID_ARGUMENT), "closs_last_error") != NULL,
+    cr_assert(strstr(closs_status_string(CLOSS_STATUS_INVALID_ARGUMENT), "closs_last_error") !=
+                  NULL,
               "the invalid-argument sentence should point to closs_last_error()");
     const int out_of_range[] = {CLOSS_STATUS_COUNT, -1, 1000};
     for (size_t i = 0; i < 3; ++i) {
@@ -595,4 +604,24 @@ Test(errors, status_strings) {
         cr_assert_not_null(text, "status %d", out_of_range[i]);
         cr_assert_gt(strlen(text), 0, "status %d", out_of_range[i]);
     }
+}
+
+/* Sizes whose input passes its own footprint check but whose double-precision working copy would
+ * overflow 64 bits: refused with INVALID_ARGUMENT naming the buffer, before any input is read
+ * (the data pointer below holds one float). */
+Test(errors, working_buffers_that_overflow) {
+    static float one_float;
+    const closs_matrix_t z =
+        closs_matrix(&one_float, CLOSS_F32, (int64_t)1 << 31, (int64_t)1 << 29);
+    double loss = 0.0;
+    closs_ntxent_params ntxent = CLOSS_NTXENT_PARAMS_INIT;
+    cr_expect_eq(closs_ref_ntxent(&ntxent, z, NULL, &loss, NULL), CLOSS_STATUS_INVALID_ARGUMENT);
+    cr_expect(strstr(closs_last_error(), "overflows"), "%s", closs_last_error());
+    static int64_t one_label;
+    closs_supcon_params supcon = CLOSS_SUPCON_PARAMS_INIT;
+    const closs_vector_t labels = closs_vector(&one_label, CLOSS_I64, z.rows);
+    cr_expect_eq(closs_ref_supcon(&supcon, z, labels, NULL, &loss, NULL, NULL),
+                 CLOSS_STATUS_INVALID_ARGUMENT);
+    cr_expect(strstr(closs_last_error(), "SupCon buffers"), "%s", closs_last_error());
+    cr_expect(loss == 0.0, "the loss was written");
 }

@@ -20,8 +20,7 @@ static double cosine_row(const void *opaque, const double *const *rows, double y
     double hinge = closs_ref_hinge(cos - params->margin);
     /* The hinge's slope: 1 where open, 0 where closed (and at exactly 0), NaN with the input. */
     double open = hinge > 0.0 ? 1.0 : (isnan(hinge) ? hinge : 0.0);
-    double dloss_dcos = params->squared ? -y + (1.0 - y) * 2.0 * hinge
-                                        : -y + (1.0 - y) * open;
+    double dloss_dcos = params->squared ? -y + (1.0 - y) * 2.0 * hinge : -y + (1.0 - y) * open;
     for (int k = 0; k < 2; ++k)
         if (grads[k])
             for (int64_t c = 0; c < dim; ++c) grads[k][c] *= dloss_dcos;

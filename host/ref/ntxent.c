@@ -22,7 +22,8 @@ static closs_status_t check_arguments(const closs_ntxent_params *params, closs_m
     if (z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "
-                          "each sample, z = cat(z1, z2))", (long long)z.rows);
+                          "each sample, z = cat(z1, z2))",
+                          (long long)z.rows);
     CLOSS_TRY(closs_check_not_null("loss", loss));
     return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
@@ -35,8 +36,12 @@ closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, closs_matrix_
     const double temperature = params->temperature;
 
     double *zhat = NULL, *per_row = NULL;
-    CLOSS_TRY(closs_ref_alloc("normalised z", rows, dim, &zhat));
-    closs_status_t status = closs_ref_alloc("per-row statistics", 4, rows, &per_row);
+    int64_t elements = 0, statistics = 0;
+    CLOSS_TRY(closs_mul_size("z", rows, dim, &elements));
+    CLOSS_TRY(closs_mul_size("per-row statistics", 4, rows, &statistics));
+    CLOSS_TRY(closs_ref_alloc("normalised z", elements, sizeof(double), (void **)&zhat));
+    closs_status_t status =
+        closs_ref_alloc("per-row statistics", statistics, sizeof(double), (void **)&per_row);
     if (status != CLOSS_STATUS_SUCCESS) {
         free(zhat);
         return status;
@@ -48,7 +53,8 @@ closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, closs_matrix_
     closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, lse);
     for (int64_t i = 0; i < rows; ++i) {
         int64_t partner = (i + half) % rows;
-        row_losses[i] = -closs_ref_logit(zhat + i * dim, zhat + partner * dim, dim, 1.0 / temperature) + lse[i];
+        row_losses[i] =
+            -closs_ref_logit(zhat + i * dim, zhat + partner * dim, dim, 1.0 / temperature) + lse[i];
     }
     closs_ref_reduce(params->reduction, row_losses, rows, rows, loss);
 

@@ -16,7 +16,8 @@ static double pair_row(const void *opaque, const double *const *rows, double y, 
                        double *const *grads, double *scratch) {
     (void)scratch;
     const closs_pair_params *params = opaque;
-    double distance = closs_ref_distance(params->distance, rows[0], rows[1], dim, grads[0], grads[1]);
+    double distance =
+        closs_ref_distance(params->distance, rows[0], rows[1], dim, grads[0], grads[1]);
     double hinge = closs_ref_hinge(params->margin - distance);
     double dloss_ddistance = 2.0 * y * distance - 2.0 * (1.0 - y) * hinge;
     for (int k = 0; k < 2; ++k)
@@ -25,9 +26,9 @@ static double pair_row(const void *opaque, const double *const *rows, double y, 
     return y * distance * distance + (1.0 - y) * hinge * hinge;
 }
 
-closs_status_t closs_ref_pair(const closs_pair_params *params, closs_matrix_t x1,
-                              closs_matrix_t x2, closs_vector_t y, const double *upstream,
-                              double *loss, double *grad_x1, double *grad_x2) {
+closs_status_t closs_ref_pair(const closs_pair_params *params, closs_matrix_t x1, closs_matrix_t x2,
+                              closs_vector_t y, const double *upstream, double *loss,
+                              double *grad_x1, double *grad_x2) {
     closs_clear_error();
     CLOSS_TRY(closs_check_pair_params(params));
     closs_ref_rowwise_job job = {

@@ -66,9 +66,7 @@ double closs_ref_distance(closs_distance_t kind, const double *a, const double *
     for (int64_t c = 0; c < dim; ++c) squared += (a[c] - b[c]) * (a[c] - b[c]);
     double distance = kind == CLOSS_DISTANCE_SQEUCLIDEAN ? squared : sqrt(squared);
     /* ∂‖a−b‖²/∂a = 2(a−b); ∂‖a−b‖/∂a = (a−b)/‖a−b‖, taken as 0 at a == b (contract). */
-    double scale = kind == CLOSS_DISTANCE_SQEUCLIDEAN ? 2.0
-                   : distance > 0.0                   ? 1.0 / distance
-                                                      : 0.0;
+    double scale = kind == CLOSS_DISTANCE_SQEUCLIDEAN ? 2.0 : distance > 0.0 ? 1.0 / distance : 0.0;
     for (int64_t c = 0; c < dim; ++c) {
         double g = scale * (a[c] - b[c]);
         if (grad_a) grad_a[c] = g;
@@ -97,10 +95,9 @@ void closs_ref_reduce(closs_reduction_t reduction, const double *row_losses, int
     *loss = sum;
 }
 
-closs_status_t closs_ref_alloc(const char *what, int64_t rows, int64_t cols, double **out) {
-    int64_t count = 0, bytes = 0;
-    CLOSS_TRY(closs_mul_size(what, rows, cols, &count));
-    CLOSS_TRY(closs_mul_size(what, count > 0 ? count : 1, (int64_t)sizeof(double), &bytes));
+closs_status_t closs_ref_alloc(const char *what, int64_t count, size_t element_size, void **out) {
+    int64_t bytes = 0;
+    CLOSS_TRY(closs_mul_size(what, count > 0 ? count : 1, (int64_t)element_size, &bytes));
     if ((uint64_t)bytes > (uint64_t)SIZE_MAX)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "%s: %lld bytes do not fit in size_t",
                           what, (long long)bytes);

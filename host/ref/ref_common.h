@@ -14,9 +14,9 @@
  * waking a team costs more than they do, and idle spinning threads slow every other process. */
 #define CLOSS_PRAGMA(text) _Pragma(#text)
 #ifdef _OPENMP
-#define CLOSS_PARALLEL_FOR_IF(worth_it) CLOSS_PRAGMA(omp parallel for schedule(static) if(worth_it))
+#    define CLOSS_PARALLEL_FOR_IF(worth_it) CLOSS_PRAGMA(omp parallel for schedule(static) if(worth_it))
 #else
-#define CLOSS_PARALLEL_FOR_IF(worth_it)
+#    define CLOSS_PARALLEL_FOR_IF(worth_it)
 #endif
 
 /* Multiply-adds below which a loop is not worth spreading over threads (about a millisecond). */
@@ -38,8 +38,7 @@ static inline double closs_ref_hinge(double x) { return x > 0.0 ? x : (isnan(x) 
 
 /* cos(a, b) = a·b / (max(‖a‖, 1e-8)·max(‖b‖, 1e-8)); when grad_a/grad_b are not NULL they
  * receive ∂cos/∂a and ∂cos/∂b (the clamped norm is a constant below 1e-8). */
-double closs_ref_cos(const double *a, const double *b, int64_t dim, double *grad_a,
-                     double *grad_b);
+double closs_ref_cos(const double *a, const double *b, int64_t dim, double *grad_a, double *grad_b);
 
 /* d(a, b) for EUCLIDEAN, SQEUCLIDEAN or COSINE (1 − cos); when grad_a/grad_b are not NULL they
  * receive ∂d/∂a and ∂d/∂b. The Euclidean distance has gradient 0 at a == b (contract). */
@@ -57,8 +56,9 @@ double closs_ref_row_weight(closs_reduction_t reduction, const double *upstream,
 void closs_ref_reduce(closs_reduction_t reduction, const double *row_losses, int64_t rows,
                       int64_t count, double *loss);
 
-/* Overflow-checked rows × cols doubles, allocated; NULL (with ALLOC_FAILED or INVALID_ARGUMENT
- * recorded) on failure. n == 0 gives a valid 1-element allocation. */
-closs_status_t closs_ref_alloc(const char *what, int64_t rows, int64_t cols, double **out);
+/* `count` elements of `element_size` bytes, the byte count overflow-checked; ALLOC_FAILED or
+ * INVALID_ARGUMENT (a size beyond 64 bits or size_t) naming `what` otherwise. count == 0 still
+ * gives a valid allocation. */
+closs_status_t closs_ref_alloc(const char *what, int64_t count, size_t element_size, void **out);
 
 #endif

@@ -17,7 +17,8 @@ static closs_status_t check_job(const closs_ref_rowwise_job *job) {
                                              job->inputs[k]));
     }
     if (job->has_labels) {
-        CLOSS_TRY(closs_check_vector("y", job->labels, CLOSS_REF_FLOAT_DTYPES, job->inputs[0].rows));
+        CLOSS_TRY(
+            closs_check_vector("y", job->labels, CLOSS_REF_FLOAT_DTYPES, job->inputs[0].rows));
         CLOSS_TRY(closs_check_unit_interval("y", job->labels));
     }
     CLOSS_TRY(closs_check_not_null("loss", job->loss));
@@ -34,9 +35,11 @@ closs_status_t closs_ref_rowwise(const closs_ref_rowwise_job *job, closs_ref_row
 
     /* One block: the row losses, `count` input rows, `count` gradient rows, then scratch. */
     int64_t row_buffers = 0;
-    CLOSS_TRY(closs_mul_size("row buffers", 2 * count + CLOSS_ROWWISE_SCRATCH_ROWS, dim, &row_buffers));
+    CLOSS_TRY(
+        closs_mul_size("row buffers", 2 * count + CLOSS_ROWWISE_SCRATCH_ROWS, dim, &row_buffers));
     double *block = NULL;
-    CLOSS_TRY(closs_ref_alloc("row buffers", 1, rows + row_buffers, &block));
+    CLOSS_TRY(closs_add_size("row buffers", rows, row_buffers, &row_buffers));
+    CLOSS_TRY(closs_ref_alloc("row buffers", row_buffers, sizeof(double), (void **)&block));
     double *scratch = block + rows + 2 * count * dim;
     double *row_losses = block;
     double *in_rows[CLOSS_ROWWISE_MAX_INPUTS] = {0}, *grad_rows[CLOSS_ROWWISE_MAX_INPUTS] = {0};
@@ -49,8 +52,8 @@ closs_status_t closs_ref_rowwise(const closs_ref_rowwise_job *job, closs_ref_row
         int finite = 1;
         for (int k = 0; k < count; ++k) finite &= closs_ref_load_row(job->inputs[k], i, in_rows[k]);
         double label = job->has_labels ? closs_ref_load_real(job->labels, i) : 0.0;
-        row_losses[i] = row_loss(params, (const double *const *)in_rows, label, dim, grad_rows,
-                                 scratch);
+        row_losses[i] =
+            row_loss(params, (const double *const *)in_rows, label, dim, grad_rows, scratch);
         /* A non-finite input row yields NaN even where a hinge would close over it. */
         double weight = finite ? closs_ref_row_weight(job->reduction, job->upstream, i, rows) : NAN;
         if (!finite) row_losses[i] = NAN;

@@ -13,19 +13,18 @@
  * y_i for the losses that take pair labels, else 0. `scratch` has room for
  * CLOSS_ROWWISE_SCRATCH_ROWS·dim doubles. */
 #define CLOSS_ROWWISE_SCRATCH_ROWS 4
-typedef double (*closs_ref_row_loss_fn)(const void *params, const double *const *rows,
-                                        double label, int64_t dim, double *const *grads,
-                                        double *scratch);
+typedef double (*closs_ref_row_loss_fn)(const void *params, const double *const *rows, double label,
+                                        int64_t dim, double *const *grads, double *scratch);
 
 typedef struct closs_ref_rowwise_job {
-    int input_count;                                /* 2 or 3 */
-    const char *names[CLOSS_ROWWISE_MAX_INPUTS];    /* for error messages: "x1", "anchor", ... */
+    int input_count;                             /* 2 or 3 */
+    const char *names[CLOSS_ROWWISE_MAX_INPUTS]; /* for error messages: "x1", "anchor", ... */
     closs_matrix_t inputs[CLOSS_ROWWISE_MAX_INPUTS];
-    double *grads[CLOSS_ROWWISE_MAX_INPUTS];        /* dense outputs, or NULL to skip */
-    int has_labels;                                 /* pair labels y in [0, 1] */
+    double *grads[CLOSS_ROWWISE_MAX_INPUTS]; /* dense outputs, or NULL to skip */
+    int has_labels;                          /* pair labels y in [0, 1] */
     closs_vector_t labels;
     closs_reduction_t reduction;
-    int check_inputs;                               /* check mode: inputs must be finite */
+    int check_inputs; /* check mode: inputs must be finite */
     const double *upstream;
     double *loss;
 } closs_ref_rowwise_job;

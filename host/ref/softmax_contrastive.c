@@ -41,8 +41,8 @@ int closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms
     return finite;
 }
 
-void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize,
-                              int64_t rows, int64_t dim, double *grad) {
+void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize, int64_t rows,
+                              int64_t dim, double *grad) {
     if (!normalize) return;
     for (int64_t i = 0; i < rows; ++i) {
         const double *unit = zhat + i * dim;

@@ -17,8 +17,8 @@ int closs_ref_embed(closs_matrix_t z, int normalize, double *zhat, double *norms
 
 /* dz_i = (dẑ_i − ẑ_i(ẑ_i·dẑ_i)) / ‖z_i‖ while ‖z_i‖ > 1e-12, else dẑ_i / 1e-12; the identity
  * when normalize is 0. Works in place: `grad` holds dẑ on entry and dz on return. */
-void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize,
-                              int64_t rows, int64_t dim, double *grad);
+void closs_ref_embed_backward(const double *zhat, const double *norms, int normalize, int64_t rows,
+                              int64_t dim, double *grad);
 
 double closs_ref_dot(const double *a, const double *b, int64_t dim);
 

@@ -34,7 +34,8 @@ static int compare_labelled_rows(const void *a, const void *b) {
 static int64_t compact_labels(closs_vector_t labels, labelled_row *sorted, int64_t *class_of,
                               int64_t *class_size) {
     const int64_t rows = labels.length;
-    for (int64_t i = 0; i < rows; ++i) sorted[i] = (labelled_row){closs_ref_load_label(labels, i), i};
+    for (int64_t i = 0; i < rows; ++i)
+        sorted[i] = (labelled_row){closs_ref_load_label(labels, i), i};
     qsort(sorted, (size_t)rows, sizeof *sorted, compare_labelled_rows);
     int64_t classes = 0;
     for (int64_t s = 0; s < rows; ++s) {
@@ -56,8 +57,8 @@ static closs_status_t check_arguments(const closs_supcon_params *params, closs_m
 
 /* Everything the computation needs besides the outputs, in two allocations. */
 typedef struct supcon_buffers {
-    double *reals;        /* ẑ (M·D), class sums C (M·D), weighted sums W (M·D), 5 × M stats */
-    int64_t *integers;    /* class_of (M), class_size (M), sorted pairs (2·M) */
+    double *reals;     /* ẑ, class sums C, weighted sums W (M·D each), then 4 × M statistics */
+    int64_t *integers; /* class_of (M), class_size (M), sorted pairs (2·M) */
 } supcon_buffers;
 
 closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
@@ -74,11 +75,17 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
     supcon_buffers buffers = {0};
     int64_t matrix_elements = 0;
     CLOSS_TRY(closs_mul_size("z", rows, dim, &matrix_elements));
-    CLOSS_TRY(closs_ref_alloc("SupCon buffers", 3, matrix_elements + 2 * rows, &buffers.reals));
-    buffers.integers = malloc((size_t)rows * 4 * sizeof(int64_t));
-    if (!buffers.integers) {
+    int64_t reals = 0, statistics = 0, integers = 0;
+    CLOSS_TRY(closs_mul_size("SupCon buffers", 3, matrix_elements, &reals));
+    CLOSS_TRY(closs_mul_size("SupCon buffers", 4, rows, &statistics));
+    CLOSS_TRY(closs_add_size("SupCon buffers", reals, statistics, &reals));
+    CLOSS_TRY(closs_mul_size("SupCon label buffers", 4, rows, &integers));
+    CLOSS_TRY(closs_ref_alloc("SupCon buffers", reals, sizeof(double), (void **)&buffers.reals));
+    closs_status_t status = closs_ref_alloc("SupCon label buffers", integers, sizeof(int64_t),
+                                            (void **)&buffers.integers);
+    if (status != CLOSS_STATUS_SUCCESS) {
         free(buffers.reals);
-        return closs_fail(CLOSS_STATUS_ALLOC_FAILED, "SupCon label buffers: out of memory");
+        return status;
     }
     double *zhat = buffers.reals, *class_sum = zhat + matrix_elements;
     double *weighted_sum = class_sum + matrix_elements;
@@ -93,7 +100,8 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
     for (int64_t i = 0; i < rows; ++i) {
         /* compact_labels set class_of[i] for every row (`sorted` is a permutation of the rows),
          * which the analyzer cannot follow through the scatter. */
-        double *sum = class_sum + class_of[i] * dim; // NOLINT(clang-analyzer-core.UndefinedBinaryOperatorResult)
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
+        double *sum = class_sum + class_of[i] * dim;
         for (int64_t c = 0; c < dim; ++c) sum[c] += zhat[i * dim + c];
     }
     closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, lse);
@@ -106,8 +114,8 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
         if (positives == 0) continue;
         ++valid_count;
         const double *zi = zhat + i * dim;
-        double positive_sum = closs_ref_dot(zi, class_sum + class_of[i] * dim, dim) -
-                              closs_ref_dot(zi, zi, dim);
+        double positive_sum =
+            closs_ref_dot(zi, class_sum + class_of[i] * dim, dim) - closs_ref_dot(zi, zi, dim);
         row_losses[i] = scale * (-positive_sum / ((double)positives * temperature) + lse[i]);
     }
     closs_ref_reduce(params->reduction, row_losses, rows, valid_count, loss);
@@ -125,7 +133,8 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
             const int64_t positives = class_size[class_of[i]] - 1;
             if (positives == 0) continue;
             double *sum = weighted_sum + class_of[i] * dim;
-            for (int64_t c = 0; c < dim; ++c) sum[c] += weights[i] / (double)positives * zhat[i * dim + c];
+            for (int64_t c = 0; c < dim; ++c)
+                sum[c] += weights[i] / (double)positives * zhat[i * dim + c];
         }
         for (int64_t e = 0; e < rows * dim; ++e) grad_z[e] = 0.0;
         closs_ref_softmax_backward(zhat, rows, dim, temperature, lse, weights, grad_z);

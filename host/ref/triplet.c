@@ -12,8 +12,8 @@
 #include "rowwise.h"
 #include "validate.h"
 
-static double triplet_row(const void *opaque, const double *const *rows, double label,
-                          int64_t dim, double *const *grads, double *scratch) {
+static double triplet_row(const void *opaque, const double *const *rows, double label, int64_t dim,
+                          double *const *grads, double *scratch) {
     (void)label;
     const closs_triplet_params *params = opaque;
     const closs_distance_t kind = params->distance;
