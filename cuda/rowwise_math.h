@@ -21,9 +21,9 @@
 #include "closs.h"
 
 #ifdef __CUDACC__
-#define CLOSS_HD __host__ __device__ __forceinline__
+#    define CLOSS_HD __host__ __device__ __forceinline__
 #else
-#define CLOSS_HD static inline
+#    define CLOSS_HD static inline
 #endif
 
 /* The pairs of input rows, in the order of closs_row_stats.sqdiff and closs_row_grad.diff. */
@@ -55,7 +55,9 @@ typedef struct closs_row_params {
 CLOSS_HD float closs_rm_hinge(float x) { return x > 0.0f ? x : (x != x ? x : 0.0f); }
 
 /* The hinge's slope: 1 where open, 0 where closed or exactly 0, NaN with a NaN argument. */
-CLOSS_HD float closs_rm_open(float hinge) { return hinge > 0.0f ? 1.0f : (hinge != hinge ? hinge : 0.0f); }
+CLOSS_HD float closs_rm_open(float hinge) {
+    return hinge > 0.0f ? 1.0f : (hinge != hinge ? hinge : 0.0f);
+}
 
 CLOSS_HD int closs_rm_pair_index(int a, int b) { return a + b - 1; } /* (0,1)→0 (0,2)→1 (1,2)→2 */
 
@@ -99,7 +101,8 @@ CLOSS_HD void closs_rm_add_distance_grad(closs_distance_t kind, const closs_row_
         return;
     }
     float distance = sqrtf(s->sqdiff[p]);
-    float scale = kind == CLOSS_DISTANCE_SQEUCLIDEAN ? 2.0f : (distance > 0.0f ? 1.0f / distance : 0.0f);
+    float scale =
+        kind == CLOSS_DISTANCE_SQEUCLIDEAN ? 2.0f : (distance > 0.0f ? 1.0f / distance : 0.0f);
     g->diff[a][p] += coef * scale;
     g->diff[b][p] -= coef * scale;
 }
@@ -116,7 +119,8 @@ CLOSS_HD closs_row_grad closs_row_loss_grad(const closs_row_params *params,
         float d = closs_rm_distance(params->distance, s, 0, 1);
         float h = closs_rm_hinge(params->margin - d);
         g.loss = y * d * d + (1.0f - y) * h * h;
-        closs_rm_add_distance_grad(params->distance, s, 0, 1, 2.0f * y * d - 2.0f * (1.0f - y) * h, &g);
+        closs_rm_add_distance_grad(params->distance, s, 0, 1, 2.0f * y * d - 2.0f * (1.0f - y) * h,
+                                   &g);
     } else if (params->kind == CLOSS_ROW_TRIPLET) {
         /* ℓ = max(0, d(a, p) − d⁻ + α), d⁻ = d(a, n) or, with swap, min(d(a, n), d(p, n)). */
         float positive = closs_rm_distance(params->distance, s, 0, 1);

@@ -3,7 +3,7 @@
 #include "error.h"
 
 #ifdef CLOSS_WITH_CUDA
-#include <cuda_runtime_api.h>
+#    include <cuda_runtime_api.h>
 #endif
 
 int closs_cuda_available(void) {

@@ -16,7 +16,7 @@ closs_status_t closs_fail(closs_status_t status, const char *format, ...)
 #define CLOSS_TRY(expr)                                                                            \
     do {                                                                                           \
         closs_status_t closs_try_status_ = (expr);                                                 \
-        if (closs_try_status_ != CLOSS_STATUS_SUCCESS) return closs_try_status_;                  \
+        if (closs_try_status_ != CLOSS_STATUS_SUCCESS) return closs_try_status_;                   \
     } while (0)
 
 #endif

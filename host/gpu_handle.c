@@ -7,7 +7,7 @@
 #include "validate.h"
 
 #ifdef CLOSS_WITH_CUDA
-#  include <cuda_runtime_api.h>
+#    include <cuda_runtime_api.h>
 #endif
 
 closs_status_t closs_check_handle(closs_handle_t handle) {
@@ -66,22 +66,24 @@ closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
         if (workspace_bytes < needed)
             return closs_fail(CLOSS_STATUS_WORKSPACE_TOO_SMALL,
                               "workspace_bytes = %zu: this call needs %zu (ask the "
-                              "*_workspace_size function)", workspace_bytes, needed);
+                              "*_workspace_size function)",
+                              workspace_bytes, needed);
         *out = workspace;
         return CLOSS_STATUS_SUCCESS;
     }
     if (workspace_bytes != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "workspace is NULL with workspace_bytes = %zu: pass NULL and 0 to use "
-                          "the handle's own", workspace_bytes);
+                          "the handle's own",
+                          workspace_bytes);
     if (handle->workspace_bytes < needed) {
         /* cudaFree waits for the device, so work still using the old buffer has finished. */
         cudaFree(handle->workspace);
         handle->workspace = NULL;
         handle->workspace_bytes = 0;
         if (cudaMalloc(&handle->workspace, needed) != cudaSuccess)
-            return closs_fail(CLOSS_STATUS_ALLOC_FAILED, "handle workspace: %zu bytes of device "
-                              "memory", needed);
+            return closs_fail(CLOSS_STATUS_ALLOC_FAILED,
+                              "handle workspace: %zu bytes of device memory", needed);
         handle->workspace_bytes = needed;
     }
     *out = handle->workspace;

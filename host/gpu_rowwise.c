@@ -10,7 +10,7 @@
 #include "validate.h"
 
 #ifdef CLOSS_WITH_CUDA
-#  include "launch.h"
+#    include "launch.h"
 #endif
 
 /* One call of a row-wise loss, whichever of forward, backward or both. */
@@ -38,8 +38,9 @@ static closs_status_t check_inputs(const rowwise_call *call) {
         if (call->x[k].dtype != call->x[0].dtype)
             return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                               "%s.dtype = %s but %s.dtype = %s: the inputs of a call share one "
-                              "dtype", call->names[k], closs_dtype_name(call->x[k].dtype),
-                              call->names[0], closs_dtype_name(call->x[0].dtype));
+                              "dtype",
+                              call->names[k], closs_dtype_name(call->x[k].dtype), call->names[0],
+                              closs_dtype_name(call->x[0].dtype));
     }
     if (call->has_labels)
         CLOSS_TRY(closs_check_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
@@ -62,9 +63,11 @@ static closs_status_t check_outputs(const rowwise_call *call) {
 /* The arguments of a workspace query: sizes a call could have. */
 static closs_status_t check_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype) {
     if (rows < 0)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "rows = %lld: must be >= 0", (long long)rows);
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "rows = %lld: must be >= 0",
+                          (long long)rows);
     if (dim < 1)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dim = %lld: must be >= 1", (long long)dim);
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dim = %lld: must be >= 1",
+                          (long long)dim);
     if ((unsigned)dtype >= 32u || !(CLOSS_GPU_FLOAT_DTYPES & CLOSS_DTYPE_BIT(dtype)))
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dtype = %d: must be f32, f16 or bf16",
                           (int)dtype);
@@ -300,11 +303,13 @@ closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet
     return run(handle, &call, workspace, workspace_bytes, stream);
 }
 
-closs_status_t closs_triplet_forward_backward(
-    closs_handle_t handle, const closs_triplet_params *params, closs_matrix_t anchor,
-    closs_matrix_t positive, closs_matrix_t negative, float *loss, closs_grad_t grad_anchor,
-    closs_grad_t grad_positive, closs_grad_t grad_negative, void *workspace,
-    size_t workspace_bytes, closs_stream_t stream) {
+closs_status_t closs_triplet_forward_backward(closs_handle_t handle,
+                                              const closs_triplet_params *params,
+                                              closs_matrix_t anchor, closs_matrix_t positive,
+                                              closs_matrix_t negative, float *loss,
+                                              closs_grad_t grad_anchor, closs_grad_t grad_positive,
+                                              closs_grad_t grad_negative, void *workspace,
+                                              size_t workspace_bytes, closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_triplet_params(params));
     CLOSS_TRY(closs_check_not_null("loss", loss));
@@ -335,9 +340,9 @@ static rowwise_call cosine_call(const closs_cosine_params *p, closs_matrix_t x1,
     return call;
 }
 
-closs_status_t closs_cosine_workspace_size(closs_handle_t handle,
-                                           const closs_cosine_params *params, int64_t rows,
-                                           int64_t dim, closs_dtype_t dtype, size_t *bytes) {
+closs_status_t closs_cosine_workspace_size(closs_handle_t handle, const closs_cosine_params *params,
+                                           int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                           size_t *bytes) {
     closs_clear_error();
     CLOSS_TRY(closs_check_cosine_params(params));
     return workspace_size(handle, rows, dim, dtype, bytes);
@@ -357,8 +362,8 @@ closs_status_t closs_cosine_forward(closs_handle_t handle, const closs_cosine_pa
 closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_params *params,
                                      closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
                                      const float *upstream, closs_grad_t grad_x1,
-                                     closs_grad_t grad_x2, void *workspace,
-                                     size_t workspace_bytes, closs_stream_t stream) {
+                                     closs_grad_t grad_x2, void *workspace, size_t workspace_bytes,
+                                     closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_cosine_params(params));
     rowwise_call call = cosine_call(params, x1, x2, y);

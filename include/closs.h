@@ -11,8 +11,8 @@
  *     work without copies.
  *   - Parameter structs carry their own size (versioning); start from the *_PARAMS_INIT macros,
  *     which hold the contract's defaults, and change the fields you need.
- *   - Reductions: MEAN (default), SUM, NONE (one loss per row or anchor). Gradients are those of the
- *     reduced loss times the upstream gradient (see `upstream` below).
+ *   - Reductions: MEAN (default), SUM, NONE (one loss per row or anchor). Gradients are those of
+ *     the reduced loss times the upstream gradient (see `upstream` below).
  *   - NaN or Inf in an input propagates to the loss: it makes NaN every loss it reaches (its own
  *     row's for pair, triplet and cosine; every anchor's for NT-Xent and SupCon, whose
  *     denominators sum over all rows), even where max(0, −∞) or exp(−∞) would hide it, and the
@@ -20,7 +20,8 @@
  *     an entry point first verifies that every floating input is finite and returns
  *     CLOSS_STATUS_NONFINITE_INPUT naming the first bad element instead.
  *   - The CPU reference entry points (closs_ref_*) take host f32 or f64 inputs and accumulate in
- *     double. The GPU entry points mirror them with a handle, device pointers, workspace and a stream.
+ *     double. The GPU entry points mirror them with a handle, device pointers, workspace and a
+ *     stream.
  */
 #ifndef CLOSS_H
 #define CLOSS_H
@@ -33,17 +34,17 @@ extern "C" {
 #endif
 
 #if defined(_WIN32)
-#  if defined(CLOSS_BUILDING_SHARED)
-#    define CLOSS_API __declspec(dllexport)
-#  elif defined(CLOSS_USING_SHARED)
-#    define CLOSS_API __declspec(dllimport)
-#  else
-#    define CLOSS_API
-#  endif
+#    if defined(CLOSS_BUILDING_SHARED)
+#        define CLOSS_API __declspec(dllexport)
+#    elif defined(CLOSS_USING_SHARED)
+#        define CLOSS_API __declspec(dllimport)
+#    else
+#        define CLOSS_API
+#    endif
 #elif defined(__GNUC__)
-#  define CLOSS_API __attribute__((visibility("default")))
+#    define CLOSS_API __attribute__((visibility("default")))
 #else
-#  define CLOSS_API
+#    define CLOSS_API
 #endif
 
 /* ------------------------------------------------------------------------------------------------
@@ -52,7 +53,8 @@ extern "C" {
 #define CLOSS_VERSION_MAJOR 0
 #define CLOSS_VERSION_MINOR 1
 #define CLOSS_VERSION_PATCH 0
-#define CLOSS_VERSION (CLOSS_VERSION_MAJOR * 10000 + CLOSS_VERSION_MINOR * 100 + CLOSS_VERSION_PATCH)
+#define CLOSS_VERSION                                                                              \
+    (CLOSS_VERSION_MAJOR * 10000 + CLOSS_VERSION_MINOR * 100 + CLOSS_VERSION_PATCH)
 
 /*! closs_version() : the version of the library actually loaded, as CLOSS_VERSION computes it.
  *  Compare with CLOSS_VERSION to detect a header/library mismatch. */
@@ -65,9 +67,9 @@ CLOSS_API const char *closs_version_string(void);
  * --------------------------------------------------------------------------------------------- */
 typedef enum closs_status_t {
     CLOSS_STATUS_SUCCESS = 0,
-    CLOSS_STATUS_INVALID_ARGUMENT,    /* a pointer, shape, dtype, enum or parameter is out of range */
-    CLOSS_STATUS_NOT_SUPPORTED,       /* valid, but not available in this build or on this device */
-    CLOSS_STATUS_NO_DEVICE,           /* no usable CUDA device */
+    CLOSS_STATUS_INVALID_ARGUMENT, /* a pointer, shape, dtype, enum or parameter is out of range */
+    CLOSS_STATUS_NOT_SUPPORTED,    /* valid, but not available in this build or on this device */
+    CLOSS_STATUS_NO_DEVICE,        /* no usable CUDA device */
     CLOSS_STATUS_WORKSPACE_TOO_SMALL, /* the caller's workspace is smaller than the query said */
     CLOSS_STATUS_ALLOC_FAILED,        /* host or device memory could not be allocated */
     CLOSS_STATUS_CUDA_ERROR,          /* the CUDA runtime reported an error */
@@ -108,7 +110,8 @@ typedef enum closs_distance_t {
     CLOSS_DISTANCE_COSINE         /* 1 − cos(a, b) */
 } closs_distance_t;
 
-/* A row-major matrix: element (r, c) is at data[r * ld + c]. data may be NULL only when rows == 0. */
+/* A row-major matrix: element (r, c) is at data[r * ld + c].
+ * data may be NULL only when rows == 0. */
 typedef struct closs_matrix_t {
     const void *data;
     closs_dtype_t dtype;
@@ -150,36 +153,37 @@ static inline closs_vector_t closs_vector(const void *data, closs_dtype_t dtype,
 /* Pair contrastive (Siamese): ℓ_i = y_i·d_i² + (1 − y_i)·max(0, m − d_i)². */
 typedef struct closs_pair_params {
     size_t size;
-    double margin;               /* m, finite and >= 0 */
-    closs_distance_t distance;   /* EUCLIDEAN (d = ‖x1 − x2‖) or COSINE (d = 1 − cos) */
+    double margin;             /* m, finite and >= 0 */
+    closs_distance_t distance; /* EUCLIDEAN (d = ‖x1 − x2‖) or COSINE (d = 1 − cos) */
     closs_reduction_t reduction;
-    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_pair_params;
-#define CLOSS_PAIR_PARAMS_INIT \
+#define CLOSS_PAIR_PARAMS_INIT                                                                     \
     { sizeof(closs_pair_params), 1.0, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Triplet (FaceNet): ℓ_i = max(0, d(a_i, p_i) − d(a_i, n_i) + α). */
 typedef struct closs_triplet_params {
     size_t size;
-    double margin;               /* α, finite (zero and negative allowed) */
-    closs_distance_t distance;   /* SQEUCLIDEAN (default), EUCLIDEAN or COSINE */
-    int swap;                    /* 1: d(a, n) becomes min(d(a, n), d(p, n)) */
+    double margin;             /* α, finite (zero and negative allowed) */
+    closs_distance_t distance; /* SQEUCLIDEAN (default), EUCLIDEAN or COSINE */
+    int swap;                  /* 1: d(a, n) becomes min(d(a, n), d(p, n)) */
     closs_reduction_t reduction;
-    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_triplet_params;
-#define CLOSS_TRIPLET_PARAMS_INIT \
+#define CLOSS_TRIPLET_PARAMS_INIT                                                                  \
     { sizeof(closs_triplet_params), 1.0, CLOSS_DISTANCE_SQEUCLIDEAN, 0, CLOSS_REDUCTION_MEAN, 0 }
 
 /* NT-Xent (SimCLR), z = cat(z1, z2) with 2N rows, p(i) = (i + N) mod 2N:
- *   ℓ_i = − s_{i,p(i)}/τ + log Σ_{k≠i} exp(s_ik/τ),  s_ik = ẑ_i·ẑ_k. MEAN is over all 2N anchors. */
+ *   ℓ_i = − s_{i,p(i)}/τ + log Σ_{k≠i} exp(s_ik/τ),  s_ik = ẑ_i·ẑ_k.
+ * MEAN is over all 2N anchors. */
 typedef struct closs_ntxent_params {
     size_t size;
-    double temperature;          /* τ, finite and > 0 */
-    int normalize;               /* 1: ẑ = z/max(‖z‖, 1e-12) (cosine similarity); 0: ẑ = z */
+    double temperature; /* τ, finite and > 0 */
+    int normalize;      /* 1: ẑ = z/max(‖z‖, 1e-12) (cosine similarity); 0: ẑ = z */
     closs_reduction_t reduction;
-    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_ntxent_params;
-#define CLOSS_NTXENT_PARAMS_INIT \
+#define CLOSS_NTXENT_PARAMS_INIT                                                                   \
     { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Supervised contrastive (SupCon L_out), P(i) = {p ≠ i : label_p = label_i}, A(i) = {a ≠ i}:
@@ -188,25 +192,25 @@ typedef struct closs_ntxent_params {
  * anchors with a positive (`valid`). Official SupContrast divides by M: multiply by valid/M. */
 typedef struct closs_supcon_params {
     size_t size;
-    double temperature;          /* τ, finite and > 0 */
-    double base_temperature;     /* τ_b, finite and > 0; 0 means "equal to temperature" */
-    int normalize;               /* 1: cosine similarity (default); 0: dot product */
+    double temperature;      /* τ, finite and > 0 */
+    double base_temperature; /* τ_b, finite and > 0; 0 means "equal to temperature" */
+    int normalize;           /* 1: cosine similarity (default); 0: dot product */
     closs_reduction_t reduction;
-    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_supcon_params;
-#define CLOSS_SUPCON_PARAMS_INIT \
+#define CLOSS_SUPCON_PARAMS_INIT                                                                   \
     { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0 }
 
 /* Cosine contrastive: c_i = cos(x1_i, x2_i), ℓ_i = y_i·(1 − c_i) + (1 − y_i)·max(0, c_i − δ)^q,
  * q = 2 if squared else 1. */
 typedef struct closs_cosine_params {
     size_t size;
-    double margin;               /* δ, in [−1, 1] */
-    int squared;                 /* 1: q = 2 */
+    double margin; /* δ, in [−1, 1] */
+    int squared;   /* 1: q = 2 */
     closs_reduction_t reduction;
-    int check_inputs;            /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
 } closs_cosine_params;
-#define CLOSS_COSINE_PARAMS_INIT \
+#define CLOSS_COSINE_PARAMS_INIT                                                                   \
     { sizeof(closs_cosine_params), 0.0, 0, CLOSS_REDUCTION_MEAN, 0 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -236,8 +240,8 @@ CLOSS_API closs_status_t closs_ref_pair(const closs_pair_params *params, closs_m
 CLOSS_API closs_status_t closs_ref_triplet(const closs_triplet_params *params,
                                            closs_matrix_t anchor, closs_matrix_t positive,
                                            closs_matrix_t negative, const double *upstream,
-                                           double *loss, double *grad_anchor,
-                                           double *grad_positive, double *grad_negative);
+                                           double *loss, double *grad_anchor, double *grad_positive,
+                                           double *grad_negative);
 
 /*! closs_ref_ntxent() : NT-Xent of z (2N × D, rows i and i + N are the two views of sample i);
  *  gradient with respect to z (through the normalisation when it is on). */
@@ -311,8 +315,8 @@ CLOSS_API closs_status_t closs_triplet_workspace_size(closs_handle_t handle,
                                                       closs_dtype_t dtype, size_t *bytes);
 CLOSS_API closs_status_t closs_cosine_workspace_size(closs_handle_t handle,
                                                      const closs_cosine_params *params,
-                                                     int64_t rows, int64_t dim,
-                                                     closs_dtype_t dtype, size_t *bytes);
+                                                     int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                                     size_t *bytes);
 
 /*! Pair contrastive loss on the GPU (closs_ref_pair's math). */
 CLOSS_API closs_status_t closs_pair_forward(closs_handle_t handle, const closs_pair_params *params,
@@ -324,13 +328,10 @@ CLOSS_API closs_status_t closs_pair_backward(closs_handle_t handle, const closs_
                                              const float *upstream, closs_grad_t grad_x1,
                                              closs_grad_t grad_x2, void *workspace,
                                              size_t workspace_bytes, closs_stream_t stream);
-CLOSS_API closs_status_t closs_pair_forward_backward(closs_handle_t handle,
-                                                     const closs_pair_params *params,
-                                                     closs_matrix_t x1, closs_matrix_t x2,
-                                                     closs_vector_t y, float *loss,
-                                                     closs_grad_t grad_x1, closs_grad_t grad_x2,
-                                                     void *workspace, size_t workspace_bytes,
-                                                     closs_stream_t stream);
+CLOSS_API closs_status_t closs_pair_forward_backward(
+    closs_handle_t handle, const closs_pair_params *params, closs_matrix_t x1, closs_matrix_t x2,
+    closs_vector_t y, float *loss, closs_grad_t grad_x1, closs_grad_t grad_x2, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
 
 /*! Triplet loss on the GPU (closs_ref_triplet's math). */
 CLOSS_API closs_status_t closs_triplet_forward(closs_handle_t handle,
@@ -339,19 +340,16 @@ CLOSS_API closs_status_t closs_triplet_forward(closs_handle_t handle,
                                                closs_matrix_t negative, float *loss,
                                                void *workspace, size_t workspace_bytes,
                                                closs_stream_t stream);
-CLOSS_API closs_status_t closs_triplet_backward(closs_handle_t handle,
-                                                const closs_triplet_params *params,
-                                                closs_matrix_t anchor, closs_matrix_t positive,
-                                                closs_matrix_t negative, const float *upstream,
-                                                closs_grad_t grad_anchor,
-                                                closs_grad_t grad_positive,
-                                                closs_grad_t grad_negative, void *workspace,
-                                                size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_triplet_backward(
+    closs_handle_t handle, const closs_triplet_params *params, closs_matrix_t anchor,
+    closs_matrix_t positive, closs_matrix_t negative, const float *upstream,
+    closs_grad_t grad_anchor, closs_grad_t grad_positive, closs_grad_t grad_negative,
+    void *workspace, size_t workspace_bytes, closs_stream_t stream);
 CLOSS_API closs_status_t closs_triplet_forward_backward(
     closs_handle_t handle, const closs_triplet_params *params, closs_matrix_t anchor,
     closs_matrix_t positive, closs_matrix_t negative, float *loss, closs_grad_t grad_anchor,
-    closs_grad_t grad_positive, closs_grad_t grad_negative, void *workspace,
-    size_t workspace_bytes, closs_stream_t stream);
+    closs_grad_t grad_positive, closs_grad_t grad_negative, void *workspace, size_t workspace_bytes,
+    closs_stream_t stream);
 
 /*! Cosine contrastive loss on the GPU (closs_ref_cosine's math). */
 CLOSS_API closs_status_t closs_cosine_forward(closs_handle_t handle,
@@ -360,19 +358,15 @@ CLOSS_API closs_status_t closs_cosine_forward(closs_handle_t handle,
                                               void *workspace, size_t workspace_bytes,
                                               closs_stream_t stream);
 CLOSS_API closs_status_t closs_cosine_backward(closs_handle_t handle,
-                                               const closs_cosine_params *params,
-                                               closs_matrix_t x1, closs_matrix_t x2,
-                                               closs_vector_t y, const float *upstream,
-                                               closs_grad_t grad_x1, closs_grad_t grad_x2,
-                                               void *workspace, size_t workspace_bytes,
-                                               closs_stream_t stream);
-CLOSS_API closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
-                                                       const closs_cosine_params *params,
-                                                       closs_matrix_t x1, closs_matrix_t x2,
-                                                       closs_vector_t y, float *loss,
-                                                       closs_grad_t grad_x1, closs_grad_t grad_x2,
-                                                       void *workspace, size_t workspace_bytes,
-                                                       closs_stream_t stream);
+                                               const closs_cosine_params *params, closs_matrix_t x1,
+                                               closs_matrix_t x2, closs_vector_t y,
+                                               const float *upstream, closs_grad_t grad_x1,
+                                               closs_grad_t grad_x2, void *workspace,
+                                               size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_cosine_forward_backward(
+    closs_handle_t handle, const closs_cosine_params *params, closs_matrix_t x1, closs_matrix_t x2,
+    closs_vector_t y, float *loss, closs_grad_t grad_x1, closs_grad_t grad_x2, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
 
 /* ------------------------------------------------------------------------------------------------
  * Devices

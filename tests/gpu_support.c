@@ -1,4 +1,5 @@
 /* GPU test helpers (see gpu_support.h). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "gpu_support.h"
 
 #include <criterion/criterion.h>
@@ -20,7 +21,7 @@ static int buffer_count;
 #define CUDA_OK(call)                                                                              \
     do {                                                                                           \
         cudaError_t status_ = (call);                                                              \
-        cr_assert_eq(status_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(status_));         \
+        cr_assert_eq(status_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(status_));          \
     } while (0)
 
 void *gpu_alloc(size_t bytes) {
@@ -59,10 +60,11 @@ static uint16_t float_to_half(float value) {
     uint32_t bits;
     memcpy(&bits, &value, 4);
     uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
-    if (magnitude >= 0x7f800000u) return (uint16_t)(sign | (magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (magnitude >= 0x7f800000u)
+        return (uint16_t)(sign | (magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u));
     if (magnitude >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflows to infinity */
     if (magnitude < 0x38800000u) {                                   /* subnormal or zero */
-        float scaled = fabsf(value) * 16777216.0f;                    /* 2^24: units of 2^-24 */
+        float scaled = fabsf(value) * 16777216.0f;                   /* 2^24: units of 2^-24 */
         return (uint16_t)(sign | (uint32_t)nearbyintf(scaled));
     }
     uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);

@@ -12,7 +12,7 @@
 /* Skips the test, visibly, when no CUDA device is usable (CTest marks the suite skipped too). */
 #define CLOSS_REQUIRE_GPU()                                                                        \
     do {                                                                                           \
-        if (!gpu_available()) cr_skip_test("no CUDA device: GPU test skipped");                   \
+        if (!gpu_available()) cr_skip_test("no CUDA device: GPU test skipped");                    \
     } while (0)
 
 int gpu_available(void);

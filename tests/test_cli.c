@@ -111,9 +111,10 @@ static void run_cli(cli_result *result, const char *const *args) {
 
 #define RUN(result, ...) run_cli(result, (const char *const[]){__VA_ARGS__, NULL})
 
-/* ---- inputs ----------------------------------------------------------------------------------- */
+/* ---- inputs ---------------------------------------------------------------------------------- */
 
-/* Deterministic values in [-1, 1) with all 53 bits used, so that rounding to float32 changes them. */
+/* Deterministic values in [-1, 1) with all 53 bits used, so that rounding to float32 changes
+ * them. */
 static void fill_random(double *data, size_t count, uint64_t seed) {
     uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
     for (size_t i = 0; i < count; ++i) {
@@ -171,7 +172,7 @@ static closs_vector_t vector64(const double *data, int64_t length) {
     return closs_vector(data, CLOSS_F64, length);
 }
 
-/* ---- checking the outputs --------------------------------------------------------------------- */
+/* ---- checking the outputs -------------------------------------------------------------------- */
 
 /* What a successful run must print and write, computed with the closs_ref_* function. */
 typedef struct expected {
@@ -186,7 +187,10 @@ typedef struct expected {
 } expected;
 
 static expected expect(const char *reduction, int grad_count, const char *const *grad_names) {
-    expected e = {.dtype = "f64", .reduction = reduction, .rows = ROWS, .grad_count = grad_count,
+    expected e = {.dtype = "f64",
+                  .reduction = reduction,
+                  .rows = ROWS,
+                  .grad_count = grad_count,
                   .valid = -1};
     e.per_row_loss = strcmp(reduction, "none") == 0;
     for (int i = 0; i < grad_count; ++i) e.grad_names[i] = grad_names[i];
@@ -210,7 +214,8 @@ static void json_value(const char *json, const char *key, char *value, size_t si
 static void expect_json(const char *json, const char *key, const char *value) {
     char actual[128];
     json_value(json, key, actual, sizeof actual);
-    cr_expect_str_eq(actual, value, "JSON %s is '%s', expected '%s' in %s", key, actual, value, json);
+    cr_expect_str_eq(actual, value, "JSON %s is '%s', expected '%s' in %s", key, actual, value,
+                     json);
 }
 
 /* out/<name>.npy holds float64 of shape (rows, dim) (ndim 2), (rows,) (ndim 1) or () with exactly
@@ -275,7 +280,7 @@ static const char *const pair_grads[] = {"x1", "x2"};
 static const char *const triplet_grads[] = {"anchor", "positive", "negative"};
 static const char *const z_grads[] = {"z"};
 
-/* ---- every loss against the reference --------------------------------------------------------- */
+/* ---- every loss against the reference -------------------------------------------------------- */
 
 Test(cli_eval, pair_defaults) {
     pair_inputs in = write_pair_inputs();
@@ -402,7 +407,7 @@ Test(cli_eval, cosine_squared) {
     check_outputs(&r, &e);
 }
 
-/* ---- dtypes ------------------------------------------------------------------------------------ */
+/* ---- dtypes ---------------------------------------------------------------------------------- */
 
 Test(cli_eval, dtype_f32_rounds_the_inputs) {
     pair_inputs in = write_pair_inputs();
@@ -452,7 +457,7 @@ Test(cli_eval, float32_files_are_widened_for_f64) {
     check_outputs(&r, &e);
 }
 
-/* ---- edge cases of the outputs ------------------------------------------------------------------ */
+/* ---- edge cases of the outputs --------------------------------------------------------------- */
 
 Test(cli_eval, empty_batch) {
     write_input("x1", NPY_F8, 2, 0, DIM, NULL);
@@ -513,38 +518,43 @@ Test(cli_eval, unwritable_out_is_a_failure) {
     cli_result r;
     RUN(&r, "eval", "pair", "--in", in_dir, "--out", file_path);
     cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "closs: error: --out") && strstr(r.err, "is not a directory"), "%s", r.err);
+    cr_assert(strstr(r.err, "closs: error: --out") && strstr(r.err, "is not a directory"), "%s",
+              r.err);
     cr_assert_str_eq(r.out, "");
 }
 
-/* ---- rejections ---------------------------------------------------------------------------------- */
+/* ---- rejections ------------------------------------------------------------------------------ */
 
-/* Runs the tool with `args`, where "IN" and "OUT" stand for in/ and out/, and expects exit status 2,
- * one stderr line starting with "closs: error: " and containing `expected`, nothing on stdout and
- * nothing in out/. */
+/* Runs the tool with `args`, where "IN" and "OUT" stand for in/ and out/, and expects exit status
+ * 2, one stderr line starting with "closs: error: " and containing `expected`, nothing on stdout
+ * and nothing in out/. */
 static void check_rejection(const char *label, const char *const *args, const char *expected) {
     const char *argv[32];
     int count = 0;
     for (; *args; ++args) {
         cr_assert_lt(count, 31);
-        argv[count++] = strcmp(*args, "IN") == 0 ? in_dir : strcmp(*args, "OUT") == 0 ? out_dir : *args;
+        argv[count++] = strcmp(*args, "IN") == 0    ? in_dir
+                        : strcmp(*args, "OUT") == 0 ? out_dir
+                                                    : *args;
     }
     argv[count] = NULL;
     cli_result r;
     run_cli(&r, argv);
     cr_expect_eq(r.status, 2, "%s: exit status %d, stderr: %s", label, r.status, r.err);
     cr_expect(strncmp(r.err, "closs: error: ", 14) == 0, "%s: stderr is '%s'", label, r.err);
-    cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "%s: not one line: %s", label, r.err);
+    cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "%s: not one line: %s", label,
+              r.err);
     cr_expect(strstr(r.err, expected), "%s: '%s' does not contain '%s'", label, r.err, expected);
     cr_expect_str_eq(r.out, "", "%s: wrote to stdout", label);
     cr_expect_eq(count_entries(out_dir), 0, "%s: left files in the out directory", label);
 }
 
 /* closs eval LOSS --in in/ --out out/ EXTRA... (EXTRA may be NULL alone). */
-#define REJECT(label, loss, expected, ...)                                                    \
-    check_rejection(label, (const char *const[]){"eval", loss, "--in", "IN", "--out", "OUT", \
-                                                 __VA_ARGS__, NULL},                          \
-                    expected)
+#define REJECT(label, loss, expected, ...)                                                         \
+    check_rejection(                                                                               \
+        label,                                                                                     \
+        (const char *const[]){"eval", loss, "--in", "IN", "--out", "OUT", __VA_ARGS__, NULL},      \
+        expected)
 
 /* A hand-built version 1.0 .npy file with the given header and `data_bytes` zero bytes of data. */
 static void write_with_header(const char *name, const char *header, size_t data_bytes) {
@@ -636,17 +646,21 @@ Test(cli_reject, bad_input_files) {
         {MISSING_X2, "missing file", "/in/x2.npy: cannot open: No such file or directory"},
         {X1_ONE_DIMENSIONAL, "1-D x1",
          "/in/x1.npy: x1 must be float32 or float64 (rows, dim), got shape (6,) of <f8"},
-        {X1_INTEGER, "integer x1", "x1 must be float32 or float64 (rows, dim), got shape (6, 5) of <i4"},
-        {Y_TWO_DIMENSIONAL, "2-D y", "y must be float32 or float64 (rows) in [0, 1], got shape (6, 1)"},
+        {X1_INTEGER, "integer x1",
+         "x1 must be float32 or float64 (rows, dim), got shape (6, 5) of <i4"},
+        {Y_TWO_DIMENSIONAL, "2-D y",
+         "y must be float32 or float64 (rows) in [0, 1], got shape (6, 1)"},
         {X2_FEWER_ROWS, "mismatched rows", "x2.npy has shape (4, 5) but x1.npy has (6, 5)"},
         {X2_OTHER_DIM, "mismatched dim", "x2.npy has shape (6, 4) but x1.npy has (6, 5)"},
         {Y_TOO_SHORT, "short y", "y.npy has shape (5,) but x1.npy has 6 rows"},
         {X1_FORTRAN_ORDER, "Fortran order", "/in/x1.npy: fortran_order is True"},
         {X1_BIG_ENDIAN, "big-endian", "/in/x1.npy: big-endian dtype '>f8' is not supported"},
         {X1_HALF_PRECISION, "float16 file", "/in/x1.npy: unsupported dtype '<f2'"},
-        {X1_TRUNCATED, "truncated file", "/in/x1.npy: truncated data: shape (6, 5) of <f8 needs 240 bytes but the file holds 237"},
+        {X1_TRUNCATED, "truncated file",
+         "/in/x1.npy: truncated data: shape (6, 5) of <f8 needs 240 bytes but the file holds 237"},
         {X1_NOT_NPY, "not a .npy file", "/in/x1.npy: not a .npy file"},
-        {X1_NO_NEWLINE, "header without newline", "/in/x1.npy: malformed header: it does not end in a newline"},
+        {X1_NO_NEWLINE, "header without newline",
+         "/in/x1.npy: malformed header: it does not end in a newline"},
         {Y_ABOVE_ONE, "y above 1", "pair: y[2] = 1.5"},
         {Y_NAN, "y NaN", "pair: y[4] = nan"},
     };
@@ -666,10 +680,12 @@ Test(cli_reject, bad_labels_and_rows) {
     REJECT("odd NT-Xent rows", "ntxent", "ntxent: z.rows = 5", NULL);
     write_matrix("z", z);
     write_input("labels", NPY_F8, 1, ROWS, 0, pair_targets);
-    REJECT("float labels", "supcon", "labels must be int32 or int64 (rows), got shape (6,) of <f8", NULL);
+    REJECT("float labels", "supcon", "labels must be int32 or int64 (rows), got shape (6,) of <f8",
+           NULL);
     const int64_t labels[ROWS - 1] = {0};
     write_input("labels", NPY_I8, 1, ROWS - 1, 0, labels);
-    REJECT("short labels", "supcon", "labels.npy has shape (5,) but z.npy has 6 rows: one label per row", NULL);
+    REJECT("short labels", "supcon",
+           "labels.npy has shape (5,) but z.npy has 6 rows: one label per row", NULL);
 }
 
 /* Every input of every loss, valid, for the parameter tests. */
@@ -690,10 +706,13 @@ Test(cli_reject, bad_parameters) {
     const struct {
         const char *loss, *argument, *expected;
     } cases[] = {
-        {"pair", "foo=1", "unknown parameter 'foo' (pair takes margin, distance, reduction, check_inputs)"},
+        {"pair", "foo=1",
+         "unknown parameter 'foo' (pair takes margin, distance, reduction, check_inputs)"},
         {"pair", "temperature=0.5", "parameter 'temperature' does not apply to pair"},
         {"pair", "swap=1", "parameter 'swap' does not apply to pair"},
-        {"ntxent", "margin=1", "parameter 'margin' does not apply to ntxent (it takes temperature, normalize, reduction, check_inputs)"},
+        {"ntxent", "margin=1",
+         "parameter 'margin' does not apply to ntxent (it takes temperature, normalize, reduction, "
+         "check_inputs)"},
         {"cosine", "base_temperature=1", "parameter 'base_temperature' does not apply to cosine"},
         {"triplet", "squared=1", "parameter 'squared' does not apply to triplet"},
         {"pair", "=1", "'=1' is not a NAME=VALUE parameter"},
@@ -705,7 +724,8 @@ Test(cli_reject, bad_parameters) {
         {"pair", "margin=inf", "margin=inf: not a finite number"},
         {"pair", "margin=1e999", "margin=1e999: not a finite number"},
         {"pair", "distance=sqeuclidean", "distance=sqeuclidean: pair takes euclidean or cosine"},
-        {"triplet", "distance=manhattan", "distance=manhattan: triplet takes sqeuclidean, euclidean or cosine"},
+        {"triplet", "distance=manhattan",
+         "distance=manhattan: triplet takes sqeuclidean, euclidean or cosine"},
         {"pair", "reduction=avg", "reduction=avg: must be mean, sum or none"},
         {"triplet", "swap=2", "swap=2: must be 0 or 1"},
         {"ntxent", "normalize=yes", "normalize=yes: must be 0 or 1"},
@@ -723,17 +743,22 @@ Test(cli_reject, bad_parameters) {
 
 Test(cli_reject, bad_command_lines) {
     write_all_inputs();
-    REJECT("second loss", "pair", "unexpected argument 'triplet' (the loss is already pair)", "triplet");
+    REJECT("second loss", "pair", "unexpected argument 'triplet' (the loss is already pair)",
+           "triplet");
     REJECT("unknown option", "pair", "unknown option '--bogus'", "--bogus", "1");
     REJECT("short option", "pair", "unknown option '-x'", "-x");
     REJECT("option twice", "pair", "--in given twice", "--in", "IN");
     REJECT("option without value", "pair", "--dtype needs a value", "--dtype");
     REJECT("unknown device", "pair", "--device gpu: expected cpu or cuda", "--device", "gpu");
     REJECT("cuda", "pair", "--device cuda: GPU entry points are not built yet", "--device", "cuda");
-    REJECT("unknown dtype", "pair", "--dtype f128: expected f64, f32, f16 or bf16", "--dtype", "f128");
-    REJECT("f16 on cpu", "pair", "--dtype f16: the CPU reference takes f64 or f32", "--dtype", "f16");
-    REJECT("bf16 on cpu", "supcon", "--dtype bf16: the CPU reference takes f64 or f32", "--dtype", "bf16");
-    REJECT("unknown loss", "hinge", "unknown loss 'hinge' (expected pair, triplet, ntxent, supcon or cosine)", NULL);
+    REJECT("unknown dtype", "pair", "--dtype f128: expected f64, f32, f16 or bf16", "--dtype",
+           "f128");
+    REJECT("f16 on cpu", "pair", "--dtype f16: the CPU reference takes f64 or f32", "--dtype",
+           "f16");
+    REJECT("bf16 on cpu", "supcon", "--dtype bf16: the CPU reference takes f64 or f32", "--dtype",
+           "bf16");
+    REJECT("unknown loss", "hinge",
+           "unknown loss 'hinge' (expected pair, triplet, ntxent, supcon or cosine)", NULL);
     check_rejection("no loss", (const char *const[]){"eval", "--in", "IN", "--out", "OUT", NULL},
                     "missing LOSS (pair, triplet, ntxent, supcon or cosine)");
     check_rejection("no --in", (const char *const[]){"eval", "pair", "--out", "OUT", NULL},
@@ -744,7 +769,7 @@ Test(cli_reject, bad_command_lines) {
                     "unknown command 'frobnicate'");
 }
 
-/* ---- help and version ------------------------------------------------------------------------- */
+/* ---- help and version ------------------------------------------------------------------------ */
 
 Test(cli_usage, no_arguments_prints_usage_to_stderr) {
     cli_result r;
@@ -770,14 +795,25 @@ Test(cli_usage, eval_help_lists_losses_options_and_defaults) {
     cr_assert_eq(r.status, 0);
     cr_assert_str_eq(r.err, "");
     const char *wanted[] = {
-        "usage: closs eval LOSS --in DIR --out DIR [--device cpu|cuda] [--dtype f64|f32|f16|bf16] [NAME=VALUE ...]",
+        "usage: closs eval LOSS --in DIR --out DIR [--device cpu|cuda] [--dtype f64|f32|f16|bf16] "
+        "[NAME=VALUE ...]",
         "  pair     x1, x2 (rows, dim); y (rows) in [0, 1]",
         "  triplet  anchor, positive, negative (rows, dim)",
         "  supcon   z (rows, dim); labels (rows)",
-        "--device DEV", "--dtype TYPE",
-        "margin=1 ", "distance=euclidean ", "distance=sqeuclidean ", "swap=0 ",
-        "temperature=0.1 ", "temperature=0.07 ", "base_temperature=0 ", "normalize=1 ",
-        "margin=0 ", "squared=0 ", "reduction=mean ", "check_inputs=0 ",
+        "--device DEV",
+        "--dtype TYPE",
+        "margin=1 ",
+        "distance=euclidean ",
+        "distance=sqeuclidean ",
+        "swap=0 ",
+        "temperature=0.1 ",
+        "temperature=0.07 ",
+        "base_temperature=0 ",
+        "normalize=1 ",
+        "margin=0 ",
+        "squared=0 ",
+        "reduction=mean ",
+        "check_inputs=0 ",
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; ++i)
         cr_expect(strstr(r.out, wanted[i]), "the help lacks '%s'", wanted[i]);

@@ -16,7 +16,7 @@ static closs_matrix_t matrix(int64_t rows, int64_t cols) {
 #define EXPECT_INVALID(call, argument)                                                             \
     do {                                                                                           \
         cr_expect_eq((call), CLOSS_STATUS_INVALID_ARGUMENT, "%s", #call);                          \
-        cr_expect(strstr(closs_last_error(), argument), "'%s' not named in: %s", argument,        \
+        cr_expect(strstr(closs_last_error(), argument), "'%s' not named in: %s", argument,         \
                   closs_last_error());                                                             \
     } while (0)
 
@@ -25,8 +25,9 @@ Test(gpu_api_errors, pair_arguments) {
     closs_vector_t y = closs_vector(fake_device, CLOSS_F32, 4);
     closs_grad_t g = {fake_device, 8};
     float *loss = fake_device;
-    EXPECT_INVALID(closs_pair_forward(NULL, NULL, matrix(4, 8), matrix(4, 8), y, loss, NULL, 0,
-                                      NULL), "params");
+    EXPECT_INVALID(
+        closs_pair_forward(NULL, NULL, matrix(4, 8), matrix(4, 8), y, loss, NULL, 0, NULL),
+        "params");
     EXPECT_INVALID(closs_pair_forward(NULL, &p, matrix(4, 8), matrix(5, 8), y, loss, NULL, 0, NULL),
                    "x2");
     closs_matrix_t f64 = closs_matrix(fake_device, CLOSS_F64, 4, 8);
@@ -41,9 +42,11 @@ Test(gpu_api_errors, pair_arguments) {
                    "loss");
     closs_grad_t narrow = {fake_device, 7};
     EXPECT_INVALID(closs_pair_backward(NULL, &p, matrix(4, 8), matrix(4, 8), y, NULL, narrow, g,
-                                       NULL, 0, NULL), "grad_x1.ld");
+                                       NULL, 0, NULL),
+                   "grad_x1.ld");
     EXPECT_INVALID(closs_pair_forward_backward(NULL, &p, matrix(4, 8), matrix(4, 8), y, NULL, g, g,
-                                               NULL, 0, NULL), "loss");
+                                               NULL, 0, NULL),
+                   "loss");
     p.distance = CLOSS_DISTANCE_SQEUCLIDEAN;
     EXPECT_INVALID(closs_pair_forward(NULL, &p, matrix(4, 8), matrix(4, 8), y, loss, NULL, 0, NULL),
                    "distance");
@@ -55,14 +58,17 @@ Test(gpu_api_errors, triplet_and_cosine_arguments) {
     closs_grad_t g = {fake_device, 8};
     float *loss = fake_device;
     EXPECT_INVALID(closs_triplet_forward(NULL, &t, matrix(4, 8), matrix(4, 8), matrix(4, 9), loss,
-                                         NULL, 0, NULL), "negative");
+                                         NULL, 0, NULL),
+                   "negative");
     t.swap = 2;
     EXPECT_INVALID(closs_triplet_backward(NULL, &t, matrix(4, 8), matrix(4, 8), matrix(4, 8), NULL,
-                                          g, g, g, NULL, 0, NULL), "swap");
+                                          g, g, g, NULL, 0, NULL),
+                   "swap");
     c.margin = 1.5;
     EXPECT_INVALID(closs_cosine_forward(NULL, &c, matrix(4, 8), matrix(4, 8),
                                         closs_vector(fake_device, CLOSS_F32, 4), loss, NULL, 0,
-                                        NULL), "margin");
+                                        NULL),
+                   "margin");
     size_t bytes = 0;
     EXPECT_INVALID(closs_cosine_workspace_size(NULL, &c, 4, 8, CLOSS_F32, &bytes), "margin");
     c.margin = 0.0;
@@ -75,10 +81,9 @@ Test(gpu_api_errors, triplet_and_cosine_arguments) {
 Test(gpu_api_errors, valid_arguments_reach_the_handle_check) {
     closs_pair_params p = CLOSS_PAIR_PARAMS_INIT;
     closs_grad_t g = {fake_device, 8};
-    closs_status_t status =
-        closs_pair_forward_backward(NULL, &p, matrix(4, 8), matrix(4, 8),
-                                    closs_vector(fake_device, CLOSS_F32, 4), fake_device, g, g,
-                                    NULL, 0, NULL);
+    closs_status_t status = closs_pair_forward_backward(NULL, &p, matrix(4, 8), matrix(4, 8),
+                                                        closs_vector(fake_device, CLOSS_F32, 4),
+                                                        fake_device, g, g, NULL, 0, NULL);
     if (closs_cuda_available()) {
         cr_expect_eq(status, CLOSS_STATUS_INVALID_ARGUMENT);
         cr_expect(strstr(closs_last_error(), "handle"), "%s", closs_last_error());

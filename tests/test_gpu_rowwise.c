@@ -41,8 +41,8 @@ enum { PAIR_VARIANTS = 3, TRIPLET_VARIANTS = 5, COSINE_VARIANTS = 3 };
 static loss_params set_options(const rowwise_case *c) {
     loss_params p = {CLOSS_PAIR_PARAMS_INIT, CLOSS_TRIPLET_PARAMS_INIT, CLOSS_COSINE_PARAMS_INIT};
     static const double pair_margins[] = {1.0, 0.0, 0.5};
-    static const closs_distance_t pair_distances[] = {CLOSS_DISTANCE_EUCLIDEAN,
-                                                      CLOSS_DISTANCE_EUCLIDEAN, CLOSS_DISTANCE_COSINE};
+    static const closs_distance_t pair_distances[] = {
+        CLOSS_DISTANCE_EUCLIDEAN, CLOSS_DISTANCE_EUCLIDEAN, CLOSS_DISTANCE_COSINE};
     p.pair.margin = pair_margins[c->variant % PAIR_VARIANTS];
     p.pair.distance = pair_distances[c->variant % PAIR_VARIANTS];
     static const double triplet_margins[] = {1.0, 0.5, 0.2, -0.1, 4.0};
@@ -67,10 +67,10 @@ static int input_count(loss_kind loss) { return loss == LOSS_TRIPLET ? 3 : 2; }
 typedef struct case_data {
     int64_t rows, dim, ld;
     int inputs;
-    float *host[3];     /* the dtype-rounded values, dense */
-    float *labels;      /* y (pair, cosine), f32 */
-    double *upstream;   /* random upstream gradients: 1 value or rows */
-    void *device[3];    /* inputs on the device with the case's layout */
+    float *host[3];   /* the dtype-rounded values, dense */
+    float *labels;    /* y (pair, cosine), f32 */
+    double *upstream; /* random upstream gradients: 1 value or rows */
+    void *device[3];  /* inputs on the device with the case's layout */
     void *device_grad[3];
     float *device_labels, *device_loss, *device_upstream;
 } case_data;
@@ -80,7 +80,9 @@ static void *offset(void *base, const rowwise_case *c) {
 }
 
 static case_data make_case(const rowwise_case *c, uint64_t *state) {
-    case_data d = {.rows = c->rows, .dim = c->dim, .ld = c->dim + (c->padded ? 5 : 0),
+    case_data d = {.rows = c->rows,
+                   .dim = c->dim,
+                   .ld = c->dim + (c->padded ? 5 : 0),
                    .inputs = input_count(c->loss)};
     const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
     const size_t strided_bytes = ((size_t)c->rows * (size_t)d.ld + 1) * element;
@@ -310,9 +312,14 @@ static void sweep_sizes(loss_kind loss) {
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
         for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d, ++index) {
             if (rows[r] * dims[d] > 13000000) continue; /* the reference's time and memory */
-            rowwise_case c = {loss, index, (closs_reduction_t)(index % 3),
-                              (closs_dtype_t)(index % 3) /* f32, f16, bf16 */, rows[r], dims[d],
-                              index % 2, index % 4 == 1};
+            rowwise_case c = {loss,
+                              index,
+                              (closs_reduction_t)(index % 3),
+                              (closs_dtype_t)(index % 3) /* f32, f16, bf16 */,
+                              rows[r],
+                              dims[d],
+                              index % 2,
+                              index % 4 == 1};
             check_case(handle, &c);
         }
 }
@@ -340,8 +347,13 @@ Test(gpu_rowwise, every_option_reduction_and_dtype) {
         for (int variant = 0; variant < variants[loss]; ++variant)
             for (int reduction = 0; reduction < 3; ++reduction)
                 for (int dtype = 0; dtype < 3; ++dtype) {
-                    rowwise_case c = {(loss_kind)loss, variant, (closs_reduction_t)reduction,
-                                      (closs_dtype_t)dtype, 1000, 127, variant % 2,
+                    rowwise_case c = {(loss_kind)loss,
+                                      variant,
+                                      (closs_reduction_t)reduction,
+                                      (closs_dtype_t)dtype,
+                                      1000,
+                                      127,
+                                      variant % 2,
                                       (variant + dtype) % 2};
                     check_case(handle, &c);
                 }

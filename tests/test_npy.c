@@ -58,14 +58,16 @@ typedef struct npy_bytes {
     size_t size;
 } npy_bytes;
 
-static npy_bytes hand_built(unsigned major, const char *header, const void *data, size_t data_bytes) {
+static npy_bytes hand_built(unsigned major, const char *header, const void *data,
+                            size_t data_bytes) {
     npy_bytes file;
     memcpy(file.bytes, "\x93NUMPY", 6);
     file.bytes[6] = (unsigned char)major;
     file.bytes[7] = 0;
     size_t length = strlen(header);
     size_t length_bytes = major == 1 ? 2 : 4;
-    for (size_t i = 0; i < length_bytes; ++i) file.bytes[8 + i] = (unsigned char)(length >> (8 * i));
+    for (size_t i = 0; i < length_bytes; ++i)
+        file.bytes[8 + i] = (unsigned char)(length >> (8 * i));
     file.size = 8 + length_bytes;
     cr_assert_lt(file.size + length + data_bytes, sizeof file.bytes);
     memcpy(file.bytes + file.size, header, length);
@@ -116,15 +118,16 @@ Test(npy_file, round_trip_every_dtype_and_shape) {
     const struct {
         int ndim;
         int64_t shape[3];
-    } shapes[] = {{0, {0}}, {1, {6}}, {2, {2, 3}}, {3, {1, 3, 2}}, {1, {0}}, {2, {0, 5}},
-                  {3, {2, 0, 4}}};
+    } shapes[] = {{0, {0}}, {1, {6}},    {2, {2, 3}},   {3, {1, 3, 2}},
+                  {1, {0}}, {2, {0, 5}}, {3, {2, 0, 4}}};
     char path[128];
     path_in_workdir(path, sizeof path, "a.npy");
     for (size_t t = 0; t < sizeof typed / sizeof typed[0]; ++t) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
             char err[256] = "";
             cr_assert(npy_write(path, typed[t].dtype, shapes[s].ndim, shapes[s].shape,
-                                typed[t].data, err, sizeof err), "%s", err);
+                                typed[t].data, err, sizeof err),
+                      "%s", err);
             npy_array array;
             cr_assert(npy_read(path, &array, err, sizeof err), "%s", err);
             cr_assert_eq(array.dtype, typed[t].dtype);
@@ -136,7 +139,9 @@ Test(npy_file, round_trip_every_dtype_and_shape) {
             }
             cr_assert_eq(array.count, count);
             if (count) {
-                cr_assert_eq(memcmp(array.data, typed[t].data, (size_t)count * npy_itemsize(array.dtype)), 0);
+                cr_assert_eq(
+                    memcmp(array.data, typed[t].data, (size_t)count * npy_itemsize(array.dtype)),
+                    0);
             } else {
                 cr_assert_null(array.data);
             }
@@ -283,8 +288,9 @@ Test(npy_file, reader_reads_a_hand_built_file) {
 
 Test(npy_header, accepts_versions_2_and_3) {
     for (unsigned major = 2; major <= 3; ++major) {
-        npy_bytes file = hand_built(major, "{'descr': '<f8', 'fortran_order': False, 'shape': (6,), }\n",
-                                    six_doubles, sizeof six_doubles);
+        npy_bytes file =
+            hand_built(major, "{'descr': '<f8', 'fortran_order': False, 'shape': (6,), }\n",
+                       six_doubles, sizeof six_doubles);
         npy_array array = parse_ok(&file);
         cr_assert_eq(array.ndim, 1);
         cr_assert_eq(array.shape[0], 6);
@@ -324,8 +330,8 @@ Test(npy_header, accepts_every_supported_dtype) {
     } cases[] = {{"<f4", NPY_F4}, {"<f8", NPY_F8}, {"<i4", NPY_I4}, {"<i8", NPY_I8}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
         char header[128];
-        snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (3,), }\n",
-                 cases[i].descr);
+        snprintf(header, sizeof header,
+                 "{'descr': '%s', 'fortran_order': False, 'shape': (3,), }\n", cases[i].descr);
         npy_bytes file = hand_built(1, header, six_doubles, 3 * npy_itemsize(cases[i].dtype));
         npy_array array = parse_ok(&file);
         cr_assert_eq(array.dtype, cases[i].dtype, "%s", cases[i].descr);
@@ -341,8 +347,10 @@ Test(npy_header, fortran_order_is_fine_for_one_dimension) {
 }
 
 Test(npy_header, zero_dimension_makes_an_empty_array) {
-    npy_bytes file = hand_built(1, "{'descr': '<f8', 'fortran_order': False, "
-                                   "'shape': (9223372036854775807, 0), }\n", NULL, 0);
+    npy_bytes file = hand_built(1,
+                                "{'descr': '<f8', 'fortran_order': False, "
+                                "'shape': (9223372036854775807, 0), }\n",
+                                NULL, 0);
     npy_array array = parse_ok(&file);
     cr_assert_eq(array.count, 0);
     cr_assert_null(array.data);
@@ -357,12 +365,15 @@ Test(npy_reject, prelude_problems) {
     expect_rejection("\x93NUM", 4, "truncated .npy file");
     expect_rejection("\x93NUMPY\x01", 7, "truncated .npy file");
     expect_rejection("\x93NUMPY\x01\x00\x10", 9, "too few for the version 1.0 header length");
-    expect_rejection("\x93NUMPY\x02\x00\x10\x00\x00", 11, "too few for the version 2.0 header length");
-    expect_rejection("\x93NUMPY\x04\x00\x10\x00\x00\x00", 12, "unsupported .npy format version 4.0");
+    expect_rejection("\x93NUMPY\x02\x00\x10\x00\x00", 11,
+                     "too few for the version 2.0 header length");
+    expect_rejection("\x93NUMPY\x04\x00\x10\x00\x00\x00", 12,
+                     "unsupported .npy format version 4.0");
     expect_rejection("\x93NUMPY\x01\x01\x10\x00", 10, "unsupported .npy format version 1.1");
     expect_rejection("\x93NUMPY\x00\x00\x10\x00", 10, "unsupported .npy format version 0.0");
     expect_rejection("\x93NUMPY\x01\x00\x00\x00", 10, "the header length is 0");
-    expect_rejection("\x93NUMPY\x01\x00\x40\x00{}\n", 13, "truncated header: the header length says 64 bytes but only 3 follow");
+    expect_rejection("\x93NUMPY\x01\x00\x40\x00{}\n", 13,
+                     "truncated header: the header length says 64 bytes but only 3 follow");
     expect_rejection("\x93NUMPY\x02\x00\xff\xff\xff\xff{}\n", 15, "truncated header");
 }
 
@@ -378,11 +389,12 @@ Test(npy_reject, dtypes) {
                             "big-endian");
     expect_header_rejection("{'descr': '!f4', 'fortran_order': False, 'shape': (1,), }\n", 4,
                             "big-endian");
-    const char *unsupported[] = {"<f2", "<c16", "<u4", "|b1", "|u1", "float64", "<f8 ", "", "<", "<f16", "O"};
+    const char *unsupported[] = {"<f2",  "<c16", "<u4", "|b1",  "|u1", "float64",
+                                 "<f8 ", "",     "<",   "<f16", "O"};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; ++i) {
         char header[128], expected[64];
-        snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (1,), }\n",
-                 unsupported[i]);
+        snprintf(header, sizeof header,
+                 "{'descr': '%s', 'fortran_order': False, 'shape': (1,), }\n", unsupported[i]);
         snprintf(expected, sizeof expected, "unsupported dtype '%s'", unsupported[i]);
         expect_header_rejection(header, 8, expected);
     }
@@ -390,7 +402,8 @@ Test(npy_reject, dtypes) {
                             8, "structured arrays");
     /* A UTF-8 byte (version 3.0 allows them) is shown as '?', not printed raw. */
     expect_header_rejection("{'descr': '<f\xc3\xa9', 'fortran_order': False, 'shape': (1,), }\n", 8,
-                            "unsupported dtype '<f?" "?'");
+                            "unsupported dtype '<f?"
+                            "?'");
 }
 
 Test(npy_reject, fortran_order_with_two_dimensions) {
@@ -399,12 +412,15 @@ Test(npy_reject, fortran_order_with_two_dimensions) {
 }
 
 Test(npy_reject, shapes) {
-    expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n",
-                            0, "has more than 2^63 - 1 elements");
-    expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (9223372036854775808,), }\n",
-                            0, "shape dimension larger than 2^63 - 1");
-    expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }\n",
-                            0, "is too large to address");
+    expect_header_rejection(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n", 0,
+        "has more than 2^63 - 1 elements");
+    expect_header_rejection(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (9223372036854775808,), }\n", 0,
+        "shape dimension larger than 2^63 - 1");
+    expect_header_rejection(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }\n", 0,
+        "is too large to address");
     expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (5), }\n", 40,
                             "shape (5) is not a tuple");
     expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (-1,), }\n", 0,
@@ -422,8 +438,9 @@ Test(npy_reject, shapes) {
 }
 
 Test(npy_reject, data_length) {
-    expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }\n", 47,
-                            "truncated data: shape (2, 3) of <f8 needs 48 bytes but the file holds 47");
+    expect_header_rejection(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }\n", 47,
+        "truncated data: shape (2, 3) of <f8 needs 48 bytes but the file holds 47");
     expect_header_rejection("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }\n", 49,
                             "1 bytes of trailing data after the array");
     expect_header_rejection("{'descr': '<i4', 'fortran_order': False, 'shape': (), }\n", 0,
@@ -439,22 +456,32 @@ Test(npy_reject, dict_structure) {
         {"{'shape': (), 'fortran_order': False}\n", "no 'descr' key"},
         {"{'descr': '<f8', 'shape': ()}\n", "no 'fortran_order' key"},
         {"{}\n", "no 'descr' key"},
-        {"{'descr': '<f8', 'descr': '<f8', 'fortran_order': False, 'shape': ()}\n", "key 'descr' appears twice"},
-        {"{'descr': '<f8', 'fortran_order': False, 'shape': (), 'extra': 1}\n", "unknown key 'extra'"},
+        {"{'descr': '<f8', 'descr': '<f8', 'fortran_order': False, 'shape': ()}\n",
+         "key 'descr' appears twice"},
+        {"{'descr': '<f8', 'fortran_order': False, 'shape': (), 'extra': 1}\n",
+         "unknown key 'extra'"},
         {"{'descr': '<f8', 'fortran_order': false, 'shape': ()}\n", "expected True or False"},
         {"{'descr': '<f8', 'fortran_order': Falsey, 'shape': ()}\n", "expected True or False"},
         {"{'descr': '<f8', 'fortran_order': 0, 'shape': ()}\n", "expected True or False"},
-        {"{'descr': '<f8' 'fortran_order': False, 'shape': ()}\n", "expected ',' or '}' in the header dict"},
+        {"{'descr': '<f8' 'fortran_order': False, 'shape': ()}\n",
+         "expected ',' or '}' in the header dict"},
         {"{'descr' '<f8', 'fortran_order': False, 'shape': ()}\n", "expected ':' after a key"},
-        {"{descr: '<f8', 'fortran_order': False, 'shape': ()}\n", "expected a quoted key, found 'd'"},
-        {"{'descr': <f8, 'fortran_order': False, 'shape': ()}\n", "expected a quoted dtype for 'descr'"},
+        {"{descr: '<f8', 'fortran_order': False, 'shape': ()}\n",
+         "expected a quoted key, found 'd'"},
+        {"{'descr': <f8, 'fortran_order': False, 'shape': ()}\n",
+         "expected a quoted dtype for 'descr'"},
         {"{'descr': '<f8\n", "the string at byte 20 never ends"},
         {"{'descr': '<f\\x38', 'fortran_order': False, 'shape': ()}\n", "escape sequences"},
-        {"{'descr': 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'fortran_order': False, 'shape': ()}\n", "longer than 32 bytes"},
+        {"{'descr': 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'fortran_order': False, "
+         "'shape': ()}\n",
+         "longer than 32 bytes"},
         {"['descr', '<f8']\n", "expected '{' opening the header dict, found '['"},
-        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()} x\n", "expected only spaces after the header dict, found 'x'"},
-        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()}}\n", "expected only spaces after the header dict"},
-        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()\n", "expected ',' or '}' in the header dict, found the end of the header"},
+        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()} x\n",
+         "expected only spaces after the header dict, found 'x'"},
+        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()}}\n",
+         "expected only spaces after the header dict"},
+        {"{'descr': '<f8', 'fortran_order': False, 'shape': ()\n",
+         "expected ',' or '}' in the header dict, found the end of the header"},
         {"{'descr': '<f8', 'fortran_order': False, 'shape': ()\x01}\n", "found byte 0x01"},
         {"{'descr': '<f8', 'fortran_order': False, 'shape': ()}\0\n", "found byte 0x00"},
     };
@@ -502,8 +529,8 @@ Test(npy_robust, every_truncation_is_rejected) {
 Test(npy_robust, every_single_byte_corruption_is_handled) {
     npy_bytes original = valid_file();
     size_t header_end = original.size - sizeof six_doubles;
-    const unsigned char replacements[] = {0x00, 0x0a, ' ', '\'', '"', '(', ')', ',', ':', '{', '}',
-                                          '[', '0', '9', 'L', 'T', '\\', 0x7f, 0x80, 0xff};
+    const unsigned char replacements[] = {0x00, 0x0a, ' ', '\'', '"', '(', ')',  ',',  ':',  '{',
+                                          '}',  '[',  '0', '9',  'L', 'T', '\\', 0x7f, 0x80, 0xff};
     for (size_t at = 0; at < header_end; ++at) {
         for (size_t r = 0; r < sizeof replacements; ++r) {
             npy_bytes file = original;
@@ -516,7 +543,8 @@ Test(npy_robust, every_single_byte_corruption_is_handled) {
                 cr_assert_leq((size_t)array.count * npy_itemsize(array.dtype), file.size);
                 npy_free(&array);
             } else {
-                cr_assert_neq(err[0], '\0', "no message for byte %zu = 0x%02x", at, replacements[r]);
+                cr_assert_neq(err[0], '\0', "no message for byte %zu = 0x%02x", at,
+                              replacements[r]);
             }
             free(copy);
         }

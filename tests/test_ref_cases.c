@@ -198,10 +198,9 @@ Test(cases, triplet_negative_margin_and_cosine) {
     closs_triplet_params params = CLOSS_TRIPLET_PARAMS_INIT;
     params.margin = -0.5;
     double loss;
-    cr_assert_eq(closs_ref_triplet(&params, f64((const double[]){0, 0}, 1, 2),
-                                   f64((const double[]){1, 0}, 1, 2),
-                                   f64((const double[]){0, 0.5}, 1, 2), NULL, &loss, NULL, NULL,
-                                   NULL),
+    cr_assert_eq(closs_ref_triplet(
+                     &params, f64((const double[]){0, 0}, 1, 2), f64((const double[]){1, 0}, 1, 2),
+                     f64((const double[]){0, 0.5}, 1, 2), NULL, &loss, NULL, NULL, NULL),
                  CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
     assert_near(loss, 0.25, "negative margin");
     params.distance = CLOSS_DISTANCE_COSINE;
@@ -235,7 +234,7 @@ Test(cases, cosine_squared_or_not) {
         int squared;
         double loss, dloss_dc;
     } rows[] = {
-        {0, 0.2, 0, 0.4, 1.0},  {0, 0.2, 1, 0.16, 0.8},  {0, -0.5, 0, 1.1, 1.0},
+        {0, 0.2, 0, 0.4, 1.0},   {0, 0.2, 1, 0.16, 0.8}, {0, -0.5, 0, 1.1, 1.0},
         {0, -0.5, 1, 1.21, 2.2}, {1, 0.2, 0, 0.4, -1.0}, {1, 0.2, 1, 0.4, -1.0},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
@@ -276,15 +275,16 @@ Test(cases, ntxent_two_rows_is_zero) {
                          CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
             const double scale = (fabs(ct_dot(z, z + 5, 5)) + 1.0) / params.temperature;
             for (int i = 0; i < (r == CLOSS_REDUCTION_NONE ? 2 : 1); ++i)
-                cr_assert(fabs(loss[i]) <= 4e-16 * scale, "loss[%d] = %.17g, want 0%s", i,
-                          loss[i], ct_seed_text(&rng));
+                cr_assert(fabs(loss[i]) <= 4e-16 * scale, "loss[%d] = %.17g, want 0%s", i, loss[i],
+                          ct_seed_text(&rng));
             for (int e = 0; e < 10; ++e)
-                cr_assert(fabs(grad[e]) <= 1e-14 * scale, "grad[%d] = %.17g, want 0%s", e,
-                          grad[e], ct_seed_text(&rng));
+                cr_assert(fabs(grad[e]) <= 1e-14 * scale, "grad[%d] = %.17g, want 0%s", e, grad[e],
+                          ct_seed_text(&rng));
         }
 }
 
-/* 2N = 4, normalised, τ = 0.5: z0 = (1,0), z1 = (0,1), z2 = (3,4) → (0.6,0.8), z3 = (0,−2) → (0,−1).
+/* 2N = 4, normalised, τ = 0.5:
+ * z0 = (1,0), z1 = (0,1), z2 = (3,4) → (0.6,0.8), z3 = (0,−2) → (0,−1).
  * s01 = 0, s02 = 0.6, s03 = 0, s12 = 0.8, s13 = −1, s23 = −0.8; partners 0↔2, 1↔3; s/τ doubles s.
  *   ℓ0 = −1.2 + log(e⁰ + e^1.2 + e⁰)       = −1.2 + log(5.3201169)  = 0.47149528
  *   ℓ1 =  2   + log(e⁰ + e^1.6 + e^−2)     =  2 + log(6.0883677)    = 3.80638002
@@ -621,8 +621,8 @@ static closs_status_t nan_call(int kind, int variant, const double *const *in,
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
         p.normalize = variant & 1;
         p.reduction = reduction;
-        return closs_ref_supcon(&p, a, closs_vector(labels, CLOSS_I64, NAN_ROWS), NULL, loss,
-                                NULL, NULL);
+        return closs_ref_supcon(&p, a, closs_vector(labels, CLOSS_I64, NAN_ROWS), NULL, loss, NULL,
+                                NULL);
     }
     default: {
         closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
@@ -649,7 +649,8 @@ static void check_bad_value_reaches_the_loss(double bad, int (*ok)(double), cons
             for (int input = 0; input < inputs_of[kind]; ++input) {
                 int failed_here = 0;
                 for (int row = 0; row < NAN_ROWS; ++row) {
-                    for (int k = 0; k < 3; ++k) ct_fill_normal(&rng, data[k], NAN_ROWS * NAN_DIM, 1.0);
+                    for (int k = 0; k < 3; ++k)
+                        ct_fill_normal(&rng, data[k], NAN_ROWS * NAN_DIM, 1.0);
                     const int col = (int)ct_int(&rng, 0, NAN_DIM - 1);
                     const double value = ct_int(&rng, 0, 1) ? bad : -bad;
                     data[input][row * NAN_DIM + col] = value;
@@ -669,8 +670,8 @@ static void check_bad_value_reaches_the_loss(double bad, int (*ok)(double), cons
                             snprintf(first_failure, sizeof first_failure,
                                      "%s variant %d: %g at input %d [%d][%d], reduction %d: "
                                      "loss[%lld] = %.17g",
-                                     names[kind], variant, value, input, row, col, r,
-                                     (long long)at, loss[at]);
+                                     names[kind], variant, value, input, row, col, r, (long long)at,
+                                     loss[at]);
                     }
                 }
                 if (failed_here) {
@@ -729,11 +730,10 @@ Test(cases, empty_batch) {
                 } else {
                     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
                     p.reduction = reduction;
-                    status = closs_ref_cosine(&p, empty, empty, no_y, NULL, loss, grads[0],
-                                              grads[1]);
+                    status =
+                        closs_ref_cosine(&p, empty, empty, no_y, NULL, loss, grads[0], grads[1]);
                 }
-                cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "kind %d: %s", kind,
-                             closs_last_error());
+                cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "kind %d: %s", kind, closs_last_error());
                 if (reduction == CLOSS_REDUCTION_NONE)
                     cr_assert_eq(ct_first_unpoisoned(loss, 2), -1,
                                  "kind %d: NONE wrote a loss for an empty batch", kind);

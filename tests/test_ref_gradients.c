@@ -9,8 +9,9 @@
  * inputs are checked as "the gradient at the f32-rounded point".
  *
  * Inputs stay away from the points where a loss is not differentiable: every hinge argument (and,
- * with triplet swap, the gap between the two candidate negative distances) is at least KINK_GAP from
- * 0, and the rows alternate between an open and a closed hinge wherever the margin allows both. */
+ * with triplet swap, the gap between the two candidate negative distances) is at least KINK_GAP
+ * from 0, and the rows alternate between an open and a closed hinge wherever the margin allows
+ * both. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
@@ -30,13 +31,13 @@ static const double RTOL = 1e-6, ATOL = 1e-6;
 
 typedef struct grad_case {
     int kind;
-    closs_distance_t distance;   /* pair, triplet */
-    double margin;               /* pair, triplet, cosine */
-    int flag;                    /* triplet swap, cosine squared, NT-Xent/SupCon normalize */
-    double temperature;          /* NT-Xent, SupCon */
-    double base_temperature;     /* SupCon (0: equal to temperature) */
-    int label_pattern;           /* SupCon */
-    closs_dtype_t label_dtype;   /* SupCon */
+    closs_distance_t distance; /* pair, triplet */
+    double margin;             /* pair, triplet, cosine */
+    int flag;                  /* triplet swap, cosine squared, NT-Xent/SupCon normalize */
+    double temperature;        /* NT-Xent, SupCon */
+    double base_temperature;   /* SupCon (0: equal to temperature) */
+    int label_pattern;         /* SupCon */
+    closs_dtype_t label_dtype; /* SupCon */
     closs_reduction_t reduction;
     int layout;
     char name[128];
@@ -67,11 +68,11 @@ static const char *pattern_name(int pattern) {
 typedef struct problem {
     const grad_case *c;
     int64_t rows, dim;
-    int inputs;              /* input matrices: 3 (triplet), 2 (pair, cosine), 1 (NT-Xent, SupCon) */
-    double *x;               /* inputs × rows × dim, dense f64 (f32-rounded for f32 layouts) */
-    double *y;               /* pair/cosine labels (f32-rounded for f32 layouts) */
-    int64_t *labels;         /* SupCon */
-    double *row_upstream;    /* NONE: the per-row upstream */
+    int inputs;           /* input matrices: 3 (triplet), 2 (pair, cosine), 1 (NT-Xent, SupCon) */
+    double *x;            /* inputs × rows × dim, dense f64 (f32-rounded for f32 layouts) */
+    double *y;            /* pair/cosine labels (f32-rounded for f32 layouts) */
+    int64_t *labels;      /* SupCon */
+    double *row_upstream; /* NONE: the per-row upstream */
     closs_pair_params pair;
     closs_triplet_params triplet;
     closs_ntxent_params ntxent;
@@ -106,8 +107,8 @@ static double objective(void *context, const double *x) {
     ct_vector labels = {{0}, NULL};
     if (p->c->kind == SUPCON) labels = ct_vector_label(p->labels, p->rows, p->c->label_dtype);
     double loss[64];
-    closs_status_t status = call_library(p, in, closs_vector(p->y, CLOSS_F64, p->rows),
-                                         labels.view, NULL, loss, NULL);
+    closs_status_t status =
+        call_library(p, in, closs_vector(p->y, CLOSS_F64, p->rows), labels.view, NULL, loss, NULL);
     ct_vector_free(&labels);
     cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s: %s", p->c->name, closs_last_error());
     if (p->c->reduction != CLOSS_REDUCTION_NONE) return loss[0];
@@ -201,8 +202,7 @@ static void check_gradients(problem *p) {
     free(p->row_upstream);
 }
 
-static problem new_problem(const grad_case *c, ct_rng *rng, int inputs, int64_t rows,
-                           int64_t dim) {
+static problem new_problem(const grad_case *c, ct_rng *rng, int inputs, int64_t rows, int64_t dim) {
     problem p;
     memset(&p, 0, sizeof p);
     p.c = c;
@@ -277,8 +277,11 @@ ParameterizedTestParameters(gradients, pair) {
         for (int m = 0; m < 3; ++m)
             for (int r = 0; r < 3; ++r, ++n) {
                 grad_case *c = &cases[n];
-                *c = (grad_case){.kind = PAIR, .distance = distances[d], .margin = margins[m],
-                                 .reduction = reductions[r], .layout = n % LAYOUT_COUNT};
+                *c = (grad_case){.kind = PAIR,
+                                 .distance = distances[d],
+                                 .margin = margins[m],
+                                 .reduction = reductions[r],
+                                 .layout = n % LAYOUT_COUNT};
                 snprintf(c->name, sizeof c->name, "pair distance=%s margin=%g reduction=%s [%s]",
                          distance_name(c->distance), c->margin, reduction_name(c->reduction),
                          layout_name(c->layout));
@@ -326,8 +329,11 @@ ParameterizedTestParameters(gradients, triplet) {
             for (int m = 0; m < 3; ++m)
                 for (int r = 0; r < 3; ++r, ++n) {
                     grad_case *c = &cases[n];
-                    *c = (grad_case){.kind = TRIPLET, .distance = distances[d], .flag = swap,
-                                     .margin = margins[m], .reduction = reductions[r],
+                    *c = (grad_case){.kind = TRIPLET,
+                                     .distance = distances[d],
+                                     .flag = swap,
+                                     .margin = margins[m],
+                                     .reduction = reductions[r],
                                      .layout = n % LAYOUT_COUNT};
                     snprintf(c->name, sizeof c->name,
                              "triplet distance=%s swap=%d margin=%g reduction=%s [%s]",
@@ -378,8 +384,8 @@ ParameterizedTest(grad_case *c, gradients, triplet) {
             break;
         }
     }
-    cr_assert(open_rows > 0 && open_rows < rows, "%s: %d of %lld hinges open%s", c->name,
-              open_rows, (long long)rows, ct_seed_text(&rng));
+    cr_assert(open_rows > 0 && open_rows < rows, "%s: %d of %lld hinges open%s", c->name, open_rows,
+              (long long)rows, ct_seed_text(&rng));
     if (c->flag)
         cr_assert_gt(swapped_rows, 0, "%s: no open row uses the swapped negative%s", c->name,
                      ct_seed_text(&rng));
@@ -397,8 +403,10 @@ ParameterizedTestParameters(gradients, ntxent) {
         for (int t = 0; t < 3; ++t)
             for (int r = 0; r < 3; ++r, ++n) {
                 grad_case *c = &cases[n];
-                *c = (grad_case){.kind = NTXENT, .flag = normalize,
-                                 .temperature = temperatures[t], .reduction = reductions[r],
+                *c = (grad_case){.kind = NTXENT,
+                                 .flag = normalize,
+                                 .temperature = temperatures[t],
+                                 .reduction = reductions[r],
                                  .layout = n % LAYOUT_COUNT};
                 snprintf(c->name, sizeof c->name,
                          "ntxent normalize=%d temperature=%g reduction=%s [%s]", normalize,
@@ -450,11 +458,14 @@ ParameterizedTestParameters(gradients, supcon) {
                 for (int r = 0; r < 3; ++r)
                     for (int l = 0; l < 2; ++l, ++n) {
                         grad_case *c = &cases[n];
-                        *c = (grad_case){.kind = SUPCON, .flag = normalize,
+                        *c = (grad_case){.kind = SUPCON,
+                                         .flag = normalize,
                                          .temperature = normalize ? 0.1 : 0.5,
                                          .base_temperature = base_temperatures[b],
-                                         .label_pattern = pattern, .label_dtype = label_dtypes[l],
-                                         .reduction = reductions[r], .layout = n % LAYOUT_COUNT};
+                                         .label_pattern = pattern,
+                                         .label_dtype = label_dtypes[l],
+                                         .reduction = reductions[r],
+                                         .layout = n % LAYOUT_COUNT};
                         snprintf(c->name, sizeof c->name,
                                  "supcon normalize=%d temperature=%g base_temperature=%g "
                                  "labels=%s/%s reduction=%s [%s]",
@@ -530,11 +541,13 @@ ParameterizedTestParameters(gradients, cosine) {
         for (int m = 0; m < 3; ++m)
             for (int r = 0; r < 3; ++r, ++n) {
                 grad_case *c = &cases[n];
-                *c = (grad_case){.kind = COSINE, .flag = squared, .margin = margins[m],
-                                 .reduction = reductions[r], .layout = n % LAYOUT_COUNT};
+                *c = (grad_case){.kind = COSINE,
+                                 .flag = squared,
+                                 .margin = margins[m],
+                                 .reduction = reductions[r],
+                                 .layout = n % LAYOUT_COUNT};
                 snprintf(c->name, sizeof c->name, "cosine squared=%d margin=%g reduction=%s [%s]",
-                         squared, c->margin, reduction_name(c->reduction),
-                         layout_name(c->layout));
+                         squared, c->margin, reduction_name(c->reduction), layout_name(c->layout));
             }
     return cr_make_param_array(grad_case, cases, n);
 }

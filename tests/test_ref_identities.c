@@ -28,9 +28,9 @@ typedef struct instance {
     int kind;
     int64_t rows, dim;
     int inputs;
-    double *x[3];       /* dense f64 inputs */
-    double *y;          /* pair/cosine labels */
-    int64_t *labels;    /* SupCon labels */
+    double *x[3];    /* dense f64 inputs */
+    double *y;       /* pair/cosine labels */
+    int64_t *labels; /* SupCon labels */
     closs_pair_params pair;
     closs_triplet_params triplet;
     closs_ntxent_params ntxent;
@@ -40,8 +40,8 @@ typedef struct instance {
 } instance;
 
 typedef struct outcome {
-    double *loss;       /* rows values */
-    double *grad[3];    /* rows × dim each */
+    double *loss;    /* rows values */
+    double *grad[3]; /* rows × dim each */
     int64_t valid;
 } outcome;
 
@@ -71,8 +71,8 @@ static void random_options(instance *p, ct_rng *rng) {
         p->ntxent = (closs_ntxent_params)CLOSS_NTXENT_PARAMS_INIT;
         p->ntxent.normalize = (int)ct_int(rng, 0, 1);
         p->ntxent.temperature = ct_uniform(rng, 0.05, 1.0);
-        snprintf(p->name, sizeof p->name, "ntxent normalize=%d temperature=%g",
-                 p->ntxent.normalize, p->ntxent.temperature);
+        snprintf(p->name, sizeof p->name, "ntxent normalize=%d temperature=%g", p->ntxent.normalize,
+                 p->ntxent.temperature);
         break;
     case SUPCON:
         p->supcon = (closs_supcon_params)CLOSS_SUPCON_PARAMS_INIT;
@@ -144,8 +144,8 @@ static void free_outcome(outcome *o) {
 /* Calls the loss on explicit views (in, y, labels), with `reduction` and `upstream`; gradient k
  * is requested when bit k of grad_mask is set. Outputs are poisoned first. */
 static void invoke_views(const instance *p, const closs_matrix_t *in, closs_vector_t y,
-                         closs_vector_t labels, closs_reduction_t reduction,
-                         const double *upstream, unsigned grad_mask, outcome *o) {
+                         closs_vector_t labels, closs_reduction_t reduction, const double *upstream,
+                         unsigned grad_mask, outcome *o) {
     ct_poison(o->loss, p->rows);
     double *g[3];
     for (int k = 0; k < 3; ++k) {
@@ -164,8 +164,8 @@ static void invoke_views(const instance *p, const closs_matrix_t *in, closs_vect
     case TRIPLET: {
         closs_triplet_params params = p->triplet;
         params.reduction = reduction;
-        status = closs_ref_triplet(&params, in[0], in[1], in[2], upstream, o->loss, g[0], g[1],
-                                   g[2]);
+        status =
+            closs_ref_triplet(&params, in[0], in[1], in[2], upstream, o->loss, g[0], g[1], g[2]);
         break;
     }
     case NTXENT: {
@@ -317,12 +317,12 @@ Test(identities, normalised_losses_ignore_scale) {
                 /* Undo the 1/c on the gradient. */
                 for (int k = 0; k < p.inputs; ++k)
                     for (int64_t i = 0; i < rows; ++i)
-                        for (int64_t c = 0; c < dim; ++c) after.grad[k][i * dim + c] *= factors[k][i];
+                        for (int64_t c = 0; c < dim; ++c)
+                            after.grad[k][i * dim + c] *= factors[k][i];
                 if (exact)
                     assert_same_bits(&p, &after, &before, reduction, ALL_GRADS, &rng,
                                      "rows scaled by powers of two");
-                else
-                    assert_close_outcomes(&p, &after, &before, reduction, &rng, "rows scaled");
+                else assert_close_outcomes(&p, &after, &before, reduction, &rng, "rows scaled");
                 free(upstream);
                 free_outcome(&before);
                 free_outcome(&after);
@@ -388,9 +388,10 @@ Test(identities, permuting_rows_changes_nothing) {
                 double *upstream = random_upstream(&rng, rows);
                 double *moved_upstream = ct_doubles(rows);
                 for (int64_t i = 0; i < rows; ++i)
-                    moved_upstream[perm[i]] = reduction == CLOSS_REDUCTION_NONE ? upstream[i]
-                                                                                : upstream[0];
-                outcome before = new_outcome(&p), after = new_outcome(&p), expected = new_outcome(&p);
+                    moved_upstream[perm[i]] =
+                        reduction == CLOSS_REDUCTION_NONE ? upstream[i] : upstream[0];
+                outcome before = new_outcome(&p), after = new_outcome(&p),
+                        expected = new_outcome(&p);
                 invoke(&p, reduction, upstream, ALL_GRADS, &before);
                 permute_rows(&p, perm);
                 invoke(&p, reduction, moved_upstream, ALL_GRADS, &after);
@@ -407,8 +408,7 @@ Test(identities, permuting_rows_changes_nothing) {
                 if (rowwise && reduction == CLOSS_REDUCTION_NONE)
                     assert_same_bits(&p, &after, &expected, reduction, ALL_GRADS, &rng,
                                      "rows permuted");
-                else
-                    assert_close_outcomes(&p, &after, &expected, reduction, &rng, "rows permuted");
+                else assert_close_outcomes(&p, &after, &expected, reduction, &rng, "rows permuted");
                 cr_assert_eq(after.valid, before.valid);
                 free(upstream);
                 free(moved_upstream);
@@ -605,8 +605,8 @@ Test(identities, supcon_valid_counts_anchors_with_a_positive) {
         }
         outcome o = new_outcome(&p);
         invoke(&p, CLOSS_REDUCTION_NONE, NULL, ALL_GRADS, &o);
-        cr_assert_eq(o.valid, expected, "valid %lld, counted %lld (M = %lld)%s",
-                     (long long)o.valid, (long long)expected, (long long)rows, ct_seed_text(&rng));
+        cr_assert_eq(o.valid, expected, "valid %lld, counted %lld (M = %lld)%s", (long long)o.valid,
+                     (long long)expected, (long long)rows, ct_seed_text(&rng));
         for (int64_t i = 0; i < rows; ++i) {
             int has_positive = 0;
             for (int64_t j = 0; j < rows; ++j) has_positive |= j != i && p.labels[j] == p.labels[i];

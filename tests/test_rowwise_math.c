@@ -72,20 +72,32 @@ static closs_status_t reference(const closs_row_params *p, const float *x[3], co
     return closs_ref_cosine(&q, m[0], m[1], labels, NULL, loss, grads[0], grads[1]);
 }
 
-#define PAIR(distance, margin) {{CLOSS_ROW_PAIR, distance, margin, 0, 0}, "pair " #distance " " #margin}
+#define PAIR(distance, margin)                                                                     \
+    { {CLOSS_ROW_PAIR, distance, margin, 0, 0}, "pair " #distance " " #margin }
 #define TRIPLET(distance, margin, swap)                                                            \
-    {{CLOSS_ROW_TRIPLET, distance, margin, swap, 0}, "triplet " #distance " " #margin " " #swap}
+    { {CLOSS_ROW_TRIPLET, distance, margin, swap, 0}, "triplet " #distance " " #margin " " #swap }
 #define COSINE(margin, squared)                                                                    \
-    {{CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, margin, 0, squared}, "cosine " #margin " " #squared}
+    {                                                                                              \
+        {CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, margin, 0, squared},                             \
+            "cosine " #margin " " #squared                                                         \
+    }
 
 ParameterizedTestParameters(rowwise_math, matches_reference) {
     static math_case cases[] = {
-        PAIR(CLOSS_DISTANCE_EUCLIDEAN, 0.0f),  PAIR(CLOSS_DISTANCE_EUCLIDEAN, 4.0f),
-        PAIR(CLOSS_DISTANCE_COSINE, 0.5f),     PAIR(CLOSS_DISTANCE_COSINE, 2.0f),
-        TRIPLET(CLOSS_DISTANCE_SQEUCLIDEAN, 1.0f, 0), TRIPLET(CLOSS_DISTANCE_SQEUCLIDEAN, 1.0f, 1),
-        TRIPLET(CLOSS_DISTANCE_EUCLIDEAN, 0.5f, 0),   TRIPLET(CLOSS_DISTANCE_EUCLIDEAN, 0.5f, 1),
-        TRIPLET(CLOSS_DISTANCE_COSINE, 0.2f, 0),      TRIPLET(CLOSS_DISTANCE_COSINE, -0.1f, 1),
-        COSINE(0.0f, 0), COSINE(0.0f, 1), COSINE(-0.5f, 0), COSINE(0.3f, 1),
+        PAIR(CLOSS_DISTANCE_EUCLIDEAN, 0.0f),
+        PAIR(CLOSS_DISTANCE_EUCLIDEAN, 4.0f),
+        PAIR(CLOSS_DISTANCE_COSINE, 0.5f),
+        PAIR(CLOSS_DISTANCE_COSINE, 2.0f),
+        TRIPLET(CLOSS_DISTANCE_SQEUCLIDEAN, 1.0f, 0),
+        TRIPLET(CLOSS_DISTANCE_SQEUCLIDEAN, 1.0f, 1),
+        TRIPLET(CLOSS_DISTANCE_EUCLIDEAN, 0.5f, 0),
+        TRIPLET(CLOSS_DISTANCE_EUCLIDEAN, 0.5f, 1),
+        TRIPLET(CLOSS_DISTANCE_COSINE, 0.2f, 0),
+        TRIPLET(CLOSS_DISTANCE_COSINE, -0.1f, 1),
+        COSINE(0.0f, 0),
+        COSINE(0.0f, 1),
+        COSINE(-0.5f, 0),
+        COSINE(0.3f, 1),
     };
     return cr_make_param_array(math_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -120,8 +132,7 @@ ParameterizedTest(math_case *test, rowwise_math, matches_reference) {
                                  ((double)rows[a][c] - rows[b][c]);
                 char what[32];
                 snprintf(what, sizeof what, "grad %d[%d]", k, c);
-                expect_close(value, grads[k][i * DIM + c], scale, what, i, test->label,
-                             seed);
+                expect_close(value, grads[k][i * DIM + c], scale, what, i, test->label, seed);
             }
         }
     }

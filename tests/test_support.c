@@ -276,4 +276,3 @@ double ct_distance(closs_distance_t kind, const double *a, const double *b, int6
     for (int64_t c = 0; c < dim; ++c) squared += (a[c] - b[c]) * (a[c] - b[c]);
     return kind == CLOSS_DISTANCE_SQEUCLIDEAN ? squared : sqrt(squared);
 }
-

@@ -16,8 +16,8 @@
 /* ---- random inputs ------------------------------------------------------------------------- */
 
 typedef struct ct_rng {
-    uint64_t seed;  /* what a failure message prints */
-    uint64_t s[4];  /* xoshiro256** state */
+    uint64_t seed; /* what a failure message prints */
+    uint64_t s[4]; /* xoshiro256** state */
 } ct_rng;
 
 /* A generator seeded from $CLOSS_TEST_SEED when set, else from /dev/urandom (else time and pid). */
@@ -26,13 +26,13 @@ ct_rng ct_rng_fresh(void);
 ct_rng ct_rng_seeded(uint64_t seed);
 uint64_t ct_next_u64(ct_rng *rng);
 double ct_uniform(ct_rng *rng, double low, double high); /* [low, high) */
-double ct_normal(ct_rng *rng);                          /* standard normal */
-int64_t ct_int(ct_rng *rng, int64_t low, int64_t high); /* [low, high], inclusive */
+double ct_normal(ct_rng *rng);                           /* standard normal */
+int64_t ct_int(ct_rng *rng, int64_t low, int64_t high);  /* [low, high], inclusive */
 void ct_fill_normal(ct_rng *rng, double *x, int64_t n, double scale);
 /* A random permutation of 0..n−1. */
 void ct_permutation(ct_rng *rng, int64_t *perm, int64_t n);
 
-#define CT_SEED_FMT " [seed %llu: rerun with CLOSS_TEST_SEED=%llu]"
+#define CT_SEED_FMT       " [seed %llu: rerun with CLOSS_TEST_SEED=%llu]"
 #define CT_SEED_ARGS(rng) (unsigned long long)(rng)->seed, (unsigned long long)(rng)->seed
 
 /* ---- inputs in the layouts the API accepts ------------------------------------------------- */
@@ -112,8 +112,7 @@ double ct_distance(closs_distance_t kind, const double *a, const double *b, int6
         if (ct_bad_ >= 0)                                                                          \
             cr_assert_fail("%s: element %lld of %lld: got %.17g, want %.17g (rtol %g, atol %g)%s", \
                            (what), (long long)ct_bad_, (long long)(n), ct_got_[ct_bad_],           \
-                           ct_want_[ct_bad_], (double)(rtol), (double)(atol),                      \
-                           ct_seed_text(rng));                                                     \
+                           ct_want_[ct_bad_], (double)(rtol), (double)(atol), ct_seed_text(rng));  \
     } while (0)
 
 /* Asserts got and want hold the same bits element-wise. */

@@ -59,8 +59,7 @@ static void *work(void *opaque) {
 
         if (supcon(w, bad_temperature, &loss, grad) != CLOSS_STATUS_INVALID_ARGUMENT)
             record(w, "an invalid call was accepted");
-        else if (!strstr(closs_last_error(), expected_message))
-            record(w, closs_last_error());
+        else if (!strstr(closs_last_error(), expected_message)) record(w, closs_last_error());
     }
     return NULL;
 }

@@ -23,26 +23,24 @@ enum { MAX_INPUTS = 3, CHECKED_COORDINATES = 6 };
 
 typedef struct bench_case {
     const char *name;
-    int input_count;        /* floating inputs, each rows × dim */
-    int rowwise;            /* O(N·D) loss (pair, triplet, cosine) or O(M²·D) (NT-Xent, SupCon) */
-    int64_t default_rows;   /* sized to finish within seconds on one CPU core */
+    int input_count;      /* floating inputs, each rows × dim */
+    int rowwise;          /* O(N·D) loss (pair, triplet, cosine) or O(M²·D) (NT-Xent, SupCon) */
+    int64_t default_rows; /* sized to finish within seconds on one CPU core */
 } bench_case;
 
 static const bench_case cases[] = {
-    {"pair", 2, 1, 65536},
-    {"triplet", 3, 1, 65536},
-    {"ntxent", 1, 0, 2048},
-    {"supcon", 1, 0, 2048},
-    {"cosine", 2, 1, 65536},
+    {"pair", 2, 1, 65536},  {"triplet", 3, 1, 65536}, {"ntxent", 1, 0, 2048},
+    {"supcon", 1, 0, 2048}, {"cosine", 2, 1, 65536},
 };
 
 /* The inputs of one case, dense double. */
 typedef struct bench_inputs {
     int64_t rows, dim;
+    int count; /* floating inputs in use: x[0 .. count) and grad[0 .. count) */
     double *x[MAX_INPUTS];
     double *grad[MAX_INPUTS];
-    double *y;          /* pair labels (pair, cosine) */
-    int64_t *labels;    /* class labels (supcon) */
+    double *y;       /* pair labels (pair, cosine) */
+    int64_t *labels; /* class labels (supcon) */
 } bench_inputs;
 
 /* xorshift64*: a fixed, portable stream so every machine benchmarks the same inputs. */
@@ -63,10 +61,14 @@ static double now_seconds(void) {
 /* One forward+backward of the case through the public CPU reference. grads may be NULL. */
 static closs_status_t run_case(const bench_case *c, const bench_inputs *in, double *const *grads,
                                double *loss) {
+    /* Every slot described, so that each call below passes initialised matrices (an unused
+     * input is NULL, make_inputs zeroes the struct). */
     closs_matrix_t m[MAX_INPUTS];
-    for (int k = 0; k < c->input_count; ++k) m[k] = closs_matrix(in->x[k], CLOSS_F64, in->rows, in->dim);
+    for (int k = 0; k < MAX_INPUTS; ++k)
+        m[k] = closs_matrix(in->x[k], CLOSS_F64, in->rows, in->dim);
     closs_vector_t y = closs_vector(in->y, CLOSS_F64, in->rows);
-    double *g0 = grads ? grads[0] : NULL, *g1 = grads ? grads[1] : NULL, *g2 = grads ? grads[2] : NULL;
+    double *g0 = grads ? grads[0] : NULL, *g1 = grads ? grads[1] : NULL,
+           *g2 = grads ? grads[2] : NULL;
     if (!strcmp(c->name, "pair")) {
         closs_pair_params p = CLOSS_PAIR_PARAMS_INIT;
         return closs_ref_pair(&p, m[0], m[1], y, NULL, loss, g0, g1);
@@ -81,8 +83,8 @@ static closs_status_t run_case(const bench_case *c, const bench_inputs *in, doub
     }
     if (!strcmp(c->name, "supcon")) {
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
-        return closs_ref_supcon(&p, m[0], closs_vector(in->labels, CLOSS_I64, in->rows), NULL,
-                                loss, g0, NULL);
+        return closs_ref_supcon(&p, m[0], closs_vector(in->labels, CLOSS_I64, in->rows), NULL, loss,
+                                g0, NULL);
     }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
     return closs_ref_cosine(&p, m[0], m[1], y, NULL, loss, g0, g1);
@@ -92,8 +94,9 @@ static int make_inputs(const bench_case *c, int64_t rows, int64_t dim, bench_inp
     memset(in, 0, sizeof *in);
     in->rows = rows;
     in->dim = dim;
+    in->count = c->input_count;
     size_t elements = (size_t)rows * (size_t)dim;
-    for (int k = 0; k < c->input_count; ++k) {
+    for (int k = 0; k < in->count; ++k) {
         in->x[k] = malloc(elements * sizeof(double));
         in->grad[k] = malloc(elements * sizeof(double));
         if (!in->x[k] || !in->grad[k]) return -1;
@@ -103,9 +106,10 @@ static int make_inputs(const bench_case *c, int64_t rows, int64_t dim, bench_inp
     in->labels = malloc((size_t)rows * sizeof(int64_t));
     if (!in->y || !in->labels) return -1;
     /* Half similar, half dissimilar pairs; SupCon with about 4 views per class. */
+    const int64_t classes = rows / 4 + 1; /* integer division: a whole number of classes */
     for (int64_t i = 0; i < rows; ++i) {
         in->y[i] = (double)(i % 2);
-        in->labels[i] = (int64_t)(uniform() * (double)(rows / 4 + 1));
+        in->labels[i] = (int64_t)(uniform() * (double)classes);
     }
     return 0;
 }
@@ -124,7 +128,7 @@ static void free_inputs(bench_inputs *in) {
 static double check_gradient(const bench_case *c, bench_inputs *in) {
     double loss = 0.0, worst = 0.0;
     if (run_case(c, in, in->grad, &loss) != CLOSS_STATUS_SUCCESS) return -1.0;
-    for (int k = 0; k < c->input_count; ++k) {
+    for (int k = 0; k < in->count; ++k) {
         for (int t = 0; t < CHECKED_COORDINATES; ++t) {
             size_t e = (size_t)(uniform() * (double)(in->rows * in->dim));
             double saved = in->x[k][e], step = 1e-5 * (fabs(saved) > 1.0 ? fabs(saved) : 1.0);
@@ -222,21 +226,22 @@ static int parse_count(const char *text, int64_t *out) {
 
 static void describe_gpu(char *reason, size_t size) {
     int devices = 0;
-    if (!closs_cuda_available())
-        snprintf(reason, size, "this build has no CUDA support");
+    if (!closs_cuda_available()) snprintf(reason, size, "this build has no CUDA support");
     else if (closs_cuda_device_count(&devices) != CLOSS_STATUS_SUCCESS || devices == 0)
         snprintf(reason, size, "no CUDA device is present");
     else
-        snprintf(reason, size, "%d CUDA device(s) found, but the GPU entry points are not built yet",
-                 devices);
+        snprintf(reason, size,
+                 "%d CUDA device(s) found, but the GPU entry points are not built yet", devices);
 }
 
 static int write_json(const char *path, const bench_result *results, int count,
                       const char *gpu_reason) {
     FILE *out = fopen(path, "w");
     if (!out) return -1;
-    fprintf(out, "{\"version\": \"%s\", \"gpu\": {\"ran\": false, \"reason\": \"%s\"},\n"
-                 " \"cpu\": [\n", closs_version_string(), gpu_reason);
+    fprintf(out,
+            "{\"version\": \"%s\", \"gpu\": {\"ran\": false, \"reason\": \"%s\"},\n"
+            " \"cpu\": [\n",
+            closs_version_string(), gpu_reason);
     for (int i = 0; i < count; ++i) {
         const bench_result *r = &results[i];
         fprintf(out,
@@ -265,7 +270,9 @@ int closs_bench_main(int argc, char **argv) {
             json_path = argv[++a];
         } else if ((!strcmp(arg, "--rows") || !strcmp(arg, "--dim") || !strcmp(arg, "--repeats")) &&
                    has_value) {
-            int64_t *target = !strcmp(arg, "--rows") ? &rows : !strcmp(arg, "--dim") ? &dim : &repeats;
+            int64_t *target = !strcmp(arg, "--rows")  ? &rows
+                              : !strcmp(arg, "--dim") ? &dim
+                                                      : &repeats;
             if (parse_count(argv[++a], target) != 0) {
                 fprintf(stderr, "closs: error: %s %s: expected a positive integer\n", arg, argv[a]);
                 return CLOSS_EXIT_USAGE;
@@ -285,23 +292,25 @@ int closs_bench_main(int argc, char **argv) {
     printf("closs %s bench\nGPU part skipped: %s.\nCPU reference (double precision):\n\n",
            closs_version_string(), gpu_reason);
     for (int i = 0; i < case_count; ++i) {
-        if (only && strcmp(only, cases[i].name)) continue;
+        if (only && strcmp(only, cases[i].name) != 0) continue;
         ++selected;
         int64_t case_rows = rows ? rows : cases[i].default_rows;
         if (!strcmp(cases[i].name, "ntxent")) case_rows += case_rows % 2; /* two views each */
         fprintf(stderr, "  [%d/%d] %s rows=%lld dim=%lld ...\n", selected, only ? 1 : case_count,
                 cases[i].name, (long long)case_rows, (long long)dim);
-        if (bench_one(&cases[i], case_rows, dim, (int)repeats, &results[done]) != 0) return CLOSS_EXIT_FAILURE;
+        if (bench_one(&cases[i], case_rows, dim, (int)repeats, &results[done]) != 0)
+            return CLOSS_EXIT_FAILURE;
         ++done;
     }
     if (!selected) {
-        fprintf(stderr, "closs: error: bench: unknown loss '%s' (pair, triplet, ntxent, supcon, cosine)\n",
+        fprintf(stderr,
+                "closs: error: bench: unknown loss '%s' (pair, triplet, ntxent, supcon, cosine)\n",
                 only);
         return CLOSS_EXIT_USAGE;
     }
 
-    printf("%-8s %8s %5s %20s %10s %12s %14s\n", "loss", "rows", "dim", "loss value",
-           "grad err", "median ms", "rate");
+    printf("%-8s %8s %5s %20s %10s %12s %14s\n", "loss", "rows", "dim", "loss value", "grad err",
+           "median ms", "rate");
     int failed = 0;
     for (int i = 0; i < done; ++i) {
         const bench_result *r = &results[i];
@@ -309,8 +318,8 @@ int closs_bench_main(int argc, char **argv) {
         int ok = r->gradient_error < 1e-4;
         failed |= !ok;
         printf("%-8s %8lld %5lld %20.12g %10.1e %12.3f %9.2f %-7s%s\n", r->loss, (long long)r->rows,
-               (long long)r->dim, r->loss_value, r->gradient_error, 1e3 * r->median_seconds, r->rate,
-               r->rate_unit, ok ? "" : "  GRADIENT CHECK FAILED");
+               (long long)r->dim, r->loss_value, r->gradient_error, 1e3 * r->median_seconds,
+               r->rate, r->rate_unit, ok ? "" : "  GRADIENT CHECK FAILED");
     }
     printf("\ngrad err: largest relative difference between the analytic gradient and central\n"
            "finite differences at %d random coordinates per input (pass < 1e-4).\n",

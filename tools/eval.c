@@ -2,9 +2,9 @@
  *
  * Reads the loss's inputs from DIR/<input>.npy, computes the loss and the gradient of every float
  * input, writes loss.npy and grad_<input>.npy (float64) into the out DIR and prints one JSON line.
- * The arguments are parsed by eval_args.c, which does no I/O. The order is what keeps a failure clean: every argument is checked and everything computed
- * before the first file is written, and the files are written under temporary names and renamed
- * only once all of them are complete. */
+ * The arguments are parsed by eval_args.c, which does no I/O. The order is what keeps a failure
+ * clean: every argument is checked and everything computed before the first file is written, and
+ * the files are written under temporary names and renamed only once all of them are complete. */
 #define _POSIX_C_SOURCE 200809L /* mkdir, stat */
 
 #include <errno.h>
@@ -141,11 +141,12 @@ static closs_status_t run_reference(const cli_params *params, const cli_inputs *
 /* mkdir -p: creates path and its missing parents. */
 static bool make_directories(const char *path, char *err, size_t err_size) {
     char partial[4096];
-    if (strlen(path) >= sizeof partial) {
+    const size_t length = strlen(path);
+    if (length >= sizeof partial) {
         snprintf(err, err_size, "--out directory name too long");
         return false;
     }
-    strcpy(partial, path);
+    memcpy(partial, path, length + 1); /* with its NUL: fits, checked above */
     for (char *p = partial + 1;; ++p) {
         if (*p != '/' && *p != '\0') continue;
         char saved = *p;
@@ -166,8 +167,9 @@ static bool make_directories(const char *path, char *err, size_t err_size) {
 }
 
 /* Writes loss.npy and every grad_<input>.npy, all or none. */
-static bool write_outputs(const char *out_dir, const cli_inputs *inputs, closs_reduction_t reduction,
-                          const eval_results *results, char *err, size_t err_size) {
+static bool write_outputs(const char *out_dir, const cli_inputs *inputs,
+                          closs_reduction_t reduction, const eval_results *results, char *err,
+                          size_t err_size) {
     if (!make_directories(out_dir, err, err_size)) return false;
     npy_pending pending[1 + CLI_MAX_INPUTS];
     int staged = 0;
@@ -198,7 +200,10 @@ static void print_summary(const cli_params *params, closs_dtype_t dtype, const c
     double loss = results->loss[0];
     if (reduction == CLOSS_REDUCTION_NONE) printf("{\"loss\": null");
     else if (isfinite(loss)) printf("{\"loss\": %.17g", loss);
-    else printf("{\"loss\": null, \"loss_text\": \"%s\"", isnan(loss) ? "nan" : loss > 0 ? "inf" : "-inf");
+    else
+        printf("{\"loss\": null, \"loss_text\": \"%s\"", isnan(loss) ? "nan"
+                                                         : loss > 0  ? "inf"
+                                                                     : "-inf");
     printf(", \"device\": \"%s\", \"dtype\": \"%s\", \"rows\": %lld, \"dim\": %lld, "
            "\"reduction\": \"%s\"",
            device_names[EVAL_DEVICE_CPU], eval_dtype_name(dtype), (long long)inputs->rows,
@@ -225,8 +230,8 @@ static int evaluate(const char *in_dir, const char *out_dir, const cli_params *p
             const char *detail = closs_last_error();
             bool bad_input = computed == CLOSS_STATUS_INVALID_ARGUMENT ||
                              computed == CLOSS_STATUS_NONFINITE_INPUT;
-            status = report(bad_input ? CLOSS_EXIT_USAGE : CLOSS_EXIT_FAILURE,
-                            "%s: %s", cli_loss_name(params->loss),
+            status = report(bad_input ? CLOSS_EXIT_USAGE : CLOSS_EXIT_FAILURE, "%s: %s",
+                            cli_loss_name(params->loss),
                             detail[0] ? detail : closs_status_string(computed));
         } else if (!write_outputs(out_dir, &inputs, reduction, &results, err, sizeof err)) {
             status = report(CLOSS_EXIT_FAILURE, "%s", err);

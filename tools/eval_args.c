@@ -12,7 +12,8 @@
 static const struct {
     const char *name;
     closs_dtype_t dtype;
-} dtype_names[] = {{"f64", CLOSS_F64}, {"f32", CLOSS_F32}, {"f16", CLOSS_F16}, {"bf16", CLOSS_BF16}};
+} dtype_names[] = {
+    {"f64", CLOSS_F64}, {"f32", CLOSS_F32}, {"f16", CLOSS_F16}, {"bf16", CLOSS_BF16}};
 
 const char *eval_dtype_name(closs_dtype_t dtype) {
     for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; ++i)
@@ -44,7 +45,9 @@ static const char **option_slot(option_values *values, const char *name, size_t 
     return NULL;
 }
 
-static bool is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+static bool is_help(const char *arg) {
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
 
 /* "--NAME" without "=VALUE": its value is the next argument. */
 static bool value_follows(const char *arg) {

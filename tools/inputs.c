@@ -17,12 +17,16 @@ static const struct {
     int count;
     input_spec inputs[CLI_MAX_INPUTS];
 } loss_inputs[CLI_LOSS_COUNT] = {
-    [CLI_LOSS_PAIR] = {3, {{"x1", CLI_INPUT_MATRIX}, {"x2", CLI_INPUT_MATRIX}, {"y", CLI_INPUT_TARGETS}}},
-    [CLI_LOSS_TRIPLET] = {3, {{"anchor", CLI_INPUT_MATRIX}, {"positive", CLI_INPUT_MATRIX},
-                              {"negative", CLI_INPUT_MATRIX}}},
+    [CLI_LOSS_PAIR] =
+        {3, {{"x1", CLI_INPUT_MATRIX}, {"x2", CLI_INPUT_MATRIX}, {"y", CLI_INPUT_TARGETS}}},
+    [CLI_LOSS_TRIPLET] = {3,
+                          {{"anchor", CLI_INPUT_MATRIX},
+                           {"positive", CLI_INPUT_MATRIX},
+                           {"negative", CLI_INPUT_MATRIX}}},
     [CLI_LOSS_NTXENT] = {1, {{"z", CLI_INPUT_MATRIX}}},
     [CLI_LOSS_SUPCON] = {2, {{"z", CLI_INPUT_MATRIX}, {"labels", CLI_INPUT_LABELS}}},
-    [CLI_LOSS_COSINE] = {3, {{"x1", CLI_INPUT_MATRIX}, {"x2", CLI_INPUT_MATRIX}, {"y", CLI_INPUT_TARGETS}}},
+    [CLI_LOSS_COSINE] =
+        {3, {{"x1", CLI_INPUT_MATRIX}, {"x2", CLI_INPUT_MATRIX}, {"y", CLI_INPUT_TARGETS}}},
 };
 
 static const char *kind_shape(cli_input_kind kind) {
@@ -152,8 +156,8 @@ static bool check_agreement(cli_inputs *inputs, char *err, size_t err_size) {
     return true;
 }
 
-bool cli_load_inputs(cli_loss loss, const char *dir, closs_dtype_t compute_dtype, cli_inputs *inputs,
-                     char *err, size_t err_size) {
+bool cli_load_inputs(cli_loss loss, const char *dir, closs_dtype_t compute_dtype,
+                     cli_inputs *inputs, char *err, size_t err_size) {
     memset(inputs, 0, sizeof *inputs);
     for (int i = 0; i < loss_inputs[loss].count; ++i) {
         if (!load_input(dir, &loss_inputs[loss].inputs[i], compute_dtype, &inputs->items[i], err,

@@ -38,8 +38,8 @@ void cli_describe_inputs(cli_loss loss, char *out, size_t out_size);
 /* Reads every input of `loss` from dir, converting float arrays to compute_dtype (CLOSS_F64 or
  * CLOSS_F32: float32 data is widened exactly, float64 data rounded to nearest). On failure writes
  * a one-line message naming the file into err and holds nothing. */
-bool cli_load_inputs(cli_loss loss, const char *dir, closs_dtype_t compute_dtype, cli_inputs *inputs,
-                     char *err, size_t err_size);
+bool cli_load_inputs(cli_loss loss, const char *dir, closs_dtype_t compute_dtype,
+                     cli_inputs *inputs, char *err, size_t err_size);
 void cli_free_inputs(cli_inputs *inputs);
 
 closs_matrix_t cli_input_matrix(const cli_inputs *inputs, int index);

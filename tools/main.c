@@ -15,13 +15,12 @@ static const struct {
 };
 
 static void print_usage(FILE *out) {
-    fprintf(out,
-            "usage: closs COMMAND [ARGS ...]\n"
-            "       closs --help | --version\n"
-            "\n"
-            "Contrastive and metric-learning losses with their gradients.\n"
-            "\n"
-            "commands:\n");
+    fprintf(out, "usage: closs COMMAND [ARGS ...]\n"
+                 "       closs --help | --version\n"
+                 "\n"
+                 "Contrastive and metric-learning losses with their gradients.\n"
+                 "\n"
+                 "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; ++i)
         fprintf(out, "  %-6s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n'closs COMMAND --help' describes a command.\n");

@@ -16,14 +16,14 @@
 /* The data is copied to and from memory as it lies in the file; on a little-endian host '<', '='
  * and '|' all mean the host's order, and nothing needs swapping. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "the .npy reader and writer assume a little-endian host"
+#    error "the .npy reader and writer assume a little-endian host"
 #endif
 
 static const unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 
 /* Room for the longest header the writer makes: 64 dimensions of 19 digits, the fixed text and
  * up to 64 bytes of padding. */
-#define NPY_SHAPE_TEXT_MAX (NPY_MAX_DIMS * 21 + 4)
+#define NPY_SHAPE_TEXT_MAX   (NPY_MAX_DIMS * 21 + 4)
 #define NPY_WRITE_HEADER_MAX (NPY_SHAPE_TEXT_MAX + 256)
 
 /* Header strings longer than this are no key or dtype the reader knows. */
@@ -166,7 +166,8 @@ static bool matches_word(const header_parser *p, const char *word) {
     /* "Truex" is not "True". */
     if (p->pos + length < p->length) {
         unsigned char next = p->text[p->pos + length];
-        if (next == '_' || (next >= '0' && next <= '9') || ((next | 0x20) >= 'a' && (next | 0x20) <= 'z'))
+        if (next == '_' || (next >= '0' && next <= '9') ||
+            ((next | 0x20) >= 'a' && (next | 0x20) <= 'z'))
             return false;
     }
     return true;
@@ -323,8 +324,10 @@ static bool parse_dict(header_parser *p, header_fields *h) {
 }
 
 static bool dtype_from_descr(const char *descr, npy_dtype *out, char *err, size_t err_size) {
-    static const struct { const char *code; npy_dtype dtype; } known[] = {
-        {"f4", NPY_F4}, {"f8", NPY_F8}, {"i4", NPY_I4}, {"i8", NPY_I8}};
+    static const struct {
+        const char *code;
+        npy_dtype dtype;
+    } known[] = {{"f4", NPY_F4}, {"f8", NPY_F8}, {"i4", NPY_I4}, {"i8", NPY_I8}};
     char order = descr[0];
     if (order == '>' || order == '!') {
         set_error(err, err_size,
@@ -342,7 +345,8 @@ static bool dtype_from_descr(const char *descr, npy_dtype *out, char *err, size_
             }
         }
     }
-    set_error(err, err_size, "unsupported dtype '%s': expected '<f4', '<f8', '<i4' or '<i8'", descr);
+    set_error(err, err_size, "unsupported dtype '%s': expected '<f4', '<f8', '<i4' or '<i8'",
+              descr);
     return false;
 }
 
@@ -360,8 +364,9 @@ static bool decode_header(const unsigned char *bytes, size_t size, npy_array *ou
         return false;
     }
     if (size < 8) {
-        set_error(err, err_size, "truncated .npy file: %zu bytes, too few for the magic string "
-                                 "and the version", size);
+        set_error(err, err_size,
+                  "truncated .npy file: %zu bytes, too few for the magic string and the version",
+                  size);
         return false;
     }
     unsigned major = bytes[6], minor = bytes[7];
@@ -376,8 +381,9 @@ static bool decode_header(const unsigned char *bytes, size_t size, npy_array *ou
     size_t length_bytes = major == 1 ? 2 : 4;
     size_t prelude = 8 + length_bytes;
     if (size < prelude) {
-        set_error(err, err_size, "truncated .npy file: %zu bytes, too few for the version %u.0 "
-                                 "header length", size, major);
+        set_error(err, err_size,
+                  "truncated .npy file: %zu bytes, too few for the version %u.0 header length",
+                  size, major);
         return false;
     }
     size_t header_length = 0;
@@ -582,7 +588,8 @@ static bool check_write_arguments(npy_dtype dtype, int ndim, const int64_t *shap
     size_t count = 1;
     for (int d = 0; d < ndim; ++d) {
         if (shape[d] < 0) {
-            set_error(err, err_size, "cannot write a negative dimension (%lld)", (long long)shape[d]);
+            set_error(err, err_size, "cannot write a negative dimension (%lld)",
+                      (long long)shape[d]);
             return false;
         }
         if (shape[d] == 0) count = 0;
@@ -621,8 +628,7 @@ bool npy_write_pending(const char *path, npy_dtype dtype, int ndim, const int64_
         return false;
     }
     memcpy(final_path, path, path_length + 1);
-    memcpy(temp_path, path, path_length);
-    memcpy(temp_path + path_length, suffix, sizeof suffix);
+    snprintf(temp_path, path_length + sizeof suffix, "%s%s", path, suffix);
     int fd = mkstemp(temp_path);
     if (fd < 0) {
         set_error(err, err_size, "cannot create a temporary file next to %s: %s", path,

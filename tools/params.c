@@ -9,23 +9,30 @@
 
 typedef enum param_kind { PARAM_REAL, PARAM_FLAG, PARAM_DISTANCE, PARAM_REDUCTION } param_kind;
 
+/* Pointer-sized fields first, then the 4-byte ones: no padding between fields. */
 typedef struct param_spec {
-    cli_loss loss;
     const char *name;
-    param_kind kind;
     size_t offset; /* in the loss's params struct, which starts the cli_params union */
     const char *meaning;
+    cli_loss loss;
+    param_kind kind;
     unsigned distances; /* PARAM_DISTANCE: the distances the loss takes, one bit each */
 } param_spec;
 
 #define CHECK_INPUTS_MEANING "1: NaN or Inf in an input is an error instead of a NaN loss"
 
-#define PARAM(loss_id, type, field, kind, meaning) \
-    { loss_id, #field, kind, offsetof(type, field), meaning, 0 }
+#define PARAM(loss_id, type, field, spec_kind, text)                                               \
+    {                                                                                              \
+        .name = #field, .offset = offsetof(type, field), .meaning = (text), .loss = (loss_id),     \
+        .kind = (spec_kind), .distances = 0                                                        \
+    }
 /* The distances are listed here, not left to the library, so that a refusal can name them. */
 #define DISTANCE_BIT(distance) (1u << (distance))
-#define DISTANCE_PARAM(loss_id, type, distances, meaning) \
-    { loss_id, "distance", PARAM_DISTANCE, offsetof(type, distance), meaning, distances }
+#define DISTANCE_PARAM(loss_id, type, distance_bits, text)                                         \
+    {                                                                                              \
+        .name = "distance", .offset = offsetof(type, distance), .meaning = (text),                 \
+        .loss = (loss_id), .kind = PARAM_DISTANCE, .distances = (distance_bits)                    \
+    }
 
 static const param_spec param_specs[] = {
     PARAM(CLI_LOSS_PAIR, closs_pair_params, margin, PARAM_REAL, "m, finite and >= 0"),
@@ -37,8 +44,8 @@ static const param_spec param_specs[] = {
     PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, margin, PARAM_REAL,
           "alpha, finite (0 and negative allowed)"),
     DISTANCE_PARAM(CLI_LOSS_TRIPLET, closs_triplet_params,
-                   DISTANCE_BIT(CLOSS_DISTANCE_SQEUCLIDEAN) | DISTANCE_BIT(CLOSS_DISTANCE_EUCLIDEAN) |
-                       DISTANCE_BIT(CLOSS_DISTANCE_COSINE),
+                   DISTANCE_BIT(CLOSS_DISTANCE_SQEUCLIDEAN) |
+                       DISTANCE_BIT(CLOSS_DISTANCE_EUCLIDEAN) | DISTANCE_BIT(CLOSS_DISTANCE_COSINE),
                    "sqeuclidean, euclidean or cosine"),
     PARAM(CLI_LOSS_TRIPLET, closs_triplet_params, swap, PARAM_FLAG,
           "1: d(a, n) becomes min(d(a, n), d(p, n))"),
@@ -109,7 +116,9 @@ void cli_params_init(cli_params *params, cli_loss loss) {
     params->loss = loss;
     switch (loss) {
     case CLI_LOSS_PAIR: params->as.pair = (closs_pair_params)CLOSS_PAIR_PARAMS_INIT; break;
-    case CLI_LOSS_TRIPLET: params->as.triplet = (closs_triplet_params)CLOSS_TRIPLET_PARAMS_INIT; break;
+    case CLI_LOSS_TRIPLET:
+        params->as.triplet = (closs_triplet_params)CLOSS_TRIPLET_PARAMS_INIT;
+        break;
     case CLI_LOSS_NTXENT: params->as.ntxent = (closs_ntxent_params)CLOSS_NTXENT_PARAMS_INIT; break;
     case CLI_LOSS_SUPCON: params->as.supcon = (closs_supcon_params)CLOSS_SUPCON_PARAMS_INIT; break;
     case CLI_LOSS_COSINE: params->as.cosine = (closs_cosine_params)CLOSS_COSINE_PARAMS_INIT; break;
@@ -131,8 +140,8 @@ static void list_params(cli_loss loss, char *out, size_t out_size) {
     out[0] = '\0';
     for (size_t i = 0; i < PARAM_COUNT; ++i) {
         if (param_specs[i].loss != loss) continue;
-        int n = snprintf(out + used, out_size - used, "%s%s", used ? ", " : "",
-                         param_specs[i].name);
+        int n =
+            snprintf(out + used, out_size - used, "%s%s", used ? ", " : "", param_specs[i].name);
         if (n < 0 || (size_t)n >= out_size - used) return;
         used += (size_t)n;
     }

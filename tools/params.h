@@ -28,7 +28,7 @@ typedef struct cli_params {
         closs_ntxent_params ntxent;
         closs_supcon_params supcon;
         closs_cosine_params cosine;
-    } as; /* the member named by `loss` */
+    } as;           /* the member named by `loss` */
     uint32_t given; /* bit i: the i-th parameter of the table was set, to refuse setting it twice */
 } cli_params;
 
