@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run HERE (Debian, with libcriterion-dev installed) before a device check: gathers what the
+# device machine lacks and cannot download into .device-deps/ (git-ignored; the device tool's
+# `carry` takes it along): Criterion's headers, its shared library with every library it needs
+# beyond glibc, and a pkg-config file pointing at them. bench/device-check.sh uses it there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deps=.device-deps
+rm -rf "$deps"
+mkdir -p "$deps/include" "$deps/lib/pkgconfig"
+cp -r /usr/include/criterion "$deps/include/"
+library=$(readlink -f /usr/lib/x86_64-linux-gnu/libcriterion.so.3)
+cp "$library" "$deps/lib/"
+ln -sf "$(basename "$library")" "$deps/lib/libcriterion.so.3"
+ln -sf libcriterion.so.3 "$deps/lib/libcriterion.so"
+# Every dependency except the C library's own parts, which the device has.
+ldd "$library" | awk '/=> \// {print $3}' |
+    grep -vE '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*)\.so' |
+    while read -r dependency; do cp -L "$dependency" "$deps/lib/"; done
+cat > "$deps/lib/pkgconfig/criterion.pc" <<'PC'
+prefix=${pcfiledir}/../..
+Name: criterion
+Description: Criterion, carried for the device check
+Version: 2.4.1
+Libs: -L${prefix}/lib -lcriterion
+Cflags: -I${prefix}/include
+PC
+grep -qx '/.device-deps/' .git/info/exclude 2>/dev/null || echo '/.device-deps/' >>.git/info/exclude
+du -sh "$deps"
