@@ -24,7 +24,8 @@ typedef struct rowwise_call {
     closs_matrix_t x[3];
     int has_labels;
     closs_vector_t y;
-    float *loss;           /* forward output, or NULL for backward only */
+    int forward; /* the loss is wanted */
+    float *loss;
     int backward;          /* the gradients are wanted */
     const float *upstream; /* backward only; NULL means 1 */
     closs_grad_t grad[3];
@@ -48,7 +49,7 @@ static closs_status_t check_inputs(const rowwise_call *call) {
 }
 
 static closs_status_t check_outputs(const rowwise_call *call) {
-    if (!call->backward) return closs_check_not_null("loss", call->loss);
+    if (call->forward) CLOSS_TRY(closs_check_not_null("loss", call->loss));
     for (int k = 0; k < call->input_count; ++k) {
         if (!call->grad[k].data) continue;
         /* A gradient has its input's shape and dtype, with its own leading dimension. */
@@ -162,32 +163,65 @@ static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_
     return CLOSS_STATUS_SUCCESS;
 }
 
-#else /* no CUDA in this build: the same checks, then NOT_SUPPORTED */
+#else /* no CUDA in this build: the same argument checks, then NOT_SUPPORTED (no handle can        \
+       * exist in such a build, so it is not asked for) */
 
 static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
-    (void)workspace, (void)workspace_bytes, (void)stream;
+    (void)handle, (void)workspace, (void)workspace_bytes, (void)stream;
     CLOSS_TRY(check_inputs(call));
     CLOSS_TRY(check_outputs(call));
-    CLOSS_TRY(closs_check_handle(handle));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 
 static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
                                      closs_dtype_t dtype, size_t *bytes) {
+    (void)handle;
     CLOSS_TRY(check_sizes(rows, dim, dtype));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
-    CLOSS_TRY(closs_check_handle(handle));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 
 #endif
 
+/* What a call computes: the loss (`loss` not NULL), the gradients (`backward`), or both. */
+typedef struct rowwise_outputs {
+    int forward, backward;
+    float *loss;
+    const float *upstream;
+    closs_grad_t grad[3];
+} rowwise_outputs;
+
+static closs_status_t compute(closs_handle_t handle, rowwise_call call, rowwise_outputs out,
+                              void *workspace, size_t workspace_bytes, closs_stream_t stream) {
+    call.forward = out.forward;
+    call.loss = out.forward ? out.loss : NULL;
+    call.backward = out.backward;
+    call.upstream = out.upstream;
+    for (int k = 0; k < 3 && out.backward; ++k) call.grad[k] = out.grad[k];
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+static rowwise_outputs forward_only(float *loss) {
+    return (rowwise_outputs){.forward = 1, .loss = loss};
+}
+
+static rowwise_outputs backward_only(const float *upstream, closs_grad_t g0, closs_grad_t g1,
+                                     closs_grad_t g2) {
+    return (rowwise_outputs){.backward = 1, .upstream = upstream, .grad = {g0, g1, g2}};
+}
+
+static rowwise_outputs both(float *loss, closs_grad_t g0, closs_grad_t g1, closs_grad_t g2) {
+    return (rowwise_outputs){.forward = 1, .backward = 1, .loss = loss, .grad = {g0, g1, g2}};
+}
+
+static const closs_grad_t no_grad = {NULL, 0};
+
 /* ---- pair ------------------------------------------------------------------------------------ */
 
 static rowwise_call pair_call(const closs_pair_params *p, closs_matrix_t x1, closs_matrix_t x2,
                               closs_vector_t y) {
-    rowwise_call call = {
+    return (rowwise_call){
         .row = {CLOSS_ROW_PAIR, p->distance, (float)p->margin, 0, 0},
         .reduction = p->reduction,
         .check_inputs = p->check_inputs,
@@ -198,7 +232,6 @@ static rowwise_call pair_call(const closs_pair_params *p, closs_matrix_t x1, clo
         .has_labels = 1,
         .y = y,
     };
-    return call;
 }
 
 closs_status_t closs_pair_workspace_size(closs_handle_t handle, const closs_pair_params *params,
@@ -215,9 +248,8 @@ closs_status_t closs_pair_forward(closs_handle_t handle, const closs_pair_params
                                   closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_pair_params(params));
-    rowwise_call call = pair_call(params, x1, x2, y);
-    call.loss = loss;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, pair_call(params, x1, x2, y), forward_only(loss), workspace,
+                   workspace_bytes, stream);
 }
 
 closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_params *params,
@@ -227,12 +259,9 @@ closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_param
                                    closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_pair_params(params));
-    rowwise_call call = pair_call(params, x1, x2, y);
-    call.backward = 1;
-    call.upstream = upstream;
-    call.grad[0] = grad_x1;
-    call.grad[1] = grad_x2;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, pair_call(params, x1, x2, y),
+                   backward_only(upstream, grad_x1, grad_x2, no_grad), workspace, workspace_bytes,
+                   stream);
 }
 
 closs_status_t closs_pair_forward_backward(closs_handle_t handle, const closs_pair_params *params,
@@ -242,20 +271,15 @@ closs_status_t closs_pair_forward_backward(closs_handle_t handle, const closs_pa
                                            closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_pair_params(params));
-    CLOSS_TRY(closs_check_not_null("loss", loss));
-    rowwise_call call = pair_call(params, x1, x2, y);
-    call.loss = loss;
-    call.backward = 1;
-    call.grad[0] = grad_x1;
-    call.grad[1] = grad_x2;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, pair_call(params, x1, x2, y), both(loss, grad_x1, grad_x2, no_grad),
+                   workspace, workspace_bytes, stream);
 }
 
 /* ---- triplet --------------------------------------------------------------------------------- */
 
 static rowwise_call triplet_call(const closs_triplet_params *p, closs_matrix_t anchor,
                                  closs_matrix_t positive, closs_matrix_t negative) {
-    rowwise_call call = {
+    return (rowwise_call){
         .row = {CLOSS_ROW_TRIPLET, p->distance, (float)p->margin, p->swap, 0},
         .reduction = p->reduction,
         .check_inputs = p->check_inputs,
@@ -264,7 +288,6 @@ static rowwise_call triplet_call(const closs_triplet_params *p, closs_matrix_t a
         .grad_names = {"grad_anchor", "grad_positive", "grad_negative"},
         .x = {anchor, positive, negative},
     };
-    return call;
 }
 
 closs_status_t closs_triplet_workspace_size(closs_handle_t handle,
@@ -281,9 +304,8 @@ closs_status_t closs_triplet_forward(closs_handle_t handle, const closs_triplet_
                                      size_t workspace_bytes, closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_triplet_params(params));
-    rowwise_call call = triplet_call(params, anchor, positive, negative);
-    call.loss = loss;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, triplet_call(params, anchor, positive, negative), forward_only(loss),
+                   workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet_params *params,
@@ -294,13 +316,9 @@ closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet
                                       size_t workspace_bytes, closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_triplet_params(params));
-    rowwise_call call = triplet_call(params, anchor, positive, negative);
-    call.backward = 1;
-    call.upstream = upstream;
-    call.grad[0] = grad_anchor;
-    call.grad[1] = grad_positive;
-    call.grad[2] = grad_negative;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, triplet_call(params, anchor, positive, negative),
+                   backward_only(upstream, grad_anchor, grad_positive, grad_negative), workspace,
+                   workspace_bytes, stream);
 }
 
 closs_status_t closs_triplet_forward_backward(closs_handle_t handle,
@@ -312,21 +330,16 @@ closs_status_t closs_triplet_forward_backward(closs_handle_t handle,
                                               size_t workspace_bytes, closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_triplet_params(params));
-    CLOSS_TRY(closs_check_not_null("loss", loss));
-    rowwise_call call = triplet_call(params, anchor, positive, negative);
-    call.loss = loss;
-    call.backward = 1;
-    call.grad[0] = grad_anchor;
-    call.grad[1] = grad_positive;
-    call.grad[2] = grad_negative;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, triplet_call(params, anchor, positive, negative),
+                   both(loss, grad_anchor, grad_positive, grad_negative), workspace,
+                   workspace_bytes, stream);
 }
 
 /* ---- cosine ---------------------------------------------------------------------------------- */
 
 static rowwise_call cosine_call(const closs_cosine_params *p, closs_matrix_t x1, closs_matrix_t x2,
                                 closs_vector_t y) {
-    rowwise_call call = {
+    return (rowwise_call){
         .row = {CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, (float)p->margin, 0, p->squared},
         .reduction = p->reduction,
         .check_inputs = p->check_inputs,
@@ -337,7 +350,6 @@ static rowwise_call cosine_call(const closs_cosine_params *p, closs_matrix_t x1,
         .has_labels = 1,
         .y = y,
     };
-    return call;
 }
 
 closs_status_t closs_cosine_workspace_size(closs_handle_t handle, const closs_cosine_params *params,
@@ -354,9 +366,8 @@ closs_status_t closs_cosine_forward(closs_handle_t handle, const closs_cosine_pa
                                     closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_cosine_params(params));
-    rowwise_call call = cosine_call(params, x1, x2, y);
-    call.loss = loss;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, cosine_call(params, x1, x2, y), forward_only(loss), workspace,
+                   workspace_bytes, stream);
 }
 
 closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_params *params,
@@ -366,12 +377,9 @@ closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_p
                                      closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_cosine_params(params));
-    rowwise_call call = cosine_call(params, x1, x2, y);
-    call.backward = 1;
-    call.upstream = upstream;
-    call.grad[0] = grad_x1;
-    call.grad[1] = grad_x2;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, cosine_call(params, x1, x2, y),
+                   backward_only(upstream, grad_x1, grad_x2, no_grad), workspace, workspace_bytes,
+                   stream);
 }
 
 closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
@@ -382,11 +390,6 @@ closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
                                              closs_stream_t stream) {
     closs_clear_error();
     CLOSS_TRY(closs_check_cosine_params(params));
-    CLOSS_TRY(closs_check_not_null("loss", loss));
-    rowwise_call call = cosine_call(params, x1, x2, y);
-    call.loss = loss;
-    call.backward = 1;
-    call.grad[0] = grad_x1;
-    call.grad[1] = grad_x2;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return compute(handle, cosine_call(params, x1, x2, y), both(loss, grad_x1, grad_x2, no_grad),
+                   workspace, workspace_bytes, stream);
 }
