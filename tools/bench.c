@@ -3,7 +3,8 @@
  * For each loss: build fresh random inputs (fixed seed, so runs are comparable), verify the
  * analytic gradient against central finite differences on a few coordinates, then time
  * forward+backward (median of --repeats runs after one warm-up run). The GPU part is reported as
- * skipped, with the reason, until the GPU entry points exist or when no device is present.
+ * skipped, with the reason: the GPU half of this command is not written yet (on a GPU,
+ * bench/baselines/rowwise.py times the GPU losses next to PyTorch).
  *
  * Cost model printed next to each time (the CPU reference in double):
  *   pair, triplet, cosine: O(N·D) — reported as input+gradient bytes over time (GB/s);
@@ -231,7 +232,9 @@ static void describe_gpu(char *reason, size_t size) {
         snprintf(reason, size, "no CUDA device is present");
     else
         snprintf(reason, size,
-                 "%d CUDA device(s) found, but the GPU entry points are not built yet", devices);
+                 "%d CUDA device(s) found, but the GPU half of closs bench is not written yet "
+                 "(bench/baselines/rowwise.py times the GPU losses)",
+                 devices);
 }
 
 static int write_json(const char *path, const bench_result *results, int count,

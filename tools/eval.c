@@ -22,8 +22,9 @@
 #include "npy.h"
 #include "params.h"
 
-/* The library has no GPU entry points yet. When it does, this becomes true, --device cuda is
- * dispatched to them, and a machine with a CUDA device uses it by default. */
+/* The CLI does not call the GPU entry points until a device check has verified them (and the
+ * GPU NT-Xent and SupCon exist). Then this becomes true, --device cuda is dispatched to them, and
+ * a machine with a CUDA device uses it by default. */
 static const int gpu_entry_points_built = 0;
 
 static eval_device default_device(void) {
@@ -74,19 +75,20 @@ static void print_help(FILE *out) {
         cli_describe_inputs((cli_loss)l, inputs, sizeof inputs);
         fprintf(out, "  %-8s %s\n", cli_loss_name((cli_loss)l), inputs);
     }
-    fprintf(out,
-            "Float inputs are float32 or float64, labels int32 or int64, all in C order.\n"
-            "\n"
-            "options:\n"
-            "  --in DIR        the directory holding the inputs\n"
-            "  --out DIR       the directory for the outputs, created if missing\n"
-            "  --device DEV    cpu or cuda (default %s; the GPU entry points are not built yet)\n"
-            "  --dtype TYPE    the dtype the loss is computed in: f64 (default) or f32 (inputs\n"
-            "                  rounded to float32 first); f16 and bf16 are GPU-only\n"
-            "  -h, --help      this text\n"
-            "\n"
-            "parameters (NAME=VALUE, shown with their defaults; the library checks the ranges):\n",
-            device_names[default_device()]);
+    fprintf(
+        out,
+        "Float inputs are float32 or float64, labels int32 or int64, all in C order.\n"
+        "\n"
+        "options:\n"
+        "  --in DIR        the directory holding the inputs\n"
+        "  --out DIR       the directory for the outputs, created if missing\n"
+        "  --device DEV    cpu or cuda (default %s; cuda awaits the GPU kernels' verification)\n"
+        "  --dtype TYPE    the dtype the loss is computed in: f64 (default) or f32 (inputs\n"
+        "                  rounded to float32 first); f16 and bf16 are GPU-only\n"
+        "  -h, --help      this text\n"
+        "\n"
+        "parameters (NAME=VALUE, shown with their defaults; the library checks the ranges):\n",
+        device_names[default_device()]);
     cli_params_print_help(out);
 }
 
@@ -251,7 +253,8 @@ static int run_checked(const eval_args *args) {
     eval_device device = args->device == EVAL_DEVICE_DEFAULT ? default_device() : args->device;
     if (device == EVAL_DEVICE_CUDA && !gpu_entry_points_built)
         return report(CLOSS_EXIT_USAGE,
-                      "--device cuda: GPU entry points are not built yet; use --device cpu");
+                      "--device cuda: the CLI does not run the GPU kernels yet (they await "
+                      "verification on a GPU); use --device cpu");
     if (args->dtype != CLOSS_F64 && args->dtype != CLOSS_F32)
         return report(CLOSS_EXIT_USAGE, "--dtype %s: the CPU reference takes f64 or f32",
                       eval_dtype_name(args->dtype));
