@@ -48,6 +48,49 @@ cudaError_t closs_launch_rowwise(const closs_rowwise_launch *launch, cudaStream_
 cudaError_t closs_launch_rowwise_check(const closs_rowwise_launch *launch,
                                        unsigned long long *bad_rows, cudaStream_t stream);
 
+/* One call of NT-Xent or SupCon on the CHUNKED path (cuda/contrastive.cu). host/gpu_contrastive.c
+ * checks the arguments and carves the workspace into the buffers below. */
+typedef struct closs_contrastive_launch {
+    int supcon;          /* 0: NT-Xent (positive of i is (i + M/2) mod M) */
+    closs_dtype_t dtype; /* z and grad: F32, F16 or BF16 */
+    int64_t rows, dim;   /* M, D; both fit cuBLAS's int */
+    const void *z;
+    int64_t ld;
+    const void *labels; /* SupCon: I32 or I64 */
+    closs_dtype_t label_dtype;
+    int normalize;
+    float inv_temperature; /* 1/τ */
+    float scale;           /* τ/τ_b for SupCon, 1 for NT-Xent */
+    closs_reduction_t reduction;
+    int forward;           /* compute the loss and lse (else lse is the caller's stats) */
+    float *loss;           /* forward: 1 value or M (NONE) */
+    float *lse;            /* M: written by the forward, read by the backward */
+    int64_t *valid;        /* forward, SupCon: optional */
+    const float *upstream; /* backward: NULL means 1 */
+    void *grad;            /* NULL: no backward */
+    int64_t grad_ld;
+    int64_t chunk_rows; /* C: rows of S per cuBLAS call */
+    /* workspace */
+    float *zhat;                                  /* M × D */
+    float *norms, *row_loss, *weights, *anchor_a; /* M each */
+    int *positives;                               /* M */
+    int *valid_count;                             /* 1 */
+    int *nonfinite;                               /* 1 */
+    float *similarity;                            /* C × M */
+    float *dzhat;                                 /* C × D */
+    void *cublas_workspace;
+    size_t cublas_workspace_bytes;
+    void *cublas; /* the handle's cublasHandle_t */
+} closs_contrastive_launch;
+
+/* Enqueues the whole call. A cuBLAS failure is returned in *cublas_status (0 on success). */
+cudaError_t closs_launch_contrastive(const closs_contrastive_launch *launch, cudaStream_t stream,
+                                     int *cublas_status);
+
+/* The handle's cuBLAS context (default math: no TF32), as an opaque pointer. */
+int closs_cublas_create(void **cublas);
+void closs_cublas_destroy(void *cublas);
+
 #ifdef __cplusplus
 }
 #endif

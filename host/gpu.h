@@ -3,6 +3,7 @@
 #define CLOSS_HOST_GPU_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "closs.h"
 
@@ -13,6 +14,7 @@ struct closs_handle_st {
     int device;
     int multiprocessors;
     unsigned long long *check_flags; /* device: 2 values for check mode */
+    void *cublas;                    /* cublasHandle_t, for NT-Xent and SupCon's chunked path */
     void *workspace;                 /* device: grown on demand for callers that pass none */
     size_t workspace_bytes;
 };
@@ -28,6 +30,11 @@ closs_status_t closs_check_handle(closs_handle_t handle);
  * handle's own, grown to `needed` if smaller. */
 closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
                                        size_t workspace_bytes, size_t needed, void **out);
+
+/* The arguments of a workspace query: sizes a call could have (rows >= min_rows, dim >= 1, a GPU
+ * float dtype). */
+closs_status_t closs_check_gpu_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                     int64_t min_rows);
 
 /* Turns a CUDA runtime error code into CLOSS_STATUS_CUDA_ERROR with its text; success stays. */
 closs_status_t closs_cuda_status(int cuda_error, const char *what);

@@ -1,5 +1,5 @@
-/* The handle: a device, its SM count (for grid sizes), a check-mode buffer and an optional
- * grown-on-demand workspace. Built without CUDA, creating one reports NOT_SUPPORTED. */
+/* The handle: a device, its SM count (for grid sizes), a check-mode buffer, a cuBLAS context and
+ * an optional grown-on-demand workspace. Built without CUDA, creating one reports NOT_SUPPORTED. */
 #include <stdlib.h>
 
 #include "error.h"
@@ -8,7 +8,23 @@
 
 #ifdef CLOSS_WITH_CUDA
 #    include <cuda_runtime_api.h>
+
+#    include "launch.h"
 #endif
+
+closs_status_t closs_check_gpu_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                     int64_t min_rows) {
+    if (rows < min_rows)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "rows = %lld: must be >= %lld",
+                          (long long)rows, (long long)min_rows);
+    if (dim < 1)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dim = %lld: must be >= 1",
+                          (long long)dim);
+    if ((unsigned)dtype >= 32u || !(CLOSS_GPU_FLOAT_DTYPES & CLOSS_DTYPE_BIT(dtype)))
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dtype = %d: must be f32, f16 or bf16",
+                          (int)dtype);
+    return CLOSS_STATUS_SUCCESS;
+}
 
 closs_status_t closs_check_handle(closs_handle_t handle) {
     return handle ? CLOSS_STATUS_SUCCESS
@@ -43,7 +59,15 @@ closs_status_t closs_create(closs_handle_t *handle) {
     if (status == CLOSS_STATUS_SUCCESS &&
         cudaMalloc((void **)&h->check_flags, 2 * sizeof *h->check_flags) != cudaSuccess)
         status = closs_fail(CLOSS_STATUS_ALLOC_FAILED, "closs_create: 16 bytes of device memory");
+    if (status == CLOSS_STATUS_SUCCESS) {
+        int cublas_status = closs_cublas_create(&h->cublas);
+        if (cublas_status != 0)
+            status = closs_fail(CLOSS_STATUS_CUBLAS_ERROR, "closs_create: cublasCreate: status %d",
+                                cublas_status);
+    }
     if (status != CLOSS_STATUS_SUCCESS) {
+        cudaFree(h->check_flags);
+        closs_cublas_destroy(h->cublas);
         free(h);
         return status;
     }
@@ -56,6 +80,7 @@ closs_status_t closs_destroy(closs_handle_t handle) {
     if (!handle) return CLOSS_STATUS_SUCCESS;
     cudaFree(handle->check_flags);
     cudaFree(handle->workspace);
+    closs_cublas_destroy(handle->cublas);
     free(handle);
     return CLOSS_STATUS_SUCCESS;
 }

@@ -61,20 +61,6 @@ static closs_status_t check_outputs(const rowwise_call *call) {
     return CLOSS_STATUS_SUCCESS;
 }
 
-/* The arguments of a workspace query: sizes a call could have. */
-static closs_status_t check_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype) {
-    if (rows < 0)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "rows = %lld: must be >= 0",
-                          (long long)rows);
-    if (dim < 1)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dim = %lld: must be >= 1",
-                          (long long)dim);
-    if ((unsigned)dtype >= 32u || !(CLOSS_GPU_FLOAT_DTYPES & CLOSS_DTYPE_BIT(dtype)))
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "dtype = %d: must be f32, f16 or bf16",
-                          (int)dtype);
-    return CLOSS_STATUS_SUCCESS;
-}
-
 #ifdef CLOSS_WITH_CUDA
 
 static size_t workspace_bytes_for(closs_handle_t handle, int64_t rows) {
@@ -156,7 +142,7 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
 
 static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
                                      closs_dtype_t dtype, size_t *bytes) {
-    CLOSS_TRY(check_sizes(rows, dim, dtype));
+    CLOSS_TRY(closs_check_gpu_sizes(rows, dim, dtype, 0));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
     CLOSS_TRY(closs_check_handle(handle));
     *bytes = workspace_bytes_for(handle, rows);
@@ -177,7 +163,7 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
 static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
                                      closs_dtype_t dtype, size_t *bytes) {
     (void)handle;
-    CLOSS_TRY(check_sizes(rows, dim, dtype));
+    CLOSS_TRY(closs_check_gpu_sizes(rows, dim, dtype, 0));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }

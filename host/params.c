@@ -40,11 +40,19 @@ closs_status_t closs_check_cosine_params(const closs_cosine_params *params) {
     return closs_check_flag("check_inputs", params->check_inputs);
 }
 
+static closs_status_t check_path(closs_path_t path) {
+    if (path != CLOSS_PATH_AUTO && path != CLOSS_PATH_FUSED && path != CLOSS_PATH_CHUNKED)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "path = %d: must be CLOSS_PATH_AUTO, _FUSED or _CHUNKED", (int)path);
+    return CLOSS_STATUS_SUCCESS;
+}
+
 closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params) {
     CLOSS_TRY(closs_check_params("params", params, sizeof *params));
     CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
     CLOSS_TRY(closs_check_flag("normalize", params->normalize));
     CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(check_path(params->path));
     return closs_check_flag("check_inputs", params->check_inputs);
 }
 
@@ -55,5 +63,6 @@ closs_status_t closs_check_supcon_params(const closs_supcon_params *params) {
         CLOSS_TRY(closs_check_positive_finite("base_temperature", params->base_temperature));
     CLOSS_TRY(closs_check_flag("normalize", params->normalize));
     CLOSS_TRY(closs_check_reduction(params->reduction));
+    CLOSS_TRY(check_path(params->path));
     return closs_check_flag("check_inputs", params->check_inputs);
 }

@@ -110,6 +110,15 @@ typedef enum closs_distance_t {
     CLOSS_DISTANCE_COSINE         /* 1 − cos(a, b) */
 } closs_distance_t;
 
+/* The GPU algorithm of NT-Xent and SupCon: CHUNKED multiplies a block of rows by all rows with
+ * cuBLAS into a bounded workspace (any size, the oracle of the fused path); FUSED keeps the
+ * similarity tiles on chip; AUTO picks. The CPU reference accepts and ignores it. */
+typedef enum closs_path_t {
+    CLOSS_PATH_AUTO = 0,
+    CLOSS_PATH_FUSED,
+    CLOSS_PATH_CHUNKED
+} closs_path_t;
+
 /* A row-major matrix: element (r, c) is at data[r * ld + c].
  * data may be NULL only when rows == 0. */
 typedef struct closs_matrix_t {
@@ -181,10 +190,11 @@ typedef struct closs_ntxent_params {
     double temperature; /* τ, finite and > 0 */
     int normalize;      /* 1: ẑ = z/max(‖z‖, 1e-12) (cosine similarity); 0: ẑ = z */
     closs_reduction_t reduction;
-    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    closs_path_t path; /* GPU algorithm; AUTO by default */
 } closs_ntxent_params;
 #define CLOSS_NTXENT_PARAMS_INIT                                                                   \
-    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0 }
+    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO }
 
 /* Supervised contrastive (SupCon L_out), P(i) = {p ≠ i : label_p = label_i}, A(i) = {a ≠ i}:
  *   ℓ_i = (τ/τ_b)·( −(1/|P(i)|) Σ_{p∈P(i)} s_ip/τ + log Σ_{a∈A(i)} exp(s_ia/τ) ).
@@ -196,10 +206,11 @@ typedef struct closs_supcon_params {
     double base_temperature; /* τ_b, finite and > 0; 0 means "equal to temperature" */
     int normalize;           /* 1: cosine similarity (default); 0: dot product */
     closs_reduction_t reduction;
-    int check_inputs; /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    closs_path_t path; /* GPU algorithm; AUTO by default */
 } closs_supcon_params;
 #define CLOSS_SUPCON_PARAMS_INIT                                                                   \
-    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0 }
+    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO }
 
 /* Cosine contrastive: c_i = cos(x1_i, x2_i), ℓ_i = y_i·(1 − c_i) + (1 − y_i)·max(0, c_i − δ)^q,
  * q = 2 if squared else 1. */
@@ -366,6 +377,52 @@ CLOSS_API closs_status_t closs_cosine_backward(closs_handle_t handle,
 CLOSS_API closs_status_t closs_cosine_forward_backward(
     closs_handle_t handle, const closs_cosine_params *params, closs_matrix_t x1, closs_matrix_t x2,
     closs_vector_t y, float *loss, closs_grad_t grad_x1, closs_grad_t grad_x2, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
+
+/* NT-Xent and SupCon on the GPU (closs_ref_ntxent's and closs_ref_supcon's math), in O(M·D)
+ * device memory: no M×M matrix is ever stored. z is M × D (f32, f16 or bf16); labels are
+ * device int32 or int64, any values.
+ *   *_forward   loss (1 float, or M for NONE) and `stats`: M device floats, each anchor's
+ *               log-sum-exp, which *_backward needs (pass NULL when no backward will follow);
+ *               SupCon also writes `valid` (device int64, may be NULL): the anchors with a
+ * positive.
+ *   *_backward  upstream as for the row-wise losses, and the forward's stats.
+ * Only the CHUNKED path exists so far: AUTO selects it, FUSED returns NOT_SUPPORTED. */
+CLOSS_API closs_status_t closs_ntxent_workspace_size(closs_handle_t handle,
+                                                     const closs_ntxent_params *params,
+                                                     int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                                     size_t *bytes);
+CLOSS_API closs_status_t closs_ntxent_forward(closs_handle_t handle,
+                                              const closs_ntxent_params *params, closs_matrix_t z,
+                                              float *loss, float *stats, void *workspace,
+                                              size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_ntxent_backward(closs_handle_t handle,
+                                               const closs_ntxent_params *params, closs_matrix_t z,
+                                               const float *stats, const float *upstream,
+                                               closs_grad_t grad_z, void *workspace,
+                                               size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_ntxent_forward_backward(
+    closs_handle_t handle, const closs_ntxent_params *params, closs_matrix_t z, float *loss,
+    closs_grad_t grad_z, void *workspace, size_t workspace_bytes, closs_stream_t stream);
+
+CLOSS_API closs_status_t closs_supcon_workspace_size(closs_handle_t handle,
+                                                     const closs_supcon_params *params,
+                                                     int64_t rows, int64_t dim, closs_dtype_t dtype,
+                                                     size_t *bytes);
+CLOSS_API closs_status_t closs_supcon_forward(closs_handle_t handle,
+                                              const closs_supcon_params *params, closs_matrix_t z,
+                                              closs_vector_t labels, float *loss, float *stats,
+                                              int64_t *valid, void *workspace,
+                                              size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_supcon_backward(closs_handle_t handle,
+                                               const closs_supcon_params *params, closs_matrix_t z,
+                                               closs_vector_t labels, const float *stats,
+                                               const float *upstream, closs_grad_t grad_z,
+                                               void *workspace, size_t workspace_bytes,
+                                               closs_stream_t stream);
+CLOSS_API closs_status_t closs_supcon_forward_backward(
+    closs_handle_t handle, const closs_supcon_params *params, closs_matrix_t z,
+    closs_vector_t labels, float *loss, int64_t *valid, closs_grad_t grad_z, void *workspace,
     size_t workspace_bytes, closs_stream_t stream);
 
 /* ------------------------------------------------------------------------------------------------
