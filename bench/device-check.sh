@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# The device check: everything that needs a GPU, in one call of about five minutes.
+# The device check: everything that needs a GPU, in one or two calls of about five minutes.
 #
-#   here:   bench/prepare-device-deps.sh            (Criterion for the device, into .device-deps/)
-#   device: run  command "bash bench/device-check.sh"  carry [".device-deps"]  timeout_s 560
+#   here:   bench/prepare-device-deps.sh             (Criterion for the device, into .device-deps/)
+#   device: run  command "bash bench/device-check.sh tests"  carry [".device-deps"]  timeout_s 560
+#           run  command "bash bench/device-check.sh bench"  carry [".device-deps"]  timeout_s 560
+#           (or "all" for both in one call, when the budget allows ~10 minutes)
 #
-# On the device machine (an H200: sm_90): builds in build-device/, runs the whole test suite with
-# the GPU tests, runs compute-sanitizer (memcheck and racecheck) on the GPU tests, runs the
-# PyTorch side-by-side benchmark, and prints a short summary last. Full logs go to $OUT (bench-out/
-# when OUT is unset); commit them under bench/results/<date>-<gpu>/ with the summary.
+# On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
+#   tests: the whole test suite with the GPU suites, and compute-sanitizer (memcheck, racecheck)
+#          on a subset of the GPU tests;
+#   bench: the PyTorch side-by-side benchmarks (bench/baselines/rowwise.py, contrastive.py);
+# and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
+# packed into one archive with the summary beside it (the device tool returns at most 8 files);
+# commit them under bench/results/<date>-<gpu>/.
 set -uo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
+part=${1:-all}
+case $part in tests | bench | all) ;; *)
+    echo "usage: bench/device-check.sh [tests|bench|all]" >&2
+    exit 2
+    ;;
+esac
 out=${OUT:-bench-out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/.device-deps/lib:${LD_LIBRARY_PATH:-}"
@@ -36,27 +48,37 @@ step() {
     date -u
 } >"$out/device.txt" 2>&1
 
-gpu_filter='gpu_rowwise/@(every_option_reduction_and_dtype|check_mode|caller_workspace)'
-tests=build-device/tests
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90 &&
-    step build 300 cmake --build build-device -j16 &&
-    {
+tests=build-device/tests
+library=build-device/host/libcloss.so
+if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16; then
+    if [[ $part != bench ]]; then
         step ctest 300 ctest --test-dir build-device --output-on-failure -j8
         step memcheck 150 compute-sanitizer --tool memcheck --target-processes all \
-            --error-exitcode 3 "$tests/test_gpu_rowwise" --jobs 1 --filter "$gpu_filter"
+            --error-exitcode 3 "$tests/test_gpu_rowwise" --jobs 1 \
+            --filter 'gpu_rowwise/@(every_option_reduction_and_dtype|check_mode|caller_workspace)'
+        step memcheck-c 150 compute-sanitizer --tool memcheck --target-processes all \
+            --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1
         step racecheck 120 compute-sanitizer --tool racecheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_rowwise" --jobs 1 \
             --filter 'gpu_rowwise/@(check_mode|caller_workspace)'
-        step bench 240 python3 bench/baselines/rowwise.py --lib build-device/host/libcloss.so \
-            --json "$out/rowwise.json"
-    }
+    fi
+    if [[ $part != tests ]]; then
+        step bench 240 python3 bench/baselines/rowwise.py --lib "$library" --json "$out/rowwise.json"
+        step bench-c 240 python3 bench/baselines/contrastive.py --lib "$library" --no-compile \
+            --json "$out/contrastive.json"
+    fi
+fi
 
+{
+    echo "==== device check ($part): $(head -n 2 "$out/device.txt" | tail -n 1)"
+    grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
+    grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out/racecheck.log" 2>/dev/null
+    sed -n '/^loss /,$p' "$out/bench.log" "$out/bench-c.log" 2>/dev/null
+    printf '%s\n' "${summary[@]}"
+} >"$out/summary-$part.txt"
+(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json 2>/dev/null)
 echo
-echo "==== device check: $(head -n 2 "$out/device.txt" | tail -n 1)"
-grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
-grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out/memcheck.log" "$out/racecheck.log" 2>/dev/null
-sed -n '/^loss /,$p' "$out/bench.log" 2>/dev/null
-printf '%s\n' "${summary[@]}"
+cat "$out/summary-$part.txt"

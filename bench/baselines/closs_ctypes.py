@@ -41,6 +41,30 @@ class CosineParams(ctypes.Structure):
                 ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int)]
 
 
+class NtxentParams(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("temperature", ctypes.c_double), ("normalize", ctypes.c_int),
+                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int)]
+
+
+class SupconParams(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("temperature", ctypes.c_double),
+                ("base_temperature", ctypes.c_double), ("normalize", ctypes.c_int),
+                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int)]
+
+
+PATHS = {"auto": 0, "fused": 1, "chunked": 2}
+
+
+def ntxent_params(temperature=0.1, normalize=True, reduction="mean", path="auto"):
+    return NtxentParams(ctypes.sizeof(NtxentParams), temperature, int(normalize), REDUCTIONS[reduction], 0,
+                        PATHS[path])
+
+
+def supcon_params(temperature=0.07, base_temperature=0.0, normalize=True, reduction="mean", path="auto"):
+    return SupconParams(ctypes.sizeof(SupconParams), temperature, base_temperature, int(normalize),
+                        REDUCTIONS[reduction], 0, PATHS[path])
+
+
 def pair_params(margin=1.0, distance="euclidean", reduction="mean"):
     return PairParams(ctypes.sizeof(PairParams), margin, DISTANCES[distance], REDUCTIONS[reduction], 0)
 

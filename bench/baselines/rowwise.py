@@ -19,7 +19,6 @@ import argparse
 import ctypes
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closs_ctypes as cl  # noqa: E402
+from timing import copy_bandwidth_gbs, median_ms, peak_extra_mb, relative_error  # noqa: E402
 
 DTYPES = {"f32": (torch.float32, cl.F32), "bf16": (torch.bfloat16, cl.BF16), "f16": (torch.float16, cl.F16)}
 INPUTS = {"pair": 2, "triplet": 3, "cosine": 2}
@@ -95,10 +95,6 @@ def make_inputs(name, rows, dim, dtype, seed):
     return xs, y32
 
 
-def relative_error(got, want):
-    return (got.double() - want).norm().item() / max(want.norm().item(), 1e-30)
-
-
 def check(closs, name, dtype):
     """closs at a small size against the torch formula in float64 on the same values."""
     xs, y32 = make_inputs(name, 4096, 128, dtype, seed=7)
@@ -109,37 +105,6 @@ def check(closs, name, dtype):
     errors = [relative_error(loss, want.detach().reshape(1))]
     errors += [relative_error(g, r.grad) for g, r in zip(grads, reference)]
     return max(errors)
-
-
-def median_ms(step, repeats, warmup=3):
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def peak_extra_mb(step):
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def copy_bandwidth_gbs(repeats):
-    source = torch.empty(2**28, dtype=torch.float32, device="cuda").uniform_()
-    target = torch.empty_like(source)
-    ms = median_ms(lambda: target.copy_(source), repeats)
-    return 2 * source.numel() * 4 / (ms * 1e-3) / 1e9
 
 
 def bench(closs, name, dtype_name, rows, dim, repeats, compiled_ok, bandwidth):
