@@ -93,3 +93,94 @@ Test(gpu_api_errors, valid_arguments_reach_the_handle_check) {
     cr_expect_eq(closs_destroy(NULL), CLOSS_STATUS_SUCCESS);
     cr_expect_eq(closs_create(NULL), CLOSS_STATUS_INVALID_ARGUMENT);
 }
+
+Test(gpu_api_errors, ntxent_and_supcon_arguments) {
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    closs_vector_t labels = closs_vector(fake_device, CLOSS_I64, 4);
+    closs_grad_t g = {fake_device, 8};
+    float *loss = fake_device, *stats = fake_device;
+    EXPECT_INVALID(closs_ntxent_forward(NULL, &n, matrix(5, 8), loss, stats, NULL, 0, NULL),
+                   "z.rows");
+    EXPECT_INVALID(closs_ntxent_forward_backward(NULL, &n, matrix(3, 8), loss, g, NULL, 0, NULL),
+                   "z.rows");
+    EXPECT_INVALID(closs_supcon_forward(NULL, &s, matrix(4, 8),
+                                        closs_vector(fake_device, CLOSS_I64, 3), loss, stats, NULL,
+                                        NULL, 0, NULL),
+                   "labels");
+    EXPECT_INVALID(closs_supcon_backward(NULL, &s, matrix(4, 8),
+                                         closs_vector(fake_device, CLOSS_I32, 5), stats, NULL, g,
+                                         NULL, 0, NULL),
+                   "labels");
+    EXPECT_INVALID(closs_supcon_forward(NULL, &s, matrix(4, 8),
+                                        closs_vector(fake_device, CLOSS_F32, 4), loss, stats, NULL,
+                                        NULL, 0, NULL),
+                   "labels.dtype");
+    EXPECT_INVALID(closs_ntxent_forward(NULL, &n, matrix(4, 8), NULL, stats, NULL, 0, NULL),
+                   "loss");
+    EXPECT_INVALID(
+        closs_supcon_forward_backward(NULL, &s, matrix(4, 8), labels, NULL, NULL, g, NULL, 0, NULL),
+        "loss");
+    EXPECT_INVALID(closs_ntxent_backward(NULL, &n, matrix(4, 8), NULL, NULL, g, NULL, 0, NULL),
+                   "stats");
+    EXPECT_INVALID(
+        closs_supcon_backward(NULL, &s, matrix(4, 8), labels, NULL, NULL, g, NULL, 0, NULL),
+        "stats");
+    closs_grad_t narrow = {fake_device, 7};
+    EXPECT_INVALID(
+        closs_ntxent_backward(NULL, &n, matrix(4, 8), stats, NULL, narrow, NULL, 0, NULL),
+        "grad_z");
+    EXPECT_INVALID(closs_supcon_forward_backward(NULL, &s, matrix(4, 8), labels, loss, NULL, narrow,
+                                                 NULL, 0, NULL),
+                   "grad_z");
+    n.path = (closs_path_t)3;
+    EXPECT_INVALID(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, stats, NULL, 0, NULL),
+                   "path");
+    size_t bytes = 0;
+    EXPECT_INVALID(closs_ntxent_workspace_size(NULL, &n, 4, 8, CLOSS_F32, &bytes), "path");
+    s.path = (closs_path_t)-1;
+    EXPECT_INVALID(
+        closs_supcon_backward(NULL, &s, matrix(4, 8), labels, stats, NULL, g, NULL, 0, NULL),
+        "path");
+}
+
+/* Every NT-Xent and SupCon entry point with valid arguments (stats NULL in a forward call and
+ * valid NULL are allowed): the handle is what is missing, or the build has no GPU part. */
+#define EXPECT_HANDLE_CHECK(call)                                                                  \
+    do {                                                                                           \
+        closs_status_t status_ = (call);                                                           \
+        if (closs_cuda_available()) {                                                              \
+            cr_expect_eq(status_, CLOSS_STATUS_INVALID_ARGUMENT, "%s", #call);                     \
+            cr_expect(strstr(closs_last_error(), "handle"), "%s: %s", #call, closs_last_error());  \
+        } else {                                                                                   \
+            cr_expect_eq(status_, CLOSS_STATUS_NOT_SUPPORTED, "%s: %s", #call,                     \
+                         closs_last_error());                                                      \
+        }                                                                                          \
+    } while (0)
+
+Test(gpu_api_errors, contrastive_valid_arguments_reach_the_handle_check) {
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    static int64_t fake_valid[1];
+    closs_vector_t labels = closs_vector(fake_device, CLOSS_I32, 4);
+    closs_grad_t g = {fake_device, 8};
+    float *loss = fake_device, *stats = fake_device;
+    size_t bytes = 0;
+    EXPECT_HANDLE_CHECK(closs_ntxent_workspace_size(NULL, &n, 4, 8, CLOSS_F32, &bytes));
+    EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, NULL, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, stats, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(
+        closs_ntxent_backward(NULL, &n, matrix(4, 8), stats, NULL, g, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(
+        closs_ntxent_forward_backward(NULL, &n, matrix(4, 8), loss, g, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_supcon_workspace_size(NULL, &s, 4, 8, CLOSS_BF16, &bytes));
+    EXPECT_HANDLE_CHECK(
+        closs_supcon_forward(NULL, &s, matrix(4, 8), labels, loss, NULL, NULL, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_supcon_forward(NULL, &s, matrix(4, 8), labels, loss, stats,
+                                             fake_valid, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(
+        closs_supcon_backward(NULL, &s, matrix(4, 8), labels, stats, NULL, g, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_supcon_forward_backward(NULL, &s, matrix(3, 8),
+                                                      closs_vector(fake_device, CLOSS_I64, 3), loss,
+                                                      NULL, g, NULL, 0, NULL));
+}
