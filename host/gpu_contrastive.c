@@ -53,6 +53,8 @@ static closs_status_t check_call(const contrastive_call *call) {
     return CLOSS_STATUS_SUCCESS;
 }
 
+#ifdef CLOSS_WITH_CUDA
+
 /* The chunked path's limits: cuBLAS takes int sizes. */
 static closs_status_t check_path(closs_path_t path, int64_t rows, int64_t dim) {
     if (path == CLOSS_PATH_FUSED)
@@ -88,8 +90,6 @@ static closs_status_t take(workspace_layout *layout, int64_t count, int64_t elem
     if (out) *out = layout->base ? layout->base + layout->used : NULL;
     return closs_add_size("workspace", layout->used, bytes, &layout->used);
 }
-
-#ifdef CLOSS_WITH_CUDA
 
 static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim,
                               closs_contrastive_launch *job) {

@@ -337,14 +337,15 @@ static void describe(const contrastive_case *c, uint64_t seed, char *out, size_t
 static double error_above_floor(const float *got, const double *want, size_t count, double minimum,
                                 double *denominator) {
     double difference = 0.0, norm = 0.0;
+    int nan_appeared = 0;
     for (size_t i = 0; i < count; ++i) {
-        if (isnan(got[i]) && !isnan(want[i])) return NAN;
+        nan_appeared |= isnan(got[i]) && !isnan(want[i]);
         double d = (double)got[i] - want[i];
         difference += d * d;
         norm += want[i] * want[i];
     }
     *denominator = fmax(fmax(sqrt(norm), minimum), 1e-30);
-    return sqrt(difference) / *denominator;
+    return nan_appeared ? NAN : sqrt(difference) / *denominator;
 }
 
 /* The size of the reduced loss's terms that may cancel: 0.1·(τ/τ_b)·L per anchor. */

@@ -144,7 +144,9 @@ static void check_gradients(problem *p) {
 
     double *numeric = ct_doubles(n);
     ct_central_differences(objective, p, p->x, n, numeric);
-    cr_assert_gt(ct_max_abs(numeric, n), 1e-3,
+    /* A floor well above the comparison's absolute tolerance (1e-6); 1e-3 was too high for
+     * SupCon with a single class, whose gradient (softmax minus uniform) can be ~1e-4. */
+    cr_assert_gt(ct_max_abs(numeric, n), 1e-4,
                  "%s: the finite-difference gradient is ~0 (max %g): the inputs test nothing%s",
                  c->name, ct_max_abs(numeric, n), ct_seed_text(p->rng));
 
@@ -377,6 +379,11 @@ ParameterizedTest(grad_case *c, gradients, triplet) {
             if (fabs(hinge) < KINK_GAP) continue;
             if (c->flag && fabs(d_an - d_pn) < KINK_GAP) continue;
             if (fmin(d_ap, fmin(d_an, d_pn)) < KINK_GAP) continue;
+            /* Cosine gradients grow as 1/‖x‖²: a near-zero row makes central differences
+             * (step ~1e-6) lose more than the tolerance to curvature. */
+            if (c->distance == CLOSS_DISTANCE_COSINE &&
+                fmin(ct_norm(a, dim), fmin(ct_norm(pos, dim), ct_norm(neg, dim))) < 0.2)
+                continue;
             int on_target = (hinge > 0) == want_open && (!c->flag || swapped == want_swapped);
             if (!on_target && attempt < 2000) continue;
             open_rows += hinge > 0;
