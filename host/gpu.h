@@ -36,6 +36,13 @@ closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
 closs_status_t closs_check_gpu_sizes(int64_t rows, int64_t dim, closs_dtype_t dtype,
                                      int64_t min_rows);
 
+/* Check mode: runs the check kernel over `scan` (a closs_rowwise_launch describing the inputs) on
+ * `stream` (a cudaStream_t), waits, and reads back the first row with a non-finite input
+ * (bad_rows[0]) and the first pair label outside [0, 1] (bad_rows[1]), UINT64_MAX for none. */
+struct closs_rowwise_launch;
+closs_status_t closs_run_check(closs_handle_t handle, const struct closs_rowwise_launch *scan,
+                               void *stream, unsigned long long bad_rows[2]);
+
 /* Turns a CUDA runtime error code into CLOSS_STATUS_CUDA_ERROR with its text; success stays. */
 closs_status_t closs_cuda_status(int cuda_error, const char *what);
 

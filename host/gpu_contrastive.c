@@ -132,12 +132,7 @@ static closs_status_t run_check(closs_handle_t handle, const contrastive_call *c
         .blocks = closs_rowwise_blocks(handle->multiprocessors, call->z.rows),
     };
     unsigned long long bad_rows[2];
-    CLOSS_TRY(closs_cuda_status(closs_launch_rowwise_check(&scan, handle->check_flags, stream),
-                                "check-mode kernel"));
-    CLOSS_TRY(closs_cuda_status(cudaMemcpyAsync(bad_rows, handle->check_flags, sizeof bad_rows,
-                                                cudaMemcpyDeviceToHost, stream),
-                                "check-mode read-back"));
-    CLOSS_TRY(closs_cuda_status(cudaStreamSynchronize(stream), "check-mode read-back"));
+    CLOSS_TRY(closs_run_check(handle, &scan, stream, bad_rows));
     if (bad_rows[0] != UINT64_MAX)
         return closs_fail(CLOSS_STATUS_NONFINITE_INPUT,
                           "check mode found a non-finite input in row %llu of z", bad_rows[0]);

@@ -41,6 +41,17 @@ closs_status_t closs_cuda_status(int cuda_error, const char *what) {
                       cudaGetErrorName((cudaError_t)cuda_error));
 }
 
+closs_status_t closs_run_check(closs_handle_t handle, const closs_rowwise_launch *scan,
+                               void *stream, unsigned long long bad_rows[2]) {
+    cudaStream_t cuda_stream = (cudaStream_t)stream;
+    CLOSS_TRY(closs_cuda_status(closs_launch_rowwise_check(scan, handle->check_flags, cuda_stream),
+                                "check-mode kernel"));
+    CLOSS_TRY(closs_cuda_status(cudaMemcpyAsync(bad_rows, handle->check_flags, 2 * sizeof *bad_rows,
+                                                cudaMemcpyDeviceToHost, cuda_stream),
+                                "check-mode read-back"));
+    return closs_cuda_status(cudaStreamSynchronize(cuda_stream), "check-mode read-back");
+}
+
 closs_status_t closs_create(closs_handle_t *handle) {
     closs_clear_error();
     CLOSS_TRY(closs_check_not_null("handle", handle));

@@ -86,12 +86,7 @@ static int rows_are_aligned(const rowwise_call *call) {
 static closs_status_t run_check(closs_handle_t handle, const rowwise_call *call,
                                 const closs_rowwise_launch *launch, cudaStream_t stream) {
     unsigned long long bad_rows[2];
-    CLOSS_TRY(closs_cuda_status(closs_launch_rowwise_check(launch, handle->check_flags, stream),
-                                "check-mode kernel"));
-    CLOSS_TRY(closs_cuda_status(cudaMemcpyAsync(bad_rows, handle->check_flags, sizeof bad_rows,
-                                                cudaMemcpyDeviceToHost, stream),
-                                "check-mode read-back"));
-    CLOSS_TRY(closs_cuda_status(cudaStreamSynchronize(stream), "check-mode read-back"));
+    CLOSS_TRY(closs_run_check(handle, launch, stream, bad_rows));
     if (bad_rows[0] != UINT64_MAX)
         return closs_fail(CLOSS_STATUS_NONFINITE_INPUT,
                           "check mode found a non-finite input in row %llu of %s", bad_rows[0],
