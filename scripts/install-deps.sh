@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what is missing on a fresh Debian 12 machine. Needs root for apt-get; does nothing when
 # everything is already there.
-#   scripts/install-deps.sh         the build and the tests: Criterion, pkg-config, NumPy
+#   scripts/install-deps.sh         the build and the tests: Criterion, pkg-config, NumPy, pytest,
+#                                   matplotlib (the benchmark report's plots)
 #   scripts/install-deps.sh --ci    also the hardening tools of .ci/run: clang and libFuzzer,
-#                                   clang-tidy, clang-format, cppcheck
+#                                   clang-tidy, clang-format, cppcheck; and PyTorch (CPU use; the
+#                                   PyPI wheel, about 5 GB with its CUDA libraries) for the tests
+#                                   of the Python package, which skip visibly without it
 set -euo pipefail
 
 packages=()
@@ -26,7 +29,13 @@ if ((${#packages[@]})); then
     apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
 
-if ! python3 -c 'import numpy' 2>/dev/null; then
-    echo "install-deps: pip install numpy"
-    python3 -m pip install -q numpy
+python_packages=()
+python_need() { python3 -c "import $1" 2>/dev/null || python_packages+=("$2"); }
+python_need numpy numpy
+python_need pytest pytest
+python_need matplotlib matplotlib
+[[ ${1:-} == --ci ]] && python_need torch torch
+if ((${#python_packages[@]})); then
+    echo "install-deps: pip install ${python_packages[*]}"
+    python3 -m pip install -q "${python_packages[@]}"
 fi
