@@ -1,0 +1,26 @@
+"""closs for PyTorch: contrastive and metric-learning losses backed by libcloss, on the CPU (the
+double-precision reference) and on CUDA (the fused kernels), differentiable through autograd.
+
+    import closs
+    loss = closs.NTXentLoss(temperature=0.1)(torch.cat([z1, z2]))
+    loss.backward()
+
+The library is found through $CLOSS_LIBRARY, a copy beside this file, the source tree's build/,
+or the system's library path, in that order.
+"""
+
+from ._capi import (ClossArgumentError, ClossError, ClossNonfiniteInputError, ClossNotSupportedError,
+                    library)
+from .functional import (cosine_contrastive_loss, ntxent_loss, pair_contrastive_loss, supcon_loss,
+                         triplet_margin_loss)
+from .modules import ContrastiveLoss, CosineContrastiveLoss, NTXentLoss, SupConLoss, TripletMarginLoss
+
+__all__ = ["ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "CosineContrastiveLoss",
+           "pair_contrastive_loss", "triplet_margin_loss", "ntxent_loss", "supcon_loss",
+           "cosine_contrastive_loss", "ClossError", "ClossArgumentError", "ClossNonfiniteInputError",
+           "ClossNotSupportedError", "library", "cuda_available"]
+
+
+def cuda_available():
+    """True when libcloss was built with CUDA (a device is still needed to run on one)."""
+    return library().cuda_available()

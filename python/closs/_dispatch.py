@@ -1,0 +1,213 @@
+"""Runs one closs loss on torch tensors: the CPU reference for CPU tensors, the GPU entry points for
+CUDA tensors (on the current stream, with workspace from PyTorch's allocator, never synchronising).
+
+Every loss is described by a LossSpec; the C calls of all five follow one argument order
+(include/closs.h), so one function per direction assembles them:
+  reference  closs_ref_L(params, inputs..., [vector], upstream, loss, grads..., [valid])
+  forward    closs_L_forward(handle, params, inputs..., [vector], loss, [stats], [valid], ws..., stream)
+  fused      closs_L_forward_backward(handle, params, inputs..., [vector], loss, [valid], grads..., ws...)
+  backward   closs_L_backward(handle, params, inputs..., [vector], [stats], upstream, grads..., ws...)
+"""
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from . import _capi
+
+_FLOAT_TYPES = {torch.float32: _capi.F32, torch.float16: _capi.F16, torch.bfloat16: _capi.BF16,
+                torch.float64: _capi.F64}
+_LABEL_TYPES = {torch.int32: _capi.I32, torch.int64: _capi.I64}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    inputs: tuple           # names of the floating inputs, each rows × dim
+    vector: str = None      # "y" (pair labels in [0, 1]), "labels" (integer classes) or None
+    contrastive: bool = False  # NT-Xent/SupCon: one loss per anchor over all rows, saved stats
+    has_valid: bool = False    # SupCon reports the anchors that have a positive
+
+
+SPECS = {
+    "pair": LossSpec("pair", ("x1", "x2"), "y"),
+    "triplet": LossSpec("triplet", ("anchor", "positive", "negative")),
+    "cosine": LossSpec("cosine", ("x1", "x2"), "y"),
+    "ntxent": LossSpec("ntxent", ("z",), contrastive=True),
+    "supcon": LossSpec("supcon", ("z",), "labels", contrastive=True, has_valid=True),
+}
+
+
+def _pointer(tensor):
+    return ctypes.c_void_p(tensor.data_ptr() if tensor is not None and tensor.numel() else None)
+
+
+def _matrix(tensor):
+    """A closs_matrix_t over a 2-D tensor whose rows are contiguous (the caller made sure)."""
+    rows, cols = tensor.shape
+    ld = tensor.stride(0) if rows > 1 else cols  # a single row's stride is meaningless
+    return _capi.Matrix(_pointer(tensor), _FLOAT_TYPES[tensor.dtype], rows, cols, ld)
+
+
+def _with_contiguous_rows(tensor):
+    """The tensor itself when each row is contiguous (any row stride ≥ dim is a leading
+    dimension), else a contiguous copy."""
+    rows, cols = tensor.shape
+    if tensor.stride(1) == 1 and (rows <= 1 or tensor.stride(0) >= cols):
+        return tensor
+    return tensor.contiguous()
+
+
+def prepare(spec, inputs, vector):
+    """Checks devices and shapes torch-side (sizes and values are closs's to check), promotes the
+    floating inputs to one compute dtype and returns (inputs, vector) ready for the C calls."""
+    device = inputs[0].device
+    for name, tensor in zip(spec.inputs, inputs):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError("%s must be a torch.Tensor, got %s" % (name, type(tensor).__name__))
+        if tensor.dim() != 2:
+            raise ValueError("%s must be 2-D (rows, dim), got shape %s" % (name, tuple(tensor.shape)))
+        if tensor.device != device:
+            raise ValueError("%s is on %s but %s is on %s" % (name, tensor.device, spec.inputs[0], device))
+        if tensor.dtype not in _FLOAT_TYPES:
+            raise TypeError("%s has dtype %s: closs takes float32, float16, bfloat16 (and float64 on the "
+                            "CPU)" % (name, tensor.dtype))
+    dtype = inputs[0].dtype
+    for tensor in inputs[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    if device.type == "cpu":
+        dtype = torch.float64 if dtype == torch.float64 else torch.float32  # what the reference takes
+    elif device.type == "cuda":
+        if dtype == torch.float64:
+            raise TypeError("closs on CUDA takes float32, float16 or bfloat16, not float64 (use the CPU "
+                            "for float64)")
+    else:
+        raise ValueError("closs runs on CPU and CUDA tensors, not on %s" % device)
+    prepared = [_with_contiguous_rows(t.to(dtype)) for t in inputs]
+
+    if spec.vector is not None:
+        if not isinstance(vector, torch.Tensor):
+            raise TypeError("%s must be a torch.Tensor" % spec.vector)
+        if vector.dim() != 1:
+            raise ValueError("%s must be 1-D, got shape %s" % (spec.vector, tuple(vector.shape)))
+        if vector.device != device:
+            raise ValueError("%s is on %s but the inputs are on %s" % (spec.vector, vector.device, device))
+        if spec.vector == "y":
+            # The reference reads f32/f64, the GPU f32/f16/bf16: f64 on the CPU, f32 on the GPU.
+            vector = vector.to(torch.float64 if device.type == "cpu" else torch.float32).contiguous()
+        else:
+            if vector.dtype.is_floating_point or vector.dtype.is_complex:
+                raise TypeError("labels must be an integer tensor, got %s" % vector.dtype)
+            if vector.dtype not in _LABEL_TYPES:
+                vector = vector.to(torch.int64)
+            vector = vector.contiguous()
+    return prepared, vector
+
+
+def _vector(spec, vector):
+    if spec.vector is None:
+        return []
+    if spec.vector == "y":
+        return [_capi.Vector(_pointer(vector), _FLOAT_TYPES[vector.dtype], vector.numel())]
+    return [_capi.Vector(_pointer(vector), _LABEL_TYPES[vector.dtype], vector.numel())]
+
+
+def loss_length(spec, params, rows):
+    return rows if params.reduction == _capi.REDUCTIONS["none"] else 1
+
+
+# ---- the CPU reference --------------------------------------------------------------------------
+
+def reference(spec, params, inputs, vector, want_grads, upstream=None):
+    """closs_ref_*: the loss (float64), a float64 gradient per input where wanted (else None) and,
+    for SupCon, the valid count. upstream: None for 1, else a float64 tensor (1 or rows values)."""
+    rows = inputs[0].shape[0]
+    loss = torch.empty(loss_length(spec, params, rows), dtype=torch.float64)
+    grads = [torch.empty(t.shape, dtype=torch.float64) if want else None for t, want in zip(inputs, want_grads)]
+    valid = torch.zeros((), dtype=torch.int64)
+    upstream = None if upstream is None else upstream.to(torch.float64).contiguous()
+    args = [ctypes.byref(params)] + [_matrix(t) for t in inputs] + _vector(spec, vector)
+    args += [_pointer(upstream), _pointer(loss)] + [_pointer(g) for g in grads]
+    if spec.has_valid:
+        args.append(_pointer(valid))
+    _capi.library().call("closs_ref_" + spec.name, *args)
+    return loss, grads, valid
+
+
+# ---- the GPU entry points -----------------------------------------------------------------------
+
+_handles = threading.local()  # one closs handle per thread and device, as closs.h asks
+
+
+def _handle(device):
+    table = getattr(_handles, "by_device", None)
+    if table is None:
+        table = _handles.by_device = {}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in table:
+        handle = ctypes.c_void_p()
+        with torch.cuda.device(index):  # closs_create binds the current device
+            _capi.library().call("closs_create", ctypes.byref(handle))
+        table[index] = handle
+    return table[index]
+
+
+def _gpu_call(spec, params, direction, inputs, vector, *outputs):
+    """One GPU entry point: `outputs` are the direction's arguments between the inputs and the
+    workspace, already in the C order. The workspace comes from PyTorch's caching allocator on the
+    current stream, so it is reused, stream-ordered, once this call's kernels are enqueued."""
+    device = inputs[0].device
+    lib = _capi.library()
+    handle = _handle(device)
+    with torch.cuda.device(device):
+        rows, dim = inputs[0].shape
+        size = ctypes.c_size_t()
+        lib.call("closs_%s_workspace_size" % spec.name, handle, ctypes.byref(params), ctypes.c_int64(rows),
+                 ctypes.c_int64(dim), _FLOAT_TYPES[inputs[0].dtype], ctypes.byref(size))
+        workspace = torch.empty(size.value, dtype=torch.uint8, device=device)
+        stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+        args = [handle, ctypes.byref(params)] + [_matrix(t) for t in inputs] + _vector(spec, vector)
+        args += list(outputs) + [_pointer(workspace), ctypes.c_size_t(size.value), stream]
+        lib.call("closs_%s_%s" % (spec.name, direction), *args)
+
+
+def _grad_struct(grad):
+    return _capi.Grad(_pointer(grad), grad.stride(0) if grad is not None else 0)
+
+
+def gpu_forward(spec, params, inputs, vector, want_grads):
+    """Forward on the GPU. With wanted gradients it runs the fused forward+backward (upstream 1);
+    otherwise the forward alone, keeping NT-Xent's and SupCon's per-anchor statistics for a later
+    backward. Returns (loss f32, grads or Nones, valid, stats or None)."""
+    rows = inputs[0].shape[0]
+    device = inputs[0].device
+    loss = torch.empty(loss_length(spec, params, rows), dtype=torch.float32, device=device)
+    valid = torch.zeros((), dtype=torch.int64, device=device)
+    valid_arg = [_pointer(valid)] if spec.has_valid else []
+    if any(want_grads):
+        if spec.contrastive:
+            want_grads = [True]  # z's gradient is the call's only output
+        grads = [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
+                 for t, want in zip(inputs, want_grads)]
+        _gpu_call(spec, params, "forward_backward", inputs, vector, _pointer(loss), *valid_arg,
+                  *[_grad_struct(g) for g in grads])
+        return loss, grads, valid, None
+    stats = torch.empty(rows, dtype=torch.float32, device=device) if spec.contrastive else None
+    stats_arg = [_pointer(stats)] if spec.contrastive else []
+    _gpu_call(spec, params, "forward", inputs, vector, _pointer(loss), *stats_arg, *valid_arg)
+    return loss, [None] * len(inputs), valid, stats
+
+
+def gpu_backward(spec, params, inputs, vector, stats, upstream, want_grads):
+    """Backward on the GPU with the upstream gradient on the device (float32, 1 or rows values)."""
+    if spec.contrastive:
+        want_grads = [True]
+    grads = [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
+             for t, want in zip(inputs, want_grads)]
+    stats_arg = [_pointer(stats)] if spec.contrastive else []
+    upstream = upstream.to(torch.float32).contiguous()
+    _gpu_call(spec, params, "backward", inputs, vector, *stats_arg, _pointer(upstream),
+              *[_grad_struct(g) for g in grads])
+    return grads

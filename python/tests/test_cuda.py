@@ -1,0 +1,128 @@
+"""The package on CUDA tensors: values and gradients against the CPU reference (float64, same
+values), every dtype, the fused (mean, sum) and separate (none) backward, both NT-Xent/SupCon paths,
+strided rows, a side stream, no host synchronisation, and one training step equal to the
+plain-torch step. Skipped, visibly, without a CUDA device or a CUDA build of libcloss."""
+
+import pytest
+import torch
+
+import closs
+import torch_losses
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+if not closs.cuda_available():
+    pytest.skip("libcloss was built without CUDA", allow_module_level=True)
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Relative to the largest magnitude of the expected values: float32 accumulation everywhere; the
+# inputs themselves are exact in the reference (it reads the same rounded values).
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def inputs_for(name, rows, dim, dtype, device):
+    make = lambda: torch.randn(rows, dim, device=device).to(dtype)  # noqa: E731
+    if name in ("pair", "cosine"):
+        return [make(), make()], torch.rand(rows, device=device)
+    if name == "triplet":
+        return [make(), make(), make()], None
+    if name == "ntxent":
+        return [make()], None
+    return [make()], torch.randint(0, max(rows // 4, 1), (rows,), device=device)
+
+
+FUNCTIONS = {"pair": lambda x, v, **o: closs.pair_contrastive_loss(*x, v, **o),
+             "triplet": lambda x, v, **o: closs.triplet_margin_loss(*x, **o),
+             "cosine": lambda x, v, **o: closs.cosine_contrastive_loss(*x, v, **o),
+             "ntxent": lambda x, v, **o: closs.ntxent_loss(*x, **o),
+             "supcon": lambda x, v, **o: closs.supcon_loss(*x, v, **o)}
+
+
+def loss_and_grads(name, inputs, vector, upstream, **options):
+    leaves = [x.detach().requires_grad_() for x in inputs]
+    loss = FUNCTIONS[name](leaves, vector, **options)
+    grads = torch.autograd.grad(loss, leaves, upstream.to(loss.device, loss.dtype).reshape(loss.shape))
+    return loss, grads
+
+
+def assert_close_scaled(actual, expected, tolerance):
+    scale = expected.abs().max().clamp_min(1e-30)
+    torch.testing.assert_close(actual.double().cpu(), expected, rtol=tolerance, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name, options", [
+    ("pair", {}), ("pair", {"distance": "cosine", "margin": 0.5}),
+    ("triplet", {}), ("triplet", {"distance": "euclidean", "swap": True}), ("triplet", {"distance": "cosine"}),
+    ("cosine", {}), ("cosine", {"squared": True, "margin": 0.2}),
+    ("ntxent", {"path": "chunked"}), ("ntxent", {"path": "auto", "temperature": 0.05}),
+    ("ntxent", {"path": "auto", "normalize": False, "temperature": 20.0}),
+    ("supcon", {"path": "chunked"}), ("supcon", {"path": "auto", "base_temperature": 0.1}),
+])
+def test_matches_cpu_reference(name, options, reduction, dtype):
+    rows = 130 if name in ("ntxent", "supcon") else 1003
+    inputs, vector = inputs_for(name, rows, 67, dtype, "cuda")
+    upstream = torch.rand(rows if reduction == "none" else 1, dtype=torch.float64) + 0.5
+    loss, grads = loss_and_grads(name, inputs, vector, upstream, reduction=reduction, **options)
+    assert loss.dtype == torch.float32 and all(g.dtype == dtype for g in grads)
+    cpu_inputs = [x.double().cpu() for x in inputs]
+    cpu_vector = None if vector is None else vector.cpu()
+    expected_loss, expected_grads = loss_and_grads(name, cpu_inputs, cpu_vector, upstream, reduction=reduction,
+                                                   **options)
+    assert_close_scaled(loss, expected_loss, TOLERANCE[dtype])
+    for g, e in zip(grads, expected_grads):
+        assert_close_scaled(g, e, TOLERANCE[dtype])
+
+
+def test_strided_rows_side_stream_and_no_host_sync():
+    wide = torch.randn(512, 200, device="cuda")
+    z = wide[:, 10:138]  # ld 200 > dim 128: passed as a view
+    labels = torch.randint(0, 64, (512,), device="cuda")
+    expected, expected_grads = loss_and_grads("supcon", [z.contiguous()], labels, torch.ones(1))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising torch call raises
+        try:
+            loss, grads = loss_and_grads("supcon", [z], labels, torch.ones(1))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grads[0], expected_grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_one_training_step_equals_plain_torch():
+    torch.manual_seed(0)
+    data = torch.randn(256, 32, device="cuda")
+    labels = torch.randint(0, 16, (256,), device="cuda")
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).cuda()
+    twin = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).cuda()
+    twin.load_state_dict(model.state_dict())
+    for network, loss_fn in [(model, closs.SupConLoss(temperature=0.1)),
+                             (twin, lambda z, y: torch_losses.supcon(z, y, temperature=0.1))]:
+        optimizer = torch.optim.SGD(network.parameters(), lr=0.5)
+        optimizer.zero_grad()
+        loss_fn(network(data), labels).backward()
+        optimizer.step()
+    for ours, theirs in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_autocast_bf16():
+    linear = torch.nn.Linear(64, 32).cuda()
+    x = torch.randn(128, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        z = linear(x)
+        loss = closs.NTXentLoss()(z)
+    assert z.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert linear.weight.grad is not None and torch.isfinite(linear.weight.grad).all()
+
+
+def test_float64_on_cuda_is_refused():
+    with pytest.raises(TypeError, match="not float64"):
+        closs.ntxent_loss(torch.randn(4, 3, device="cuda", dtype=torch.float64))
+    with pytest.raises(ValueError, match="is on cpu"):
+        closs.pair_contrastive_loss(torch.randn(2, 3, device="cuda"), torch.randn(2, 3), torch.ones(2))
