@@ -5,8 +5,9 @@
 #                                   matplotlib (the benchmark report's plots)
 #   scripts/install-deps.sh --ci    also the hardening tools of .ci/run: clang and libFuzzer,
 #                                   clang-tidy, clang-format, cppcheck; and PyTorch (CPU use; the
-#                                   PyPI wheel, about 5 GB with its CUDA libraries) for the tests
-#                                   of the Python package, which skip visibly without it
+#                                   PyPI wheel, about 5 GB with its CUDA libraries) and scikit-learn
+#                                   for the tests of the Python package (which skip visibly without
+#                                   them outside CI)
 set -euo pipefail
 
 packages=()
@@ -34,7 +35,10 @@ python_need() { python3 -c "import $1" 2>/dev/null || python_packages+=("$2"); }
 python_need numpy numpy
 python_need pytest pytest
 python_need matplotlib matplotlib
-[[ ${1:-} == --ci ]] && python_need torch torch
+if [[ ${1:-} == --ci ]]; then
+    python_need torch torch
+    python_need sklearn scikit-learn
+fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]}"
     python3 -m pip install -q "${python_packages[@]}"
