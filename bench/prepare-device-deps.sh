@@ -2,7 +2,8 @@
 # Run HERE (Debian, with libcriterion-dev installed) before a device check: gathers what the
 # device machine lacks and cannot download into .device-deps/ (git-ignored; the device tool's
 # `carry` takes it along): Criterion's headers, its shared library with every library it needs
-# beyond glibc, and a pkg-config file pointing at them. bench/device-check.sh uses it there.
+# beyond glibc, and a pkg-config file pointing at them; and pytest (pure-Python wheels, unpacked
+# into python/) for the Python package's tests. bench/device-check.sh uses it there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,9 @@ Version: 2.4.1
 Libs: -L${prefix}/lib -lcriterion
 Cflags: -I${prefix}/include
 PC
+python3 -m pip download -q --no-deps --only-binary :all: -d "$deps/wheels" pytest pluggy iniconfig packaging \
+    pygments exceptiongroup tomli # the last two for Python 3.10
+for wheel in "$deps"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$deps/python"; done
+rm -rf "$deps/wheels"
 grep -qx '/.device-deps/' .git/info/exclude 2>/dev/null || echo '/.device-deps/' >>.git/info/exclude
 du -sh "$deps"
