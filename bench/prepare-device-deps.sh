@@ -27,7 +27,8 @@ Version: 2.4.1
 Libs: -L${prefix}/lib -lcriterion
 Cflags: -I${prefix}/include
 PC
-python3 -m pip download -q --no-deps --only-binary :all: -d "$deps/wheels" pytest pluggy iniconfig packaging \
+python3 -m pip download -q --no-deps --only-binary :all: --implementation py --platform any \
+    --python-version 3.10 -d "$deps/wheels" pytest pluggy iniconfig packaging \
     pygments exceptiongroup tomli # the last two for Python 3.10
 for wheel in "$deps"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$deps/python"; done
 rm -rf "$deps/wheels"
