@@ -1,0 +1,175 @@
+"""`closs bench` and bench/report.py, on the CPU (pytest; CTest runs it with CLOSS_CLI set).
+
+The bench runs at tiny sizes so that the whole file takes seconds: its JSON must parse and carry
+the schema's fields (tools/bench_report.c), the narrowing options must narrow, bad command lines
+must fail with one line on stderr, nothing on stdout and no file; report.py must turn that JSON
+plus a synthetic baseline record into report.md and PNGs, and without matplotlib into report.md
+that says how to add the plots.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CLI = os.environ.get("CLOSS_CLI", os.path.join(os.path.dirname(__file__), "..", "build", "closs"))
+REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "report.py")
+POINT_FIELDS = {"implementation", "loss", "dtype", "rows", "dim", "status", "error", "repeats", "median_ms",
+                "rate", "rate_unit", "floor_ms", "floor_fraction", "peak_extra_bytes", "memory_method",
+                "check_error", "check_tolerance", "check_method", "loss_value"}
+TOP_FIELDS = {"schema", "source", "closs_version", "created_utc", "device", "ceilings", "points"}
+
+
+def bench(*args):
+    return subprocess.run([CLI, "bench", *args], capture_output=True, text=True, timeout=300)
+
+
+def gpu_ran():
+    return "GPU part skipped" not in bench("--loss", "pair", "--rows", "8", "--dim", "4", "--dtype", "f64",
+                                           "--repeats", "1").stdout
+
+
+def test_pair_json_has_the_schema(tmp_path):
+    path = tmp_path / "pair.json"
+    result = bench("--loss", "pair", "--rows", "300", "--dim", "16", "--repeats", "3", "--dtype", "f64",
+                   "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(path.read_text())
+    assert TOP_FIELDS <= set(document)
+    assert document["schema"] == "closs-bench/1" and document["source"] == "closs bench"
+    assert set(document["device"]) == {"gpu_ran", "gpu_reason", "gpu_name"}
+    if not document["device"]["gpu_ran"]:
+        assert document["device"]["gpu_reason"] and document["ceilings"] is None
+        assert "GPU part skipped: " + document["device"]["gpu_reason"] in result.stdout
+    [point] = document["points"]
+    assert set(point) == POINT_FIELDS
+    assert point["implementation"] == "closs-reference" and point["loss"] == "pair"
+    assert (point["dtype"], point["rows"], point["dim"], point["repeats"]) == ("f64", 300, 16, 3)
+    assert point["status"] == "ok" and point["error"] is None
+    assert point["median_ms"] > 0 and point["rate"] > 0 and point["rate_unit"] == "GB/s"
+    assert point["check_method"] == "finite-differences" and point["check_error"] < point["check_tolerance"]
+    assert point["floor_ms"] is None and point["peak_extra_bytes"] is None
+    assert "pair" in result.stdout and "closs-reference" in result.stdout
+
+
+def test_narrowing_selects_losses_rows_and_dims(tmp_path):
+    path = tmp_path / "narrow.json"
+    result = bench("--loss", "ntxent", "--rows", "31,64", "--dim", "3,8", "--dtype", "f64", "--repeats", "1",
+                   "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    points = json.loads(path.read_text())["points"]
+    # NT-Xent takes two views per sample: 31 rows become 32.
+    assert sorted((p["loss"], p["rows"], p["dim"]) for p in points) == [
+        ("ntxent", 32, 3), ("ntxent", 32, 8), ("ntxent", 64, 3), ("ntxent", 64, 8)]
+    assert all(p["rate_unit"] == "GFLOP/s" for p in points)
+
+
+def test_gpu_only_dtype_runs_no_cpu_point(tmp_path):
+    path = tmp_path / "gpu.json"
+    result = bench("--loss", "cosine", "--rows", "64", "--dim", "8", "--dtype", "bf16", "--repeats", "1",
+                   "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    points = json.loads(path.read_text())["points"]
+    assert all(p["implementation"] == "closs" and p["dtype"] == "bf16" for p in points)
+    if "GPU part skipped" in result.stdout:
+        assert points == []
+
+
+def test_list_sizes_is_the_narrowed_sweep():
+    result = bench("--list-sizes", "--loss", "ntxent", "--rows", "5,8", "--dim", "64", "--dtype", "bf16,f16")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == ["ntxent bf16 6 64", "ntxent bf16 8 64", "ntxent f16 6 64",
+                                          "ntxent f16 8 64"]
+    full = bench("--list-sizes").stdout.splitlines()
+    assert {line.split()[0] for line in full} == {"pair", "triplet", "ntxent", "supcon", "cosine"}
+    assert {line.split()[1] for line in full} == {"f32", "bf16", "f16"}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--bogus"], "unknown or incomplete option '--bogus'"),
+    (["--rows"], "unknown or incomplete option '--rows'"),
+    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--rows", "0"], "--rows 0: expected positive integers"),
+    (["--rows", "12,"], "--rows 12,: expected positive integers"),
+    (["--dim", "x"], "--dim x: expected positive integers"),
+    (["--dtype", "f8"], "--dtype f8: expected a list of f32, bf16, f16, f64"),
+    (["--repeats", "1,2"], "--repeats 1,2: expected a positive integer"),
+])
+def test_bad_options_fail_with_one_line_and_write_nothing(tmp_path, args, expected):
+    path = tmp_path / "never.json"
+    result = bench("--json", str(path), *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("closs: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert not path.exists()
+
+
+def test_help_lists_the_options():
+    result = bench("--help")
+    assert result.returncode == 0 and result.stderr == ""
+    for option in ("--loss", "--rows", "--dim", "--dtype", "--repeats", "--json", "--list-sizes"):
+        assert option in result.stdout
+
+
+# ---- bench/report.py --------------------------------------------------------------------------
+
+def closs_and_baseline(tmp_path):
+    """closs bench's JSON for pair at two sizes, and a synthetic torch-eager file beside it."""
+    closs = tmp_path / "closs.json"
+    result = bench("--loss", "pair", "--rows", "128,512", "--dim", "8", "--dtype", "f64", "--repeats", "2",
+                   "--json", str(closs))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(closs.read_text())
+    baseline = dict(document, source="synthetic baseline", torch_version="0.0", points=[])
+    for point in document["points"]:
+        baseline["points"].append(dict(point, implementation="torch-eager", median_ms=3 * point["median_ms"],
+                                       peak_extra_bytes=1000.0 * point["rows"],
+                                       memory_method="torch.max_memory_allocated"))
+    baseline["points"].append(dict(point, implementation="torch-compile", status="oom", median_ms=None,
+                                   error="out of memory"))
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    return closs, path
+
+
+def test_report_writes_tables_and_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    closs, baseline = closs_and_baseline(tmp_path)
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, REPORT, str(closs), str(baseline), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert "## CPU reference" in report and "| pair | 128 | 8 |" in report
+    assert "torch-compile pair f64 rows=512 dim=8: oom" in report
+    assert "![pair](pair.png)" in report
+    png = (out / "pair.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert (out / "closs.json").exists() and (out / "baseline.json").exists()
+
+
+def test_report_without_matplotlib_says_how_to_add_plots(tmp_path):
+    closs, baseline = closs_and_baseline(tmp_path)
+    blocker = tmp_path / "no_matplotlib"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('hidden by the test')\n")
+    out = tmp_path / "report"
+    environment = dict(os.environ, PYTHONPATH=str(blocker))
+    result = subprocess.run([sys.executable, REPORT, str(closs), str(baseline), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert "matplotlib was not available" in report and "python3 bench/report.py" in report
+    assert "re-run where it is" in result.stderr
+    assert not list(out.glob("*.png"))
+
+
+def test_report_rejects_other_json(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"schema": "something-else", "points": []}))
+    result = subprocess.run([sys.executable, REPORT, str(path), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "schema" in result.stderr

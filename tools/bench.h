@@ -1,0 +1,110 @@
+/* `closs bench`'s parts: the losses it knows, the sweep it runs, one record per measured point
+ * (the JSON schema, documented in bench_report.c), and the CPU and GPU halves that fill them. */
+#ifndef CLOSS_TOOLS_BENCH_H
+#define CLOSS_TOOLS_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "closs.h"
+
+enum { BENCH_MAX_INPUTS = 3, BENCH_MAX_LIST = 8, BENCH_CASES = 5 };
+
+typedef struct bench_case {
+    const char *name;
+    int input_count; /* floating inputs, each rows × dim, each with a gradient */
+    int rowwise;     /* O(N·D) loss (pair, triplet, cosine) or O(M²·D) (NT-Xent, SupCon) */
+    int targets;     /* pair labels y (pair, cosine) */
+} bench_case;
+
+extern const bench_case bench_cases[BENCH_CASES];
+
+/* A list of sizes or dtypes; count 0 means "the default". */
+typedef struct bench_list {
+    int count;
+    int64_t values[BENCH_MAX_LIST];
+} bench_list;
+
+typedef struct bench_options {
+    const char *loss;  /* NULL: every loss */
+    bench_list rows;   /* --rows */
+    bench_list dims;   /* --dim */
+    bench_list dtypes; /* --dtype, closs_dtype_t values; CLOSS_F64 is the CPU reference */
+    int repeats;       /* 0: the default (5 on the CPU, 25 on the GPU) */
+    const char *json;  /* --json FILE */
+    int list_sizes;    /* --list-sizes: print the GPU sweep and stop */
+} bench_options;
+
+/* One measured point: a row of the table and an element of the JSON "points" array. Doubles that
+ * are NaN are unknown (JSON null). */
+typedef struct bench_point {
+    const char *implementation; /* "closs" (GPU) or "closs-reference" (CPU, double) */
+    const char *loss;
+    const char *dtype; /* "f32", "bf16", "f16"; "f64" for the CPU reference */
+    int64_t rows, dim;
+    const char *status; /* "ok", "oom" or "error" */
+    char error[256];    /* why, when status is not "ok" */
+    int repeats;
+    double median_ms;
+    double rate; /* achieved: GB/s for the row-wise losses, TFLOP/s (GPU) or GFLOP/s (CPU) */
+    const char *rate_unit;
+    double floor_ms;         /* the hardware floor of this point (GPU only) */
+    double peak_extra_bytes; /* device memory beyond the inputs (GPU only) */
+    const char *memory_method;
+    double check_error; /* the point's correctness check (see check_method) */
+    double check_tolerance;
+    const char *check_method;
+    double loss_value;
+} bench_point;
+
+/* Measured in the same run as the GPU points; NaN when not measured. */
+typedef struct bench_ceilings {
+    double copy_gbs;         /* device-to-device copy, (bytes read + written) / time */
+    double gemm_bf16_tflops; /* cublasGemmEx bf16 × bf16 → f32 accumulate */
+    double exp_per_second;   /* ex2.approx.f32 throughput */
+    int64_t l2_bytes;
+} bench_ceilings;
+
+typedef struct bench_gpu_info {
+    int ran;          /* 1 if the GPU half ran */
+    char reason[200]; /* why it did not run */
+    char name[256];   /* the device's name */
+    bench_ceilings ceilings;
+} bench_gpu_info;
+
+/* A growing array of points. */
+typedef struct bench_points {
+    bench_point *items;
+    int count, capacity;
+} bench_points;
+
+bench_point *bench_points_add(bench_points *points);
+void bench_points_free(bench_points *points);
+void bench_point_init(bench_point *point, const char *implementation, const bench_case *c,
+                      const char *dtype, int64_t rows, int64_t dim);
+
+/* The progress line on stderr: rewritten in place on a terminal, one line each otherwise. */
+void bench_progress(const char *format, ...) __attribute__((format(printf, 1, 2)));
+void bench_progress_done(void);
+
+const char *bench_dtype_name(closs_dtype_t dtype);
+int bench_wants_dtype(const bench_options *options, closs_dtype_t dtype);
+
+/* The CPU reference half: verifies against finite differences and times each selected loss. */
+int bench_cpu_run(const bench_options *options, bench_points *points);
+
+/* The GPU half: fills `info` (ran, or why not); returns nonzero only on a failure to report. */
+int bench_gpu_probe(bench_gpu_info *info);
+int bench_gpu_run(const bench_options *options, bench_gpu_info *info, bench_points *points);
+/* The GPU sweep after narrowing, one "loss dtype rows dim" line per point. */
+void bench_gpu_list_sizes(const bench_options *options, FILE *out);
+/* Visit every GPU sweep point: the same list for the run and for --list-sizes. */
+typedef int (*bench_visit_fn)(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
+                              int64_t dim);
+int bench_gpu_sweep(const bench_options *options, bench_visit_fn visit, void *context);
+
+/* The table on stdout and the JSON file. */
+void bench_print_table(FILE *out, const bench_points *points, const bench_gpu_info *gpu);
+int bench_write_json(const char *path, const bench_points *points, const bench_gpu_info *gpu);
+
+#endif
