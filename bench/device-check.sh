@@ -9,7 +9,8 @@
 # On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
 #   tests: the whole test suite with the GPU suites, and compute-sanitizer (memcheck, racecheck)
 #          on a subset of the GPU tests;
-#   bench: the PyTorch side-by-side benchmarks (bench/baselines/rowwise.py, contrastive.py);
+#   bench: `closs bench` on the GPU (JSON), the PyTorch baselines on the same sweep
+#          (bench/baselines/run.py), and bench/report.py's report.md with plots in results/;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
 # commit them under bench/results/<date>-<gpu>/.
@@ -26,6 +27,7 @@ out=${OUT:-bench-out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/.device-deps/lib:${LD_LIBRARY_PATH:-}"
 export CMAKE_PREFIX_PATH="$PWD/.device-deps"
+export PYTHONPATH="$PWD/.device-deps/python${PYTHONPATH:+:$PYTHONPATH}" # pytest
 export PYTHONUNBUFFERED=1
 
 summary=()
@@ -51,9 +53,10 @@ step() {
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 tests=build-device/tests
-library=build-device/host/libcloss.so
+targets=()
+[[ $part == bench ]] && targets=(--target closs_cli) # the bench needs only the tool and library
 if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16; then
+    -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16 "${targets[@]}"; then
     if [[ $part != bench ]]; then
         step ctest 300 ctest --test-dir build-device --output-on-failure -j8
         step memcheck 150 compute-sanitizer --tool memcheck --target-processes all \
@@ -67,9 +70,14 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
             --filter 'gpu_rowwise/@(check_mode|caller_workspace)'
     fi
     if [[ $part != tests ]]; then
-        step bench 240 python3 bench/baselines/rowwise.py --lib "$library" --json "$out/rowwise.json"
-        step bench-c 240 python3 bench/baselines/contrastive.py --lib "$library" --no-compile \
-            --json "$out/contrastive.json"
+        # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
+        # the PyTorch baselines on the same sweep (eager, then torch.compile until the budget is
+        # spent), then the merged report with plots. ~1 + 3 + 0.5 minutes after the build.
+        step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
+        step baselines 260 python3 bench/baselines/run.py --closs build-device/closs \
+            --dtype f32,bf16,f16 --budget-s 170 --json "$out/torch.json"
+        step report 60 python3 bench/report.py "$out/closs.json" "$out/torch.json" \
+            --out "$out/results"
     fi
 fi
 
@@ -77,9 +85,12 @@ fi
     echo "==== device check ($part): $(head -n 2 "$out/device.txt" | tail -n 1)"
     grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
     grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out/racecheck.log" 2>/dev/null
-    sed -n '/^loss /,$p' "$out/bench.log" "$out/bench-c.log" 2>/dev/null
+    grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
+    grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
+    grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
+    grep -hE "^report.py" "$out/report.log" 2>/dev/null
     printf '%s\n' "${summary[@]}"
 } >"$out/summary-$part.txt"
-(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json 2>/dev/null)
+(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json ./results 2>/dev/null)
 echo
 cat "$out/summary-$part.txt"

@@ -125,10 +125,13 @@ def closs_and_baseline(tmp_path):
     document = json.loads(closs.read_text())
     baseline = dict(document, source="synthetic baseline", torch_version="0.0", points=[])
     for point in document["points"]:
-        baseline["points"].append(dict(point, implementation="torch-eager", median_ms=3 * point["median_ms"],
+        # A made-up GPU pair of points per size: closs at twice its floor, eager 3× slower.
+        gpu = dict(point, dtype="bf16", floor_ms=point["median_ms"] / 2, peak_extra_bytes=100.0 * point["rows"])
+        baseline["points"].append(dict(gpu, implementation="closs"))
+        baseline["points"].append(dict(gpu, implementation="torch-eager", median_ms=3 * point["median_ms"],
                                        peak_extra_bytes=1000.0 * point["rows"],
                                        memory_method="torch.max_memory_allocated"))
-    baseline["points"].append(dict(point, implementation="torch-compile", status="oom", median_ms=None,
+    baseline["points"].append(dict(gpu, implementation="torch-compile", status="oom", median_ms=None,
                                    error="out of memory"))
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
@@ -144,7 +147,9 @@ def test_report_writes_tables_and_plots(tmp_path):
     assert result.returncode == 0, result.stderr
     report = (out / "report.md").read_text()
     assert "## CPU reference" in report and "| pair | 128 | 8 |" in report
-    assert "torch-compile pair f64 rows=512 dim=8: oom" in report
+    assert "torch-compile pair bf16 rows=512 dim=8: oom" in report
+    row = next(line for line in report.splitlines() if line.startswith("| bf16 | 128 | 8 |"))
+    assert "| 3.00× |" in row and "| 50 % |" in row and "| 0.0 | 0.1 |" in row, row
     assert "![pair](pair.png)" in report
     png = (out / "pair.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

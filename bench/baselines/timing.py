@@ -1,51 +1,84 @@
-"""Measurement helpers shared by the GPU benchmarks: CUDA-event medians, peak extra memory from
-PyTorch's allocator, the device-to-device copy bandwidth, relative errors."""
+"""Measurement helpers of the PyTorch baselines: medians timed with CUDA events (a monotonic clock
+on the CPU), peak extra memory from PyTorch's allocator, out-of-memory as a result, the ceilings."""
 
+import math
 import statistics
+import time
 
 import torch
 
 
-def median_ms(step, repeats, warmup=3):
-    """The median over `repeats` runs of step(), timed with CUDA events, after `warmup` runs."""
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(step, repeats, device, warmup=3):
+    """The median over `repeats` runs of step(k) (k counts the runs, for input rotation), each
+    between two CUDA events, after `warmup` runs."""
+    for k in range(warmup):
+        step(k)
+    synchronize(device)
     times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(repeats)]
+        for k, (start, end) in enumerate(events):
+            start.record()
+            step(warmup + k)
+            end.record()
+        torch.cuda.synchronize(device)
+        times = [start.elapsed_time(end) for start, end in events]
+    else:
+        for k in range(repeats):
+            start = time.perf_counter()
+            step(warmup + k)
+            times.append(1e3 * (time.perf_counter() - start))
     return statistics.median(times)
 
 
-def peak_extra_mb(step):
-    """Device memory step() allocates beyond what was allocated before it, at its peak."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
+def peak_extra_bytes(step, device):
+    """Device memory one step(0) allocates beyond what was allocated before it, at its peak."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step(0)
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
 
 
-def copy_bandwidth_gbs(repeats):
-    """A 1 GiB device-to-device copy, counting bytes read plus bytes written."""
-    source = torch.empty(2**28, dtype=torch.float32, device="cuda").uniform_()
+def is_out_of_memory(error):
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error)
+
+
+def rotation(set_bytes, device, limit=64):
+    """How many input sets to rotate over so that together they are at least 3× the L2 cache."""
+    if device.type != "cuda":
+        return 2
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
+    free, _ = torch.cuda.mem_get_info(device)
+    wanted = max(2, math.ceil(3 * l2 / max(set_bytes, 1)) + 1)
+    return max(1, min(wanted, limit, int(free // 4 // max(set_bytes, 1))))
+
+
+def ceilings(device, repeats=10):
+    """The copy and bf16 matrix-product rates measured through PyTorch (for the record; the report's
+    floors come from closs bench's own ceilings)."""
+    if device.type != "cuda":
+        return None
+    source = torch.empty(2**28, dtype=torch.float32, device=device).uniform_()
     target = torch.empty_like(source)
-    ms = median_ms(lambda: target.copy_(source), repeats)
-    return 2 * source.numel() * 4 / (ms * 1e-3) / 1e9
-
-
-def matmul_tflops(dtype, repeats, size=8192):
-    """A size³ matrix product through PyTorch (cuBLAS) on random data: 2·size³ flops."""
-    a = torch.randn(size, size, device="cuda", dtype=dtype)
-    b = torch.randn(size, size, device="cuda", dtype=dtype)
-    ms = median_ms(lambda: a @ b, repeats)
-    return 2 * size**3 / (ms * 1e-3) / 1e12
+    copy_ms = median_ms(lambda k: target.copy_(source), repeats, device)
+    del source, target
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    gemm_ms = median_ms(lambda k: a @ b, repeats, device)
+    return {"copy_gbs": 2 * 2**28 * 4 / (copy_ms * 1e-3) / 1e9,
+            "gemm_bf16_tflops": 2 * 8192**3 / (gemm_ms * 1e-3) / 1e12,
+            "exp_per_second": None,
+            "l2_bytes": getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)}
 
 
 def relative_error(got, want):
