@@ -76,8 +76,9 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
         step baselines 260 python3 bench/baselines/run.py --closs build-device/closs \
             --dtype f32,bf16,f16 --budget-s 170 --json "$out/torch.json"
-        step report 60 python3 bench/report.py "$out/closs.json" "$out/torch.json" \
-            --out "$out/results"
+        inputs=()
+        for json in "$out/closs.json" "$out/torch.json"; do [[ -s $json ]] && inputs+=("$json"); done
+        ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
     fi
 fi
 

@@ -176,12 +176,15 @@ void bench_print_table(FILE *out, const bench_points *points, const bench_gpu_in
         fprintf(out, "  %s%s%s\n", p->status, p->error[0] ? ": " : "", p->error);
         failed_checks += !strcmp(p->status, "error");
     }
-    fprintf(out,
-            "\nfloor: %% of the hardware floor reached (row-wise: bytes / copy bandwidth; NT-Xent,"
-            " SupCon:\nmax(6·M²·D / bf16 GEMM rate, 2·M² / exp rate)). extra MB: workspace + "
-            "gradients + loss.\ncheck: CPU, finite differences at %s; GPU, largest norm-wise "
-            "relative error\nagainst the CPU reference at a small size of the same loss and "
-            "dtype.\n",
-            "a few coordinates");
+    fprintf(out, "\ncheck: CPU, the gradient against central finite differences at a few "
+                 "coordinates.\n");
+    if (gpu->ran)
+        fprintf(
+            out,
+            "GPU check: largest norm-wise relative error of the loss and gradients against the\n"
+            "CPU reference, at a small size of the same loss and dtype. floor: %% of the\n"
+            "hardware floor reached (row-wise: bytes read and written / copy bandwidth;\n"
+            "NT-Xent, SupCon: max(6·M²·D / bf16 GEMM rate, 2·M² / exp rate)). extra MB:\n"
+            "workspace + gradients + loss.\n");
     if (failed_checks) fprintf(out, "%d point(s) FAILED (status error).\n", failed_checks);
 }
