@@ -712,7 +712,7 @@ Test(cli_reject, bad_parameters) {
         {"pair", "swap=1", "parameter 'swap' does not apply to pair"},
         {"ntxent", "margin=1",
          "parameter 'margin' does not apply to ntxent (it takes temperature, normalize, reduction, "
-         "check_inputs)"},
+         "check_inputs, path)"},
         {"cosine", "base_temperature=1", "parameter 'base_temperature' does not apply to cosine"},
         {"triplet", "squared=1", "parameter 'squared' does not apply to triplet"},
         {"pair", "=1", "'=1' is not a NAME=VALUE parameter"},
@@ -730,6 +730,8 @@ Test(cli_reject, bad_parameters) {
         {"triplet", "swap=2", "swap=2: must be 0 or 1"},
         {"ntxent", "normalize=yes", "normalize=yes: must be 0 or 1"},
         {"supcon", "check_inputs=-1", "check_inputs=-1: must be 0 or 1"},
+        {"supcon", "path=fast", "path=fast: must be auto, fused or chunked"},
+        {"pair", "path=fused", "parameter 'path' does not apply to pair"},
         /* syntactically fine, out of the library's range: its message is passed on */
         {"pair", "margin=-1", "pair: margin = -1"},
         {"cosine", "margin=1.5", "cosine: margin = 1.5"},
@@ -750,8 +752,8 @@ Test(cli_reject, bad_command_lines) {
     REJECT("option twice", "pair", "--in given twice", "--in", "IN");
     REJECT("option without value", "pair", "--dtype needs a value", "--dtype");
     REJECT("unknown device", "pair", "--device gpu: expected cpu or cuda", "--device", "gpu");
-    REJECT("cuda", "pair", "--device cuda: the CLI does not run the GPU kernels yet", "--device",
-           "cuda");
+    REJECT("f64 on cuda", "pair", "--device cuda: --dtype f64 (the default) is CPU only",
+           "--device", "cuda");
     REJECT("unknown dtype", "pair", "--dtype f128: expected f64, f32, f16 or bf16", "--dtype",
            "f128");
     REJECT("f16 on cpu", "pair", "--dtype f16: the CPU reference takes f64 or f32", "--dtype",
@@ -768,6 +770,89 @@ Test(cli_reject, bad_command_lines) {
                     "missing --out DIR");
     check_rejection("unknown command", (const char *const[]){"frobnicate", NULL},
                     "unknown command 'frobnicate'");
+}
+
+/* ---- the GPU (--device cuda) ----------------------------------------------------------------- */
+
+static int cuda_devices(void) {
+    int count = 0;
+    return closs_cuda_device_count(&count) == CLOSS_STATUS_SUCCESS ? count : 0;
+}
+
+Test(cli_reject, cuda_without_a_device) {
+    if (cuda_devices() > 0) cr_skip_test("a CUDA device is present");
+    write_all_inputs();
+    REJECT("no device", "supcon", "supcon: closs", "--device", "cuda", "--dtype", "f32");
+}
+
+/* out/<sub>/<name>.npy as float64 values (count of them). */
+static void read_output(const char *sub, const char *name, double *values, int64_t count) {
+    char path[192], err[256];
+    snprintf(path, sizeof path, "%s/%s/%s.npy", out_dir, sub, name);
+    npy_array array;
+    cr_assert(npy_read(path, &array, err, sizeof err), "%s: %s", path, err);
+    cr_assert_eq(array.dtype, NPY_F8, "%s", path);
+    cr_assert_eq(array.count, count, "%s", path);
+    memcpy(values, array.data, (size_t)count * sizeof(double));
+    npy_free(&array);
+}
+
+/* Every loss through `--device cuda` against the CPU reference on the same float32-rounded
+ * inputs, in each GPU dtype, with a tolerance relative to the largest reference value. */
+Test(cli_eval, cuda_matches_the_cpu) {
+    if (cuda_devices() == 0) cr_skip_test("no CUDA device");
+    write_pair_inputs();
+    double data[CELLS];
+    const char *const matrices[] = {"anchor", "positive", "negative", "z"};
+    for (int i = 0; i < 4; ++i) {
+        fill_random(data, CELLS, 20 + (uint64_t)i);
+        write_matrix(matrices[i], data);
+    }
+    const int64_t labels[ROWS] = {3, -7, 3, 9, -7, 5};
+    write_input("labels", NPY_I8, 1, ROWS, 0, labels);
+    const struct {
+        const char *loss, *parameter;
+        int grad_count;
+        const char *const *grads;
+    } cases[] = {
+        {"pair", "reduction=sum", 2, pair_grads},    {"triplet", "swap=1", 3, triplet_grads},
+        {"cosine", "reduction=none", 2, pair_grads}, {"ntxent", "path=chunked", 1, z_grads},
+        {"ntxent", "path=auto", 1, z_grads},         {"supcon", "path=chunked", 1, z_grads},
+        {"supcon", "reduction=none", 1, z_grads}};
+    const struct {
+        const char *name;
+        double tolerance;
+    } dtypes[] = {{"f32", 1e-5}, {"f16", 3e-3}, {"bf16", 3e-2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; ++t) {
+            char cpu_out[160], gpu_out[160];
+            snprintf(cpu_out, sizeof cpu_out, "%s/cpu", out_dir);
+            snprintf(gpu_out, sizeof gpu_out, "%s/gpu", out_dir);
+            cli_result r;
+            RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", cpu_out, "--dtype", "f32",
+                cases[c].parameter);
+            cr_assert_eq(r.status, 0, "cpu %s: %s", cases[c].loss, r.err);
+            RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", gpu_out, "--device", "cuda",
+                "--dtype", dtypes[t].name, cases[c].parameter);
+            cr_assert_eq(r.status, 0, "cuda %s %s: %s", cases[c].loss, dtypes[t].name, r.err);
+            expect_json(r.out, "device", "\"cuda\"");
+            const bool per_row = strstr(cases[c].parameter, "none") != NULL;
+            for (int k = -1; k < cases[c].grad_count; ++k) {
+                char name[32];
+                snprintf(name, sizeof name, k < 0 ? "loss" : "grad_%s",
+                         k < 0 ? "" : cases[c].grads[k]);
+                const int64_t count = k >= 0 ? CELLS : per_row ? ROWS : 1;
+                double expected[CELLS], actual[CELLS], scale = 1e-30;
+                read_output("cpu", name, expected, count);
+                read_output("gpu", name, actual, count);
+                for (int64_t i = 0; i < count; ++i) scale = fmax(scale, fabs(expected[i]));
+                for (int64_t i = 0; i < count; ++i)
+                    cr_expect_leq(fabs(actual[i] - expected[i]), dtypes[t].tolerance * scale,
+                                  "%s %s %s[%lld]: gpu %.9g, cpu %.9g", cases[c].loss,
+                                  dtypes[t].name, name, (long long)i, actual[i], expected[i]);
+            }
+        }
+    }
 }
 
 /* ---- help and version ------------------------------------------------------------------------ */
@@ -815,6 +900,7 @@ Test(cli_usage, eval_help_lists_losses_options_and_defaults) {
         "squared=0 ",
         "reduction=mean ",
         "check_inputs=0 ",
+        "path=auto ",
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; ++i)
         cr_expect(strstr(r.out, wanted[i]), "the help lacks '%s'", wanted[i]);

@@ -21,7 +21,7 @@
 
 #include "bench.h"
 
-#ifdef CLOSS_BENCH_WITH_CUDA
+#ifdef CLOSS_CLI_WITH_CUDA
 #    include <cuda_runtime_api.h>
 
 #    include "bench_device.h"
@@ -75,7 +75,7 @@ void bench_gpu_list_sizes(const bench_options *options, FILE *out) {
     bench_gpu_sweep(options, print_size, out);
 }
 
-#ifndef CLOSS_BENCH_WITH_CUDA
+#ifndef CLOSS_CLI_WITH_CUDA
 
 int bench_gpu_probe(bench_gpu_info *info) {
     memset(info, 0, sizeof *info);

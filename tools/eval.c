@@ -18,22 +18,14 @@
 #include "closs.h"
 #include "commands.h"
 #include "eval_args.h"
+#include "eval_gpu.h"
 #include "inputs.h"
 #include "npy.h"
 #include "params.h"
 
-/* The CLI does not call the GPU entry points until a device check has verified them (and the
- * GPU NT-Xent and SupCon exist). Then this becomes true, --device cuda is dispatched to them, and
- * a machine with a CUDA device uses it by default. */
-static const int gpu_entry_points_built = 0;
-
-static eval_device default_device(void) {
-    int count = 0;
-    if (gpu_entry_points_built && closs_cuda_device_count(&count) == CLOSS_STATUS_SUCCESS &&
-        count > 0)
-        return EVAL_DEVICE_CUDA;
-    return EVAL_DEVICE_CPU;
-}
+/* The CPU stays the default until a device check has verified the GPU entry points; then a
+ * machine with a CUDA device should use it by default. --device cuda runs them when asked. */
+static eval_device default_device(void) { return EVAL_DEVICE_CPU; }
 
 static const char *const device_names[] = {[EVAL_DEVICE_CPU] = "cpu", [EVAL_DEVICE_CUDA] = "cuda"};
 
@@ -82,9 +74,10 @@ static void print_help(FILE *out) {
         "options:\n"
         "  --in DIR        the directory holding the inputs\n"
         "  --out DIR       the directory for the outputs, created if missing\n"
-        "  --device DEV    cpu or cuda (default %s; cuda awaits the GPU kernels' verification)\n"
-        "  --dtype TYPE    the dtype the loss is computed in: f64 (default) or f32 (inputs\n"
-        "                  rounded to float32 first); f16 and bf16 are GPU-only\n"
+        "  --device DEV    cpu (default %s) or cuda (the GPU entry points, not yet verified on\n"
+        "                  a GPU)\n"
+        "  --dtype TYPE    the dtype the loss is computed in: f64 (default, CPU only), f32\n"
+        "                  (inputs rounded to float32 first), f16 or bf16 (GPU only)\n"
         "  -h, --help      this text\n"
         "\n"
         "parameters (NAME=VALUE, shown with their defaults; the library checks the ranges):\n",
@@ -196,8 +189,8 @@ static bool write_outputs(const char *out_dir, const cli_inputs *inputs,
     return ok;
 }
 
-static void print_summary(const cli_params *params, closs_dtype_t dtype, const cli_inputs *inputs,
-                          const eval_results *results) {
+static void print_summary(const cli_params *params, eval_device device, closs_dtype_t dtype,
+                          const cli_inputs *inputs, const eval_results *results) {
     closs_reduction_t reduction = cli_params_reduction(params);
     double loss = results->loss[0];
     if (reduction == CLOSS_REDUCTION_NONE) printf("{\"loss\": null");
@@ -208,18 +201,20 @@ static void print_summary(const cli_params *params, closs_dtype_t dtype, const c
                                                                      : "-inf");
     printf(", \"device\": \"%s\", \"dtype\": \"%s\", \"rows\": %lld, \"dim\": %lld, "
            "\"reduction\": \"%s\"",
-           device_names[EVAL_DEVICE_CPU], eval_dtype_name(dtype), (long long)inputs->rows,
+           device_names[device], eval_dtype_name(dtype), (long long)inputs->rows,
            (long long)inputs->dim, cli_reduction_name(reduction));
     if (params->loss == CLI_LOSS_SUPCON) printf(", \"valid\": %lld", (long long)results->valid);
     printf("}\n");
 }
 
-/* Loads, computes, writes, prints. */
+/* Loads, computes, writes, prints. The GPU reads float inputs loaded as float32 and converted
+ * to its dtype on the way. */
 static int evaluate(const char *in_dir, const char *out_dir, const cli_params *params,
-                    closs_dtype_t dtype) {
+                    eval_device device, closs_dtype_t dtype) {
     char err[1024];
     cli_inputs inputs;
-    if (!cli_load_inputs(params->loss, in_dir, dtype, &inputs, err, sizeof err))
+    const closs_dtype_t load_dtype = device == EVAL_DEVICE_CUDA ? CLOSS_F32 : dtype;
+    if (!cli_load_inputs(params->loss, in_dir, load_dtype, &inputs, err, sizeof err))
         return report(CLOSS_EXIT_USAGE, "%s", err);
     closs_reduction_t reduction = cli_params_reduction(params);
     eval_results results;
@@ -227,18 +222,27 @@ static int evaluate(const char *in_dir, const char *out_dir, const cli_params *p
     if (!allocate_results(&inputs, reduction, &results)) {
         status = report(CLOSS_EXIT_FAILURE, "out of memory for the outputs");
     } else {
-        closs_status_t computed = run_reference(params, &inputs, &results);
+        closs_status_t computed;
+        if (device == EVAL_DEVICE_CUDA) {
+            computed = cli_eval_gpu(params, dtype, &inputs, results.loss, results.grads,
+                                    &results.valid, err, sizeof err);
+        } else {
+            computed = run_reference(params, &inputs, &results);
+            snprintf(err, sizeof err, "%s", closs_last_error());
+        }
         if (computed != CLOSS_STATUS_SUCCESS) {
-            const char *detail = closs_last_error();
-            bool bad_input = computed == CLOSS_STATUS_INVALID_ARGUMENT ||
-                             computed == CLOSS_STATUS_NONFINITE_INPUT;
-            status = report(bad_input ? CLOSS_EXIT_USAGE : CLOSS_EXIT_FAILURE, "%s: %s",
-                            cli_loss_name(params->loss),
-                            detail[0] ? detail : closs_status_string(computed));
+            /* Bad input, or a request this machine cannot serve (no device, no CUDA build). */
+            bool usage = computed == CLOSS_STATUS_INVALID_ARGUMENT ||
+                         computed == CLOSS_STATUS_NONFINITE_INPUT ||
+                         computed == CLOSS_STATUS_NO_DEVICE ||
+                         computed == CLOSS_STATUS_NOT_SUPPORTED;
+            status =
+                report(usage ? CLOSS_EXIT_USAGE : CLOSS_EXIT_FAILURE, "%s: %s",
+                       cli_loss_name(params->loss), err[0] ? err : closs_status_string(computed));
         } else if (!write_outputs(out_dir, &inputs, reduction, &results, err, sizeof err)) {
             status = report(CLOSS_EXIT_FAILURE, "%s", err);
         } else {
-            print_summary(params, dtype, &inputs, &results);
+            print_summary(params, device, dtype, &inputs, &results);
             if (fflush(stdout) != 0 || ferror(stdout))
                 status = report(CLOSS_EXIT_FAILURE, "cannot write the summary to stdout");
         }
@@ -251,14 +255,14 @@ static int evaluate(const char *in_dir, const char *out_dir, const cli_params *p
 /* Whether the parsed device and dtype can run, given what the library was built with. */
 static int run_checked(const eval_args *args) {
     eval_device device = args->device == EVAL_DEVICE_DEFAULT ? default_device() : args->device;
-    if (device == EVAL_DEVICE_CUDA && !gpu_entry_points_built)
+    if (device == EVAL_DEVICE_CUDA && args->dtype == CLOSS_F64)
         return report(CLOSS_EXIT_USAGE,
-                      "--device cuda: the CLI does not run the GPU kernels yet (they await "
-                      "verification on a GPU); use --device cpu");
-    if (args->dtype != CLOSS_F64 && args->dtype != CLOSS_F32)
+                      "--device cuda: --dtype f64 (the default) is CPU only; give --dtype f32, "
+                      "f16 or bf16");
+    if (device == EVAL_DEVICE_CPU && args->dtype != CLOSS_F64 && args->dtype != CLOSS_F32)
         return report(CLOSS_EXIT_USAGE, "--dtype %s: the CPU reference takes f64 or f32",
                       eval_dtype_name(args->dtype));
-    return evaluate(args->in_dir, args->out_dir, &args->params, args->dtype);
+    return evaluate(args->in_dir, args->out_dir, &args->params, device, args->dtype);
 }
 
 int closs_eval_main(int argc, char **argv) {

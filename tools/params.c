@@ -7,7 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum param_kind { PARAM_REAL, PARAM_FLAG, PARAM_DISTANCE, PARAM_REDUCTION } param_kind;
+typedef enum param_kind {
+    PARAM_REAL,
+    PARAM_FLAG,
+    PARAM_DISTANCE,
+    PARAM_REDUCTION,
+    PARAM_PATH
+} param_kind;
 
 /* Pointer-sized fields first, then the 4-byte ones: no padding between fields. */
 typedef struct param_spec {
@@ -20,6 +26,7 @@ typedef struct param_spec {
 } param_spec;
 
 #define CHECK_INPUTS_MEANING "1: NaN or Inf in an input is an error instead of a NaN loss"
+#define PATH_MEANING         "the GPU algorithm: auto, fused or chunked (the CPU ignores it)"
 
 #define PARAM(loss_id, type, field, spec_kind, text)                                               \
     {                                                                                              \
@@ -57,6 +64,7 @@ static const param_spec param_specs[] = {
     PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, reduction, PARAM_REDUCTION,
           "mean (over all 2N anchors), sum or none"),
     PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_NTXENT, closs_ntxent_params, path, PARAM_PATH, PATH_MEANING),
     PARAM(CLI_LOSS_SUPCON, closs_supcon_params, temperature, PARAM_REAL, "tau, finite and > 0"),
     PARAM(CLI_LOSS_SUPCON, closs_supcon_params, base_temperature, PARAM_REAL,
           "tau_b, finite and > 0; 0: equal to temperature"),
@@ -65,6 +73,7 @@ static const param_spec param_specs[] = {
     PARAM(CLI_LOSS_SUPCON, closs_supcon_params, reduction, PARAM_REDUCTION,
           "mean (over anchors with a positive), sum or none"),
     PARAM(CLI_LOSS_SUPCON, closs_supcon_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_SUPCON, closs_supcon_params, path, PARAM_PATH, PATH_MEANING),
     PARAM(CLI_LOSS_COSINE, closs_cosine_params, margin, PARAM_REAL, "delta, in [-1, 1]"),
     PARAM(CLI_LOSS_COSINE, closs_cosine_params, squared, PARAM_FLAG,
           "1: the dissimilar term is squared"),
@@ -87,6 +96,12 @@ static const char *const reduction_names[] = {
     [CLOSS_REDUCTION_MEAN] = "mean",
     [CLOSS_REDUCTION_SUM] = "sum",
     [CLOSS_REDUCTION_NONE] = "none",
+};
+
+static const char *const path_names[] = {
+    [CLOSS_PATH_AUTO] = "auto",
+    [CLOSS_PATH_FUSED] = "fused",
+    [CLOSS_PATH_CHUNKED] = "chunked",
 };
 
 const char *cli_loss_name(cli_loss loss) {
@@ -205,6 +220,15 @@ static bool set_value(cli_params *params, const param_spec *spec, const char *va
         snprintf(err, err_size, "%s=%s: must be mean, sum or none", spec->name, value);
         return false;
     }
+    case PARAM_PATH: {
+        int index;
+        if (parse_name(value, path_names, sizeof path_names / sizeof path_names[0], &index)) {
+            *(closs_path_t *)field = (closs_path_t)index;
+            return true;
+        }
+        snprintf(err, err_size, "%s=%s: must be auto, fused or chunked", spec->name, value);
+        return false;
+    }
     }
     return false;
 }
@@ -277,6 +301,7 @@ static void format_value(const cli_params *params, const param_spec *spec, char 
     case PARAM_REDUCTION:
         snprintf(out, out_size, "%s", cli_reduction_name(*(const closs_reduction_t *)field));
         break;
+    case PARAM_PATH: snprintf(out, out_size, "%s", path_names[*(const closs_path_t *)field]); break;
     }
 }
 

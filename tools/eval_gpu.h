@@ -1,0 +1,22 @@
+/* `closs eval --device cuda`: the loss's forward+backward through the public GPU entry points. */
+#ifndef CLOSS_TOOLS_EVAL_GPU_H
+#define CLOSS_TOOLS_EVAL_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "closs.h"
+#include "inputs.h"
+#include "params.h"
+
+/* Copies `inputs` (float arrays loaded as float32) to the device, matrices converted to `dtype`
+ * (CLOSS_F32, CLOSS_F16 or CLOSS_BF16), runs the loss's *_forward_backward (upstream 1, as the
+ * CPU path) and copies back: `loss` (1 value, or rows for reduction none), each matrix input's
+ * gradient into grads[i] (rows × dim, widened to double) and SupCon's valid count. On failure
+ * writes a one-line message into err and returns the library's status (CUDA runtime failures
+ * are CLOSS_STATUS_CUDA_ERROR or ALLOC_FAILED). Built without CUDA it returns NOT_SUPPORTED. */
+closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const cli_inputs *inputs,
+                            double *loss, double *grads[CLI_MAX_INPUTS], int64_t *valid, char *err,
+                            size_t err_size);
+
+#endif
