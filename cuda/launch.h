@@ -48,8 +48,9 @@ cudaError_t closs_launch_rowwise(const closs_rowwise_launch *launch, cudaStream_
 cudaError_t closs_launch_rowwise_check(const closs_rowwise_launch *launch,
                                        unsigned long long *bad_rows, cudaStream_t stream);
 
-/* One call of NT-Xent or SupCon on the CHUNKED path (cuda/contrastive.cu). host/gpu_contrastive.c
- * checks the arguments and carves the workspace into the buffers below. */
+/* One call of NT-Xent or SupCon, on the CHUNKED path (cuda/contrastive.cu) or the FUSED path
+ * (cuda/contrastive_fused.cu). host/gpu_contrastive.c checks the arguments and carves the
+ * workspace into the buffers below; each path uses its own (the others stay NULL). */
 typedef struct closs_contrastive_launch {
     int supcon;          /* 0: NT-Xent (positive of i is (i + M/2) mod M) */
     closs_dtype_t dtype; /* z and grad: F32, F16 or BF16 */
@@ -81,11 +82,33 @@ typedef struct closs_contrastive_launch {
     void *cublas_workspace;
     size_t cublas_workspace_bytes;
     void *cublas; /* the handle's cublasHandle_t */
+    /* FUSED path: zhat, similarity, dzhat and cuBLAS are not used */
+    int fixed_shift; /* closs_fm_fixed_shift(): c = 1/τ, else an online maximum */
+    float *inv_norm; /* M: 1/max(‖z_i‖, eps), or 1 without normalisation */
+    /* SupCon's classes: the labels sorted with their row indices, then the classes with at least
+     * two rows (at most M/2) numbered 0..K−1 in label order */
+    void *sort_keys[2];           /* M labels each (int64-sized), CUB's double buffer */
+    int *sort_index[2];           /* M row indices each */
+    int *class_heads, *class_ids; /* M each: first row of a class of ≥ 2, its inclusive scan */
+    int *class_of;                /* M: the row's class, −1 when it has no positive */
+    int *class_start, *class_end; /* M/2 each: first and last sorted position of a class */
+    int *class_count;             /* 1: K */
+    float *class_sum, *class_weighted_sum; /* (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
+    void *cub_temp;
+    size_t cub_temp_bytes;
 } closs_contrastive_launch;
 
 /* Enqueues the whole call. A cuBLAS failure is returned in *cublas_status (0 on success). */
 cudaError_t closs_launch_contrastive(const closs_contrastive_launch *launch, cudaStream_t stream,
                                      int *cublas_status);
+
+/* Enqueues a whole call of the FUSED path (D ≤ CLOSS_FUSED_MAX_DIM, rows ≤ INT_MAX). */
+cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *launch,
+                                           cudaStream_t stream);
+
+/* The bytes of CUB temporary storage the fused path's label sort and scan need for `rows` labels
+ * of `label_dtype` (asks CUB, which needs the current device). */
+cudaError_t closs_fused_cub_bytes(int64_t rows, closs_dtype_t label_dtype, size_t *bytes);
 
 /* The handle's cuBLAS context (default math: no TF32), as an opaque pointer. */
 int closs_cublas_create(void **cublas);

@@ -1,6 +1,11 @@
-/* GPU entry points of NT-Xent and SupCon: argument checks, the workspace layout of the CHUNKED
- * path, check mode, then one call of cuda/contrastive.cu. Every argument is checked before the
- * device is touched, and nothing is enqueued on an error. */
+/* GPU entry points of NT-Xent and SupCon: argument checks, the choice of path, the workspace
+ * layouts of the CHUNKED and FUSED paths, check mode, then one call of cuda/contrastive.cu or
+ * cuda/contrastive_fused.cu. Every argument is checked before the device is touched, and nothing
+ * is enqueued on an error.
+ *
+ * AUTO picks FUSED when D ≤ CLOSS_FUSED_MAX_DIM (256: the fused backward keeps a block's rows of
+ * dẑ in registers), else CHUNKED. Both take at most INT_MAX rows (cuBLAS's and CUB's int sizes).
+ * The workspace is pure arithmetic on (path, M, D), so its query needs no handle and no device. */
 #include <limits.h>
 #include <stdint.h>
 
@@ -10,6 +15,7 @@
 #include "validate.h"
 
 #ifdef CLOSS_WITH_CUDA
+#    include "fused_math.h"
 #    include "launch.h"
 #endif
 
@@ -55,16 +61,18 @@ static closs_status_t check_call(const contrastive_call *call) {
 
 #ifdef CLOSS_WITH_CUDA
 
-/* The chunked path's limits: cuBLAS takes int sizes. */
-static closs_status_t check_path(closs_path_t path, int64_t rows, int64_t dim) {
-    if (path == CLOSS_PATH_FUSED)
-        return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
-                          "path = CLOSS_PATH_FUSED: the fused path is not written yet; use "
-                          "CLOSS_PATH_AUTO or CLOSS_PATH_CHUNKED");
+/* The path a call takes (*fused: 1 for FUSED, 0 for CHUNKED), or NOT_SUPPORTED past its limits. */
+static closs_status_t choose_path(closs_path_t path, int64_t rows, int64_t dim, int *fused) {
     if (rows > INT_MAX || dim > INT_MAX)
         return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
-                          "z is %lld × %lld: the chunked path takes at most %d rows and columns",
+                          "z is %lld × %lld: NT-Xent and SupCon take at most %d rows and columns",
                           (long long)rows, (long long)dim, INT_MAX);
+    if (path == CLOSS_PATH_FUSED && dim > CLOSS_FUSED_MAX_DIM)
+        return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
+                          "path = CLOSS_PATH_FUSED with z.cols = %lld: the fused kernels take at "
+                          "most %d columns; use CLOSS_PATH_CHUNKED or CLOSS_PATH_AUTO",
+                          (long long)dim, CLOSS_FUSED_MAX_DIM);
+    *fused = path == CLOSS_PATH_FUSED || (path == CLOSS_PATH_AUTO && dim <= CLOSS_FUSED_MAX_DIM);
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -75,6 +83,11 @@ static int64_t chunk_rows(int64_t rows) {
 }
 
 enum { CUBLAS_WORKSPACE_BYTES = 4 << 20 };
+
+/* CUB's temporary storage for the fused path's label sort (keys and values in our own double
+ * buffer) and scan: bins, look-back state and counters, well under a byte per row. Reserved
+ * without asking CUB, which needs a device; run() checks CUB's own answer against it. */
+static int64_t cub_reserve(int64_t rows) { return ((int64_t)2 << 20) + 8 * rows; }
 
 /* The workspace, carved in order into aligned buffers; `base` NULL only measures. */
 typedef struct workspace_layout {
@@ -91,14 +104,9 @@ static closs_status_t take(workspace_layout *layout, int64_t count, int64_t elem
     return closs_add_size("workspace", layout->used, bytes, &layout->used);
 }
 
-static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim,
-                              closs_contrastive_launch *job) {
-    const int64_t chunk = chunk_rows(rows);
-    int64_t matrix = 0, block = 0, gradient_block = 0;
-    CLOSS_TRY(closs_mul_size("workspace", rows, dim, &matrix));
-    CLOSS_TRY(closs_mul_size("workspace", chunk, rows, &block));
-    CLOSS_TRY(closs_mul_size("workspace", chunk, dim, &gradient_block));
-    CLOSS_TRY(take(layout, matrix, sizeof(float), (void **)&job->zhat));
+/* The buffers both paths use. */
+static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows,
+                                     closs_contrastive_launch *job) {
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->norms));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->row_loss));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->weights));
@@ -106,15 +114,77 @@ static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t di
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->lse));
     CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->positives));
     CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->valid_count));
-    CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->nonfinite));
+    return take(layout, 1, sizeof(int), (void **)&job->nonfinite);
+}
+
+/* FUSED: 1/‖z_i‖, and for SupCon the label sort, the class numbering and the class sums C and A
+ * of the at most M/2 classes with two rows or more (labels take 8 bytes whatever their dtype:
+ * the query does not know it). */
+static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
+                                    closs_contrastive_launch *job) {
+    CLOSS_TRY(lay_out_common(layout, rows, job));
+    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
+    if (!supcon) return CLOSS_STATUS_SUCCESS;
+    const int64_t classes = rows / 2;
+    int64_t sums = 0;
+    CLOSS_TRY(closs_mul_size("workspace", classes, dim, &sums));
+    for (int b = 0; b < 2; ++b) {
+        CLOSS_TRY(take(layout, rows, sizeof(int64_t), &job->sort_keys[b]));
+        CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->sort_index[b]));
+    }
+    CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->class_heads));
+    CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->class_ids));
+    CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->class_of));
+    CLOSS_TRY(take(layout, classes, sizeof(int), (void **)&job->class_start));
+    CLOSS_TRY(take(layout, classes, sizeof(int), (void **)&job->class_end));
+    CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->class_count));
+    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_sum));
+    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_weighted_sum));
+    CLOSS_TRY(take(layout, cub_reserve(rows), 1, &job->cub_temp));
+    job->cub_temp_bytes = (size_t)cub_reserve(rows);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+/* CHUNKED: ẑ, one block of C rows of S and its gradient rows, cuBLAS's workspace. */
+static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, int64_t dim,
+                                      closs_contrastive_launch *job) {
+    const int64_t chunk = chunk_rows(rows);
+    int64_t matrix = 0, block = 0, gradient_block = 0;
+    CLOSS_TRY(closs_mul_size("workspace", rows, dim, &matrix));
+    CLOSS_TRY(closs_mul_size("workspace", chunk, rows, &block));
+    CLOSS_TRY(closs_mul_size("workspace", chunk, dim, &gradient_block));
+    CLOSS_TRY(lay_out_common(layout, rows, job));
+    CLOSS_TRY(take(layout, matrix, sizeof(float), (void **)&job->zhat));
     CLOSS_TRY(take(layout, block, sizeof(float), (void **)&job->similarity));
     CLOSS_TRY(take(layout, gradient_block, sizeof(float), (void **)&job->dzhat));
     CLOSS_TRY(take(layout, CUBLAS_WORKSPACE_BYTES, 1, &job->cublas_workspace));
     job->cublas_workspace_bytes = CUBLAS_WORKSPACE_BYTES;
     job->chunk_rows = chunk;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
+                              int fused, closs_contrastive_launch *job) {
+    CLOSS_TRY(fused ? lay_out_fused(layout, rows, dim, supcon, job)
+                    : lay_out_chunked(layout, rows, dim, job));
     if ((uint64_t)layout->used > (uint64_t)SIZE_MAX)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "workspace: %lld bytes exceed size_t",
                           (long long)layout->used);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+/* CUB's own need for the label sort and scan (it asks the device) within what the layout reserved.
+ */
+static closs_status_t check_cub_reserve(int64_t rows, closs_dtype_t label_dtype) {
+    size_t needed = 0;
+    CLOSS_TRY(closs_cuda_status(closs_fused_cub_bytes(rows, label_dtype, &needed),
+                                "CUB temporary storage query"));
+    if (needed > (size_t)cub_reserve(rows))
+        return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
+                          "the fused path reserves %lld bytes for CUB's label sort, which asks "
+                          "for %zu with %lld rows (a closs bug: please report it); use "
+                          "CLOSS_PATH_CHUNKED",
+                          (long long)cub_reserve(rows), needed, (long long)rows);
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -143,15 +213,17 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call));
     CLOSS_TRY(closs_check_handle(handle));
-    CLOSS_TRY(check_path(call->path, call->z.rows, call->z.cols));
+    int fused = 0;
+    CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
-    CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, &job));
+    CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, call->supcon, fused, &job));
+    if (fused && call->supcon) CLOSS_TRY(check_cub_reserve(call->z.rows, call->labels.dtype));
     void *base = NULL;
     CLOSS_TRY(
         closs_resolve_workspace(handle, workspace, workspace_bytes, (size_t)measure.used, &base));
     workspace_layout layout = {base, 0};
-    CLOSS_TRY(lay_out(&layout, call->z.rows, call->z.cols, &job));
+    CLOSS_TRY(lay_out(&layout, call->z.rows, call->z.cols, call->supcon, fused, &job));
 
     job.supcon = call->supcon;
     job.dtype = call->z.dtype;
@@ -163,6 +235,7 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     job.label_dtype = call->supcon ? call->labels.dtype : CLOSS_I64;
     job.normalize = call->normalize;
     job.inv_temperature = (float)(1.0 / call->temperature);
+    job.fixed_shift = closs_fm_fixed_shift(call->normalize, job.inv_temperature);
     job.scale = (float)call->scale;
     job.reduction = call->reduction;
     job.forward = call->forward;
@@ -176,6 +249,9 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, cuda_stream));
+    if (fused)
+        return closs_cuda_status(closs_launch_contrastive_fused(&job, cuda_stream),
+                                 "NT-Xent/SupCon fused kernels");
     int cublas_status = 0;
     CLOSS_TRY(closs_cuda_status(closs_launch_contrastive(&job, cuda_stream, &cublas_status),
                                 "NT-Xent/SupCon kernels"));
@@ -184,15 +260,15 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     return CLOSS_STATUS_SUCCESS;
 }
 
-static closs_status_t workspace_size(closs_handle_t handle, closs_path_t path, int64_t rows,
-                                     int64_t dim, closs_dtype_t dtype, size_t *bytes) {
+static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows, int64_t dim,
+                                     closs_dtype_t dtype, size_t *bytes) {
     CLOSS_TRY(closs_check_gpu_sizes(rows, dim, dtype, 1));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
-    CLOSS_TRY(closs_check_handle(handle));
-    CLOSS_TRY(check_path(path, rows, dim));
+    int fused = 0;
+    CLOSS_TRY(choose_path(path, rows, dim, &fused));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
-    CLOSS_TRY(lay_out(&measure, rows, dim, &job));
+    CLOSS_TRY(lay_out(&measure, rows, dim, supcon, fused, &job));
     *bytes = (size_t)measure.used;
     return CLOSS_STATUS_SUCCESS;
 }
@@ -206,9 +282,9 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 
-static closs_status_t workspace_size(closs_handle_t handle, closs_path_t path, int64_t rows,
-                                     int64_t dim, closs_dtype_t dtype, size_t *bytes) {
-    (void)handle, (void)path;
+static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows, int64_t dim,
+                                     closs_dtype_t dtype, size_t *bytes) {
+    (void)supcon, (void)path;
     CLOSS_TRY(closs_check_gpu_sizes(rows, dim, dtype, 1));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
@@ -232,8 +308,9 @@ closs_status_t closs_ntxent_workspace_size(closs_handle_t handle, const closs_nt
                                            int64_t rows, int64_t dim, closs_dtype_t dtype,
                                            size_t *bytes) {
     closs_clear_error();
+    (void)handle; /* not needed: the size is arithmetic on the arguments */
     CLOSS_TRY(closs_check_ntxent_params(params));
-    return workspace_size(handle, params->path, rows, dim, dtype, bytes);
+    return workspace_size(0, params->path, rows, dim, dtype, bytes);
 }
 
 closs_status_t closs_ntxent_forward(closs_handle_t handle, const closs_ntxent_params *params,
@@ -295,8 +372,9 @@ closs_status_t closs_supcon_workspace_size(closs_handle_t handle, const closs_su
                                            int64_t rows, int64_t dim, closs_dtype_t dtype,
                                            size_t *bytes) {
     closs_clear_error();
+    (void)handle; /* not needed: the size is arithmetic on the arguments */
     CLOSS_TRY(closs_check_supcon_params(params));
-    return workspace_size(handle, params->path, rows, dim, dtype, bytes);
+    return workspace_size(1, params->path, rows, dim, dtype, bytes);
 }
 
 closs_status_t closs_supcon_forward(closs_handle_t handle, const closs_supcon_params *params,

@@ -380,17 +380,22 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
     size_t workspace_bytes, closs_stream_t stream);
 
 /* NT-Xent and SupCon on the GPU (closs_ref_ntxent's and closs_ref_supcon's math) without an M×M
- * matrix in memory: the CHUNKED path needs the inputs' size (M·D floats) plus one block of C rows
- * of similarities, C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192). z is M × D
- * (f32, f16 or bf16); labels are device int32 or int64, any values.
+ * matrix in memory. z is M × D (f32, f16 or bf16, M ≤ INT_MAX); labels are device int32 or
+ * int64, any values. Two paths (`path` in the parameters):
+ *   FUSED    similarity tiles stay on chip; workspace O(M) floats, plus for SupCon the label sort
+ *            and M·D floats of class sums; D ≤ 256 (NOT_SUPPORTED above).
+ *   CHUNKED  cuBLAS multiplies a block of C rows by all rows: the inputs' size (M·D floats) plus
+ *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D.
+ *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  *   *_forward   loss (1 float, or M for NONE) and `stats`: M device floats, each anchor's
- *               log-sum-exp, which *_backward needs (pass NULL when no backward will follow);
+ *               log-sum-exp (the same on both paths: a forward on one path may feed a backward
+ *               on the other), which *_backward needs (pass NULL when no backward will follow);
  *               SupCon also writes `valid` (device int64, may be NULL): the anchors with a
- * positive.
+ *               positive.
  *   *_backward  upstream as for the row-wise losses, and the forward's stats; grad_z is required
  *               (its data may not be NULL: z is the only input with a gradient).
- * Check mode verifies z (not stats or upstream). Only the CHUNKED path exists so far: AUTO
- * selects it, FUSED returns NOT_SUPPORTED. */
+ * *_workspace_size needs no device: `handle` is not used and may be NULL.
+ * Check mode verifies z (not stats or upstream). */
 CLOSS_API closs_status_t closs_ntxent_workspace_size(closs_handle_t handle,
                                                      const closs_ntxent_params *params,
                                                      int64_t rows, int64_t dim, closs_dtype_t dtype,

@@ -158,6 +158,20 @@ Test(gpu_api_errors, ntxent_and_supcon_arguments) {
         }                                                                                          \
     } while (0)
 
+/* The NT-Xent and SupCon workspace queries are arithmetic: no handle needed (closs.h). */
+Test(gpu_api_errors, contrastive_workspace_size_needs_no_handle) {
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    const closs_status_t want =
+        closs_cuda_available() ? CLOSS_STATUS_SUCCESS : CLOSS_STATUS_NOT_SUPPORTED;
+    size_t bytes = 0;
+    cr_expect_eq(closs_ntxent_workspace_size(NULL, &n, 4, 8, CLOSS_F32, &bytes), want, "%s",
+                 closs_last_error());
+    cr_expect_eq(closs_supcon_workspace_size(NULL, &s, 4, 8, CLOSS_BF16, &bytes), want, "%s",
+                 closs_last_error());
+    if (closs_cuda_available()) cr_expect_gt(bytes, 0);
+}
+
 Test(gpu_api_errors, contrastive_valid_arguments_reach_the_handle_check) {
     closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
     closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
@@ -165,15 +179,12 @@ Test(gpu_api_errors, contrastive_valid_arguments_reach_the_handle_check) {
     closs_vector_t labels = closs_vector(fake_device, CLOSS_I32, 4);
     closs_grad_t g = {fake_device, 8};
     float *loss = fake_device, *stats = fake_device;
-    size_t bytes = 0;
-    EXPECT_HANDLE_CHECK(closs_ntxent_workspace_size(NULL, &n, 4, 8, CLOSS_F32, &bytes));
     EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, NULL, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, stats, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(
         closs_ntxent_backward(NULL, &n, matrix(4, 8), stats, NULL, g, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(
         closs_ntxent_forward_backward(NULL, &n, matrix(4, 8), loss, g, NULL, 0, NULL));
-    EXPECT_HANDLE_CHECK(closs_supcon_workspace_size(NULL, &s, 4, 8, CLOSS_BF16, &bytes));
     EXPECT_HANDLE_CHECK(
         closs_supcon_forward(NULL, &s, matrix(4, 8), labels, loss, NULL, NULL, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(closs_supcon_forward(NULL, &s, matrix(4, 8), labels, loss, stats,

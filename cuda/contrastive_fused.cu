@@ -1,0 +1,460 @@
+// NT-Xent and SupCon on the GPU, the FUSED path: similarity tiles live in shared memory and
+// registers, and no M × M (or chunk × M) matrix is ever written. SIMT, float accumulation (the
+// tensor-core version is a later step); correctness and a fixed order of operations first.
+//
+// Math (fused_math.h, contrastive_math.h; docs/contract.md §3–4): ẑ_i = z_i·r_i with
+// r_i = 1/max(‖z_i‖, eps) (1 without normalisation), x_ij = ẑ_i·ẑ_j/τ,
+//   lse_i = log Σ_{j≠i} e^(x_ij)      fixed shift c = 1/τ when normalised and τ ≥ 1/40, else an
+//                                     online maximum; stored as the true log-sum-exp (`stats`,
+//                                     the same meaning as on the chunked path)
+//   ℓ_i   = s·(lse_i − Σ_{k∈P(i)} x_ik/|P(i)|), the positive sum in O(D): ẑ_i·ẑ_p(i) (NT-Xent)
+//           or ẑ_i·(C_k − ẑ_i) with C_k = Σ ẑ over the anchor's class k (SupCon)
+//   dẑ_i  = Σ_{j≠i} G_ij ẑ_j − (1/τ)·Σ_{k∈P(i)} (a_i + a_k)·ẑ_k,
+//           G_ij = (1/τ)·e^(x_ij − c)·(b_i + b_j), b_i = w_i·e^(c − lse_i)   (S is symmetric: a
+//           row of dẐ needs only its row of S, so dẐ is row-stationary and needs no atomics)
+//   dz_i  = (dẑ_i − ẑ_i(ẑ_i·dẑ_i))·r_i  (dẑ_i/eps for a zero row; dẑ_i without normalisation).
+//
+// Launch shape (one stream, in this order):
+//   embed            ‖z_i‖, r_i and the non-finite flag; one warp per row (contrastive_kernels.cuh)
+//   classes          SupCon: CUB radix sort of (label, row); the classes with ≥ 2 rows numbered
+//                    0..K−1 by a CUB scan of their first rows; class_of, class_start/end, K
+//   positives        |P(i)|: 1 for NT-Xent, the class size − 1 for SupCon
+//   class sums       SupCon: C_k (and A_k = Σ a_k ẑ_k for the backward); one block per class,
+//                    a thread per column, the rows in sorted order (increasing row index)
+//   forward_kernel   one block of 256 threads per 64 anchor rows walks every 64-column tile:
+//                    S tile = ẑ_rows·ẑ_colsᵀ from 16-column slices of D staged in shared memory,
+//                    each thread 4 × 4 products (rows ty + 16p, columns tx + 16q), then its own
+//                    rows' partial sums; a half-warp butterfly merges the 16 lanes of a row
+//   anchor_loss      ℓ_i from lse_i and the positive sum; one warp per anchor
+//   finish_loss      the reduction and `valid` (contrastive_kernels.cuh)
+//   anchor_weights   w_i, a_i (contrastive_kernels.cuh)
+//   backward_kernel  one block per 64 anchor rows: per column tile the S tile again, G into
+//                    shared memory, then dẑ_rows += G·ẑ_cols (16 rows of ẑ at a time, all of D),
+//                    held in registers (D/4 floats a thread, so D ≤ 256); last the positive part,
+//                    the normalisation's backward and the store in the input dtype.
+// Determinism: every sum has one order (products over D in increasing k, each lane's terms in
+// increasing j, fixed butterflies, class sums in sorted order), no float atomics; CUB's radix
+// sort is stable. The file is compiled with -fmad=false: only the explicit fmaf() calls fuse,
+// exactly as tests/test_contrastive_math.c's CPU emulation of this algorithm does.
+// Cost: forward 2·M²·D flops and M² exponentials, backward 4·M²·D and M² (2·M² with the online
+// maximum). Extra memory: O(M), plus SupCon's (M/2)·D floats for each of C and A.
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include "contrastive_kernels.cuh"
+#include "fused_math.h"
+
+namespace closs {
+namespace {
+
+constexpr int kTile = CLOSS_FUSED_TILE;
+constexpr int kLanes = CLOSS_FUSED_LANES;
+constexpr int kSlice = CLOSS_FUSED_SLICE;
+constexpr int kThreads = CLOSS_FUSED_THREADS;
+constexpr int kPerThread = kTile / kLanes; // rows and columns of a tile per thread
+static_assert(kThreads / kLanes * kPerThread == kTile, "the row groups cover the tile");
+static_assert(kLanes <= kWarpSize && kWarpSize % kLanes == 0, "a row group is within a warp");
+constexpr int kClassThreads = 128;
+
+// ẑ(row, col), 0 outside the M × D matrix (the tiles' padding: 0·0 adds nothing).
+template <typename T>
+__device__ __forceinline__ float unit_element(const closs_contrastive_launch &job, int64_t row, int64_t col) {
+    if (row >= job.rows || col >= job.dim) return 0.0f;
+    return to_float(static_cast<const T *>(job.z)[row * job.ld + col]) * job.inv_norm[row];
+}
+
+// Padded by one column: the slice stores (consecutive threads, consecutive k) hit distinct banks.
+struct TileShared {
+    float rows[kSlice][kTile + 1];
+    float cols[kSlice][kTile + 1];
+};
+
+// s[p][q] = ẑ_{i0+ty+16p} · ẑ_{j0+tx+16q}, each a chain of fmaf over k = 0..D−1 in order. Every
+// thread of the block must call it (it synchronises); shared memory is free again on return.
+template <typename T>
+__device__ __forceinline__ void similarity_tile(const closs_contrastive_launch &job, int64_t i0, int64_t j0,
+                                                TileShared &shared, float (&s)[kPerThread][kPerThread]) {
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kPerThread; ++q) s[p][q] = 0.0f;
+    for (int64_t k0 = 0; k0 < job.dim; k0 += kSlice) {
+        for (int e = threadIdx.x; e < kSlice * kTile; e += kThreads) {
+            const int r = e / kSlice, k = e % kSlice;
+            shared.rows[k][r] = unit_element<T>(job, i0 + r, k0 + k);
+            shared.cols[k][r] = unit_element<T>(job, j0 + r, k0 + k);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kSlice; ++k) {
+            float a[kPerThread], b[kPerThread];
+#pragma unroll
+            for (int p = 0; p < kPerThread; ++p) a[p] = shared.rows[k][ty + kLanes * p];
+#pragma unroll
+            for (int q = 0; q < kPerThread; ++q) b[q] = shared.cols[k][tx + kLanes * q];
+#pragma unroll
+            for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+                for (int q = 0; q < kPerThread; ++q) s[p][q] = fmaf(a[p], b[q], s[p][q]);
+        }
+        __syncthreads();
+    }
+}
+
+// Computes the tile at (i0, j0) and calls visit(p, q, pair, x) for each of the thread's elements
+// (row i0 + ty + 16p, column j0 + tx + 16q): pair is j < M and j ≠ i, x = s_ij/τ.
+template <typename T, typename Visit>
+__device__ __forceinline__ void visit_tile(const closs_contrastive_launch &job, int64_t i0, int64_t j0,
+                                          TileShared &shared, Visit visit) {
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    float s[kPerThread][kPerThread];
+    similarity_tile<T>(job, i0, j0, shared, s);
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kPerThread; ++q) {
+            const int64_t i = i0 + ty + kLanes * p, j = j0 + tx + kLanes * q;
+            visit(p, q, j < job.rows && j != i, s[p][q] * job.inv_temperature);
+        }
+}
+
+// The 16 lanes of a row group are one half-warp; offsets below 16 stay inside it.
+__device__ __forceinline__ float lanes_sum(float value) {
+#pragma unroll
+    for (int offset = kLanes / 2; offset > 0; offset >>= 1) value += __shfl_xor_sync(kFullMask, value, offset);
+    return value;
+}
+
+__device__ __forceinline__ closs_lse_partial lanes_merge(closs_lse_partial value) {
+#pragma unroll
+    for (int offset = kLanes / 2; offset > 0; offset >>= 1) {
+        closs_lse_partial other = {__shfl_xor_sync(kFullMask, value.max, offset),
+                                   __shfl_xor_sync(kFullMask, value.sum, offset)};
+        value = closs_cm_lse_merge(value, other);
+    }
+    return value;
+}
+
+// ---- SupCon's classes --------------------------------------------------------------------------
+
+__global__ void iota_kernel(int *out, int64_t count) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < count; r += (int64_t)gridDim.x * blockDim.x)
+        out[r] = (int)r;
+}
+
+// 1 at the first sorted position of each class with at least two rows.
+template <typename L>
+__global__ void class_heads_kernel(const closs_contrastive_launch job, const L *keys) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.rows; r += (int64_t)gridDim.x * blockDim.x) {
+        const bool first = r == 0 || keys[r] != keys[r - 1];
+        const bool shared = r + 1 < job.rows && keys[r + 1] == keys[r];
+        job.class_heads[r] = first && shared;
+    }
+}
+
+// class_ids is the inclusive scan of class_heads: every row of a class of ≥ 2 rows sees its
+// class's number + 1. Singletons get −1 (no positive, no class sum).
+template <typename L>
+__global__ void assign_classes_kernel(const closs_contrastive_launch job, const L *keys, const int *order) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.rows; r += (int64_t)gridDim.x * blockDim.x) {
+        const bool first = r == 0 || keys[r] != keys[r - 1];
+        const bool last = r + 1 == job.rows || keys[r + 1] != keys[r];
+        const int k = first && last ? -1 : job.class_ids[r] - 1;
+        job.class_of[order[r]] = k;
+        if (k >= 0 && first) job.class_start[k] = (int)r;
+        if (k >= 0 && last) job.class_end[k] = (int)r;
+        if (r == job.rows - 1) *job.class_count = job.class_ids[r];
+    }
+}
+
+// Sorts (label, row) and numbers the classes; *order receives the sorted rows.
+template <typename L>
+cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, const int **order) {
+    const int rows = (int)job.rows;
+    cudaError_t status =
+        cudaMemcpyAsync(job.sort_keys[0], job.labels, (size_t)rows * sizeof(L), cudaMemcpyDeviceToDevice, stream);
+    if (status != cudaSuccess) return status;
+    iota_kernel<<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job.sort_index[0], rows);
+    cub::DoubleBuffer<L> keys(static_cast<L *>(job.sort_keys[0]), static_cast<L *>(job.sort_keys[1]));
+    cub::DoubleBuffer<int> index(job.sort_index[0], job.sort_index[1]);
+    size_t bytes = job.cub_temp_bytes;
+    status = cub::DeviceRadixSort::SortPairs(job.cub_temp, bytes, keys, index, rows, 0, (int)sizeof(L) * 8, stream);
+    if (status != cudaSuccess) return status;
+    class_heads_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current());
+    bytes = job.cub_temp_bytes;
+    status = cub::DeviceScan::InclusiveSum(job.cub_temp, bytes, job.class_heads, job.class_ids, rows, stream);
+    if (status != cudaSuccess) return status;
+    assign_classes_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current(), index.Current());
+    *order = index.Current();
+    return cudaGetLastError();
+}
+
+// |P(i)|: the partner (NT-Xent), the other rows of the class (SupCon).
+__global__ void positives_kernel(const closs_contrastive_launch job) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x) {
+        if (!job.supcon) {
+            job.positives[i] = 1;
+            continue;
+        }
+        const int k = job.class_of[i];
+        job.positives[i] = k < 0 ? 0 : job.class_end[k] - job.class_start[k];
+    }
+}
+
+// C_k = Σ ẑ (weights NULL) or A_k = Σ a·ẑ over class k's rows in sorted order.
+template <typename T>
+__global__ void class_sums_kernel(const closs_contrastive_launch job, const int *order, const float *weights,
+                                  float *sums) {
+    const int classes = *job.class_count;
+    for (int k = blockIdx.x; k < classes; k += gridDim.x)
+        for (int64_t c = threadIdx.x; c < job.dim; c += blockDim.x) {
+            float acc = 0.0f;
+            for (int r = job.class_start[k]; r <= job.class_end[k]; ++r) {
+                const int row = order[r];
+                const float unit = unit_element<T>(job, row, c);
+                acc = weights ? fmaf(weights[row], unit, acc) : acc + unit;
+            }
+            sums[(int64_t)k * job.dim + c] = acc;
+        }
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+
+template <typename T, bool kFixed>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrastive_launch job) {
+    __shared__ TileShared shared;
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const float shift = job.inv_temperature;
+    float sum[kPerThread];
+    closs_lse_partial partial[kPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        sum[p] = 0.0f;
+        partial[p] = closs_cm_lse_empty();
+    }
+    for (int64_t j0 = 0; j0 < job.rows; j0 += kTile)
+        visit_tile<T>(job, i0, j0, shared, [&](int p, int, bool pair, float x) {
+            if (!pair) return;
+            if constexpr (kFixed) sum[p] = closs_fm_push_fixed(sum[p], x, shift);
+            else partial[p] = closs_fm_push_online(partial[p], x);
+        });
+    const bool nonfinite = *job.nonfinite != 0;
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        float lse;
+        if constexpr (kFixed) lse = closs_fm_lse_fixed(lanes_sum(sum[p]), shift);
+        else lse = closs_cm_lse_value(lanes_merge(partial[p]));
+        const int64_t i = i0 + ty + kLanes * p;
+        if (tx == 0 && i < job.rows) job.lse[i] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+    }
+}
+
+// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p(i)/τ or ẑ_i·(C_k − ẑ_i)/τ; one warp per anchor.
+template <typename T>
+__global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
+    for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize; i < job.rows;
+         i += warps) {
+        const int positives = job.positives[i];
+        float dot = 0.0f;
+        if (positives > 0) {
+            const int64_t partner = (i + job.rows / 2) % job.rows;
+            const float *class_sum = job.supcon ? job.class_sum + (int64_t)job.class_of[i] * job.dim : nullptr;
+            for (int64_t c = lane; c < job.dim; c += kWarpSize) {
+                const float unit = unit_element<T>(job, i, c);
+                const float other = class_sum ? class_sum[c] - unit : unit_element<T>(job, partner, c);
+                dot = fmaf(unit, other, dot);
+            }
+        }
+        dot = warp_sum(dot);
+        if (lane == 0) {
+            float loss = closs_cm_row_loss(job.lse[i], dot * job.inv_temperature, positives, job.scale);
+            if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)
+            job.row_loss[i] = loss;
+            if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[i] = loss;
+        }
+    }
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+// The anchor's factor in G: b_i with the fixed shift, w_i with the online maximum.
+template <bool kFixed>
+__device__ __forceinline__ float softmax_factor(const closs_contrastive_launch &job, int64_t i) {
+    const float w = job.weights[i];
+    return kFixed ? closs_fm_softmax_weight(w, job.lse[i], job.inv_temperature) : w;
+}
+
+template <typename T, bool kFixed, int kMaxDim>
+__global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrastive_launch job) {
+    constexpr int kDimPerThread = kMaxDim / kLanes; // dẑ columns tx + 16q of each of the 4 rows
+    __shared__ TileShared shared;
+    __shared__ float coefficients[kTile][kTile + 1];
+    __shared__ float units[kSlice][kMaxDim];
+    __shared__ float column_factor[kTile], column_lse[kTile];
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const float inv_t = job.inv_temperature, shift = inv_t;
+
+    float row_factor[kPerThread], row_lse[kPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        const int64_t i = i0 + ty + kLanes * p;
+        row_factor[p] = i < job.rows ? softmax_factor<kFixed>(job, i) : 0.0f;
+        row_lse[p] = i < job.rows ? job.lse[i] : 0.0f;
+    }
+    float grad[kPerThread][kDimPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) grad[p][q] = 0.0f;
+
+    for (int64_t j0 = 0; j0 < job.rows; j0 += kTile) {
+        // Published by similarity_tile's first barrier; the previous tile's readers have all
+        // passed the barrier after the coefficients.
+        if (threadIdx.x < kTile) {
+            const int64_t j = j0 + threadIdx.x;
+            column_factor[threadIdx.x] = j < job.rows ? softmax_factor<kFixed>(job, j) : 0.0f;
+            column_lse[threadIdx.x] = j < job.rows ? job.lse[j] : 0.0f;
+        }
+        visit_tile<T>(job, i0, j0, shared, [&](int p, int q, bool pair, float x) {
+            const int col = tx + kLanes * q;
+            float g = 0.0f;
+            if (pair)
+                g = kFixed ? closs_fm_coefficient_fixed(x, shift, row_factor[p], column_factor[col], inv_t)
+                           : closs_fm_coefficient_online(x, row_lse[p], column_lse[col], row_factor[p],
+                                                         column_factor[col], inv_t);
+            coefficients[ty + kLanes * p][col] = g;
+        });
+        __syncthreads();
+        // dẑ_rows += G·ẑ_cols, 16 column rows at a time; past the last row G and ẑ are 0.
+        for (int js = 0; js < kTile && j0 + js < job.rows; js += kSlice) {
+            for (int e = threadIdx.x; e < kSlice * kMaxDim; e += kThreads) {
+                const int jj = e / kMaxDim, c = e % kMaxDim;
+                units[jj][c] = unit_element<T>(job, j0 + js + jj, c);
+            }
+            __syncthreads();
+#pragma unroll 4
+            for (int jj = 0; jj < kSlice; ++jj) {
+#pragma unroll
+                for (int p = 0; p < kPerThread; ++p) {
+                    const float g = coefficients[ty + kLanes * p][js + jj];
+#pragma unroll
+                    for (int q = 0; q < kDimPerThread; ++q) grad[p][q] = fmaf(g, units[jj][tx + kLanes * q], grad[p][q]);
+                }
+            }
+            __syncthreads();
+        }
+    }
+
+    // The positive part, the normalisation's backward and the store. Rows past M compute on row 0
+    // (every lane must take part in the butterfly) and store nothing.
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        const int64_t i = i0 + ty + kLanes * p;
+        const int64_t row = i < job.rows ? i : 0;
+        const float a_i = job.anchor_a[row];
+        const int64_t partner = (row + job.rows / 2) % job.rows;
+        const float a_pair = job.supcon ? 0.0f : a_i + job.anchor_a[partner];
+        const int k = job.supcon ? job.class_of[row] : -1;
+        float radial = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) {
+            const int64_t c = tx + kLanes * q;
+            if (c >= job.dim) continue;
+            const float unit = unit_element<T>(job, row, c);
+            float positive = 0.0f;
+            if (!job.supcon) positive = a_pair * unit_element<T>(job, partner, c);
+            else if (k >= 0)
+                positive = closs_fm_supcon_positive(a_i, unit, job.class_sum[(int64_t)k * job.dim + c],
+                                                    job.class_weighted_sum[(int64_t)k * job.dim + c]);
+            grad[p][q] = fmaf(-inv_t, positive, grad[p][q]);
+            radial = fmaf(unit, grad[p][q], radial);
+        }
+        radial = lanes_sum(radial);
+        if (i >= job.rows) continue;
+        const float norm = job.norms[i];
+        T *out = static_cast<T *>(job.grad) + i * job.grad_ld;
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) {
+            const int64_t c = tx + kLanes * q;
+            if (c >= job.dim) continue;
+            out[c] = from_float<T>(closs_fm_unnormalize(grad[p][q], unit_element<T>(job, i, c), radial, norm, job.normalize));
+        }
+    }
+}
+
+template <typename T, bool kFixed>
+cudaError_t launch_backward(const closs_contrastive_launch &job, unsigned tiles, cudaStream_t stream) {
+    if (job.dim <= 64) backward_kernel<T, kFixed, 64><<<tiles, kThreads, 0, stream>>>(job);
+    else if (job.dim <= 128) backward_kernel<T, kFixed, 128><<<tiles, kThreads, 0, stream>>>(job);
+    else backward_kernel<T, kFixed, CLOSS_FUSED_MAX_DIM><<<tiles, kThreads, 0, stream>>>(job);
+    return cudaGetLastError();
+}
+
+template <typename T, bool kFixed>
+cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
+    cudaError_t status = cudaMemsetAsync(job.nonfinite, 0, sizeof *job.nonfinite, stream);
+    if (status != cudaSuccess) return status;
+    const int warps_per_block = kBlock / kWarpSize;
+    embed_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
+    const int *order = nullptr;
+    if (job.supcon) {
+        status = job.label_dtype == CLOSS_I32 ? classes<int32_t>(job, stream, &order)
+                                              : classes<int64_t>(job, stream, &order);
+        if (status != cudaSuccess) return status;
+    }
+    positives_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+    const int class_grid = grid_for(job.rows / 2, 1);
+    if (job.supcon) class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, nullptr, job.class_sum);
+
+    const unsigned tiles = (unsigned)((job.rows + kTile - 1) / kTile);
+    if (job.forward) {
+        forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
+        anchor_loss_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
+    }
+    // The valid count is needed by MEAN's weights in a backward-only call too.
+    finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
+    if (job.grad) {
+        anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+        if (job.supcon)
+            class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, job.anchor_a,
+                                                                          job.class_weighted_sum);
+        return launch_backward<T, kFixed>(job, tiles, stream);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T> cudaError_t run_for_shift(const closs_contrastive_launch &job, cudaStream_t stream) {
+    return job.fixed_shift ? run<T, true>(job, stream) : run<T, false>(job, stream);
+}
+
+template <typename L> cudaError_t cub_bytes(int rows, size_t *bytes) {
+    cub::DoubleBuffer<L> keys(nullptr, nullptr);
+    cub::DoubleBuffer<int> index(nullptr, nullptr);
+    size_t sort = 0, scan = 0;
+    cudaError_t status = cub::DeviceRadixSort::SortPairs(nullptr, sort, keys, index, rows, 0, (int)sizeof(L) * 8);
+    if (status != cudaSuccess) return status;
+    status = cub::DeviceScan::InclusiveSum(nullptr, scan, (const int *)nullptr, (int *)nullptr, rows);
+    *bytes = sort > scan ? sort : scan;
+    return status;
+}
+
+} // namespace
+} // namespace closs
+
+extern "C" cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *job, cudaStream_t stream) {
+    switch (job->dtype) {
+    case CLOSS_F16: return closs::run_for_shift<__half>(*job, stream);
+    case CLOSS_BF16: return closs::run_for_shift<__nv_bfloat16>(*job, stream);
+    default: return closs::run_for_shift<float>(*job, stream);
+    }
+}
+
+extern "C" cudaError_t closs_fused_cub_bytes(int64_t rows, closs_dtype_t label_dtype, size_t *bytes) {
+    return label_dtype == CLOSS_I32 ? closs::cub_bytes<int32_t>((int)rows, bytes)
+                                    : closs::cub_bytes<int64_t>((int)rows, bytes);
+}

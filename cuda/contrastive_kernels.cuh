@@ -1,0 +1,121 @@
+// The kernels that both NT-Xent/SupCon paths share (contrastive.cu, chunked; contrastive_fused.cu,
+// fused): the embedding's norms, fixed-order block reductions, the reduced loss and valid count,
+// and the anchors' gradient weights. Each path's .cu includes this once.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "common.cuh"
+#include "contrastive_math.h"
+#include "launch.h"
+
+namespace closs {
+namespace {
+
+constexpr int kBlock = 256;              // threads of the per-row and per-element kernels
+constexpr float kNormalizeEps = 1e-12f;
+
+// ‖z_i‖, the row's scale 1/max(‖z_i‖, eps) (1 without normalisation) and, for the chunked path, ẑ_i
+// (zhat NULL: the fused path scales z as it loads it). Any non-finite element raises the flag
+// that turns every lse into NaN.
+template <typename T>
+__global__ void embed_kernel(const closs_contrastive_launch job) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize;
+         row < job.rows; row += warps) {
+        const T *z = static_cast<const T *>(job.z) + row * job.ld;
+        float squares = 0.0f;
+        bool nonfinite = false;
+        for (int64_t c = lane; c < job.dim; c += kWarpSize) {
+            float value = to_float(z[c]);
+            nonfinite |= !isfinite(value);
+            squares = fmaf(value, value, squares);
+        }
+        const float norm = sqrtf(warp_sum(squares));
+        if (warp_any(nonfinite) && lane == 0) atomicOr(job.nonfinite, 1);
+        const float scale = job.normalize ? 1.0f / fmaxf(norm, kNormalizeEps) : 1.0f;
+        if (job.zhat)
+            for (int64_t c = lane; c < job.dim; c += kWarpSize) job.zhat[row * job.dim + c] = to_float(z[c]) * scale;
+        if (lane == 0) {
+            job.norms[row] = norm;
+            if (job.inv_norm) job.inv_norm[row] = scale;
+        }
+    }
+}
+
+// Sums `value` over the block in a fixed tree; the result is valid in thread 0.
+template <typename V, typename Merge>
+__device__ __forceinline__ V block_reduce(V value, V *shared, Merge merge) {
+    shared[threadIdx.x] = value;
+    __syncthreads();
+    for (int half = kBlock / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) shared[threadIdx.x] = merge(shared[threadIdx.x], shared[threadIdx.x + half]);
+        __syncthreads();
+    }
+    V result = shared[0];
+    __syncthreads(); // the shared array may be reused right away
+    return result;
+}
+
+struct AddInt {
+    __device__ int operator()(int a, int b) const { return a + b; }
+};
+struct AddFloat {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct AddDouble {
+    __device__ double operator()(double a, double b) const { return a + b; }
+};
+struct MergeLse {
+    __device__ closs_lse_partial operator()(closs_lse_partial a, closs_lse_partial b) const {
+        return closs_cm_lse_merge(a, b);
+    }
+};
+
+// The reduced loss and the valid count, by one block in a fixed order.
+__global__ void __launch_bounds__(kBlock) finish_loss_kernel(const closs_contrastive_launch job) {
+    __shared__ double sum_shared[kBlock];
+    __shared__ int count_shared[kBlock];
+    double sum = 0.0;
+    int valid = 0;
+    for (int64_t i = threadIdx.x; i < job.rows; i += kBlock) {
+        if (job.forward) sum += job.row_loss[i];
+        valid += job.positives[i] > 0;
+    }
+    sum = block_reduce(sum, sum_shared, AddDouble());
+    valid = block_reduce(valid, count_shared, AddInt());
+    if (threadIdx.x != 0) return;
+    *job.valid_count = valid;
+    if (job.valid) *job.valid = valid;
+    if (!job.forward || job.reduction == CLOSS_REDUCTION_NONE) return;
+    // MEAN over anchors with a positive; with none, Σ is 0 (or NaN from a non-finite input).
+    if (job.reduction == CLOSS_REDUCTION_MEAN && valid > 0) sum /= valid;
+    *job.loss = (float)sum;
+}
+
+// w_i and a_i: the upstream gradient of each anchor's loss, scaled, over |P(i)|.
+__global__ void anchor_weights_kernel(const closs_contrastive_launch job) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x) {
+        float upstream;
+        if (job.reduction == CLOSS_REDUCTION_NONE) {
+            upstream = job.upstream ? job.upstream[i] : 1.0f;
+        } else {
+            upstream = job.upstream ? job.upstream[0] : 1.0f;
+            if (job.reduction == CLOSS_REDUCTION_MEAN) upstream /= (float)*job.valid_count;
+        }
+        float w, a;
+        closs_cm_anchor_weights(upstream, job.positives[i], job.scale, &w, &a);
+        job.weights[i] = w;
+        job.anchor_a[i] = a;
+    }
+}
+
+int grid_for(int64_t work, int per_block) {
+    const int64_t blocks = (work + per_block - 1) / per_block;
+    return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+} // namespace
+} // namespace closs
