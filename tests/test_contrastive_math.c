@@ -1,7 +1,13 @@
-/* The GPU's chunked NT-Xent and SupCon algorithm (cuda/contrastive_math.h), run literally on the
- * CPU in float with that header's functions, against the double-precision reference, on fresh
- * random inputs: every option, reduction and label pattern, several shapes, and chunk sizes that
- * put chunk boundaries everywhere.
+/* The GPU's two NT-Xent and SupCon algorithms, run literally on the CPU in float with the
+ * kernels' own functions, against the double-precision reference, on fresh random inputs: every
+ * option, reduction and label pattern, several shapes, and
+ *   - chunked (cuda/contrastive_math.h): chunk sizes that put chunk boundaries everywhere;
+ *   - fused (cuda/fused_math.h, contrastive_fused.cu): the kernels' order of operations — the
+ *     64-row tiles and their 16-lane butterflies, 16-column slices of D, SupCon's label sort and
+ *     class sums, the fixed shift or the online maximum, the symmetric row-stationary backward —
+ *     for τ from 0.01 to 10 and rows over one to three tiles.
+ * Both are compiled without FMA contraction, like contrastive_fused.cu (-fmad=false): the fused
+ * emulation rounds as the kernels do up to expf/logf's last bits.
  *
  * Tolerances. Each comparison has its own bound, computed from the run's magnitudes by a
  * first-order rounding analysis of the float algorithm (u = 2^-24, a float's unit roundoff; the
@@ -37,10 +43,11 @@
 
 #include "closs.h"
 #include "contrastive_math.h"
+#include "fused_math.h"
 
-enum { MAX_ROWS = 34, MAX_DIM = 16, MAX_REPORTS = 8 };
+enum { MAX_ROWS = 130, MAX_DIM = 17, MAX_REPORTS = 8 };
 static const double unit_roundoff = 0x1p-24;   /* float */
-static const double reference_error = 0x1p-40; /* double, with room for M·D = 528 roundings */
+static const double reference_error = 0x1p-40; /* double, with room for M·D = 2210 roundings */
 static const float normalize_eps = 1e-12f;
 
 /* ---- one test: the loss and its options; shapes, labels and chunks are looped over inside ---- */
@@ -48,6 +55,7 @@ static const float normalize_eps = 1e-12f;
 /* Criterion may run each parameter in a fresh process (exec, not fork), where the parent's
  * pointers mean nothing: the name is stored in the struct, not pointed to. */
 typedef struct cm_case {
+    int fused;  /* 0: the chunked algorithm; 1: the fused one */
     int supcon; /* 0: NT-Xent */
     int normalize;
     double temperature;
@@ -85,6 +93,8 @@ typedef struct cm_result {
     int positives[MAX_ROWS];
     float lse[MAX_ROWS], row_loss[MAX_ROWS], w[MAX_ROWS], a[MAX_ROWS];
     float inv_temperature, scale;
+    int fixed_shift;          /* fused: the log-sum-exp used c = 1/τ */
+    int class_size[MAX_ROWS]; /* fused SupCon: the size of the row's class (1: no positive) */
 } cm_result;
 
 /* ---- random inputs ------------------------------------------------------------------------- */
@@ -191,6 +201,7 @@ static void emulate(const cm_case *t, const cm_problem *p, int chunk, cm_result 
         t->supcon && t->base_temperature != 0.0 ? t->base_temperature : t->temperature;
     r->inv_temperature = (float)(1.0 / t->temperature);
     r->scale = t->supcon ? (float)(t->temperature / base) : 1.0f;
+    r->fixed_shift = 0;
     const float inv_t = r->inv_temperature, scale = r->scale;
 
     /* 1. ẑ and the norms. */
@@ -277,7 +288,279 @@ static void emulate(const cm_case *t, const cm_problem *p, int chunk, cm_result 
     }
 }
 
-/* ---- the error bounds of the header comment ------------------------------------------------ */
+/* ---- the fused algorithm (cuda/contrastive_fused.cu), in float, in the kernels' order ------- */
+
+enum {
+    TILE = CLOSS_FUSED_TILE,
+    LANES = CLOSS_FUSED_LANES,
+    SLICE = CLOSS_FUSED_SLICE,
+    PER_THREAD = CLOSS_FUSED_TILE / CLOSS_FUSED_LANES,
+    GROUPS = CLOSS_FUSED_THREADS / CLOSS_FUSED_LANES, /* row groups ty of a block */
+    WARP = 32,
+    FINISH_THREADS = 256 /* finish_loss_kernel's block */
+};
+
+/* The butterfly of __shfl_xor_sync over `lanes` lanes: lane l adds lane l ^ offset's value. */
+static float butterfly_sum(float *v, int lanes) {
+    for (int offset = lanes / 2; offset > 0; offset /= 2) {
+        float next[WARP];
+        for (int l = 0; l < lanes; ++l) next[l] = v[l] + v[l ^ offset];
+        memcpy(v, next, (size_t)lanes * sizeof(float));
+    }
+    return v[0];
+}
+
+static closs_lse_partial butterfly_merge(closs_lse_partial *v) {
+    for (int offset = LANES / 2; offset > 0; offset /= 2) {
+        closs_lse_partial next[LANES];
+        for (int l = 0; l < LANES; ++l) next[l] = closs_cm_lse_merge(v[l], v[l ^ offset]);
+        memcpy(v, next, sizeof next);
+    }
+    return v[0];
+}
+
+/* The fused kernels' unit_element(): ẑ as z·r_i, 0 outside the matrix. */
+static float fused_unit(const cm_problem *p, const float *inv_norm, int row, int col) {
+    if (row >= p->rows || col >= p->dim) return 0.0f;
+    return p->z[row * p->dim + col] * inv_norm[row];
+}
+
+/* A warp's dot product (embed, anchor_loss): lane l takes columns l, l + 32, ...; then the
+ * butterfly. `b` NULL: the squares of `a`. */
+static float warp_dot(const float *a, const float *b, int dim) {
+    float lanes[WARP] = {0};
+    for (int c = 0; c < dim; ++c) lanes[c % WARP] = fmaf(a[c], b ? b[c] : a[c], lanes[c % WARP]);
+    return butterfly_sum(lanes, WARP);
+}
+
+/* similarity_tile(): fmaf over k in slices of SLICE, the padding included (0·0 adds nothing). */
+static float fused_similarity(const cm_problem *p, const float *inv_norm, int i, int j) {
+    const int padded = (p->dim + SLICE - 1) / SLICE * SLICE;
+    float s = 0.0f;
+    for (int k = 0; k < padded; ++k)
+        s = fmaf(fused_unit(p, inv_norm, i, k), fused_unit(p, inv_norm, j, k), s);
+    return s;
+}
+
+/* SupCon's classes: a stable sort of (label, row), the first rows of classes of ≥ 2 rows, their
+ * inclusive scan; then class_of, class_start/end and K as assign_classes_kernel writes them. */
+static int fused_classes(const cm_problem *p, int *order, int *class_of, int *start, int *end) {
+    const int rows = p->rows;
+    int64_t keys[MAX_ROWS];
+    for (int r = 0; r < rows; ++r) order[r] = r, keys[r] = load_label(p, r);
+    for (int r = 1; r < rows; ++r) /* insertion sort: stable, like CUB's radix sort */
+        for (int q = r; q > 0 && keys[q - 1] > keys[q]; --q) {
+            const int64_t key = keys[q];
+            const int row = order[q];
+            keys[q] = keys[q - 1], order[q] = order[q - 1];
+            keys[q - 1] = key, order[q - 1] = row;
+        }
+    int ids[MAX_ROWS], scan = 0;
+    for (int r = 0; r < rows; ++r) {
+        const int first = r == 0 || keys[r] != keys[r - 1];
+        const int shared = r + 1 < rows && keys[r + 1] == keys[r];
+        ids[r] = scan += first && shared;
+    }
+    for (int r = 0; r < rows; ++r) {
+        const int first = r == 0 || keys[r] != keys[r - 1];
+        const int last = r + 1 == rows || keys[r + 1] != keys[r];
+        const int k = first && last ? -1 : ids[r] - 1;
+        class_of[order[r]] = k;
+        if (k >= 0 && first) start[k] = r;
+        if (k >= 0 && last) end[k] = r;
+    }
+    return rows > 0 ? ids[rows - 1] : 0;
+}
+
+/* class_sums_kernel(): C_k (weights NULL) or A_k, over the class's rows in sorted order. */
+static void fused_class_sums(const cm_problem *p, const float *inv_norm, const int *order,
+                             const int *start, const int *end, int classes, const float *weights,
+                             float *sums) {
+    for (int k = 0; k < classes; ++k)
+        for (int c = 0; c < p->dim; ++c) {
+            float acc = 0.0f;
+            for (int r = start[k]; r <= end[k]; ++r) {
+                const float unit = fused_unit(p, inv_norm, order[r], c);
+                acc = weights ? fmaf(weights[order[r]], unit, acc) : acc + unit;
+            }
+            sums[k * p->dim + c] = acc;
+        }
+}
+
+static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
+    const int rows = p->rows, dim = p->dim;
+    const double base =
+        t->supcon && t->base_temperature != 0.0 ? t->base_temperature : t->temperature;
+    r->inv_temperature = (float)(1.0 / t->temperature);
+    r->scale = t->supcon ? (float)(t->temperature / base) : 1.0f;
+    const float inv_t = r->inv_temperature, shift = inv_t;
+    const int fixed = r->fixed_shift = closs_fm_fixed_shift(t->normalize, inv_t);
+
+    /* embed_kernel: ‖z_i‖ and r_i */
+    float inv_norm[MAX_ROWS];
+    for (int i = 0; i < rows; ++i) {
+        r->norm[i] = sqrtf(warp_dot(p->z + i * dim, NULL, dim));
+        inv_norm[i] = t->normalize ? 1.0f / fmaxf(r->norm[i], normalize_eps) : 1.0f;
+        for (int c = 0; c < dim; ++c) r->zhat[i * dim + c] = fused_unit(p, inv_norm, i, c);
+    }
+    /* classes, positives_kernel, class sums C */
+    static int order[MAX_ROWS], class_of[MAX_ROWS], start[MAX_ROWS], end[MAX_ROWS];
+    static float class_sum[MAX_ROWS * MAX_DIM], weighted_sum[MAX_ROWS * MAX_DIM];
+    const int classes = t->supcon ? fused_classes(p, order, class_of, start, end) : 0;
+    r->valid = 0;
+    for (int i = 0; i < rows; ++i) {
+        const int k = t->supcon ? class_of[i] : -1;
+        r->positives[i] = !t->supcon ? 1 : k < 0 ? 0 : end[k] - start[k];
+        r->class_size[i] = r->positives[i] + 1;
+        r->valid += r->positives[i] > 0;
+    }
+    if (t->supcon) fused_class_sums(p, inv_norm, order, start, end, classes, NULL, class_sum);
+
+    /* forward_kernel: block by block, thread (ty, tx) by thread, tile by tile */
+    for (int i0 = 0; i0 < rows; i0 += TILE)
+        for (int ty = 0; ty < GROUPS; ++ty)
+            for (int pp = 0; pp < PER_THREAD; ++pp) {
+                const int i = i0 + ty + LANES * pp;
+                float sum[LANES];
+                closs_lse_partial partial[LANES];
+                for (int tx = 0; tx < LANES; ++tx) {
+                    sum[tx] = 0.0f;
+                    partial[tx] = closs_cm_lse_empty();
+                    for (int j0 = 0; j0 < rows; j0 += TILE)
+                        for (int q = 0; q < PER_THREAD; ++q) {
+                            const int j = j0 + tx + LANES * q;
+                            if (j >= rows || j == i) continue;
+                            const float x = fused_similarity(p, inv_norm, i, j) * inv_t;
+                            if (fixed) sum[tx] = closs_fm_push_fixed(sum[tx], x, shift);
+                            else partial[tx] = closs_fm_push_online(partial[tx], x);
+                        }
+                }
+                if (i >= rows) continue;
+                r->lse[i] = fixed ? closs_fm_lse_fixed(butterfly_sum(sum, LANES), shift)
+                                  : closs_cm_lse_value(butterfly_merge(partial));
+            }
+    /* anchor_loss_kernel */
+    for (int i = 0; i < rows; ++i) {
+        float dot = 0.0f;
+        if (r->positives[i] > 0) {
+            float unit[MAX_DIM], other[MAX_DIM];
+            for (int c = 0; c < dim; ++c) {
+                unit[c] = fused_unit(p, inv_norm, i, c);
+                other[c] = t->supcon ? class_sum[class_of[i] * dim + c] - unit[c]
+                                     : fused_unit(p, inv_norm, (i + rows / 2) % rows, c);
+            }
+            dot = warp_dot(unit, other, dim);
+        }
+        r->row_loss[i] = closs_cm_row_loss(r->lse[i], dot * inv_t, r->positives[i], r->scale);
+    }
+    /* finish_loss_kernel: per-thread double sums, then the block's tree */
+    if (t->reduction == CLOSS_REDUCTION_NONE) {
+        memcpy(r->loss, r->row_loss, (size_t)rows * sizeof(float));
+    } else {
+        double partial[FINISH_THREADS] = {0};
+        for (int i = 0; i < rows; ++i) partial[i % FINISH_THREADS] += r->row_loss[i];
+        for (int half = FINISH_THREADS / 2; half > 0; half /= 2)
+            for (int l = 0; l < half; ++l) partial[l] = partial[l] + partial[l + half];
+        double sum = partial[0];
+        if (t->reduction == CLOSS_REDUCTION_MEAN && r->valid > 0) sum /= r->valid;
+        r->loss[0] = (float)sum;
+    }
+
+    /* anchor_weights_kernel, class sums A */
+    for (int i = 0; i < rows; ++i) {
+        float weight = p->upstream[0];
+        if (t->reduction == CLOSS_REDUCTION_NONE) weight = p->upstream[i];
+        else if (t->reduction == CLOSS_REDUCTION_MEAN) weight /= (float)r->valid;
+        closs_cm_anchor_weights(weight, r->positives[i], r->scale, &r->w[i], &r->a[i]);
+    }
+    if (t->supcon) fused_class_sums(p, inv_norm, order, start, end, classes, r->a, weighted_sum);
+
+    /* backward_kernel: dẑ of thread (ty, tx), row ty + 16p, columns tx + 16q */
+    const int max_dim = dim <= 64 ? 64 : dim <= 128 ? 128 : CLOSS_FUSED_MAX_DIM;
+    static float coefficients[TILE][TILE];
+    for (int i0 = 0; i0 < rows; i0 += TILE) {
+        static float grad[TILE][CLOSS_FUSED_MAX_DIM];
+        memset(grad, 0, sizeof grad);
+        float factor[MAX_ROWS];
+        for (int i = 0; i < rows; ++i)
+            factor[i] = fixed ? closs_fm_softmax_weight(r->w[i], r->lse[i], shift) : r->w[i];
+        for (int j0 = 0; j0 < rows; j0 += TILE) {
+            for (int row = 0; row < TILE; ++row)
+                for (int col = 0; col < TILE; ++col) {
+                    const int i = i0 + row, j = j0 + col;
+                    float g = 0.0f;
+                    if (i < rows && j < rows && j != i) {
+                        const float x = fused_similarity(p, inv_norm, i, j) * inv_t;
+                        g = fixed
+                                ? closs_fm_coefficient_fixed(x, shift, factor[i], factor[j], inv_t)
+                                : closs_fm_coefficient_online(x, r->lse[i], r->lse[j], factor[i],
+                                                              factor[j], inv_t);
+                    }
+                    coefficients[row][col] = g;
+                }
+            for (int js = 0; js < TILE && j0 + js < rows; js += SLICE)
+                for (int jj = 0; jj < SLICE; ++jj)
+                    for (int row = 0; row < TILE; ++row)
+                        for (int c = 0; c < max_dim; ++c)
+                            grad[row][c] =
+                                fmaf(coefficients[row][js + jj],
+                                     fused_unit(p, inv_norm, j0 + js + jj, c), grad[row][c]);
+        }
+        /* the positive part, the radial component over the 16 lanes, the store */
+        for (int row = 0; row < TILE && i0 + row < rows; ++row) {
+            const int i = i0 + row, partner = (i + rows / 2) % rows;
+            const int k = t->supcon ? class_of[i] : -1;
+            float radial[LANES] = {0};
+            for (int c = 0; c < dim; ++c) {
+                const float unit = fused_unit(p, inv_norm, i, c);
+                float positive = 0.0f;
+                if (!t->supcon)
+                    positive = (r->a[i] + r->a[partner]) * fused_unit(p, inv_norm, partner, c);
+                else if (k >= 0)
+                    positive = closs_fm_supcon_positive(r->a[i], unit, class_sum[k * dim + c],
+                                                        weighted_sum[k * dim + c]);
+                grad[row][c] = fmaf(-inv_t, positive, grad[row][c]);
+                radial[c % LANES] = fmaf(unit, grad[row][c], radial[c % LANES]);
+            }
+            const float total = butterfly_sum(radial, LANES);
+            for (int c = 0; c < dim; ++c)
+                r->grad[i * dim + c] = closs_fm_unnormalize(
+                    grad[row][c], fused_unit(p, inv_norm, i, c), total, r->norm[i], t->normalize);
+        }
+    }
+}
+
+/* ---- the error bounds of the header comment (and the fused path's additions below) ---------- */
+
+/* The fused path's positive sum ẑ_i·(C − ẑ_i)/τ (SupCon) sums its class in float first: each
+ * element of C errs by (n − 1)·u·Σ|ẑ_kc|, the subtraction and the D-term dot product add theirs,
+ * in all at most (n + D + 2)·u·‖ẑ_i‖·Σ_{k∈class} ‖ẑ_k‖/τ, over |P(i)| in the loss. */
+static double class_sum_error(const cm_case *t, const cm_problem *p, const cm_result *r,
+                              const double *unit_norm, int i) {
+    if (!t->fused || !t->supcon || r->positives[i] == 0) return 0.0;
+    double class_norms = 0.0;
+    for (int k = 0; k < p->rows; ++k)
+        if (k == i || is_positive(t, p, i, k)) class_norms += unit_norm[k];
+    return (r->class_size[i] + p->dim + 2.0) * unit_roundoff * unit_norm[i] * class_norms *
+           r->inv_temperature / r->positives[i];
+}
+
+/* Its gradient (1/τ)·(a_i·(C − ẑ_i) + (A − a_i·ẑ_i)) rounds sums over the whole class, ẑ_i
+ * included: in norm at most (n + 2)·u/τ·(|a_i|·Σ_{k∈class} ‖ẑ_k‖ + Σ_{k∈class} |a_k|·‖ẑ_k‖ +
+ * |a_i|·‖ẑ_i‖), which the pairwise terms miss when ‖ẑ_i‖ dwarfs its positives'. */
+static double class_sum_gradient_error(const cm_case *t, const cm_problem *p, const cm_result *r,
+                                       const double *unit_norm, int i) {
+    if (!t->fused || !t->supcon || r->positives[i] == 0) return 0.0;
+    double norms = 0.0, weighted = 0.0;
+    for (int k = 0; k < p->rows; ++k)
+        if (k == i || is_positive(t, p, i, k)) {
+            norms += unit_norm[k];
+            weighted += fabs((double)r->a[k]) * unit_norm[k];
+        }
+    const double a_i = fabs((double)r->a[i]);
+    return (r->class_size[i] + 2.0) * unit_roundoff * r->inv_temperature *
+           (a_i * norms + weighted + a_i * unit_norm[i]);
+}
 
 typedef struct cm_bounds {
     double loss[MAX_ROWS]; /* [0] for MEAN and SUM, one per row for NONE */
@@ -311,10 +594,13 @@ static void error_bounds(const cm_case *t, const cm_problem *p, const cm_result 
         }
         const double lse = r->lse[i], loss = fabs((double)r->row_loss[i]);
         lse_error[i] = rows > 1 ? x_error + 3.0 * rows * u + u * (log(rows) + fabs(lse)) : 0.0;
+        /* fixed shift: each e^(x − c) also errs by the rounding of x − c, |x − c| ≤ 2/τ */
+        if (r->fixed_shift && rows > 1) lse_error[i] += 2.0 * u * inv_t;
         row_bound[i] =
             r->positives[i] == 0
                 ? 0.0
-                : scale * (x_error + lse_error[i] + (r->positives[i] + 2.0) * u * positive_max) +
+                : scale * (x_error + lse_error[i] + (r->positives[i] + 2.0) * u * positive_max +
+                           class_sum_error(t, p, r, unit_norm, i)) +
                       3.0 * u * loss +
                       reference_error * (scale * (fabs(lse) + positive_max) + loss);
         loss_sum += row_bound[i];
@@ -339,9 +625,13 @@ static void error_bounds(const cm_case *t, const cm_problem *p, const cm_result 
                 inv_t * (fabs((double)r->w[i]) * exp(x - r->lse[i]) +
                          fabs((double)r->w[k]) * exp(x - r->lse[k]) +
                          (positive ? fabs((double)r->a[i]) + fabs((double)r->a[k]) : 0.0));
-            const double epsilon = c_x * u * unit_norm[i] * unit_norm[k] * inv_t +
-                                   fmax(lse_error[i], lse_error[k]) +
-                                   u * fmax(fabs(x - r->lse[i]), fabs(x - r->lse[k])) + 8.0 * u;
+            double epsilon = c_x * u * unit_norm[i] * unit_norm[k] * inv_t +
+                             fmax(lse_error[i], lse_error[k]) +
+                             u * fmax(fabs(x - r->lse[i]), fabs(x - r->lse[k])) + 8.0 * u;
+            /* fixed shift: e^(x − c)·e^(c − lse) rounds both arguments */
+            if (r->fixed_shift)
+                epsilon +=
+                    u * (fabs(x - inv_t) + fmax(fabs(inv_t - r->lse[i]), fabs(inv_t - r->lse[k])));
             /* exp underflowing to a subnormal or 0 in float loses at most FLT_MIN per term. */
             const double underflow =
                 inv_t * (fabs((double)r->w[i]) + fabs((double)r->w[k])) * FLT_MIN;
@@ -349,6 +639,7 @@ static void error_bounds(const cm_case *t, const cm_problem *p, const cm_result 
                 (h * (epsilon + (rows + dim / 2.0 + 2.0) * u) + underflow) * unit_norm[k];
             magnitude += h * unit_norm[k];
         }
+        dzhat_error += class_sum_gradient_error(t, p, r, unit_norm, i);
         double bound = dzhat_error;
         if (t->normalize)
             bound = r->norm[i] > normalize_eps
@@ -391,24 +682,27 @@ static int check_problem(const cm_case *t, const cm_problem *p, uint64_t seed, i
                  t->name, p->what, closs_last_error(), SEED_ARGS(seed));
     const int rows = p->rows, dim = p->dim;
     const int chunks[4] = {1, 3, 7, rows};
+    const int runs = t->fused ? 1 : 4; /* the fused algorithm has no chunk size */
     int failures = 0;
 #define REPORT(...)                                                                                \
     do {                                                                                           \
         if (reported + failures++ < MAX_REPORTS) cr_expect(0, __VA_ARGS__);                        \
     } while (0)
-    for (int n = 0; n < 4; ++n) {
-        emulate(t, p, chunks[n], &r);
+    for (int n = 0; n < runs; ++n) {
+        char how[16] = "fused";
+        if (t->fused) emulate_fused(t, p, &r);
+        else emulate(t, p, chunks[n], &r), snprintf(how, sizeof how, "chunk %d", chunks[n]);
         error_bounds(t, p, &r, &b);
         if (r.valid != valid)
-            REPORT("%s %s chunk %d: valid %d, the reference says %lld" SEED_FMT, t->name, p->what,
-                   chunks[n], r.valid, (long long)valid, SEED_ARGS(seed));
+            REPORT("%s %s %s: valid %d, the reference says %lld" SEED_FMT, t->name, p->what, how,
+                   r.valid, (long long)valid, SEED_ARGS(seed));
         const int losses = t->reduction == CLOSS_REDUCTION_NONE ? rows : 1;
         for (int i = 0; i < losses; ++i)
             if (!(fabs(r.loss[i] - loss[i]) <= b.loss[i]))
-                REPORT("%s %s chunk %d: loss[%d] %.9g, reference %.9g, error %.3g > bound "
+                REPORT("%s %s %s: loss[%d] %.9g, reference %.9g, error %.3g > bound "
                        "%.3g" SEED_FMT,
-                       t->name, p->what, chunks[n], i, r.loss[i], loss[i],
-                       fabs(r.loss[i] - loss[i]), b.loss[i], SEED_ARGS(seed));
+                       t->name, p->what, how, i, r.loss[i], loss[i], fabs(r.loss[i] - loss[i]),
+                       b.loss[i], SEED_ARGS(seed));
         for (int i = 0; i < rows; ++i) {
             double error = 0.0, size = 0.0;
             for (int c = 0; c < dim; ++c) {
@@ -418,58 +712,86 @@ static int check_problem(const cm_case *t, const cm_problem *p, uint64_t seed, i
             }
             error = sqrt(error);
             if (!(error <= b.grad[i]))
-                REPORT("%s %s chunk %d: ‖dz_%d − reference‖ = %.3g > bound %.3g (‖dz_%d‖ = "
+                REPORT("%s %s %s: ‖dz_%d − reference‖ = %.3g > bound %.3g (‖dz_%d‖ = "
                        "%.3g)" SEED_FMT,
-                       t->name, p->what, chunks[n], i, error, b.grad[i], i, sqrt(size),
-                       SEED_ARGS(seed));
+                       t->name, p->what, how, i, error, b.grad[i], i, sqrt(size), SEED_ARGS(seed));
         }
     }
 #undef REPORT
     return failures;
 }
 
-ParameterizedTestParameters(contrastive_math, matches_reference) {
-    static const double temperatures[] = {0.05, 0.1, 1.0};
+/* Every option × temperature × reduction, for one algorithm; returns the number of cases. */
+static size_t make_cases(int fused, const double *temperatures, int temperature_count,
+                         cm_case *cases) {
     static const closs_reduction_t reductions[] = {CLOSS_REDUCTION_MEAN, CLOSS_REDUCTION_SUM,
                                                    CLOSS_REDUCTION_NONE};
     static const char *const reduction_names[] = {"mean", "sum", "none"};
-    static cm_case cases[2 * 3 * 3 * 3];
     size_t count = 0;
     for (int supcon = 0; supcon <= 1; ++supcon)
         for (int base = 0; base <= supcon; ++base)
             for (int normalize = 1; normalize >= 0; --normalize)
-                for (int t = 0; t < 3; ++t)
+                for (int t = 0; t < temperature_count; ++t)
                     for (int r = 0; r < 3; ++r) {
                         cm_case *c = &cases[count++];
+                        c->fused = fused;
                         c->supcon = supcon, c->normalize = normalize;
                         c->temperature = temperatures[t];
                         c->base_temperature = base ? 0.07 : 0.0;
                         c->reduction = reductions[r];
-                        snprintf(c->name, sizeof c->name, "%s normalize=%d tau=%g%s %s",
-                                 supcon ? "supcon" : "ntxent", normalize, temperatures[t],
+                        snprintf(c->name, sizeof c->name, "%s%s normalize=%d tau=%g%s %s",
+                                 fused ? "fused " : "", supcon ? "supcon" : "ntxent", normalize,
+                                 temperatures[t],
                                  supcon ? (base ? " tau_b=0.07" : " tau_b=tau") : "",
                                  reduction_names[r]);
                     }
-    return cr_make_param_array(cm_case, cases, count);
+    return count;
 }
 
-ParameterizedTest(cm_case *t, contrastive_math, matches_reference) {
+/* Every shape × dim (× label pattern and dtype for SupCon) of a case. */
+static void run_case(const cm_case *t, const int *ntxent_rows, int ntxent_shapes,
+                     const int *supcon_rows, int supcon_shapes, const int *dims, int dim_count) {
     const uint64_t seed = suite_seed();
     uint64_t state = case_state(seed, t->name);
-    static const int ntxent_rows[] = {2, 10, 34}, supcon_rows[] = {1, 2, 3, 10, 33};
-    static const int dims[] = {1, 3, 16};
     static const closs_dtype_t label_dtypes[] = {CLOSS_I32, CLOSS_I64};
     static cm_problem p;
-    const int shapes = t->supcon ? 5 : 3;
+    const int shapes = t->supcon ? supcon_shapes : ntxent_shapes;
     int failures = 0;
     for (int m = 0; m < shapes; ++m)
-        for (int d = 0; d < 3; ++d)
+        for (int d = 0; d < dim_count; ++d)
             for (int pattern = 0; pattern < (t->supcon ? LABEL_PATTERNS : 1); ++pattern)
                 for (int l = 0; l < (t->supcon ? 2 : 1); ++l) {
                     make_problem(t, t->supcon ? supcon_rows[m] : ntxent_rows[m], dims[d],
                                  (label_pattern)pattern, label_dtypes[l], &state, &p);
                     failures += check_problem(t, &p, seed, failures);
                 }
+}
+
+ParameterizedTestParameters(contrastive_math, matches_reference) {
+    static const double temperatures[] = {0.05, 0.1, 1.0};
+    static cm_case cases[3 * 2 * 3 * 3];
+    return cr_make_param_array(cm_case, cases, make_cases(0, temperatures, 3, cases));
+}
+
+ParameterizedTest(cm_case *t, contrastive_math, matches_reference) {
+    static const int ntxent_rows[] = {2, 10, 34}, supcon_rows[] = {1, 2, 3, 10, 33};
+    static const int dims[] = {1, 3, 16};
+    run_case(t, ntxent_rows, 3, supcon_rows, 5, dims, 3);
+}
+
+/* The fused algorithm: τ from 0.01 (the online maximum even when normalised) through 0.025 (the
+ * last fixed shift) to 10; rows across one, two and three 64-row tiles, odd and not multiples of
+ * the tile; D across slices of 16 (1, 3: one partial slice; 17: a full one and one column). */
+ParameterizedTestParameters(contrastive_math, fused_matches_reference) {
+    static const double temperatures[] = {0.01, 0.025, 0.1, 1.0, 10.0};
+    static cm_case cases[3 * 2 * 5 * 3];
+    return cr_make_param_array(cm_case, cases, make_cases(1, temperatures, 5, cases));
+}
+
+ParameterizedTest(cm_case *t, contrastive_math, fused_matches_reference) {
+    static const int ntxent_rows[] = {2, 10, 64, 66, 130}, supcon_rows[] = {1, 2, 3, 33, 65, 129};
+    static const int dims[] = {1, 3, 17};
+    run_case(t, ntxent_rows, 5, supcon_rows, 6, dims, 3);
 }
 
 /* Hand-checkable anchors of the header's functions. */

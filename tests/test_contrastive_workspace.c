@@ -1,0 +1,70 @@
+/* NT-Xent and SupCon workspace queries, on any machine (they need no handle and no device): the
+ * fused path's memory at a million rows (issue #4: under 1 GiB at M = 2^20, D = 128, bf16), what
+ * AUTO selects, and the fused path's column limit. Skipped in a build without CUDA, where every
+ * GPU call is NOT_SUPPORTED. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "closs.h"
+
+#define REQUIRE_CUDA_BUILD()                                                                       \
+    do {                                                                                           \
+        if (!closs_cuda_available()) cr_skip_test("closs was built without CUDA");                 \
+    } while (0)
+
+/* The bf16 workspace of a call on `path`, queried without a handle. */
+static size_t workspace_bytes(int supcon, closs_path_t path, int64_t rows, int64_t dim) {
+    closs_ntxent_params ntxent = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params supcon_params = CLOSS_SUPCON_PARAMS_INIT;
+    ntxent.path = supcon_params.path = path;
+    size_t bytes = 0;
+    const closs_status_t status =
+        supcon ? closs_supcon_workspace_size(NULL, &supcon_params, rows, dim, CLOSS_BF16, &bytes)
+               : closs_ntxent_workspace_size(NULL, &ntxent, rows, dim, CLOSS_BF16, &bytes);
+    cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    return bytes;
+}
+
+static size_t ntxent_bytes(closs_path_t path, int64_t rows, int64_t dim) {
+    return workspace_bytes(0, path, rows, dim);
+}
+
+static size_t supcon_bytes(closs_path_t path, int64_t rows, int64_t dim) {
+    return workspace_bytes(1, path, rows, dim);
+}
+
+Test(contrastive_workspace, fused_million_rows_under_one_gib) {
+    REQUIRE_CUDA_BUILD();
+    const int64_t rows = (int64_t)1 << 20, dim = 128;
+    const size_t gib = (size_t)1 << 30;
+    const size_t ntxent = ntxent_bytes(CLOSS_PATH_FUSED, rows, dim);
+    const size_t supcon = supcon_bytes(CLOSS_PATH_FUSED, rows, dim);
+    cr_expect_lt(ntxent, gib, "NT-Xent fused workspace %zu bytes", ntxent);
+    cr_expect_lt(supcon, gib, "SupCon fused workspace %zu bytes", supcon);
+    /* The M × M matrix it avoids is 4 TiB in float; even the chunked path's ẑ is 512 MiB. */
+    cr_expect_lt(ntxent, ntxent_bytes(CLOSS_PATH_CHUNKED, rows, dim));
+    cr_log_info("fused workspace at M = 2^20, D = 128: NT-Xent %.1f MiB, SupCon %.1f MiB",
+                (double)ntxent / (1 << 20), (double)supcon / (1 << 20));
+}
+
+Test(contrastive_workspace, auto_selects_fused_up_to_256_columns) {
+    REQUIRE_CUDA_BUILD();
+    for (int64_t dim = 255; dim <= 257; ++dim) {
+        const closs_path_t want = dim <= 256 ? CLOSS_PATH_FUSED : CLOSS_PATH_CHUNKED;
+        cr_expect_eq(ntxent_bytes(CLOSS_PATH_AUTO, 4096, dim), ntxent_bytes(want, 4096, dim),
+                     "NT-Xent, dim %lld", (long long)dim);
+        cr_expect_eq(supcon_bytes(CLOSS_PATH_AUTO, 4097, dim), supcon_bytes(want, 4097, dim),
+                     "SupCon, dim %lld", (long long)dim);
+    }
+}
+
+Test(contrastive_workspace, fused_refuses_more_than_256_columns) {
+    REQUIRE_CUDA_BUILD();
+    closs_supcon_params params = CLOSS_SUPCON_PARAMS_INIT;
+    params.path = CLOSS_PATH_FUSED;
+    size_t bytes = 7;
+    cr_expect_eq(closs_supcon_workspace_size(NULL, &params, 64, 257, CLOSS_F32, &bytes),
+                 CLOSS_STATUS_NOT_SUPPORTED);
+    cr_expect(strstr(closs_last_error(), "path"), "%s", closs_last_error());
+    cr_expect_eq(bytes, 7, "nothing written on failure");
+}
