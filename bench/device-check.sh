@@ -68,6 +68,10 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         step racecheck 120 compute-sanitizer --tool racecheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_rowwise" --jobs 1 \
             --filter 'gpu_rowwise/@(check_mode|caller_workspace)'
+        # the fused NT-Xent/SupCon kernels share tiles through shared memory (AUTO picks them here)
+        step racecheck-c 120 compute-sanitizer --tool racecheck --target-processes all \
+            --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
+            --filter 'gpu_contrastive/caller_workspace'
     fi
     if [[ $part != tests ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
@@ -85,7 +89,7 @@ fi
 {
     echo "==== device check ($part): $(head -n 2 "$out/device.txt" | tail -n 1)"
     grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
-    grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out/racecheck.log" 2>/dev/null
+    grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out"/racecheck*.log 2>/dev/null
     grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'

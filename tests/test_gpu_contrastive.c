@@ -1,4 +1,5 @@
-/* The GPU NT-Xent and SupCon against the CPU reference.
+/* The GPU NT-Xent and SupCon, on both paths (FUSED, CHUNKED, and AUTO, which picks FUSED for
+ * D ≤ 256), against the CPU reference; and the two paths against each other at M = 65,536.
  *
  * Each case draws fresh random inputs, rounds them to the case's dtype (the reference then sees
  * exactly the values the GPU sees), uploads them with the case's layout (padded leading
@@ -589,11 +590,18 @@ static void teardown(void) {
 
 TestSuite(gpu_contrastive, .init = setup, .fini = teardown, .timeout = 600);
 
+/* The path of a case: AUTO, CHUNKED or FUSED by `rotation`, FUSED only where it takes D. */
+static closs_path_t rotate_path(int rotation, int64_t dim) {
+    static const closs_path_t paths[3] = {CLOSS_PATH_AUTO, CLOSS_PATH_FUSED, CLOSS_PATH_CHUNKED};
+    const closs_path_t path = paths[rotation % 3];
+    return path == CLOSS_PATH_FUSED && dim > 256 ? CLOSS_PATH_CHUNKED : path;
+}
+
 /* Every size of the sweep: options, reductions, dtypes, layouts, paths and (SupCon) labels rotate
  * with the size so that the sweep covers them all without a full cross product (every option set
  * meets every reduction, and each dim several option sets). NT-Xent needs an even number of rows.
  * 10000 rows need more than one block of the chunked path (2^26 similarities per block at
- * present). */
+ * present) and many 64-row tiles of the fused path. */
 static void sweep_sizes(loss_kind loss) {
     static const int64_t ntxent_rows[] = {2, 64, 1000, 4096, 10000};
     static const int64_t supcon_rows[] = {2, 3, 64, 1000, 4097, 10001};
@@ -615,7 +623,7 @@ static void sweep_sizes(loss_kind loss) {
                                   dims[d],
                                   index % 2,
                                   index / 2 % 2,
-                                  index / 5 % 2 ? CLOSS_PATH_CHUNKED : CLOSS_PATH_AUTO,
+                                  rotate_path(index / 5, dims[d]),
                                   index / 4 % 2,
                                   index / 6 % 2 ? CLOSS_I64 : CLOSS_I32,
                                   (label_pattern)((3 * r + d) % LABEL_PATTERNS)};
@@ -649,8 +657,7 @@ static void every_option(loss_kind loss) {
                                       130,
                                       variant % 2,
                                       (variant + dtype) % 2,
-                                      (reduction + dtype) % 2 ? CLOSS_PATH_CHUNKED
-                                                              : CLOSS_PATH_AUTO,
+                                      rotate_path(reduction + dtype + variant, 130),
                                       index / 8 % 2,
                                       index / 4 % 2 ? CLOSS_I64 : CLOSS_I32,
                                       (label_pattern)(index % LABEL_PATTERNS)};
@@ -668,7 +675,7 @@ Test(gpu_contrastive, supcon_every_option_reduction_and_dtype) {
     every_option(LOSS_SUPCON);
 }
 
-/* CHUNKED and AUTO compute the same losses; FUSED is refused, with nothing written. */
+/* CHUNKED, FUSED and AUTO compute the same losses; FUSED refuses D > 256, with nothing written. */
 Test(gpu_contrastive, paths) {
     CLOSS_REQUIRE_GPU();
     for (int loss = 0; loss < 2; ++loss) {
@@ -688,15 +695,16 @@ Test(gpu_contrastive, paths) {
         check_case(handle, &c);
         c.path = CLOSS_PATH_AUTO;
         check_case(handle, &c);
-
-        /* The fused path is not written yet: when it lands, this becomes a check_case() too. */
         c.path = CLOSS_PATH_FUSED;
+        check_case(handle, &c);
+
+        c.dim = 257;
         uint64_t state = test_seed() | 1;
         case_data d = make_case(&c, &state);
         const loss_params p = set_options(&c);
         static const call_kind kinds[] = {CALL_FORWARD_BACKWARD, CALL_FORWARD, CALL_BACKWARD};
-        static const char *kind_names[] = {"fused forward+backward", "fused forward",
-                                           "fused backward"};
+        static const char *kind_names[] = {"fused forward+backward, D = 257",
+                                           "fused forward, D = 257", "fused backward, D = 257"};
         for (int k = 0; k < 3; ++k) {
             poison_outputs(&c, &d);
             poison_stats(&c, &d);
@@ -863,4 +871,127 @@ Test(gpu_contrastive, caller_workspace) {
         free(want_grad);
         free_case(&d);
     }
+}
+
+/* ---- fused against chunked where the reference is too slow ------------------------------------
+ */
+
+static float *download_floats(const void *device, size_t count, closs_dtype_t dtype) {
+    const size_t bytes = count * dtype_bytes(dtype);
+    void *raw = malloc(bytes + 1);
+    float *out = malloc((count + 1) * sizeof(float));
+    gpu_download(raw, device, bytes);
+    widen_from_dtype(raw, count, dtype, out);
+    free(raw);
+    return out;
+}
+
+/* ‖got − want‖/‖want‖ of two float arrays (NaN anywhere: NaN). */
+static double float_error(const float *got, const float *want, size_t count) {
+    double *wide = malloc((count + 1) * sizeof(double));
+    for (size_t i = 0; i < count; ++i) wide[i] = want[i];
+    const double error = relative_error(got, wide, count);
+    free(wide);
+    return error;
+}
+
+/* One loss at M = 65,536, D = 128 (normalised, τ = 0.07) on both paths from the same inputs:
+ * forward (loss and stats), forward+backward (gradient), and the fused backward from the chunked
+ * path's stats (the two paths' stats are interchangeable). What differs is float arithmetic in
+ * another order (cuBLAS against the tiles): losses and stats to 1e-4, gradients norm-wise to
+ * twice the dtype's gradient tolerance (each path rounds to the dtype on its own). */
+static void compare_paths(loss_kind loss, closs_dtype_t dtype, closs_reduction_t reduction) {
+    const int64_t rows = 65536, dim = 128;
+    const size_t dense = (size_t)rows * (size_t)dim, element = dtype_bytes(dtype);
+    contrastive_case c = {loss, 1, reduction,        dtype, rows,      dim,
+                          0,    0, CLOSS_PATH_FUSED, 0,     CLOSS_I64, LABELS_SINGLETONS};
+    uint64_t seed = test_seed(), state = seed | 1;
+    char name[300];
+    describe(&c, seed, name, sizeof name);
+
+    float *host = malloc((dense + 1) * sizeof(float));
+    void *staging = malloc(dense * element + 1);
+    for (size_t e = 0; e < dense; ++e) host[e] = (float)(2.0 * uniform01(&state) - 1.0);
+    round_to_dtype(host, dense, dtype, staging);
+    void *z = gpu_alloc(dense * element), *grad = gpu_alloc(dense * element);
+    gpu_upload(z, staging, dense * element);
+    int64_t *labels = malloc(((size_t)rows + 1) * sizeof(int64_t));
+    make_labels(&c, &state, labels);
+    void *device_labels = gpu_alloc((size_t)rows * sizeof(int64_t));
+    gpu_upload(device_labels, labels, (size_t)rows * sizeof(int64_t));
+    const size_t losses = reduction == CLOSS_REDUCTION_NONE ? (size_t)rows : 1;
+    float *device_loss = gpu_alloc((size_t)rows * sizeof(float));
+    float *stats[2] = {gpu_alloc((size_t)rows * sizeof(float)),
+                       gpu_alloc((size_t)rows * sizeof(float))};
+    case_data d = {.rows = rows,
+                   .dim = dim,
+                   .ld = dim,
+                   .device_z = z,
+                   .device_grad = grad,
+                   .device_labels = device_labels,
+                   .device_loss = device_loss,
+                   .device_valid = gpu_alloc(2 * sizeof(int64_t))};
+
+    /* [0]: FUSED, [1]: CHUNKED */
+    float *got_loss[2], *got_stats[2], *got_grad[2];
+    for (int path = 0; path < 2; ++path) {
+        c.path = path == 0 ? CLOSS_PATH_FUSED : CLOSS_PATH_CHUNKED;
+        const loss_params p = set_options(&c);
+        d.device_stats = stats[path];
+        gpu_poison(device_loss, (size_t)rows * sizeof(float));
+        gpu_poison(stats[path], (size_t)rows * sizeof(float));
+        cr_assert_eq(call_gpu(handle, &c, &d, &p, CALL_FORWARD, NULL, 0), CLOSS_STATUS_SUCCESS,
+                     "%s: %s", name, closs_last_error());
+        got_loss[path] = download_floats(device_loss, losses, CLOSS_F32);
+        got_stats[path] = download_floats(stats[path], (size_t)rows, CLOSS_F32);
+        gpu_poison(grad, dense * element);
+        cr_assert_eq(call_gpu(handle, &c, &d, &p, CALL_FORWARD_BACKWARD, NULL, 0),
+                     CLOSS_STATUS_SUCCESS, "%s: %s", name, closs_last_error());
+        got_grad[path] = download_floats(grad, dense, dtype);
+    }
+    const double loss_error = float_error(got_loss[0], got_loss[1], losses);
+    cr_expect(loss_error <= 1e-4, "%s: fused vs chunked loss relative error %.3g", name,
+              loss_error);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < rows; ++i)
+        wrong += !(fabs((double)got_stats[0][i] - got_stats[1][i]) <=
+                   1e-4 * fmax(fabs((double)got_stats[1][i]), 1.0 / 0.07));
+    cr_expect(wrong == 0, "%s: %lld stats differ between the paths", name, (long long)wrong);
+    const double tolerance = 2.0 * gradient_tolerance(dtype);
+    const double grad_error = float_error(got_grad[0], got_grad[1], dense);
+    cr_expect(grad_error <= tolerance, "%s: fused vs chunked gradient error %.3g (tolerance %.3g)",
+              name, grad_error, tolerance);
+
+    /* the fused backward from the chunked path's stats */
+    c.path = CLOSS_PATH_FUSED;
+    const loss_params p = set_options(&c);
+    d.device_stats = stats[1];
+    d.device_upstream = NULL; /* 1 */
+    gpu_poison(grad, dense * element);
+    cr_assert_eq(call_gpu(handle, &c, &d, &p, CALL_BACKWARD, NULL, 0), CLOSS_STATUS_SUCCESS,
+                 "%s: %s", name, closs_last_error());
+    float *crossed = download_floats(grad, dense, dtype);
+    const double cross_error = float_error(crossed, got_grad[1], dense);
+    cr_expect(cross_error <= tolerance,
+              "%s: fused backward from chunked stats: gradient error %.3g (tolerance %.3g)", name,
+              cross_error, tolerance);
+
+    free(crossed);
+    for (int path = 0; path < 2; ++path) {
+        free(got_loss[path]);
+        free(got_stats[path]);
+        free(got_grad[path]);
+    }
+    free(labels);
+    free(staging);
+    free(host);
+    gpu_free_all();
+}
+
+Test(gpu_contrastive, fused_matches_chunked_at_65536_rows) {
+    CLOSS_REQUIRE_GPU();
+    compare_paths(LOSS_NTXENT, CLOSS_F32, CLOSS_REDUCTION_MEAN);
+    compare_paths(LOSS_SUPCON, CLOSS_F32, CLOSS_REDUCTION_NONE);
+    compare_paths(LOSS_NTXENT, CLOSS_BF16, CLOSS_REDUCTION_NONE);
+    compare_paths(LOSS_SUPCON, CLOSS_BF16, CLOSS_REDUCTION_MEAN);
 }
