@@ -79,13 +79,14 @@ def test_strided_rows_side_stream_and_no_host_sync():
     wide = torch.randn(512, 200, device="cuda")
     z = wide[:, 10:138]  # ld 200 > dim 128: passed as a view
     labels = torch.randint(0, 64, (512,), device="cuda")
-    expected, expected_grads = loss_and_grads("supcon", [z.contiguous()], labels, torch.ones(1))
+    upstream = torch.ones(1, device="cuda")  # already on the device: no copy in the checked region
+    expected, expected_grads = loss_and_grads("supcon", [z.contiguous()], labels, upstream)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         torch.cuda.set_sync_debug_mode("error")  # any synchronising torch call raises
         try:
-            loss, grads = loss_and_grads("supcon", [z], labels, torch.ones(1))
+            loss, grads = loss_and_grads("supcon", [z], labels, upstream)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.current_stream().wait_stream(stream)
