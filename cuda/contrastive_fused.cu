@@ -212,9 +212,9 @@ __global__ void class_sums_kernel(const closs_contrastive_launch job, const int 
     const int classes = *job.class_count;
     for (int k = blockIdx.x; k < classes; k += gridDim.x)
         for (int64_t c = threadIdx.x; c < job.dim; c += blockDim.x) {
-            const int first = job.class_start[k], last = job.class_end[k];
+            const int64_t first = job.class_start[k], last = job.class_end[k]; // r + 7 may pass INT_MAX
             float acc = 0.0f;
-            for (int r = first; r <= last; r += kBatch) {
+            for (int64_t r = first; r <= last; r += kBatch) {
                 float unit[kBatch], weight[kBatch];
 #pragma unroll
                 for (int b = 0; b < kBatch; ++b) {
