@@ -1,0 +1,245 @@
+// The fused path's tile kernels (contrastive_fused.cu has the math, the launch shape and the
+// rest of the pipeline): the similarity tiles, the forward's log-sum-exp and the backward's
+// row-stationary dz. A header of its own so that tests/test_fused_kernels.cpp can run these very
+// kernels on the CPU, a thread per CUDA thread.
+#pragma once
+
+#include <stdint.h>
+
+#include "common.cuh"
+#include "fused_math.h"
+#include "launch.h"
+
+namespace closs {
+namespace {
+
+constexpr int kTile = CLOSS_FUSED_TILE;
+constexpr int kLanes = CLOSS_FUSED_LANES;
+constexpr int kSlice = CLOSS_FUSED_SLICE;
+constexpr int kThreads = CLOSS_FUSED_THREADS;
+constexpr int kPerThread = kTile / kLanes; // rows and columns of a tile per thread
+static_assert(kThreads / kLanes * kPerThread == kTile, "the row groups cover the tile");
+static_assert(kLanes <= kWarpSize && kWarpSize % kLanes == 0, "a row group is within a warp");
+
+// ẑ(row, col), 0 outside the M × D matrix (the tiles' padding: 0·0 adds nothing).
+template <typename T>
+__device__ __forceinline__ float unit_element(const closs_contrastive_launch &job, int64_t row, int64_t col) {
+    if (row >= job.rows || col >= job.dim) return 0.0f;
+    return to_float(static_cast<const T *>(job.z)[row * job.ld + col]) * job.inv_norm[row];
+}
+
+// Padded by one column: the slice stores (consecutive threads, consecutive k) hit distinct banks.
+struct TileShared {
+    float rows[kSlice][kTile + 1];
+    float cols[kSlice][kTile + 1];
+};
+
+// s[p][q] = ẑ_{i0+ty+16p} · ẑ_{j0+tx+16q}, each a chain of fmaf over k = 0..D−1 in order. Every
+// thread of the block must call it (it synchronises); shared memory is free again on return.
+template <typename T>
+__device__ __forceinline__ void similarity_tile(const closs_contrastive_launch &job, int64_t i0, int64_t j0,
+                                                TileShared &shared, float (&s)[kPerThread][kPerThread]) {
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kPerThread; ++q) s[p][q] = 0.0f;
+    for (int64_t k0 = 0; k0 < job.dim; k0 += kSlice) {
+        for (int e = threadIdx.x; e < kSlice * kTile; e += kThreads) {
+            const int r = e / kSlice, k = e % kSlice;
+            shared.rows[k][r] = unit_element<T>(job, i0 + r, k0 + k);
+            shared.cols[k][r] = unit_element<T>(job, j0 + r, k0 + k);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kSlice; ++k) {
+            float a[kPerThread], b[kPerThread];
+#pragma unroll
+            for (int p = 0; p < kPerThread; ++p) a[p] = shared.rows[k][ty + kLanes * p];
+#pragma unroll
+            for (int q = 0; q < kPerThread; ++q) b[q] = shared.cols[k][tx + kLanes * q];
+#pragma unroll
+            for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+                for (int q = 0; q < kPerThread; ++q) s[p][q] = fmaf(a[p], b[q], s[p][q]);
+        }
+        __syncthreads();
+    }
+}
+
+// Computes the tile at (i0, j0) and calls visit(p, q, pair, x) for each of the thread's elements
+// (row i0 + ty + 16p, column j0 + tx + 16q): pair is j < M and j ≠ i, x = s_ij/τ.
+template <typename T, typename Visit>
+__device__ __forceinline__ void visit_tile(const closs_contrastive_launch &job, int64_t i0, int64_t j0,
+                                          TileShared &shared, Visit visit) {
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    float s[kPerThread][kPerThread];
+    similarity_tile<T>(job, i0, j0, shared, s);
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kPerThread; ++q) {
+            const int64_t i = i0 + ty + kLanes * p, j = j0 + tx + kLanes * q;
+            visit(p, q, j < job.rows && j != i, s[p][q] * job.inv_temperature);
+        }
+}
+
+// The 16 lanes of a row group are one half-warp; offsets below 16 stay inside it.
+__device__ __forceinline__ float lanes_sum(float value) {
+#pragma unroll
+    for (int offset = kLanes / 2; offset > 0; offset >>= 1) value += __shfl_xor_sync(kFullMask, value, offset);
+    return value;
+}
+
+__device__ __forceinline__ closs_lse_partial lanes_merge(closs_lse_partial value) {
+#pragma unroll
+    for (int offset = kLanes / 2; offset > 0; offset >>= 1) {
+        closs_lse_partial other = {__shfl_xor_sync(kFullMask, value.max, offset),
+                                   __shfl_xor_sync(kFullMask, value.sum, offset)};
+        value = closs_cm_lse_merge(value, other);
+    }
+    return value;
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+
+template <typename T, bool kFixed>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrastive_launch job) {
+    __shared__ TileShared shared;
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const float shift = job.inv_temperature;
+    float sum[kPerThread];
+    closs_lse_partial partial[kPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        sum[p] = 0.0f;
+        partial[p] = closs_cm_lse_empty();
+    }
+    for (int64_t j0 = 0; j0 < job.rows; j0 += kTile)
+        visit_tile<T>(job, i0, j0, shared, [&](int p, int, bool pair, float x) {
+            if (!pair) return;
+            if constexpr (kFixed) sum[p] = closs_fm_push_fixed(sum[p], x, shift);
+            else partial[p] = closs_fm_push_online(partial[p], x);
+        });
+    const bool nonfinite = *job.nonfinite != 0;
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        float lse;
+        if constexpr (kFixed) lse = closs_fm_lse_fixed(lanes_sum(sum[p]), shift);
+        else lse = closs_cm_lse_value(lanes_merge(partial[p]));
+        const int64_t i = i0 + ty + kLanes * p;
+        if (tx == 0 && i < job.rows) job.lse[i] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+    }
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+// The anchor's factor in G: b_i with the fixed shift, w_i with the online maximum.
+template <bool kFixed>
+__device__ __forceinline__ float softmax_factor(const closs_contrastive_launch &job, int64_t i) {
+    const float w = job.weights[i];
+    return kFixed ? closs_fm_softmax_weight(w, job.lse[i], job.inv_temperature) : w;
+}
+
+template <typename T, bool kFixed, int kMaxDim>
+__global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrastive_launch job) {
+    constexpr int kDimPerThread = kMaxDim / kLanes; // dẑ columns tx + 16q of each of the 4 rows
+    __shared__ TileShared shared;
+    __shared__ float coefficients[kTile][kTile + 1];
+    __shared__ float units[kSlice][kMaxDim];
+    __shared__ float column_factor[kTile], column_lse[kTile];
+    const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
+    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const float inv_t = job.inv_temperature, shift = inv_t;
+
+    float row_factor[kPerThread], row_lse[kPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        const int64_t i = i0 + ty + kLanes * p;
+        row_factor[p] = i < job.rows ? softmax_factor<kFixed>(job, i) : 0.0f;
+        row_lse[p] = i < job.rows ? job.lse[i] : 0.0f;
+    }
+    float grad[kPerThread][kDimPerThread];
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p)
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) grad[p][q] = 0.0f;
+
+    for (int64_t j0 = 0; j0 < job.rows; j0 += kTile) {
+        // Published by similarity_tile's first barrier; the previous tile's readers have all
+        // passed the barrier after the coefficients.
+        if (threadIdx.x < kTile) {
+            const int64_t j = j0 + threadIdx.x;
+            column_factor[threadIdx.x] = j < job.rows ? softmax_factor<kFixed>(job, j) : 0.0f;
+            column_lse[threadIdx.x] = j < job.rows ? job.lse[j] : 0.0f;
+        }
+        visit_tile<T>(job, i0, j0, shared, [&](int p, int q, bool pair, float x) {
+            const int col = tx + kLanes * q;
+            float g = 0.0f;
+            if (pair)
+                g = kFixed ? closs_fm_coefficient_fixed(x, shift, row_factor[p], column_factor[col], inv_t)
+                           : closs_fm_coefficient_online(x, row_lse[p], column_lse[col], row_factor[p],
+                                                         column_factor[col], inv_t);
+            coefficients[ty + kLanes * p][col] = g;
+        });
+        __syncthreads();
+        // dẑ_rows += G·ẑ_cols, 16 column rows at a time; past the last row G and ẑ are 0.
+        for (int js = 0; js < kTile && j0 + js < job.rows; js += kSlice) {
+            for (int e = threadIdx.x; e < kSlice * kMaxDim; e += kThreads) {
+                const int jj = e / kMaxDim, c = e % kMaxDim;
+                units[jj][c] = unit_element<T>(job, j0 + js + jj, c);
+            }
+            __syncthreads();
+#pragma unroll 4
+            for (int jj = 0; jj < kSlice; ++jj) {
+#pragma unroll
+                for (int p = 0; p < kPerThread; ++p) {
+                    const float g = coefficients[ty + kLanes * p][js + jj];
+#pragma unroll
+                    for (int q = 0; q < kDimPerThread; ++q) grad[p][q] = fmaf(g, units[jj][tx + kLanes * q], grad[p][q]);
+                }
+            }
+            __syncthreads();
+        }
+    }
+
+    // The positive part, the normalisation's backward and the store. Rows past M compute on row 0
+    // (every lane must take part in the butterfly) and store nothing.
+#pragma unroll
+    for (int p = 0; p < kPerThread; ++p) {
+        const int64_t i = i0 + ty + kLanes * p;
+        const int64_t row = i < job.rows ? i : 0;
+        const float a_i = job.anchor_a[row];
+        const int64_t partner = (row + job.rows / 2) % job.rows;
+        const float a_pair = job.supcon ? 0.0f : a_i + job.anchor_a[partner];
+        const int k = job.supcon ? job.class_of[row] : -1;
+        float radial = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) {
+            const int64_t c = tx + kLanes * q;
+            if (c >= job.dim) continue;
+            const float unit = unit_element<T>(job, row, c);
+            float positive = 0.0f;
+            if (!job.supcon) positive = a_pair * unit_element<T>(job, partner, c);
+            else if (k >= 0)
+                positive = closs_fm_supcon_positive(a_i, unit, job.class_sum[(int64_t)k * job.dim + c],
+                                                    job.class_weighted_sum[(int64_t)k * job.dim + c]);
+            grad[p][q] = fmaf(-inv_t, positive, grad[p][q]);
+            radial = fmaf(unit, grad[p][q], radial);
+        }
+        radial = lanes_sum(radial);
+        if (i >= job.rows) continue;
+        const float norm = job.norms[i];
+        T *out = static_cast<T *>(job.grad) + i * job.grad_ld;
+#pragma unroll
+        for (int q = 0; q < kDimPerThread; ++q) {
+            const int64_t c = tx + kLanes * q;
+            if (c >= job.dim) continue;
+            out[c] = from_float<T>(closs_fm_unnormalize(grad[p][q], unit_element<T>(job, i, c), radial, norm, job.normalize));
+        }
+    }
+}
+
+} // namespace
+} // namespace closs
