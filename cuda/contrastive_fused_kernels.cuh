@@ -1,14 +1,13 @@
-// The fused path's tile kernels (contrastive_fused.cu has the math, the launch shape and the
-// rest of the pipeline): the similarity tiles, the forward's log-sum-exp and the backward's
-// row-stationary dz. A header of its own so that tests/test_fused_kernels.cpp can run these very
-// kernels on the CPU, a thread per CUDA thread.
+// The fused path's kernels (contrastive_fused.cu has the math, the launch shape, CUB's label sort
+// and the C entry points): SupCon's class numbering, the class sums, the similarity tiles, the
+// forward's log-sum-exp and loss, the backward's row-stationary dz. A header of its own so that
+// tests/test_fused_kernels.cpp can run these very kernels on the CPU, a thread per CUDA thread.
 #pragma once
 
 #include <stdint.h>
 
-#include "common.cuh"
+#include "contrastive_kernels.cuh"
 #include "fused_math.h"
-#include "launch.h"
 
 namespace closs {
 namespace {
@@ -101,6 +100,78 @@ __device__ __forceinline__ closs_lse_partial lanes_merge(closs_lse_partial value
     return value;
 }
 
+// ---- SupCon's classes --------------------------------------------------------------------------
+
+__global__ void iota_kernel(int *out, int64_t count) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < count; r += (int64_t)gridDim.x * blockDim.x)
+        out[r] = (int)r;
+}
+
+// 1 at the first sorted position of each class with at least two rows.
+template <typename L>
+__global__ void class_heads_kernel(const closs_contrastive_launch job, const L *keys) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.rows; r += (int64_t)gridDim.x * blockDim.x) {
+        const bool first = r == 0 || keys[r] != keys[r - 1];
+        const bool shared = r + 1 < job.rows && keys[r + 1] == keys[r];
+        job.class_heads[r] = first && shared;
+    }
+}
+
+// class_ids is the inclusive scan of class_heads: every row of a class of ≥ 2 rows sees its
+// class's number + 1. Singletons get −1 (no positive, no class sum).
+template <typename L>
+__global__ void assign_classes_kernel(const closs_contrastive_launch job, const L *keys, const int *order) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.rows; r += (int64_t)gridDim.x * blockDim.x) {
+        const bool first = r == 0 || keys[r] != keys[r - 1];
+        const bool last = r + 1 == job.rows || keys[r + 1] != keys[r];
+        const int k = first && last ? -1 : job.class_ids[r] - 1;
+        job.class_of[order[r]] = k;
+        if (k >= 0 && first) job.class_start[k] = (int)r;
+        if (k >= 0 && last) job.class_end[k] = (int)r;
+        if (r == job.rows - 1) *job.class_count = job.class_ids[r];
+    }
+}
+
+// |P(i)|: the partner (NT-Xent), the other rows of the class (SupCon).
+__global__ void positives_kernel(const closs_contrastive_launch job) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x) {
+        if (!job.supcon) {
+            job.positives[i] = 1;
+            continue;
+        }
+        const int k = job.class_of[i];
+        job.positives[i] = k < 0 ? 0 : job.class_end[k] - job.class_start[k];
+    }
+}
+
+// C_k = Σ ẑ (weights NULL) or A_k = Σ a·ẑ over class k's rows in sorted order. A thread adds its
+// column serially, so rows are fetched in batches of 8 before being added in order: a class of
+// a million rows (all labels equal) waits on memory M/8 times, not 2M times.
+template <typename T>
+__global__ void class_sums_kernel(const closs_contrastive_launch job, const int *order, const float *weights,
+                                  float *sums) {
+    constexpr int kBatch = 8;
+    const int classes = *job.class_count;
+    for (int k = blockIdx.x; k < classes; k += gridDim.x)
+        for (int64_t c = threadIdx.x; c < job.dim; c += blockDim.x) {
+            const int64_t first = job.class_start[k], last = job.class_end[k]; // r + 7 may pass INT_MAX
+            float acc = 0.0f;
+            for (int64_t r = first; r <= last; r += kBatch) {
+                float unit[kBatch], weight[kBatch];
+#pragma unroll
+                for (int b = 0; b < kBatch; ++b) {
+                    const int row = r + b <= last ? order[r + b] : -1;
+                    unit[b] = row >= 0 ? unit_element<T>(job, row, c) : 0.0f;
+                    weight[b] = row >= 0 && weights ? weights[row] : 0.0f;
+                }
+#pragma unroll
+                for (int b = 0; b < kBatch; ++b)
+                    if (r + b <= last) acc = weights ? fmaf(weight[b], unit[b], acc) : acc + unit[b];
+            }
+            sums[(int64_t)k * job.dim + c] = acc;
+        }
+}
+
 // ---- forward -----------------------------------------------------------------------------------
 
 template <typename T, bool kFixed>
@@ -130,6 +201,34 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrasti
         else lse = closs_cm_lse_value(lanes_merge(partial[p]));
         const int64_t i = i0 + ty + kLanes * p;
         if (tx == 0 && i < job.rows) job.lse[i] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+    }
+}
+
+// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p(i)/τ or ẑ_i·(C_k − ẑ_i)/τ; one warp per anchor.
+template <typename T>
+__global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
+    for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize; i < job.rows;
+         i += warps) {
+        const int positives = job.positives[i];
+        float dot = 0.0f;
+        if (positives > 0) {
+            const int64_t partner = (i + job.rows / 2) % job.rows;
+            const float *class_sum = job.supcon ? job.class_sum + (int64_t)job.class_of[i] * job.dim : nullptr;
+            for (int64_t c = lane; c < job.dim; c += kWarpSize) {
+                const float unit = unit_element<T>(job, i, c);
+                const float other = class_sum ? class_sum[c] - unit : unit_element<T>(job, partner, c);
+                dot = fmaf(unit, other, dot);
+            }
+        }
+        dot = warp_sum(dot);
+        if (lane == 0) {
+            float loss = closs_cm_row_loss(job.lse[i], dot * job.inv_temperature, positives, job.scale);
+            if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)
+            job.row_loss[i] = loss;
+            if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[i] = loss;
+        }
     }
 }
 
