@@ -28,11 +28,12 @@ class _Loss(torch.autograd.Function):
         prepared, vector = _dispatch.prepare(spec, inputs, vector)
         want = list(ctx.needs_input_grad[_FIXED_ARGUMENTS:])
         fused = any(want) and params.reduction != _capi.REDUCTIONS["none"]
+        grads_now = want if fused else [False] * len(want)  # the gradients this forward computes
         stats = None
         if prepared[0].device.type == "cpu":
-            loss, grads, valid = _dispatch.reference(spec, params, prepared, vector, want if fused else [False] * len(want))
+            loss, grads, valid = _dispatch.reference(spec, params, prepared, vector, grads_now)
         else:
-            loss, grads, valid, stats = _dispatch.gpu_forward(spec, params, prepared, vector, want if fused else [False] * len(want))
+            loss, grads, valid, stats = _dispatch.gpu_forward(spec, params, prepared, vector, grads_now)
         ctx.spec, ctx.params, ctx.fused = spec, params, fused
         ctx.input_dtypes = [t.dtype for t in inputs]
         if fused:
