@@ -194,3 +194,16 @@ def test_labels_and_y_types():
     x1, x2 = rows(3, 2), rows(3, 2)
     torch.testing.assert_close(closs.pair_contrastive_loss(x1, x2, torch.tensor([True, False, True])),
                                closs.pair_contrastive_loss(x1, x2, torch.tensor([1.0, 0.0, 1.0])))
+
+
+def test_inside_torch_compile():
+    """torch.compile runs closs as an opaque call (a graph break), with the same result."""
+    linear = torch.nn.Linear(8, 4).double()
+    loss_fn = closs.NTXentLoss()
+    step = lambda x: loss_fn(linear(x))  # noqa: E731
+    x = torch.randn(16, 8, dtype=torch.float64)
+    compiled = torch.compile(step)(x)
+    torch.testing.assert_close(compiled, step(x), rtol=1e-12, atol=0)
+    (grad,) = torch.autograd.grad(compiled, linear.weight)
+    (expected,) = torch.autograd.grad(step(x), linear.weight)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
