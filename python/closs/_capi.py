@@ -122,14 +122,11 @@ def supcon_params(temperature=0.07, base_temperature=None, normalize=True, reduc
 
 
 def library_candidates():
-    """Where libcloss is looked for, in order: $CLOSS_LIBRARY; a copy inside this package; the
-    source tree's build/ (python/closs is two levels below the repository root); the system's
-    library path (after `cmake --install`)."""
+    """Where libcloss is looked for when $CLOSS_LIBRARY is not set, in order: a copy inside this
+    package; the source tree's build/ (python/closs is two levels below the repository root); the
+    system's library path (after `cmake --install`)."""
     here = pathlib.Path(__file__).resolve().parent
-    candidates = []
-    if os.environ.get("CLOSS_LIBRARY"):
-        candidates.append(os.environ["CLOSS_LIBRARY"])
-    candidates.append(str(here / "libcloss.so"))
+    candidates = [str(here / "libcloss.so")]
     candidates.append(str(here.parent.parent / "build" / "host" / "libcloss.so"))
     system = ctypes.util.find_library("closs")
     if system:
@@ -142,6 +139,8 @@ class Library:
     subclass that matches its status, with closs_last_error() as the message."""
 
     def __init__(self, path=None):
+        if path is None and os.environ.get("CLOSS_LIBRARY"):
+            path = os.environ["CLOSS_LIBRARY"]  # asked for by name: no fallback to another copy
         if path is None:
             tried = library_candidates()
             path = next((p for p in tried if os.path.sep not in p or os.path.exists(p)), None)
