@@ -75,3 +75,15 @@ def test_no_gradient_is_written_when_the_call_fails():
     with pytest.raises(closs.ClossArgumentError):
         closs.supcon_loss(z, torch.zeros(5, dtype=torch.int64)).backward()
     assert z.grad is None
+
+
+def test_a_missing_closs_library_is_named(tmp_path):
+    """A CLOSS_LIBRARY that does not exist is an error naming it, not a fallback to another copy."""
+    import os
+    import subprocess
+    import sys
+    missing = tmp_path / "libcloss.so"
+    environment = dict(os.environ, CLOSS_LIBRARY=str(missing))
+    result = subprocess.run([sys.executable, "-c", "import closs; closs.NTXentLoss()"], env=environment,
+                            capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode != 0 and str(missing) in result.stderr
