@@ -13,7 +13,6 @@
 #define CLOSS_LABEL_DTYPES     (CLOSS_DTYPE_BIT(CLOSS_I32) | CLOSS_DTYPE_BIT(CLOSS_I64))
 
 const char *closs_dtype_name(closs_dtype_t dtype);
-size_t closs_dtype_size(closs_dtype_t dtype); /* 0 for an unknown dtype */
 
 /* The struct pointer is not NULL and its `size` field equals `expected_size`. */
 closs_status_t closs_check_params(const char *name, const void *params, size_t expected_size);

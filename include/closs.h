@@ -153,6 +153,8 @@ static inline closs_vector_t closs_vector(const void *data, closs_dtype_t dtype,
     closs_vector_t v = {data, dtype, length};
     return v;
 }
+/*! closs_dtype_size() : bytes per element of `dtype` (2 for f16 and bf16), 0 for an unknown one. */
+CLOSS_API size_t closs_dtype_size(closs_dtype_t dtype);
 
 /* ------------------------------------------------------------------------------------------------
  * Parameters, one struct per loss. `size` must be sizeof(the struct): it lets the structs grow

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "half.h" /* the closs tool's f16/bf16 conversions (tools/half.c) */
+
 int gpu_available(void) {
     int count = 0;
     return closs_cuda_device_count(&count) == CLOSS_STATUS_SUCCESS && count > 0;
@@ -51,67 +53,18 @@ void gpu_poison(void *device, size_t bytes) {
     if (bytes) CUDA_OK(cudaMemset(device, 0xff, bytes));
 }
 
-size_t dtype_bytes(closs_dtype_t dtype) {
-    return dtype == CLOSS_F32 ? 4 : dtype == CLOSS_F64 ? 8 : 2;
-}
-
-/* IEEE binary16 and bfloat16, round to nearest even. */
-static uint16_t float_to_half(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, 4);
-    uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
-    if (magnitude >= 0x7f800000u)
-        return (uint16_t)(sign | (magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (magnitude >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflows to infinity */
-    if (magnitude < 0x38800000u) {                                   /* subnormal or zero */
-        float scaled = fabsf(value) * 16777216.0f;                   /* 2^24: units of 2^-24 */
-        return (uint16_t)(sign | (uint32_t)nearbyintf(scaled));
-    }
-    uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
-    return (uint16_t)(sign | ((rounded - 0x38000000u) >> 13));
-}
-
-static float half_to_float(uint16_t half) {
-    uint32_t sign = (uint32_t)(half & 0x8000u) << 16, exponent = (half >> 10) & 0x1fu;
-    uint32_t mantissa = half & 0x3ffu;
-    float magnitude;
-    if (exponent == 0) magnitude = (float)mantissa / 16777216.0f;
-    else if (exponent == 31) magnitude = mantissa ? NAN : INFINITY;
-    else magnitude = ldexpf(1.0f + (float)mantissa / 1024.0f, (int)exponent - 15);
-    uint32_t bits;
-    memcpy(&bits, &magnitude, 4);
-    bits |= sign;
-    memcpy(&magnitude, &bits, 4);
-    return magnitude;
-}
-
-static uint16_t float_to_bf16(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
-static float bf16_to_float(uint16_t value) {
-    uint32_t bits = (uint32_t)value << 16;
-    float result;
-    memcpy(&result, &bits, 4);
-    return result;
-}
-
 void round_to_dtype(float *values, size_t count, closs_dtype_t dtype, void *out) {
     for (size_t i = 0; i < count; ++i) {
         if (dtype == CLOSS_F32) {
             ((float *)out)[i] = values[i];
         } else if (dtype == CLOSS_F16) {
-            uint16_t h = float_to_half(values[i]);
+            uint16_t h = cli_f16_from_float(values[i]);
             ((uint16_t *)out)[i] = h;
-            values[i] = half_to_float(h);
+            values[i] = cli_float_from_f16(h);
         } else {
-            uint16_t b = float_to_bf16(values[i]);
+            uint16_t b = cli_bf16_from_float(values[i]);
             ((uint16_t *)out)[i] = b;
-            values[i] = bf16_to_float(b);
+            values[i] = cli_float_from_bf16(b);
         }
     }
 }
@@ -119,8 +72,8 @@ void round_to_dtype(float *values, size_t count, closs_dtype_t dtype, void *out)
 void widen_from_dtype(const void *in, size_t count, closs_dtype_t dtype, float *out) {
     for (size_t i = 0; i < count; ++i) {
         if (dtype == CLOSS_F32) out[i] = ((const float *)in)[i];
-        else if (dtype == CLOSS_F16) out[i] = half_to_float(((const uint16_t *)in)[i]);
-        else out[i] = bf16_to_float(((const uint16_t *)in)[i]);
+        else if (dtype == CLOSS_F16) out[i] = cli_float_from_f16(((const uint16_t *)in)[i]);
+        else out[i] = cli_float_from_bf16(((const uint16_t *)in)[i]);
     }
 }
 

@@ -27,7 +27,6 @@ void gpu_synchronize(void);
 /* Fills `bytes` of device memory with 0xFF: NaN in f32, f16 and bf16 ("every element written"). */
 void gpu_poison(void *device, size_t bytes);
 
-size_t dtype_bytes(closs_dtype_t dtype);
 /* Rounds host floats to `dtype` (f32, f16, bf16) in place and writes their storage to `out`. */
 void round_to_dtype(float *values, size_t count, closs_dtype_t dtype, void *out);
 /* The stored values of `dtype` as floats. */

@@ -46,6 +46,7 @@
 
 #include "closs.h"
 #include "gpu_support.h"
+#include "softmax_contrastive.h" /* closs_ref_dot: the reference's dot product */
 
 typedef enum { LOSS_NTXENT, LOSS_SUPCON } loss_kind;
 
@@ -119,7 +120,7 @@ typedef struct case_data {
 } case_data;
 
 static void *offset(void *base, const contrastive_case *c) {
-    return (char *)base + (c->misaligned ? dtype_bytes(c->dtype) : 0);
+    return (char *)base + (c->misaligned ? closs_dtype_size(c->dtype) : 0);
 }
 
 static size_t label_bytes(const contrastive_case *c) { return c->label_dtype == CLOSS_I32 ? 4 : 8; }
@@ -145,19 +146,6 @@ static void make_labels(const contrastive_case *c, uint64_t *state, void *out) {
     }
 }
 
-static double dot(const double *a, const double *b, int64_t dim) {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    int64_t c = 0;
-    for (; c + 4 <= dim; c += 4) {
-        s0 += a[c] * b[c];
-        s1 += a[c + 1] * b[c + 1];
-        s2 += a[c + 2] * b[c + 2];
-        s3 += a[c + 3] * b[c + 3];
-    }
-    for (; c < dim; ++c) s0 += a[c] * b[c];
-    return (s0 + s1) + (s2 + s3);
-}
-
 /* Adds exp(x) to a running log-sum-exp: *sum is Σ exp(x − *max). */
 static void add_to_lse(double *max, double *sum, double x) {
     if (x > *max) {
@@ -181,7 +169,7 @@ static void measure_inputs(const contrastive_case *c, case_data *d) {
     for (int64_t i = 0; i < rows; ++i) {
         double *row = zhat + i * dim;
         for (int64_t k = 0; k < dim; ++k) row[k] = d->host[i * dim + k];
-        double norm = sqrt(dot(row, row, dim)), n = 1.0;
+        double norm = sqrt(closs_ref_dot(row, row, dim)), n = 1.0;
         if (normalize_of(c)) {
             n = norm > 1e-12 ? norm : 1e-12;
             const double scale = 1.0 / n;
@@ -195,7 +183,7 @@ static void measure_inputs(const contrastive_case *c, case_data *d) {
     }
     for (int64_t i = 0; i < rows; ++i)
         for (int64_t k = i + 1; k < rows; ++k) {
-            const double x = dot(zhat + i * dim, zhat + k * dim, dim) * inv_t;
+            const double x = closs_ref_dot(zhat + i * dim, zhat + k * dim, dim) * inv_t;
             max_logit = fmax(max_logit, fabs(x));
             add_to_lse(&max[i], &sum[i], x);
             add_to_lse(&max[k], &sum[k], x);
@@ -213,7 +201,7 @@ static void measure_inputs(const contrastive_case *c, case_data *d) {
 static case_data make_case(const contrastive_case *c, uint64_t *state) {
     case_data d = {.rows = c->rows, .dim = c->dim, .ld = c->dim + (c->padded ? 5 : 0)};
     const size_t rows = (size_t)c->rows, dense = rows * (size_t)c->dim;
-    const size_t element = dtype_bytes(c->dtype),
+    const size_t element = closs_dtype_size(c->dtype),
                  strided_bytes = (rows * (size_t)d.ld + 1) * element;
     /* NaN in the padding: a kernel that reads it shows in every loss. */
     unsigned char *staging = malloc(strided_bytes + 16);
@@ -431,7 +419,7 @@ static void expect_valid(const case_data *d, int64_t want, const char *what, con
 
 static void expect_gradient(const contrastive_case *c, const case_data *d, const double *want,
                             double minimum, int exact_zero, const char *what, const char *name) {
-    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
+    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = closs_dtype_size(c->dtype);
     const size_t row_bytes = (size_t)d->ld * element, used_bytes = (size_t)c->dim * element;
     unsigned char *strided = malloc((size_t)c->rows * row_bytes + 1);
     float *got = malloc((dense + 1) * sizeof(float));
@@ -464,7 +452,7 @@ static void expect_gradient(const contrastive_case *c, const case_data *d, const
 /* NaN in every output but the stats (which a backward call reads). */
 static void poison_outputs(const contrastive_case *c, const case_data *d) {
     gpu_poison(d->device_loss, ((size_t)c->rows + 1) * sizeof(float));
-    gpu_poison(d->device_grad, (size_t)c->rows * (size_t)d->ld * dtype_bytes(c->dtype));
+    gpu_poison(d->device_grad, (size_t)c->rows * (size_t)d->ld * closs_dtype_size(c->dtype));
     gpu_poison(d->device_valid, 2 * sizeof(int64_t));
 }
 
@@ -487,8 +475,9 @@ static void expect_untouched(const contrastive_case *c, const case_data *d, int 
     gpu_synchronize();
     cr_expect(all_poisoned(d->device_loss, ((size_t)c->rows + 1) * sizeof(float)),
               "%s wrote the loss before failing", what);
-    cr_expect(all_poisoned(d->device_grad, (size_t)c->rows * (size_t)d->ld * dtype_bytes(c->dtype)),
-              "%s wrote the gradient before failing", what);
+    cr_expect(
+        all_poisoned(d->device_grad, (size_t)c->rows * (size_t)d->ld * closs_dtype_size(c->dtype)),
+        "%s wrote the gradient before failing", what);
     if (stats_poisoned)
         cr_expect(all_poisoned(d->device_stats, ((size_t)c->rows + 1) * sizeof(float)),
                   "%s wrote the stats before failing", what);
@@ -525,7 +514,7 @@ static void check_case(closs_handle_t handle, const contrastive_case *c) {
     if (c->loss == LOSS_SUPCON) expect_valid(&d, anchors, "forward+backward", name);
 
     /* the same bits again */
-    const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * dtype_bytes(c->dtype);
+    const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * closs_dtype_size(c->dtype);
     const size_t loss_bytes = loss_count * sizeof(float), all = grad_bytes + loss_bytes + 8;
     char *first = malloc(all), *second = malloc(all);
     gpu_download(first, d.device_grad, grad_bytes);
@@ -877,7 +866,7 @@ Test(gpu_contrastive, caller_workspace) {
  */
 
 static float *download_floats(const void *device, size_t count, closs_dtype_t dtype) {
-    const size_t bytes = count * dtype_bytes(dtype);
+    const size_t bytes = count * closs_dtype_size(dtype);
     void *raw = malloc(bytes + 1);
     float *out = malloc((count + 1) * sizeof(float));
     gpu_download(raw, device, bytes);
@@ -902,7 +891,7 @@ static double float_error(const float *got, const float *want, size_t count) {
  * twice the dtype's gradient tolerance (each path rounds to the dtype on its own). */
 static void compare_paths(loss_kind loss, closs_dtype_t dtype, closs_reduction_t reduction) {
     const int64_t rows = 65536, dim = 128;
-    const size_t dense = (size_t)rows * (size_t)dim, element = dtype_bytes(dtype);
+    const size_t dense = (size_t)rows * (size_t)dim, element = closs_dtype_size(dtype);
     contrastive_case c = {loss, 1, reduction,        dtype, rows,      dim,
                           0,    0, CLOSS_PATH_FUSED, 0,     CLOSS_I64, LABELS_SINGLETONS};
     uint64_t seed = test_seed(), state = seed | 1;

@@ -76,7 +76,7 @@ typedef struct case_data {
 } case_data;
 
 static void *offset(void *base, const rowwise_case *c) {
-    return (char *)base + (c->misaligned ? dtype_bytes(c->dtype) : 0);
+    return (char *)base + (c->misaligned ? closs_dtype_size(c->dtype) : 0);
 }
 
 static case_data make_case(const rowwise_case *c, uint64_t *state) {
@@ -84,7 +84,7 @@ static case_data make_case(const rowwise_case *c, uint64_t *state) {
                    .dim = c->dim,
                    .ld = c->dim + (c->padded ? 5 : 0),
                    .inputs = input_count(c->loss)};
-    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
+    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = closs_dtype_size(c->dtype);
     const size_t strided_bytes = ((size_t)c->rows * (size_t)d.ld + 1) * element;
     void *staging = malloc(strided_bytes + 16);
     for (int k = 0; k < d.inputs; ++k) {
@@ -207,7 +207,7 @@ static void expect_losses(const case_data *d, size_t count, const double *want, 
 
 static void expect_gradients(const rowwise_case *c, const case_data *d, double *const want[3],
                              const char *what, const char *name) {
-    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = dtype_bytes(c->dtype);
+    const size_t dense = (size_t)c->rows * (size_t)c->dim, element = closs_dtype_size(c->dtype);
     char *strided = malloc((size_t)c->rows * (size_t)d->ld * element + 1);
     float *got = malloc((dense + 1) * sizeof(float));
     for (int k = 0; k < d->inputs; ++k) {
@@ -228,7 +228,7 @@ static void poison_outputs(const rowwise_case *c, const case_data *d) {
     const size_t loss_count = c->reduction == CLOSS_REDUCTION_NONE ? (size_t)c->rows : 1;
     gpu_poison(d->device_loss, loss_count * sizeof(float));
     for (int k = 0; k < d->inputs; ++k)
-        gpu_poison(d->device_grad[k], (size_t)c->rows * (size_t)d->ld * dtype_bytes(c->dtype));
+        gpu_poison(d->device_grad[k], (size_t)c->rows * (size_t)d->ld * closs_dtype_size(c->dtype));
 }
 
 static void check_case(closs_handle_t handle, const rowwise_case *c) {
@@ -253,7 +253,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
     expect_gradients(c, &d, want, "forward+backward", name);
 
     /* the same bits again */
-    const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * dtype_bytes(c->dtype);
+    const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * closs_dtype_size(c->dtype);
     char *first = malloc(grad_bytes + loss_count * sizeof(float) + 1);
     char *second = malloc(grad_bytes + loss_count * sizeof(float) + 1);
     gpu_download(first, d.device_grad[0], grad_bytes);

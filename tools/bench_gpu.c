@@ -126,7 +126,6 @@ int bench_gpu_probe(bench_gpu_info *info) {
     return 0;
 }
 
-static size_t element_size(closs_dtype_t dtype) { return dtype == CLOSS_F32 ? 4 : 2; }
 static size_t aligned(size_t bytes) { return (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT; }
 
 /* Triplet with torch's TripletMarginLoss distance (euclidean), so that the baselines compute the
@@ -260,7 +259,7 @@ static int upload_labels(const gpu_buffers *b, void *device) {
 /* Allocates and fills `copies` sets (at least one); 0, or -1 with the reason in `error`
  * (and status "oom" when memory ran out). */
 static int make_buffers(closs_handle_t handle, gpu_buffers *b, int copies, bench_point *point) {
-    b->matrix_bytes = aligned((size_t)b->rows * (size_t)b->dim * element_size(b->dtype));
+    b->matrix_bytes = aligned((size_t)b->rows * (size_t)b->dim * closs_dtype_size(b->dtype));
     b->label_bytes = (size_t)b->rows * (strcmp(b->c->name, "supcon") ? 4 : 8);
     b->set_bytes = 2 * (size_t)b->c->input_count * b->matrix_bytes + aligned(b->label_bytes);
     if (workspace_size(handle, b->c, b->dtype, b->rows, b->dim, &b->workspace_bytes) !=
@@ -431,7 +430,7 @@ static int gpu_time(closs_handle_t handle, const bench_gpu_info *info, int repea
                     bench_point *point) {
     const bench_case *c = b->c;
     size_t probe_set =
-        2 * (size_t)c->input_count * (size_t)b->rows * (size_t)b->dim * element_size(b->dtype);
+        2 * (size_t)c->input_count * (size_t)b->rows * (size_t)b->dim * closs_dtype_size(b->dtype);
     size_t wanted = (size_t)(3 * info->ceilings.l2_bytes) / (probe_set ? probe_set : 1) + 1;
     int copies = (int)(wanted < 2 ? 2 : wanted > MAX_COPIES ? MAX_COPIES : wanted);
     if (make_buffers(handle, b, copies, point) != 0) return -1;
@@ -487,7 +486,7 @@ static void rate_and_floor(const bench_ceilings *ceilings, const bench_case *c, 
     const double n = (double)point->rows, d = (double)point->dim;
     const double seconds = point->median_ms * 1e-3;
     if (c->rowwise) {
-        double bytes = 2.0 * c->input_count * n * d * (double)element_size(dtype) +
+        double bytes = 2.0 * c->input_count * n * d * (double)closs_dtype_size(dtype) +
                        (c->targets ? 4.0 * n : 0.0);
         point->rate = bytes / seconds / 1e9;
         point->rate_unit = "GB/s";

@@ -13,18 +13,6 @@
 #ifdef CLOSS_CLI_WITH_CUDA
 #    include <cuda_runtime_api.h>
 
-static size_t element_size(closs_dtype_t dtype) {
-    switch (dtype) {
-    case CLOSS_F16:
-    case CLOSS_BF16: return 2;
-    case CLOSS_F32:
-    case CLOSS_I32: return 4;
-    case CLOSS_F64:
-    case CLOSS_I64: return 8;
-    }
-    return 8;
-}
-
 /* The device's copies of one call's arrays; NULL where unused. */
 typedef struct device_arrays {
     void *inputs[CLI_MAX_INPUTS];
@@ -62,7 +50,7 @@ static closs_status_t upload(const cli_input *input, closs_dtype_t dtype, void *
                              size_t err_size) {
     const size_t count = input->array.count;
     const closs_dtype_t device_dtype = input->kind == CLI_INPUT_MATRIX ? dtype : input->dtype;
-    const size_t bytes = count * element_size(device_dtype);
+    const size_t bytes = count * closs_dtype_size(device_dtype);
     const void *host = input->array.data;
     uint16_t *converted = NULL;
     if (device_dtype == CLOSS_F16 || device_dtype == CLOSS_BF16) {
@@ -141,7 +129,7 @@ static closs_status_t download(const cli_inputs *in, closs_dtype_t dtype, size_t
         loss[i] = ((const float *)buffer)[i];
     for (int k = 0; error == cudaSuccess && k < in->count; ++k) {
         if (!grads[k] || !grad_count) continue;
-        error = cudaMemcpy(buffer, d->grads[k], grad_count * element_size(dtype),
+        error = cudaMemcpy(buffer, d->grads[k], grad_count * closs_dtype_size(dtype),
                            cudaMemcpyDeviceToHost);
         for (size_t i = 0; error == cudaSuccess && i < grad_count; ++i) {
             const uint16_t *half = buffer;
@@ -169,7 +157,7 @@ closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const
     device_arrays d = {0};
     const size_t loss_count =
         cli_params_reduction(params) == CLOSS_REDUCTION_NONE ? (size_t)inputs->rows : 1;
-    const size_t grad_bytes = (size_t)inputs->rows * (size_t)inputs->dim * element_size(dtype);
+    const size_t grad_bytes = (size_t)inputs->rows * (size_t)inputs->dim * closs_dtype_size(dtype);
     for (int i = 0; status == CLOSS_STATUS_SUCCESS && i < inputs->count; ++i) {
         status = upload(&inputs->items[i], dtype, &d.inputs[i], err, err_size);
         if (status == CLOSS_STATUS_SUCCESS && inputs->items[i].kind == CLI_INPUT_MATRIX)

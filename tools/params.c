@@ -104,6 +104,16 @@ static const char *const path_names[] = {
     [CLOSS_PATH_CHUNKED] = "chunked",
 };
 
+/* The names an enum parameter takes, in enum order, and how a refusal lists them. */
+typedef struct choice_names {
+    const char *const *names;
+    size_t count;
+    const char *list;
+} choice_names;
+
+static const choice_names reduction_choices = {reduction_names, 3, "mean, sum or none"};
+static const choice_names path_choices = {path_names, 3, "auto, fused or chunked"};
+
 const char *cli_loss_name(cli_loss loss) {
     return (unsigned)loss < CLI_LOSS_COUNT ? loss_names[loss] : "?";
 }
@@ -210,24 +220,17 @@ static bool set_value(cli_params *params, const param_spec *spec, const char *va
                  cli_loss_name(params->loss), spec->meaning);
         return false;
     }
-    case PARAM_REDUCTION: {
-        int index;
-        if (parse_name(value, reduction_names, sizeof reduction_names / sizeof reduction_names[0],
-                       &index)) {
-            *(closs_reduction_t *)field = (closs_reduction_t)index;
-            return true;
-        }
-        snprintf(err, err_size, "%s=%s: must be mean, sum or none", spec->name, value);
-        return false;
-    }
+    case PARAM_REDUCTION:
     case PARAM_PATH: {
+        const choice_names *choices = spec->kind == PARAM_PATH ? &path_choices : &reduction_choices;
         int index;
-        if (parse_name(value, path_names, sizeof path_names / sizeof path_names[0], &index)) {
-            *(closs_path_t *)field = (closs_path_t)index;
-            return true;
+        if (!parse_name(value, choices->names, choices->count, &index)) {
+            snprintf(err, err_size, "%s=%s: must be %s", spec->name, value, choices->list);
+            return false;
         }
-        snprintf(err, err_size, "%s=%s: must be auto, fused or chunked", spec->name, value);
-        return false;
+        if (spec->kind == PARAM_PATH) *(closs_path_t *)field = (closs_path_t)index;
+        else *(closs_reduction_t *)field = (closs_reduction_t)index;
+        return true;
     }
     }
     return false;

@@ -109,12 +109,11 @@ def prepare(spec, inputs, vector):
 def _vector(spec, vector):
     if spec.vector is None:
         return []
-    if spec.vector == "y":
-        return [_capi.Vector(_pointer(vector), _FLOAT_TYPES[vector.dtype], vector.numel())]
-    return [_capi.Vector(_pointer(vector), _LABEL_TYPES[vector.dtype], vector.numel())]
+    types = _FLOAT_TYPES if spec.vector == "y" else _LABEL_TYPES
+    return [_capi.Vector(_pointer(vector), types[vector.dtype], vector.numel())]
 
 
-def loss_length(spec, params, rows):
+def loss_length(params, rows):
     return rows if params.reduction == _capi.REDUCTIONS["none"] else 1
 
 
@@ -124,7 +123,7 @@ def reference(spec, params, inputs, vector, want_grads, upstream=None):
     """closs_ref_*: the loss (float64), a float64 gradient per input where wanted (else None) and,
     for SupCon, the valid count. upstream: None for 1, else a float64 tensor (1 or rows values)."""
     rows = inputs[0].shape[0]
-    loss = torch.empty(loss_length(spec, params, rows), dtype=torch.float64)
+    loss = torch.empty(loss_length(params, rows), dtype=torch.float64)
     grads = [torch.empty(t.shape, dtype=torch.float64) if want else None for t, want in zip(inputs, want_grads)]
     valid = torch.zeros((), dtype=torch.int64)
     upstream = None if upstream is None else upstream.to(torch.float64).contiguous()
@@ -173,6 +172,12 @@ def _gpu_call(spec, params, direction, inputs, vector, *outputs):
         lib.call("closs_%s_%s" % (spec.name, direction), *args)
 
 
+def _gradient_buffers(inputs, want_grads):
+    """A dense gradient of each input's shape and dtype where wanted, None elsewhere."""
+    return [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
+            for t, want in zip(inputs, want_grads)]
+
+
 def _grad_struct(grad):
     return _capi.Grad(_pointer(grad), grad.stride(0) if grad is not None else 0)
 
@@ -183,14 +188,13 @@ def gpu_forward(spec, params, inputs, vector, want_grads):
     backward. Returns (loss f32, grads or Nones, valid, stats or None)."""
     rows = inputs[0].shape[0]
     device = inputs[0].device
-    loss = torch.empty(loss_length(spec, params, rows), dtype=torch.float32, device=device)
+    loss = torch.empty(loss_length(params, rows), dtype=torch.float32, device=device)
     valid = torch.zeros((), dtype=torch.int64, device=device)
     valid_arg = [_pointer(valid)] if spec.has_valid else []
     if any(want_grads):
         if spec.contrastive:
             want_grads = [True]  # z's gradient is the call's only output
-        grads = [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
-                 for t, want in zip(inputs, want_grads)]
+        grads = _gradient_buffers(inputs, want_grads)
         _gpu_call(spec, params, "forward_backward", inputs, vector, _pointer(loss), *valid_arg,
                   *[_grad_struct(g) for g in grads])
         return loss, grads, valid, None
@@ -204,8 +208,7 @@ def gpu_backward(spec, params, inputs, vector, stats, upstream, want_grads):
     """Backward on the GPU with the upstream gradient on the device (float32, 1 or rows values)."""
     if spec.contrastive:
         want_grads = [True]
-    grads = [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
-             for t, want in zip(inputs, want_grads)]
+    grads = _gradient_buffers(inputs, want_grads)
     stats_arg = [_pointer(stats)] if spec.contrastive else []
     upstream = upstream.to(torch.float32).contiguous()
     _gpu_call(spec, params, "backward", inputs, vector, *stats_arg, _pointer(upstream),
