@@ -6,8 +6,10 @@
 #   scripts/install-deps.sh --ci    also the hardening tools of .ci/run: clang and libFuzzer,
 #                                   clang-tidy, clang-format, cppcheck; and PyTorch (CPU use; the
 #                                   PyPI wheel, about 5 GB with its CUDA libraries) and scikit-learn
-#                                   for the tests of the Python package (which skip visibly without
-#                                   them outside CI)
+#                                   for the tests of the Python package, and JAX (jax with its CPU
+#                                   jaxlib, about 350 MB; CMake builds the JAX FFI handler against
+#                                   jaxlib's headers) for closs_jax's tests (all skip visibly
+#                                   without them outside CI)
 set -euo pipefail
 
 packages=()
@@ -38,6 +40,7 @@ python_need matplotlib matplotlib
 if [[ ${1:-} == --ci ]]; then
     python_need torch torch
     python_need sklearn scikit-learn
+    python_need jax jax
 fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]}"
