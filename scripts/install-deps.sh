@@ -22,6 +22,7 @@ if [[ ${1:-} == --ci ]]; then
     need clang-tidy clang-tidy
     need clang-format clang-format
     need cppcheck cppcheck
+    need g++ g++ # the JAX FFI handler (C++17)
     ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
         packages+=(libclang-rt-14-dev)
 fi

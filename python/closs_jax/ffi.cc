@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,7 +80,8 @@ template <typename T> ffi::Error read(const ffi::Dictionary &attrs, const char *
     return ffi::Error::Success();
 }
 
-template <typename E> ffi::Error read_enum(const ffi::Dictionary &attrs, const char *name, E *value) {
+template <typename E>
+ffi::Error read_enum(const ffi::Dictionary &attrs, const char *name, E *value) {
     int32_t raw = 0;
     ffi::Error error = read(attrs, name, &raw);
     *value = static_cast<E>(raw);
@@ -138,7 +140,7 @@ struct Call {
     void *loss_out = nullptr, *stats_out = nullptr, *valid_out = nullptr;
     ffi::DataType loss_type = ffi::DataType::F32;
     std::vector<void *> grads;
-    std::vector<ffi::AnyBuffer> args;  // keeps the argument views alive
+    std::vector<ffi::AnyBuffer> args; // keeps the argument views alive
 };
 
 ffi::Error describe(const ffi::Dictionary &attrs, ffi::RemainingArgs args, ffi::RemainingRets rets,
@@ -152,8 +154,8 @@ ffi::Error describe(const ffi::Dictionary &attrs, ffi::RemainingArgs args, ffi::
     call->shape = kShapes[call->loss];
     CLOSS_JAX_TRY(read_params(attrs, call->loss, &call->params));
     const Shape &s = call->shape;
-    size_t wanted_args = s.inputs + s.vector +
-                         (call->direction == BACKWARD ? (s.contrastive ? 2 : 1) : 0);
+    size_t wanted_args =
+        s.inputs + s.vector + (call->direction == BACKWARD ? (s.contrastive ? 2 : 1) : 0);
     if (args.size() != wanted_args) {
         return ffi::Error::InvalidArgument("closs_jax: wrong number of arguments");
     }
@@ -193,7 +195,7 @@ ffi::Error describe(const ffi::Dictionary &attrs, ffi::RemainingArgs args, ffi::
         outputs.push_back((*buffer)->untyped_data());
         types.push_back((*buffer)->element_type());
     }
-    size_t wanted_rets = call->direction == FORWARD ? 1 + s.contrastive + s.valid
+    size_t wanted_rets = call->direction == FORWARD            ? 1 + s.contrastive + s.valid
                          : call->direction == FORWARD_BACKWARD ? 1 + s.valid + s.inputs
                                                                : s.inputs;
     if (outputs.size() != wanted_rets) {
@@ -297,7 +299,7 @@ ffi::Error run_reference(Call &call) {
             static_cast<float *>(call.grads[i])[k] = static_cast<float>(grads[i][k]);
         }
     }
-    if (call.stats_out != nullptr) {  // not used by the reference's backward
+    if (call.stats_out != nullptr) { // not used by the reference's backward
         for (int64_t i = 0; i < rows; ++i) static_cast<float *>(call.stats_out)[i] = 0.0f;
     }
     if (call.valid_out != nullptr) *static_cast<int64_t *>(call.valid_out) = valid;
@@ -309,7 +311,8 @@ ffi::Error cpu_handler(ffi::Dictionary attrs, ffi::RemainingArgs args, ffi::Rema
     CLOSS_JAX_TRY(describe(attrs, args, rets, &call));
     for (const closs_matrix_t &m : call.inputs) {
         if (m.dtype != CLOSS_F32 && m.dtype != CLOSS_F64) {
-            return ffi::Error::InvalidArgument("closs_jax: on the CPU closs takes float32 or float64");
+            return ffi::Error::InvalidArgument(
+                "closs_jax: on the CPU closs takes float32 or float64");
         }
     }
     return run_reference(call);
@@ -343,10 +346,12 @@ ffi::Error run_gpu(Call &call, closs_handle_t h, void *ws, size_t bytes, closs_s
     auto *loss = static_cast<float *>(call.loss_out);
     auto *stats = static_cast<float *>(call.stats_out);
     auto *valid = static_cast<int64_t *>(call.valid_out);
-    const float *stats_in =
-        call.stats_in != nullptr ? static_cast<const float *>(call.stats_in->untyped_data()) : nullptr;
-    const float *up =
-        call.upstream != nullptr ? static_cast<const float *>(call.upstream->untyped_data()) : nullptr;
+    const float *stats_in = call.stats_in != nullptr
+                                ? static_cast<const float *>(call.stats_in->untyped_data())
+                                : nullptr;
+    const float *up = call.upstream != nullptr
+                          ? static_cast<const float *>(call.upstream->untyped_data())
+                          : nullptr;
     const closs_vector_t &v = call.vector;
     closs_status_t status = CLOSS_STATUS_SUCCESS;
     static const char *const names[5][3] = {
@@ -383,9 +388,9 @@ ffi::Error run_gpu(Call &call, closs_handle_t h, void *ws, size_t bytes, closs_s
         status = closs_cosine_forward(h, &p.cosine, in[0], in[1], v, loss, ws, bytes, stream);
         break;
     case COSINE * 3 + FORWARD_BACKWARD:
-        status = closs_cosine_forward_backward(h, &p.cosine, in[0], in[1], v, loss,
-                                               grad_at(call, 0), grad_at(call, 1), ws, bytes,
-                                               stream);
+        status =
+            closs_cosine_forward_backward(h, &p.cosine, in[0], in[1], v, loss, grad_at(call, 0),
+                                          grad_at(call, 1), ws, bytes, stream);
         break;
     case COSINE * 3 + BACKWARD:
         status = closs_cosine_backward(h, &p.cosine, in[0], in[1], v, up, grad_at(call, 0),
@@ -403,7 +408,8 @@ ffi::Error run_gpu(Call &call, closs_handle_t h, void *ws, size_t bytes, closs_s
                                        bytes, stream);
         break;
     case SUPCON * 3 + FORWARD:
-        status = closs_supcon_forward(h, &p.supcon, in[0], v, loss, stats, valid, ws, bytes, stream);
+        status =
+            closs_supcon_forward(h, &p.supcon, in[0], v, loss, stats, valid, ws, bytes, stream);
         break;
     case SUPCON * 3 + FORWARD_BACKWARD:
         status = closs_supcon_forward_backward(h, &p.supcon, in[0], v, loss, valid,
@@ -463,13 +469,11 @@ ffi::Error gpu_handler(closs_stream_t stream, ffi::ScratchAllocator scratch, int
     return run_gpu(call, handle, workspace, bytes, stream);
 }
 
-}  // namespace
+} // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(closs_jax_cpu, cpu_handler,
-                              ffi::Ffi::Bind()
-                                  .Attrs<ffi::Dictionary>()
-                                  .RemainingArgs()
-                                  .RemainingRets());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    closs_jax_cpu, cpu_handler,
+    ffi::Ffi::Bind().Attrs<ffi::Dictionary>().RemainingArgs().RemainingRets());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(closs_jax_cuda, gpu_handler,
                               ffi::Ffi::Bind()
