@@ -15,9 +15,11 @@ float32 otherwise. Gradients are dense, in each input's dtype.
 The operators take the inputs as closs reads them (one floating dtype; functional.py converts):
 they run the CPU reference on CPU tensors and the GPU entry points on CUDA tensors
 (_dispatch.py). Their fake implementations give the exact shapes and dtypes without running
-anything. Autograd: the backward of LOSS_forward is LOSS_backward (the per-row upstream gradient of
-"none"); the backward of LOSS_forward_backward scales the gradients it already computed by the
-upstream gradient. No operator has a second derivative.
+anything. Autograd: the backward of LOSS_forward is LOSS_backward with the upstream gradient; the
+backward of LOSS_forward_backward scales the gradients it already computed by the upstream
+gradient ("mean", "sum"; with "none" they are those of Σ ℓ_i, so it runs LOSS_backward, with
+recomputed statistics). An empty `stats` given to LOSS_backward is recomputed. No operator has a
+second derivative.
 """
 
 import torch
