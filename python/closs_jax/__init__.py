@@ -98,7 +98,7 @@ def _call(name, direction, args, options):
     grads = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in inputs]
     results = {"forward": [loss] + stats + valid, "forward_backward": [loss] + valid + grads,
                "backward": grads}[direction]
-    call = jax.ffi.ffi_call("closs", results)
+    call = jax.ffi.ffi_call("closs", results, vmap_method="sequential")  # vmap: one call per element
     return call(*args, loss=np.int32(_LOSSES[name]), direction=np.int32(_DIRECTIONS[direction]),
                 **_attributes(options))
 

@@ -110,6 +110,15 @@ def test_labels_get_no_gradient_and_inputs_all_do():
     assert all(g.shape == (5, 3) for g in grads)
 
 
+def test_vmap_runs_one_loss_per_batch_element():
+    zs = jnp.stack([rows(8, 4) for _ in range(3)])
+    losses, grads = jax.jit(jax.vmap(jax.value_and_grad(lambda z: closs_jax.ntxent_loss(z, temperature=0.3))))(zs)
+    for z, loss, grad in zip(zs, losses, grads):
+        expected, expected_grad = jax.value_and_grad(lambda z: jnp_losses.ntxent(z, temperature=0.3))(z)
+        np.testing.assert_allclose(loss, expected, rtol=1e-10)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
 def test_closs_errors_carry_its_message():
     with pytest.raises(Exception, match="temperature = 0"):
         closs_jax.ntxent_loss(rows(4, 3), temperature=0.0)
