@@ -7,6 +7,8 @@ Every loss is described by a LossSpec; the C calls of all five follow one argume
   forward    closs_L_forward(handle, params, inputs..., [vector], loss, [stats], [valid], ws..., stream)
   fused      closs_L_forward_backward(handle, params, inputs..., [vector], loss, [valid], grads..., ws...)
   backward   closs_L_backward(handle, params, inputs..., [vector], [stats], upstream, grads..., ws...)
+forward, forward_backward and backward below are the three operators' implementations (_ops.py):
+they take the inputs in one floating dtype (prepare converts them) and compute every gradient.
 """
 
 import ctypes
