@@ -100,15 +100,20 @@ class _Embedder(torch.nn.Module):
         return self.loss(self.linear(x), labels)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_torch_export_captures_a_module_using_closs(reduction):
+@pytest.mark.parametrize("reduction, grad_mode, recorded", [
+    ("mean", torch.enable_grad, "closs::supcon_forward_backward"),  # gradients wanted: one fused pass
+    ("mean", torch.no_grad, "closs::supcon_forward"),  # inference
+    ("none", torch.enable_grad, "closs::supcon_forward"),
+])
+def test_torch_export_captures_a_module_using_closs(reduction, grad_mode, recorded):
     model = _Embedder(closs.SupConLoss(temperature=0.2, reduction=reduction))
     x = torch.randn(10, 6, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 3, 4])
-    exported = torch.export.export(model, (x, labels))
+    with grad_mode():
+        exported = torch.export.export(model, (x, labels))
     called = {node.target.name() for node in exported.graph.nodes if node.op == "call_function"
               and isinstance(node.target, torch._ops.OpOverload) and node.target.namespace == "closs"}
-    assert called and called <= {"closs::supcon_forward", "closs::supcon_forward_backward"}
+    assert called == {recorded}
     x2 = torch.randn(10, 6, dtype=torch.float64)
     torch.testing.assert_close(exported.module()(x2, labels), model(x2, labels), rtol=1e-12, atol=0)
 
