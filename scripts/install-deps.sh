@@ -6,8 +6,10 @@
 #   scripts/install-deps.sh --ci    also the hardening tools of .ci/run: clang and libFuzzer,
 #                                   clang-tidy, clang-format, cppcheck; and PyTorch (CPU use; the
 #                                   PyPI wheel, about 5 GB with its CUDA libraries) and scikit-learn
-#                                   for the tests of the Python package (which skip visibly without
-#                                   them outside CI)
+#                                   for the tests of the Python package, and JAX (jax with its CPU
+#                                   jaxlib, about 350 MB; CMake builds the JAX FFI handler against
+#                                   jaxlib's headers) for closs_jax's tests (all skip visibly
+#                                   without them outside CI)
 set -euo pipefail
 
 packages=()
@@ -20,6 +22,7 @@ if [[ ${1:-} == --ci ]]; then
     need clang-tidy clang-tidy
     need clang-format clang-format
     need cppcheck cppcheck
+    need g++ g++ # the JAX FFI handler (C++17)
     ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
         packages+=(libclang-rt-14-dev)
 fi
@@ -38,6 +41,7 @@ python_need matplotlib matplotlib
 if [[ ${1:-} == --ci ]]; then
     python_need torch torch
     python_need sklearn scikit-learn
+    python_need jax jax
 fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]}"

@@ -1,5 +1,6 @@
 """closs for PyTorch: contrastive and metric-learning losses backed by libcloss, on the CPU (the
-double-precision reference) and on CUDA (the fused kernels), differentiable through autograd.
+double-precision reference) and on CUDA (the fused kernels), differentiable through autograd, as
+registered operators (torch.ops.closs.*: see _ops.py) that torch.compile and torch.export trace.
 
     import closs
     loss = closs.NTXentLoss(temperature=0.1)(torch.cat([z1, z2]))

@@ -7,6 +7,8 @@ Every loss is described by a LossSpec; the C calls of all five follow one argume
   forward    closs_L_forward(handle, params, inputs..., [vector], loss, [stats], [valid], ws..., stream)
   fused      closs_L_forward_backward(handle, params, inputs..., [vector], loss, [valid], grads..., ws...)
   backward   closs_L_backward(handle, params, inputs..., [vector], [stats], upstream, grads..., ws...)
+forward, forward_backward and backward below are the three operators' implementations (_ops.py):
+they take the inputs in one floating dtype (prepare converts them) and compute every gradient.
 """
 
 import ctypes
@@ -61,8 +63,9 @@ def _with_contiguous_rows(tensor):
 
 
 def prepare(spec, inputs, vector):
-    """Checks devices and shapes torch-side (sizes and values are closs's to check), promotes the
-    floating inputs to one compute dtype and returns (inputs, vector) ready for the C calls."""
+    """Checks types, shapes and devices torch-side (sizes and values are closs's to check) and
+    converts, with differentiable torch ops, the floating inputs to one compute dtype and the vector
+    to a dtype closs reads. Returns (inputs, vector) for the operators (_ops)."""
     device = inputs[0].device
     for name, tensor in zip(spec.inputs, inputs):
         if not isinstance(tensor, torch.Tensor):
@@ -85,7 +88,7 @@ def prepare(spec, inputs, vector):
                             "for float64)")
     else:
         raise ValueError("closs runs on CPU and CUDA tensors, not on %s" % device)
-    prepared = [_with_contiguous_rows(t.to(dtype)) for t in inputs]
+    prepared = [t.to(dtype) for t in inputs]
 
     if spec.vector is not None:
         if not isinstance(vector, torch.Tensor):
@@ -96,13 +99,12 @@ def prepare(spec, inputs, vector):
             raise ValueError("%s is on %s but the inputs are on %s" % (spec.vector, vector.device, device))
         if spec.vector == "y":
             # The reference reads f32/f64, the GPU f32/f16/bf16: f64 on the CPU, f32 on the GPU.
-            vector = vector.to(torch.float64 if device.type == "cpu" else torch.float32).contiguous()
+            vector = vector.to(torch.float64 if device.type == "cpu" else torch.float32)
         else:
             if vector.dtype.is_floating_point or vector.dtype.is_complex:
                 raise TypeError("labels must be an integer tensor, got %s" % vector.dtype)
             if vector.dtype not in _LABEL_TYPES:
                 vector = vector.to(torch.int64)
-            vector = vector.contiguous()
     return prepared, vector
 
 
@@ -113,15 +115,71 @@ def _vector(spec, vector):
     return [_capi.Vector(_pointer(vector), types[vector.dtype], vector.numel())]
 
 
+def _loss_result(loss, params, inputs):
+    """The loss as the operators return it: 0-d for mean and sum, float64 for float64 inputs and
+    float32 otherwise."""
+    loss = loss.to(torch.float64 if inputs[0].dtype == torch.float64 else torch.float32)
+    return loss.reshape(()) if params.reduction != _capi.REDUCTIONS["none"] else loss
+
+
+def _as_closs_reads(inputs, vector):
+    """Rows contiguous (any leading dimension) and a contiguous vector: layouts the C API takes."""
+    return [_with_contiguous_rows(t) for t in inputs], None if vector is None else vector.contiguous()
+
+
+# ---- the three directions, on the inputs' device ------------------------------------------------
+
+def forward(spec, params, inputs, vector):
+    """The loss alone: (loss, stats, valid). stats: on CUDA, NT-Xent's and SupCon's per-anchor
+    statistics (M floats) for a later backward; empty otherwise (the CPU reference's backward
+    recomputes them). valid: SupCon's anchors with a positive (0-d int64; 0 for the others)."""
+    inputs, vector = _as_closs_reads(inputs, vector)
+    if inputs[0].device.type == "cpu":
+        loss, _, valid = reference(spec, params, inputs, vector, [False] * len(inputs))
+        stats = torch.empty(0, dtype=torch.float32)
+    else:
+        loss, valid, stats = _gpu_forward(spec, params, inputs, vector)
+    return _loss_result(loss, params, inputs), stats, valid
+
+
+def forward_backward(spec, params, inputs, vector):
+    """The loss and, in one pass, the gradient of every input for an upstream gradient of 1:
+    (loss, grads, valid); each gradient dense, in its input's dtype."""
+    inputs, vector = _as_closs_reads(inputs, vector)
+    if inputs[0].device.type == "cpu":
+        loss, grads, valid = reference(spec, params, inputs, vector, [True] * len(inputs))
+        grads = [g.to(t.dtype) for g, t in zip(grads, inputs)]
+    else:
+        loss, grads, valid = _gpu_forward_backward(spec, params, inputs, vector)
+    return _loss_result(loss, params, inputs), grads, valid
+
+
+def backward(spec, params, inputs, vector, stats, upstream):
+    """The gradient of every input for an upstream gradient (1 value, or one per row for "none").
+    stats: forward's; empty ones are recomputed (a CUDA forward first; the CPU reference always)."""
+    inputs, vector = _as_closs_reads(inputs, vector)
+    if inputs[0].device.type == "cpu":
+        _, grads, _ = reference(spec, params, inputs, vector, [True] * len(inputs), upstream)
+        return [g.to(t.dtype) for g, t in zip(grads, inputs)]
+    if spec.contrastive and stats.numel() != inputs[0].shape[0]:
+        stats = _gpu_forward(spec, params, inputs, vector)[2]
+    return _gpu_backward(spec, params, inputs, vector, stats, upstream)
+
+
 def loss_length(params, rows):
     return rows if params.reduction == _capi.REDUCTIONS["none"] else 1
+
+
+def stats_length(spec, first_input):
+    """forward's statistics: one per anchor for NT-Xent and SupCon on CUDA, none otherwise."""
+    return first_input.shape[0] if spec.contrastive and first_input.device.type == "cuda" else 0
 
 
 # ---- the CPU reference --------------------------------------------------------------------------
 
 def reference(spec, params, inputs, vector, want_grads, upstream=None):
     """closs_ref_*: the loss (float64), a float64 gradient per input where wanted (else None) and,
-    for SupCon, the valid count. upstream: None for 1, else a float64 tensor (1 or rows values)."""
+    for SupCon, the valid count. upstream: None for 1, else a tensor of 1 or rows values."""
     rows = inputs[0].shape[0]
     loss = torch.empty(loss_length(params, rows), dtype=torch.float64)
     grads = [torch.empty(t.shape, dtype=torch.float64) if want else None for t, want in zip(inputs, want_grads)]
@@ -172,43 +230,43 @@ def _gpu_call(spec, params, direction, inputs, vector, *outputs):
         lib.call("closs_%s_%s" % (spec.name, direction), *args)
 
 
-def _gradient_buffers(inputs, want_grads):
-    """A dense gradient of each input's shape and dtype where wanted, None elsewhere."""
-    return [torch.empty_like(t, memory_format=torch.contiguous_format) if want else None
-            for t, want in zip(inputs, want_grads)]
+def _gradient_buffers(inputs):
+    """A dense gradient of each input's shape and dtype."""
+    return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
 
 
 def _grad_struct(grad):
-    return _capi.Grad(_pointer(grad), grad.stride(0) if grad is not None else 0)
+    return _capi.Grad(_pointer(grad), grad.stride(0))
 
 
-def gpu_forward(spec, params, inputs, vector, want_grads):
-    """Forward on the GPU. With wanted gradients it runs the fused forward+backward (upstream 1);
-    otherwise the forward alone, keeping NT-Xent's and SupCon's per-anchor statistics for a later
-    backward. Returns (loss f32, grads or Nones, valid, stats or None)."""
-    rows = inputs[0].shape[0]
-    device = inputs[0].device
-    loss = torch.empty(loss_length(params, rows), dtype=torch.float32, device=device)
-    valid = torch.zeros((), dtype=torch.int64, device=device)
-    valid_arg = [_pointer(valid)] if spec.has_valid else []
-    if any(want_grads):
-        if spec.contrastive:
-            want_grads = [True]  # z's gradient is the call's only output
-        grads = _gradient_buffers(inputs, want_grads)
-        _gpu_call(spec, params, "forward_backward", inputs, vector, _pointer(loss), *valid_arg,
-                  *[_grad_struct(g) for g in grads])
-        return loss, grads, valid, None
-    stats = torch.empty(rows, dtype=torch.float32, device=device) if spec.contrastive else None
+def _gpu_outputs(spec, params, inputs):
+    """The loss (float32, on the device) and SupCon's valid count, and valid's C argument."""
+    loss = torch.empty(loss_length(params, inputs[0].shape[0]), dtype=torch.float32, device=inputs[0].device)
+    valid = torch.zeros((), dtype=torch.int64, device=inputs[0].device)
+    return loss, valid, [_pointer(valid)] if spec.has_valid else []
+
+
+def _gpu_forward(spec, params, inputs, vector):
+    """closs_*_forward, keeping NT-Xent's and SupCon's per-anchor statistics for the backward."""
+    loss, valid, valid_arg = _gpu_outputs(spec, params, inputs)
+    stats = torch.empty(stats_length(spec, inputs[0]), dtype=torch.float32, device=inputs[0].device)
     stats_arg = [_pointer(stats)] if spec.contrastive else []
     _gpu_call(spec, params, "forward", inputs, vector, _pointer(loss), *stats_arg, *valid_arg)
-    return loss, [None] * len(inputs), valid, stats
+    return loss, valid, stats
 
 
-def gpu_backward(spec, params, inputs, vector, stats, upstream, want_grads):
-    """Backward on the GPU with the upstream gradient on the device (float32, 1 or rows values)."""
-    if spec.contrastive:
-        want_grads = [True]
-    grads = _gradient_buffers(inputs, want_grads)
+def _gpu_forward_backward(spec, params, inputs, vector):
+    """closs_*_forward_backward: loss and every gradient in one pass (upstream 1)."""
+    loss, valid, valid_arg = _gpu_outputs(spec, params, inputs)
+    grads = _gradient_buffers(inputs)
+    _gpu_call(spec, params, "forward_backward", inputs, vector, _pointer(loss), *valid_arg,
+              *[_grad_struct(g) for g in grads])
+    return loss, grads, valid
+
+
+def _gpu_backward(spec, params, inputs, vector, stats, upstream):
+    """closs_*_backward with the upstream gradient on the device (float32, 1 or rows values)."""
+    grads = _gradient_buffers(inputs)
     stats_arg = [_pointer(stats)] if spec.contrastive else []
     upstream = upstream.to(torch.float32).contiguous()
     _gpu_call(spec, params, "backward", inputs, vector, *stats_arg, _pointer(upstream),

@@ -127,3 +127,67 @@ def test_float64_on_cuda_is_refused():
         closs.ntxent_loss(torch.randn(4, 3, device="cuda", dtype=torch.float64))
     with pytest.raises(ValueError, match="is on cpu"):
         closs.pair_contrastive_loss(torch.randn(2, 3, device="cuda"), torch.randn(2, 3), torch.ones(2))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name, options", [
+    ("pair", {"margin": 1.0, "distance": "euclidean", "check_inputs": False}),
+    ("triplet", {"margin": 1.0, "distance": "cosine", "swap": True, "check_inputs": False}),
+    ("cosine", {"margin": 0.2, "squared": True, "check_inputs": False}),
+    ("ntxent", {"temperature": 0.1, "normalize": True, "check_inputs": False, "path": "fused"}),
+    ("ntxent", {"temperature": 0.5, "normalize": False, "check_inputs": False, "path": "chunked"}),
+    ("supcon", {"temperature": 0.1, "base_temperature": 0.0, "normalize": True, "check_inputs": False,
+                "path": "fused"}),
+    ("supcon", {"temperature": 0.1, "base_temperature": 0.07, "normalize": True, "check_inputs": False,
+                "path": "chunked"}),
+])
+def test_opcheck_on_cuda(name, options, reduction):
+    """The three operators of each loss on CUDA tensors (float32, forward's real statistics)."""
+    from closs import _dispatch, _ops
+    spec = _dispatch.SPECS[name]
+    inputs, vector = inputs_for(name, 64, 16, torch.float32, "cuda")
+    inputs = [x.requires_grad_() for x in inputs]
+    tensors = inputs + ([vector] if vector is not None else [])
+    kwargs = dict(options, reduction=reduction)
+    kwargs = {k: kwargs[k] for k in [a.split()[1] for a in _ops.OPTIONS[name].split(", ")]}
+    operators = _ops.OPERATORS[name]
+    torch.library.opcheck(operators["forward"], tensors, kwargs)
+    torch.library.opcheck(operators["forward_backward"], tensors, kwargs)
+    detached = [t.detach() for t in tensors]
+    stats = [operators["forward"](*detached, **kwargs)[1]] if spec.contrastive else []
+    upstream = torch.rand(64 if reduction == "none" else (), device="cuda") + 0.5
+    torch.library.opcheck(operators["backward"], detached + stats + [upstream], kwargs)
+
+
+@pytest.mark.parametrize("loss_fn", [closs.SupConLoss(temperature=0.1), closs.NTXentLoss(reduction="none")],
+                         ids=["supcon-mean", "ntxent-none"])
+def test_compiled_step_is_cuda_graph_captured_without_host_sync(loss_fn):
+    """torch.compile(mode="reduce-overhead") captures the step, closs included, in a CUDA graph; its
+    replays equal eager and never synchronise the host."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 16).cuda()
+    labels = torch.randint(0, 8, (256,), device="cuda")
+    call = (lambda z: loss_fn(z, labels)) if isinstance(loss_fn, closs.SupConLoss) else loss_fn
+
+    def step(x):
+        loss = call(model(x)).sum()
+        loss.backward()
+        return loss.detach()
+
+    compiled = torch.compile(lambda x: call(model(x)).sum(), mode="reduce-overhead", fullgraph=True)
+    x = torch.randn(256, 32, device="cuda")
+    for _ in range(3):  # warm-up runs, then the capture
+        compiled(x).backward()
+    model.zero_grad()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = compiled(x)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    compiled_grad = model.weight.grad.clone()
+    model.zero_grad()
+    expected = step(x)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(compiled_grad, model.weight.grad, rtol=1e-4, atol=1e-6)
