@@ -5,6 +5,15 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+// Returns the error of the launch just made, if any, from the enclosing launcher: read at once,
+// before a later cuBLAS or CUB call could clear it (host/gpu_call.c made sure that no error was
+// pending on entry, so whatever is pending now is closs's).
+#define CLOSS_RETURN_IF_LAUNCH_FAILED()                                                            \
+    do {                                                                                           \
+        const cudaError_t closs_launch_error_ = cudaGetLastError();                                \
+        if (closs_launch_error_ != cudaSuccess) return closs_launch_error_;                        \
+    } while (0)
+
 namespace closs {
 
 constexpr int kWarpSize = 32;
