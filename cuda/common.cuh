@@ -5,14 +5,17 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-// Returns the error of the launch just made, if any, from the enclosing launcher: read at once,
-// before a later cuBLAS or CUB call could clear it (host/gpu_call.c made sure that no error was
-// pending on entry, so whatever is pending now is closs's).
-#define CLOSS_RETURN_IF_LAUNCH_FAILED()                                                            \
+// Returns a failed cudaError_t from the enclosing function.
+#define CLOSS_TRY_CUDA(expr)                                                                       \
     do {                                                                                           \
-        const cudaError_t closs_launch_error_ = cudaGetLastError();                                \
-        if (closs_launch_error_ != cudaSuccess) return closs_launch_error_;                        \
+        const cudaError_t closs_try_error_ = (expr);                                               \
+        if (closs_try_error_ != cudaSuccess) return closs_try_error_;                              \
     } while (0)
+
+// Returns the error of the launch just made, if any: read at once, before a later cuBLAS or CUB
+// call could clear it (host/gpu_call.c made sure that no error was pending on entry, so whatever is
+// pending now is closs's).
+#define CLOSS_RETURN_IF_LAUNCH_FAILED() CLOSS_TRY_CUDA(cudaGetLastError())
 
 namespace closs {
 
