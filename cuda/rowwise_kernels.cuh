@@ -67,18 +67,24 @@ template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Chunk {
 
 // The sum over a row group of `lanes` lanes (aligned groups of a power of two), the same bits in
 // every lane of the group: a butterfly of fixed order, offsets lanes/2 … 1.
+// Every lane shuffles at every step (no branch around a shuffle: the warp stays converged) and
+// keeps the partner's value only where the step belongs to the sum.
 __device__ __forceinline__ float group_sum(float value, int lanes) {
 #pragma unroll
-    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1)
-        if (offset < lanes) value += __shfl_xor_sync(kFullMask, value, offset);
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+        const float other = __shfl_xor_sync(kFullMask, value, offset);
+        if (offset < lanes) value += other;
+    }
     return value;
 }
 
 // The sum over the groups of the warp of a value each group holds in all its lanes.
 __device__ __forceinline__ float sum_over_groups(float value, int lanes) {
 #pragma unroll
-    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1)
-        if (offset >= lanes) value += __shfl_xor_sync(kFullMask, value, offset);
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+        const float other = __shfl_xor_sync(kFullMask, value, offset);
+        if (offset >= lanes) value += other;
+    }
     return value;
 }
 
@@ -95,24 +101,35 @@ __device__ __forceinline__ float row_weight(const closs_rowwise_launch &launch, 
     return launch.reduction == CLOSS_REDUCTION_SUM ? upstream : upstream / (float)launch.rows;
 }
 
-// Where one lane's chunks of one row lie: chunk c starts at column base + c·stride.
-struct Slots {
-    int64_t base, stride, dim;
-    __device__ __forceinline__ bool holds(int c) const { return base + c * stride < dim; }
-    __device__ __forceinline__ int64_t column(int c) const { return base + c * stride; }
+// Where one lane's chunks of one row lie within a span: chunk c starts at column base + c·lanes·VEC,
+// and the first `count` of them lie inside the row (none for an idle group). 32-bit counts and
+// chunk-unit offsets keep the per-chunk address arithmetic to one instruction.
+template <int VEC, int C> struct Slots {
+    int64_t base;
+    int lanes_log2, count;
+    __device__ __forceinline__ Slots(int64_t span_start, int member, int lanes_log2, int64_t dim, bool active)
+        : base(span_start + (int64_t)member * VEC), lanes_log2(lanes_log2) {
+        constexpr int kVecLog2 = VEC == 8 ? 3 : VEC == 4 ? 2 : VEC == 2 ? 1 : 0;
+        const int64_t remaining = dim - base, stride = (int64_t)VEC << lanes_log2;
+        count = !active || remaining <= 0 ? 0
+                : remaining >= C * stride ? C
+                                          : (int)(remaining + stride - 1) >> (lanes_log2 + kVecLog2);
+    }
+    __device__ __forceinline__ int64_t chunk_index(int c) const { return (int64_t)c << lanes_log2; }
 };
 
 // Loads this lane's chunks of the row's inputs (zeros outside the row, or for an idle group).
 template <typename T, class L, int VEC, int C>
-__device__ __forceinline__ void load_chunks(const closs_rowwise_launch &launch, int64_t row, bool active,
-                                            const Slots &slots, Chunk<T, VEC> (&raw)[3][C]) {
+__device__ __forceinline__ void load_chunks(const closs_rowwise_launch &launch, int64_t row, const Slots<VEC, C> &slots,
+                                            Chunk<T, VEC> (&raw)[3][C]) {
 #pragma unroll
     for (int k = 0; k < L::kInputs; ++k) {
-        const T *source = static_cast<const T *>(launch.x[k]) + row * launch.ld[k];
+        const auto *chunks = reinterpret_cast<const Chunk<T, VEC> *>(static_cast<const T *>(launch.x[k]) +
+                                                                     row * launch.ld[k] + slots.base);
 #pragma unroll
         for (int c = 0; c < C; ++c) {
-            if (active && slots.holds(c)) {
-                raw[k][c] = *reinterpret_cast<const Chunk<T, VEC> *>(source + slots.column(c));
+            if (c < slots.count) {
+                raw[k][c] = chunks[slots.chunk_index(c)];
             } else {
 #pragma unroll
                 for (int e = 0; e < VEC; ++e) raw[k][c].value[e] = from_float<T>(0.0f);
@@ -175,17 +192,18 @@ template <class L> __device__ __forceinline__ bool reduce(closs_row_stats &s, in
 
 // Writes this lane's chunks of every wanted gradient: only the terms the loss can make non-zero.
 template <typename T, class L, int VEC, int C>
-__device__ __forceinline__ void write_gradients(const closs_rowwise_launch &launch, int64_t row, const Slots &slots,
-                                                const Chunk<T, VEC> (&raw)[3][C], const closs_row_grad &g) {
+__device__ __forceinline__ void write_gradients(const closs_rowwise_launch &launch, int64_t row,
+                                                const Slots<VEC, C> &slots, const Chunk<T, VEC> (&raw)[3][C],
+                                                const closs_row_grad &g) {
 #pragma unroll
     for (int c = 0; c < C; ++c) {
-        if (!slots.holds(c)) continue;
+        if (c >= slots.count) continue;
         float v[3][VEC];
         widen<T, L, VEC, C>(raw, c, v);
 #pragma unroll
         for (int k = 0; k < L::kInputs; ++k) {
             if (!launch.grad[k]) continue;
-            Chunk<T, VEC> out;
+            float out[VEC];
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
                 float value = 0.0f;
@@ -196,10 +214,10 @@ __device__ __forceinline__ void write_gradients(const closs_rowwise_launch &laun
                 for (int p = 0; p < 3; ++p)
                     if (L::sqdiff(p) && (k == first_of(p) || k == second_of(p)))
                         value = fmaf(g.diff[k][p], v[first_of(p)][e] - v[second_of(p)][e], value);
-                out.value[e] = from_float<T>(value);
+                out[e] = value;
             }
-            T *target = static_cast<T *>(launch.grad[k]) + row * launch.grad_ld[k] + slots.column(c);
-            *reinterpret_cast<Chunk<T, VEC> *>(target) = out;
+            store_floats<T, VEC>(static_cast<T *>(launch.grad[k]) + row * launch.grad_ld[k] + slots.base,
+                                 slots.chunk_index(c), out);
         }
     }
 }
@@ -225,11 +243,15 @@ rowwise_kernel(const closs_rowwise_launch launch, int lanes_log2) {
          first += row_step) {
         const int64_t row = first + group;
         const bool active = row < launch.rows; // the warp's last rows may not all exist
+        // The first span straight, the others (rows longer than the registers hold) in a loop.
         Chunk<T, VEC> raw[3][C];
         closs_row_stats s = {};
-        for (int64_t base = 0; base < launch.dim; base += span) {
-            const Slots slots = {base + (int64_t)member * VEC, (int64_t)lanes * VEC, launch.dim};
-            load_chunks<T, L, VEC, C>(launch, row, active, slots, raw);
+        const Slots<VEC, C> first_span(0, member, lanes_log2, launch.dim, active);
+        load_chunks<T, L, VEC, C>(launch, row, first_span, raw);
+        accumulate<T, L, VEC, C>(raw, s);
+        for (int64_t base = span; base < launch.dim; base += span) {
+            const Slots<VEC, C> slots(base, member, lanes_log2, launch.dim, active);
+            load_chunks<T, L, VEC, C>(launch, row, slots, raw);
             accumulate<T, L, VEC, C>(raw, s);
         }
         const bool nonfinite = reduce<L>(s, lanes);
@@ -254,10 +276,14 @@ rowwise_kernel(const closs_rowwise_launch launch, int lanes_log2) {
                     g.self[k][j] *= weight;
                     g.diff[k][j] *= weight;
                 }
-            for (int64_t base = 0; base < launch.dim; base += span) {
-                const Slots slots = {base + (int64_t)member * VEC, (int64_t)lanes * VEC, launch.dim};
-                if (!one_span) load_chunks<T, L, VEC, C>(launch, row, true, slots, raw);
-                write_gradients<T, L, VEC, C>(launch, row, slots, raw, g);
+            if (one_span) {
+                write_gradients<T, L, VEC, C>(launch, row, first_span, raw, g); // the row is still here
+            } else {
+                for (int64_t base = 0; base < launch.dim; base += span) {
+                    const Slots<VEC, C> slots(base, member, lanes_log2, launch.dim, true);
+                    load_chunks<T, L, VEC, C>(launch, row, slots, raw);
+                    write_gradients<T, L, VEC, C>(launch, row, slots, raw, g);
+                }
             }
         }
     }
