@@ -64,7 +64,8 @@ CLOSS_HD float closs_rm_open(float hinge) {
     return hinge > 0.0f ? 1.0f : (hinge != hinge ? hinge : 0.0f);
 }
 
-CLOSS_HD_CONST int closs_rm_pair_index(int a, int b) { return a + b - 1; } /* (0,1)→0 (0,2)→1 (1,2)→2 */
+/* (0,1)→0 (0,2)→1 (1,2)→2 */
+CLOSS_HD_CONST int closs_rm_pair_index(int a, int b) { return a + b - 1; }
 
 /* The statistics a loss reads, as bits: closs_rm_dot_bit(j, k) for x_j·x_k and
  * closs_rm_sqdiff_bit(p) for ‖x_a − x_b‖² of pair p. The kernels reduce only these, and the
@@ -86,10 +87,10 @@ CLOSS_HD_CONST unsigned closs_rm_distance_needs(closs_distance_t distance, int a
  * 1 − d_cos), d(a, p) and d(a, n) for triplet, with swap also d(p, n). */
 CLOSS_HD_CONST unsigned closs_rm_needs(int kind, closs_distance_t distance, int swap) {
     return kind == CLOSS_ROW_COSINE ? closs_rm_distance_needs(CLOSS_DISTANCE_COSINE, 0, 1)
-           : kind == CLOSS_ROW_PAIR ? closs_rm_distance_needs(distance, 0, 1)
-                                    : closs_rm_distance_needs(distance, 0, 1) |
-                                          closs_rm_distance_needs(distance, 0, 2) |
-                                          (swap ? closs_rm_distance_needs(distance, 1, 2) : 0u);
+           : kind == CLOSS_ROW_PAIR
+               ? closs_rm_distance_needs(distance, 0, 1)
+               : closs_rm_distance_needs(distance, 0, 1) | closs_rm_distance_needs(distance, 0, 2) |
+                     (swap ? closs_rm_distance_needs(distance, 1, 2) : 0u);
 }
 
 /* cos(x_a, x_b) = x_a·x_b / (max(‖x_a‖, 1e-8)·max(‖x_b‖, 1e-8)). */

@@ -41,7 +41,7 @@ closs_status_t closs_begin_call(closs_handle_t handle);
 size_t closs_workspace_query(size_t layout_bytes);
 
 /* A caller's workspace of `workspace_bytes` (at least closs_workspace_query(layout_bytes), else
- * WORKSPACE_TOO_SMALL) aligned up to CLOSS_WORKSPACE_ALIGNMENT. No CUDA call (tested on the CPU). */
+ * WORKSPACE_TOO_SMALL) aligned up to CLOSS_WORKSPACE_ALIGNMENT; no CUDA call. */
 closs_status_t closs_align_workspace(void *workspace, size_t workspace_bytes, size_t layout_bytes,
                                      void **out);
 

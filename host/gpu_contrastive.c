@@ -54,9 +54,9 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
     closs_span inputs[4] = {{"z", call->z.data, closs_matrix_span(call->z)}}, outputs[4];
     int input_count = 1, output_count = 0;
     if (call->supcon)
-        inputs[input_count++] = (closs_span){
-            "labels", call->labels.data,
-            (size_t)call->labels.length * closs_dtype_size(call->labels.dtype)};
+        inputs[input_count++] =
+            (closs_span){"labels", call->labels.data,
+                         (size_t)call->labels.length * closs_dtype_size(call->labels.dtype)};
     if (call->forward) {
         outputs[output_count++] =
             (closs_span){"loss", call->loss, per_call_floats(call) * sizeof(float)};
@@ -74,7 +74,8 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
 }
 
 static closs_status_t check_call(const contrastive_call *call) {
-    CLOSS_TRY(closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
+    CLOSS_TRY(
+        closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
     if (!call->supcon && call->z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "

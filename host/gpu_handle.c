@@ -1,5 +1,6 @@
 /* The handle: a device, its SM count (for grid sizes), a check-mode buffer, a cuBLAS context and
- * an optional grown-on-demand workspace (host/gpu_call.c hands it out). Built without CUDA, creating one reports NOT_SUPPORTED. */
+ * an optional grown-on-demand workspace (host/gpu_call.c hands it out). Built without CUDA,
+ * creating one reports NOT_SUPPORTED. */
 #include <stdlib.h>
 
 #include "error.h"

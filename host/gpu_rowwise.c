@@ -33,8 +33,7 @@ typedef struct rowwise_call {
 
 static closs_status_t check_inputs(const rowwise_call *call) {
     for (int k = 0; k < call->input_count; ++k) {
-        CLOSS_TRY(
-            closs_check_device_matrix(call->names[k], call->x[k], CLOSS_GPU_FLOAT_DTYPES, 0));
+        CLOSS_TRY(closs_check_device_matrix(call->names[k], call->x[k], CLOSS_GPU_FLOAT_DTYPES, 0));
         if (k == 0) continue;
         CLOSS_TRY(closs_check_same_shape(call->names[0], call->x[0], call->names[k], call->x[k]));
         if (call->x[k].dtype != call->x[0].dtype)
@@ -45,8 +44,7 @@ static closs_status_t check_inputs(const rowwise_call *call) {
                               closs_dtype_name(call->x[0].dtype));
     }
     if (call->has_labels)
-        CLOSS_TRY(
-            closs_check_device_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
+        CLOSS_TRY(closs_check_device_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
     return CLOSS_STATUS_SUCCESS;
 }
 

@@ -79,4 +79,3 @@ template <typename Kernel> static void launch(unsigned blocks, int threads, Kern
         for (auto &worker : workers) worker.join();
     }
 }
-

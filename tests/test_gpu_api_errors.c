@@ -213,7 +213,7 @@ static int passed_argument_checks(closs_status_t status) {
     do {                                                                                           \
         EXPECT_INVALID(call, output);                                                              \
         cr_expect(strstr(closs_last_error(), "overlaps") && strstr(closs_last_error(), input),     \
-                  "'%s' overlapping '%s' not said in: %s", output, input, closs_last_error());      \
+                  "'%s' overlapping '%s' not said in: %s", output, input, closs_last_error());     \
     } while (0)
 
 /* Every loss refuses a gradient (or loss) that shares any byte with an input or another output,
@@ -295,8 +295,8 @@ Test(gpu_api_errors, contrastive_overlapping_outputs_are_refused) {
                    "grad_z", "upstream");
     EXPECT_OVERLAP(closs_ntxent_forward(NULL, &n, z, a + OUT + 3, a + OUT, NULL, 0, NULL), "loss",
                    "stats");
-    EXPECT_OVERLAP(closs_supcon_backward(NULL, &s, z, l, stats, NULL,
-                                         (closs_grad_t){a + Y + 4, 8}, NULL, 0, NULL),
+    EXPECT_OVERLAP(closs_supcon_backward(NULL, &s, z, l, stats, NULL, (closs_grad_t){a + Y + 4, 8},
+                                         NULL, 0, NULL),
                    "grad_z", "labels");
     EXPECT_OVERLAP(closs_supcon_forward(NULL, &s, z, l, a + OUT, stats,
                                         (int64_t *)(void *)(a + X0 + 2), NULL, 0, NULL),
@@ -343,23 +343,23 @@ Test(gpu_api_errors, data_pointers_aligned_to_their_element) {
                                        (const float *)(void *)(bytes[2] + 129), g1,
                                        (closs_grad_t){NULL, 0}, NULL, 0, NULL),
                    "upstream");
-    EXPECT_INVALID(closs_ntxent_forward_backward(NULL, &n, closs_matrix(bytes[0] + 2, CLOSS_F32,
-                                                                        4, 8),
-                                                 loss, g1, NULL, 0, NULL),
+    EXPECT_INVALID(closs_ntxent_forward_backward(NULL, &n,
+                                                 closs_matrix(bytes[0] + 2, CLOSS_F32, 4, 8), loss,
+                                                 g1, NULL, 0, NULL),
                    "z.data");
     EXPECT_INVALID(closs_supcon_forward(NULL, &s, closs_matrix(bytes[0], CLOSS_F16, 4, 8),
-                                        closs_vector(bytes[1] + 4, CLOSS_I64, 4), loss, NULL,
-                                        NULL, NULL, 0, NULL),
+                                        closs_vector(bytes[1] + 4, CLOSS_I64, 4), loss, NULL, NULL,
+                                        NULL, 0, NULL),
                    "labels.data");
     EXPECT_INVALID(closs_supcon_forward(NULL, &s, closs_matrix(bytes[0], CLOSS_F16, 4, 8),
                                         closs_vector(bytes[1], CLOSS_I64, 4), loss, NULL,
                                         (int64_t *)(void *)(bytes[2] + 4), NULL, 0, NULL),
                    "valid");
     /* f16 and bf16 one element past a 16-byte boundary: aligned to the element, accepted. */
-    cr_expect(passed_argument_checks(closs_pair_backward(
-                  NULL, &pair, closs_matrix(bytes[0] + 2, CLOSS_F16, 4, 8),
-                  closs_matrix(bytes[1] + 2, CLOSS_F16, 4, 8), y, NULL, g_odd,
-                  (closs_grad_t){NULL, 0}, NULL, 0, NULL)),
+    cr_expect(passed_argument_checks(
+                  closs_pair_backward(NULL, &pair, closs_matrix(bytes[0] + 2, CLOSS_F16, 4, 8),
+                                      closs_matrix(bytes[1] + 2, CLOSS_F16, 4, 8), y, NULL, g_odd,
+                                      (closs_grad_t){NULL, 0}, NULL, 0, NULL)),
               "%s", closs_last_error());
 }
 

@@ -464,12 +464,12 @@ Test(gpu_rowwise, handle_workspace_ordered_across_streams) {
     cr_assert_eq(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
     stream_gate = 0;
     cr_assert_eq(cudaLaunchHostFunc(a, hold_until_released, NULL), cudaSuccess);
-    cr_expect_eq(closs_pair_forward(handle, &params, x1, x2, y, d.device_loss, NULL, 0,
-                                    (closs_stream_t)a),
-                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
-    cr_expect_eq(closs_pair_forward(handle, &params, x1, x2, y, second_loss, NULL, 0,
-                                    (closs_stream_t)b),
-                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    cr_expect_eq(
+        closs_pair_forward(handle, &params, x1, x2, y, d.device_loss, NULL, 0, (closs_stream_t)a),
+        CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    cr_expect_eq(
+        closs_pair_forward(handle, &params, x1, x2, y, second_loss, NULL, 0, (closs_stream_t)b),
+        CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
     const struct timespec settle = {0, 200000000};
     nanosleep(&settle, NULL);
     cr_expect_eq(cudaStreamQuery(b), cudaErrorNotReady,
@@ -496,11 +496,10 @@ Test(gpu_rowwise, handle_workspace_ordered_across_streams) {
 static closs_status_t small_pair_forward(const case_data *d) {
     closs_pair_params params = CLOSS_PAIR_PARAMS_INIT;
     gpu_poison(d->device_loss, sizeof(float));
-    return closs_pair_forward(handle, &params,
-                              closs_matrix(d->device[0], CLOSS_F32, d->rows, d->dim),
-                              closs_matrix(d->device[1], CLOSS_F32, d->rows, d->dim),
-                              closs_vector(d->device_labels, CLOSS_F32, d->rows), d->device_loss,
-                              NULL, 0, NULL);
+    return closs_pair_forward(
+        handle, &params, closs_matrix(d->device[0], CLOSS_F32, d->rows, d->dim),
+        closs_matrix(d->device[1], CLOSS_F32, d->rows, d->dim),
+        closs_vector(d->device_labels, CLOSS_F32, d->rows), d->device_loss, NULL, 0, NULL);
 }
 
 static int loss_is_poisoned(const case_data *d) {

@@ -187,7 +187,8 @@ Test(rowwise_math, conventions_at_kinks) {
     cr_expect(g.loss == 0.0f);
     for (int k = 0; k < 3; ++k)
         for (int p = 0; p < 3; ++p) cr_expect(g.diff[k][p] == 0.0f && g.self[k][p] == 0.0f);
-    /* What each loss reads: the fewest statistics (pair Euclidean: one; triplet with swap: three). */
+    /* What each loss reads: the fewest statistics (pair Euclidean: one; triplet with swap: three).
+     */
     cr_expect_eq(closs_rm_needs(CLOSS_ROW_PAIR, CLOSS_DISTANCE_EUCLIDEAN, 0),
                  closs_rm_sqdiff_bit(CLOSS_PAIR_01));
     cr_expect_eq(closs_rm_needs(CLOSS_ROW_TRIPLET, CLOSS_DISTANCE_SQEUCLIDEAN, 1),
