@@ -11,15 +11,15 @@
 // memory (tests/sass_rules/rowwise.txt checks the compiled code).
 //
 // Schedule: a row group of `lanes` lanes (a power of two, 1 … 32) per row, 32/lanes rows per warp
-// at a time, 8 warps per block, rows in a grid-stride loop. A lane holds a few chunks (chunks_for) of VEC
-// elements per input (VEC·sizeof(T) = 16 bytes when every row is 16-byte aligned and D a multiple
-// of VEC, else VEC = 1): chunk c of lane m covers columns (c·lanes + m)·VEC …, so a row of up to
-// lanes × chunks × VEC columns is read once, kept in registers through the reduction (width-limited
-// butterflies within the group) and the per-row math, then turned into gradients. The launcher
-// picks the fewest lanes that cover D (D = 128: 8 lanes for f32, bf16 and f16, so 4 rows per
-// warp, each lane loading 16 bytes per chunk), which also spreads the per-row math over
-// the most rows. Longer rows (D > 32 lanes' chunks) are read in spans of that width and read again
-// for the gradients (from L2: a few KB per row).
+// at a time, 8 warps per block, rows in a grid-stride loop. A lane holds a few chunks
+// (chunks_for) of VEC elements per input: VEC·sizeof(T) = 16 bytes when every row is 16-byte
+// aligned and D a multiple of VEC, else VEC = 1. Chunk c of lane m covers columns (c·lanes + m)·VEC
+// on, so a row of up to lanes × chunks × VEC columns is read once, kept in registers through the
+// reduction (butterflies within the group) and the per-row math, then turned into gradients. The
+// launcher picks the fewest lanes that cover D (D = 128: 8 lanes in every dtype, so 4 rows per
+// warp, each lane loading 16 bytes per chunk), which also spreads the per-row math over the most
+// rows. Longer rows (D > 512 at 16-byte chunks) are read in spans of 32 lanes' chunks and read
+// again for the gradients (from L2: a few KB per row).
 //
 // A non-finite input reaches every statistic its row reads (each input appears in one of them), so
 // a row is NaN exactly when one of its statistics is not finite (contract: NaN even where a hinge
