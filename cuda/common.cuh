@@ -5,6 +5,18 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+// Returns a failed cudaError_t from the enclosing function.
+#define CLOSS_TRY_CUDA(expr)                                                                       \
+    do {                                                                                           \
+        const cudaError_t closs_try_error_ = (expr);                                               \
+        if (closs_try_error_ != cudaSuccess) return closs_try_error_;                              \
+    } while (0)
+
+// Returns the error of the launch just made, if any: read at once, before a later cuBLAS or CUB
+// call could clear it (host/gpu_call.c made sure that no error was pending on entry, so whatever is
+// pending now is closs's).
+#define CLOSS_RETURN_IF_LAUNCH_FAILED() CLOSS_TRY_CUDA(cudaGetLastError())
+
 namespace closs {
 
 constexpr int kWarpSize = 32;
@@ -43,19 +55,29 @@ __device__ __forceinline__ void load_floats(const T *source, float (&out)[VEC]) 
     }
 }
 
+// The 32-bit word holding elements 2w, 2w + 1 (16-bit T) or w (float) of `in`, in storage order.
+template <typename T, int VEC> __device__ __forceinline__ uint32_t storage_word(const float (&in)[VEC], int w) {
+    uint32_t word;
+    if constexpr (sizeof(T) == 4) {
+        __builtin_memcpy(&word, &in[w], 4);
+    } else {
+        const T pair[2] = {from_float<T>(in[2 * w]), from_float<T>(in[2 * w + 1])};
+        __builtin_memcpy(&word, pair, 4);
+    }
+    return word;
+}
+
+// Stores VEC floats as T at chunk `index` of chunks starting at `row` (16-byte chunks when
+// VEC·sizeof(T) = 16, `row` then 16-byte aligned; else single elements). Indexing whole chunks, not elements, keeps every store one instruction
+// (from an element pointer nvcc splits some 16-byte stores into four).
 template <typename T, int VEC>
-__device__ __forceinline__ void store_floats(T *target, const float (&in)[VEC]) {
+__device__ __forceinline__ void store_floats(T *row, int64_t index, const float (&in)[VEC]) {
     if constexpr (VEC * sizeof(T) == 16) {
-        union {
-            uint4 raw;
-            T values[VEC];
-        } chunk;
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) chunk.values[v] = from_float<T>(in[v]);
-        *reinterpret_cast<uint4 *>(target) = chunk.raw;
+        reinterpret_cast<uint4 *>(row)[index] = make_uint4(storage_word<T, VEC>(in, 0), storage_word<T, VEC>(in, 1),
+                                                           storage_word<T, VEC>(in, 2), storage_word<T, VEC>(in, 3));
     } else {
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) target[v] = from_float<T>(in[v]);
+        for (int v = 0; v < VEC; ++v) row[index * VEC + v] = from_float<T>(in[v]);
     }
 }
 

@@ -150,28 +150,33 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     const int warps_per_block = kBlock / kWarpSize;
     embed_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
     count_positives_kernel<L><<<grid_for(job.rows, 1), kBlock, 0, stream>>>(job);
+    CLOSS_RETURN_IF_LAUNCH_FAILED();
 
     for (int64_t first = 0; job.forward && first < job.rows; first += job.chunk_rows) {
         const int64_t chunk = job.rows - first < job.chunk_rows ? job.rows - first : job.chunk_rows;
         if ((*cublas_status = similarity_chunk(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
             return cudaSuccess;
         row_stats_kernel<L><<<(unsigned)chunk, kBlock, 0, stream>>>(job, first, job.similarity);
+        CLOSS_RETURN_IF_LAUNCH_FAILED();
     }
     // The valid count is needed by MEAN's weights in a backward-only call too.
     finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
 
     if (job.grad) {
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+        CLOSS_RETURN_IF_LAUNCH_FAILED();
         for (int64_t first = 0; first < job.rows; first += job.chunk_rows) {
             const int64_t chunk = job.rows - first < job.chunk_rows ? job.rows - first : job.chunk_rows;
             if ((*cublas_status = similarity_chunk(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
                 return cudaSuccess;
             coefficients_kernel<L><<<grid_for(chunk * job.rows, kBlock), kBlock, 0, stream>>>(job, first, chunk,
                                                                                         job.similarity);
+            CLOSS_RETURN_IF_LAUNCH_FAILED();
             if ((*cublas_status = gradient_chunk(job, cublas, chunk)) != CUBLAS_STATUS_SUCCESS)
                 return cudaSuccess;
             embed_backward_kernel<T><<<grid_for(chunk, warps_per_block), kBlock, 0, stream>>>(job, first, chunk,
                                                                                          job.dzhat);
+            CLOSS_RETURN_IF_LAUNCH_FAILED();
         }
     }
     return cudaGetLastError();

@@ -59,12 +59,14 @@ cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, co
         cudaMemcpyAsync(job.sort_keys[0], job.labels, (size_t)rows * sizeof(L), cudaMemcpyDeviceToDevice, stream);
     if (status != cudaSuccess) return status;
     iota_kernel<<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job.sort_index[0], rows);
+    CLOSS_RETURN_IF_LAUNCH_FAILED(); // before CUB, which could clear it
     cub::DoubleBuffer<L> keys(static_cast<L *>(job.sort_keys[0]), static_cast<L *>(job.sort_keys[1]));
     cub::DoubleBuffer<int> index(job.sort_index[0], job.sort_index[1]);
     size_t bytes = job.cub_temp_bytes;
     status = cub::DeviceRadixSort::SortPairs(job.cub_temp, bytes, keys, index, rows, 0, (int)sizeof(L) * 8, stream);
     if (status != cudaSuccess) return status;
     class_heads_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current());
+    CLOSS_RETURN_IF_LAUNCH_FAILED();
     bytes = job.cub_temp_bytes;
     status = cub::DeviceScan::InclusiveSum(job.cub_temp, bytes, job.class_heads, job.class_ids, rows, stream);
     if (status != cudaSuccess) return status;

@@ -21,9 +21,14 @@
 #include "closs.h"
 
 #ifdef __CUDACC__
-#    define CLOSS_HD __host__ __device__ __forceinline__
+#    define CLOSS_HD       __host__ __device__ __forceinline__
+#    define CLOSS_HD_CONST constexpr __host__ __device__ /* usable in templates' constants */
+#elif defined(__cplusplus)
+#    define CLOSS_HD       static inline
+#    define CLOSS_HD_CONST static constexpr
 #else
-#    define CLOSS_HD static inline
+#    define CLOSS_HD       static inline
+#    define CLOSS_HD_CONST static inline
 #endif
 
 /* The pairs of input rows, in the order of closs_row_stats.sqdiff and closs_row_grad.diff. */
@@ -59,7 +64,34 @@ CLOSS_HD float closs_rm_open(float hinge) {
     return hinge > 0.0f ? 1.0f : (hinge != hinge ? hinge : 0.0f);
 }
 
-CLOSS_HD int closs_rm_pair_index(int a, int b) { return a + b - 1; } /* (0,1)→0 (0,2)→1 (1,2)→2 */
+/* (0,1)→0 (0,2)→1 (1,2)→2 */
+CLOSS_HD_CONST int closs_rm_pair_index(int a, int b) { return a + b - 1; }
+
+/* The statistics a loss reads, as bits: closs_rm_dot_bit(j, k) for x_j·x_k and
+ * closs_rm_sqdiff_bit(p) for ‖x_a − x_b‖² of pair p. The kernels reduce only these, and the
+ * gradient coefficients that can be non-zero follow from them: self[k][j] needs x_k·x_j and
+ * diff[k][p] needs pair p with k one of its rows (tests/test_rowwise_math.c checks both). */
+CLOSS_HD_CONST unsigned closs_rm_dot_bit(int j, int k) {
+    return 1u << (j < k ? 3 * j + k : 3 * k + j);
+}
+CLOSS_HD_CONST unsigned closs_rm_sqdiff_bit(int p) { return 1u << (9 + p); }
+
+/* d(x_a, x_b) reads x_a·x_a, x_b·x_b, x_a·x_b (COSINE) or ‖x_a − x_b‖² (the others). */
+CLOSS_HD_CONST unsigned closs_rm_distance_needs(closs_distance_t distance, int a, int b) {
+    return distance == CLOSS_DISTANCE_COSINE
+               ? closs_rm_dot_bit(a, a) | closs_rm_dot_bit(b, b) | closs_rm_dot_bit(a, b)
+               : closs_rm_sqdiff_bit(closs_rm_pair_index(a, b));
+}
+
+/* What closs_row_loss_grad reads for a loss: d(x0, x1) for pair and cosine (cosine's c is
+ * 1 − d_cos), d(a, p) and d(a, n) for triplet, with swap also d(p, n). */
+CLOSS_HD_CONST unsigned closs_rm_needs(int kind, closs_distance_t distance, int swap) {
+    return kind == CLOSS_ROW_COSINE ? closs_rm_distance_needs(CLOSS_DISTANCE_COSINE, 0, 1)
+           : kind == CLOSS_ROW_PAIR
+               ? closs_rm_distance_needs(distance, 0, 1)
+               : closs_rm_distance_needs(distance, 0, 1) | closs_rm_distance_needs(distance, 0, 2) |
+                     (swap ? closs_rm_distance_needs(distance, 1, 2) : 0u);
+}
 
 /* cos(x_a, x_b) = x_a·x_b / (max(‖x_a‖, 1e-8)·max(‖x_b‖, 1e-8)). */
 CLOSS_HD float closs_rm_cos(const closs_row_stats *s, int a, int b) {
@@ -125,18 +157,21 @@ CLOSS_HD closs_row_grad closs_row_loss_grad(const closs_row_params *params,
         /* ℓ = max(0, d(a, p) − d⁻ + α), d⁻ = d(a, n) or, with swap, min(d(a, n), d(p, n)). */
         float positive = closs_rm_distance(params->distance, s, 0, 1);
         float negative = closs_rm_distance(params->distance, s, 0, 2);
-        int first = 0; /* the row paired with the negative in d⁻: anchor, or positive if swapped */
+        /* With swap, d⁻ pairs the negative with the positive when that is closer. Both pairings
+         * get a (possibly zero) coefficient, so that every row index stays a compile-time
+         * constant in the kernels: a run-time index into g would put g in local memory. */
+        int swapped = 0;
         if (params->swap) {
-            float swapped = closs_rm_distance(params->distance, s, 1, 2);
-            if (swapped < negative) {
-                negative = swapped;
-                first = 1;
-            }
+            float other = closs_rm_distance(params->distance, s, 1, 2);
+            swapped = other < negative;
+            negative = swapped ? other : negative;
         }
         g.loss = closs_rm_hinge(positive - negative + params->margin);
         float active = closs_rm_open(g.loss);
         closs_rm_add_distance_grad(params->distance, s, 0, 1, active, &g);
-        closs_rm_add_distance_grad(params->distance, s, first, 2, -active, &g);
+        closs_rm_add_distance_grad(params->distance, s, 0, 2, swapped ? 0.0f : -active, &g);
+        if (params->swap)
+            closs_rm_add_distance_grad(params->distance, s, 1, 2, swapped ? -active : 0.0f, &g);
     } else {
         /* ℓ = y(1 − c) + (1 − y)·h^q, h = max(0, c − δ); ∂ℓ/∂c = −y + (1 − y)·q·h^(q−1). */
         float c = closs_rm_cos(s, 0, 1);

@@ -17,19 +17,45 @@ struct closs_handle_st {
     void *cublas;                    /* cublasHandle_t, for NT-Xent and SupCon's chunked path */
     void *workspace;                 /* device: grown on demand for callers that pass none */
     size_t workspace_bytes;
+    void *workspace_done; /* cudaEvent_t recorded after each call that used `workspace` */
 };
 
-/* Workspace sizes are rounded up to this, which keeps every piece of them aligned. */
+/* Workspace pieces are aligned to this (cuBLAS's workspace and CUB want 256 bytes). A caller's
+ * workspace may have any alignment: the queried size includes this much slack, and the call aligns
+ * up inside it. */
 #define CLOSS_WORKSPACE_ALIGNMENT 256
 
 /* The handle is not NULL (checked after the arguments, so that argument errors are reported the
  * same way with or without a device). */
 closs_status_t closs_check_handle(closs_handle_t handle);
 
-/* Picks the workspace of a call: the caller's (at least `needed` bytes), or with NULL and 0 the
- * handle's own, grown to `needed` if smaller. */
+/* host/gpu_call.c: what every GPU call does around its launches. */
+
+/* On entry, once the arguments are checked and before any CUDA call: the handle is not NULL, no
+ * CUDA error is pending from before the call (reported as the caller's, and left in place), and
+ * the calling thread's current device is the handle's. */
+closs_status_t closs_begin_call(closs_handle_t handle);
+
+/* What *_workspace_size reports for a layout of `layout_bytes` (256-aligned pieces): the layout
+ * plus CLOSS_WORKSPACE_ALIGNMENT bytes of slack, so that any caller pointer can be aligned up. */
+size_t closs_workspace_query(size_t layout_bytes);
+
+/* A caller's workspace of `workspace_bytes` (at least closs_workspace_query(layout_bytes), else
+ * WORKSPACE_TOO_SMALL) aligned up to CLOSS_WORKSPACE_ALIGNMENT; no CUDA call. */
+closs_status_t closs_align_workspace(void *workspace, size_t workspace_bytes, size_t layout_bytes,
+                                     void **out);
+
+/* The workspace of a call: the caller's, aligned (closs_align_workspace), or with NULL and 0 the
+ * handle's own, grown if smaller; `stream` then first waits for the calls that used it before, on
+ * whatever stream (an event), so that two calls never share it at once. */
 closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
-                                       size_t workspace_bytes, size_t needed, void **out);
+                                       size_t workspace_bytes, size_t layout_bytes,
+                                       closs_stream_t stream, void **out);
+
+/* After a call has enqueued its work (`status` its outcome, passed through): when the call used
+ * the handle's workspace (`workspace` NULL), records the event the next such call waits for. */
+closs_status_t closs_end_call(closs_handle_t handle, const void *workspace, closs_stream_t stream,
+                              closs_status_t status);
 
 /* The arguments of a workspace query: sizes a call could have (rows >= min_rows, dim >= 1, a GPU
  * float dtype). */

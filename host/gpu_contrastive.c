@@ -38,25 +38,66 @@ typedef struct contrastive_call {
     closs_grad_t grad_z;
 } contrastive_call;
 
+/* The float values `loss` (forward) or `upstream` (backward) hold: one, or one per row for NONE. */
+static size_t per_call_floats(const contrastive_call *call) {
+    return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)call->z.rows : 1;
+}
+
+/* No output shares memory with an input or another output; `stats` is an output of a forward
+ * and an input of a backward-only call. */
+static closs_status_t check_disjoint(const contrastive_call *call) {
+    const size_t row_floats = (size_t)call->z.rows * sizeof(float);
+    closs_matrix_t grad = call->z;
+    grad.data = call->grad_z.data;
+    grad.ld = call->grad_z.ld;
+    const closs_span stats = {"stats", call->stats, row_floats};
+    closs_span inputs[4] = {{"z", call->z.data, closs_matrix_span(call->z)}}, outputs[4];
+    int input_count = 1, output_count = 0;
+    if (call->supcon)
+        inputs[input_count++] =
+            (closs_span){"labels", call->labels.data,
+                         (size_t)call->labels.length * closs_dtype_size(call->labels.dtype)};
+    if (call->forward) {
+        outputs[output_count++] =
+            (closs_span){"loss", call->loss, per_call_floats(call) * sizeof(float)};
+        outputs[output_count++] = stats;
+        outputs[output_count++] = (closs_span){"valid", call->valid, sizeof(int64_t)};
+    } else if (call->backward) {
+        inputs[input_count++] = stats;
+    }
+    if (call->backward) {
+        inputs[input_count++] =
+            (closs_span){"upstream", call->upstream, per_call_floats(call) * sizeof(float)};
+        outputs[output_count++] = (closs_span){"grad_z", grad.data, closs_matrix_span(grad)};
+    }
+    return closs_check_disjoint(outputs, output_count, inputs, input_count);
+}
+
 static closs_status_t check_call(const contrastive_call *call) {
-    CLOSS_TRY(closs_check_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
+    CLOSS_TRY(
+        closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
     if (!call->supcon && call->z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "
                           "each sample, z = cat(z1, z2))",
                           (long long)call->z.rows);
     if (call->supcon)
-        CLOSS_TRY(closs_check_vector("labels", call->labels, CLOSS_LABEL_DTYPES, call->z.rows));
+        CLOSS_TRY(
+            closs_check_device_vector("labels", call->labels, CLOSS_LABEL_DTYPES, call->z.rows));
     if (call->forward) CLOSS_TRY(closs_check_not_null("loss", call->loss));
+    CLOSS_TRY(closs_check_aligned("loss", call->loss, sizeof(float)));
+    CLOSS_TRY(closs_check_aligned("stats", call->stats, sizeof(float)));
+    CLOSS_TRY(closs_check_aligned("valid", call->valid, sizeof(int64_t)));
+    CLOSS_TRY(closs_check_aligned("upstream", call->upstream, sizeof(float)));
     if (call->backward) {
         if (!call->forward) CLOSS_TRY(closs_check_not_null("stats", call->stats));
         CLOSS_TRY(closs_check_not_null("grad_z.data", call->grad_z.data));
         closs_matrix_t shape = call->z;
         shape.data = call->grad_z.data;
         shape.ld = call->grad_z.ld;
-        CLOSS_TRY(closs_check_matrix("grad_z", shape, CLOSS_GPU_FLOAT_DTYPES, 0));
+        CLOSS_TRY(closs_check_device_matrix("grad_z", shape, CLOSS_GPU_FLOAT_DTYPES, 0));
     }
-    return CLOSS_STATUS_SUCCESS;
+    return check_disjoint(call);
 }
 
 #ifdef CLOSS_WITH_CUDA
@@ -209,10 +250,23 @@ static closs_status_t run_check(closs_handle_t handle, const contrastive_call *c
     return CLOSS_STATUS_SUCCESS;
 }
 
+/* Enqueues the launches of one path. */
+static closs_status_t enqueue(const closs_contrastive_launch *job, int fused, cudaStream_t stream) {
+    if (fused)
+        return closs_cuda_status(closs_launch_contrastive_fused(job, stream),
+                                 "NT-Xent/SupCon fused kernels");
+    int cublas_status = 0;
+    CLOSS_TRY(closs_cuda_status(closs_launch_contrastive(job, stream, &cublas_status),
+                                "NT-Xent/SupCon kernels"));
+    if (cublas_status != 0)
+        return closs_fail(CLOSS_STATUS_CUBLAS_ERROR, "cuBLAS returned status %d", cublas_status);
+    return CLOSS_STATUS_SUCCESS;
+}
+
 static closs_status_t run(closs_handle_t handle, const contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call));
-    CLOSS_TRY(closs_check_handle(handle));
+    CLOSS_TRY(closs_begin_call(handle));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
     closs_contrastive_launch job = {0};
@@ -220,8 +274,8 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, call->supcon, fused, &job));
     if (fused && call->supcon) CLOSS_TRY(check_cub_reserve(call->z.rows, call->labels.dtype));
     void *base = NULL;
-    CLOSS_TRY(
-        closs_resolve_workspace(handle, workspace, workspace_bytes, (size_t)measure.used, &base));
+    CLOSS_TRY(closs_resolve_workspace(handle, workspace, workspace_bytes, (size_t)measure.used,
+                                      stream, &base));
     workspace_layout layout = {base, 0};
     CLOSS_TRY(lay_out(&layout, call->z.rows, call->z.cols, call->supcon, fused, &job));
 
@@ -249,15 +303,7 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, cuda_stream));
-    if (fused)
-        return closs_cuda_status(closs_launch_contrastive_fused(&job, cuda_stream),
-                                 "NT-Xent/SupCon fused kernels");
-    int cublas_status = 0;
-    CLOSS_TRY(closs_cuda_status(closs_launch_contrastive(&job, cuda_stream, &cublas_status),
-                                "NT-Xent/SupCon kernels"));
-    if (cublas_status != 0)
-        return closs_fail(CLOSS_STATUS_CUBLAS_ERROR, "cuBLAS returned status %d", cublas_status);
-    return CLOSS_STATUS_SUCCESS;
+    return closs_end_call(handle, workspace, stream, enqueue(&job, fused, cuda_stream));
 }
 
 static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows, int64_t dim,
@@ -269,7 +315,7 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
     CLOSS_TRY(lay_out(&measure, rows, dim, supcon, fused, &job));
-    *bytes = (size_t)measure.used;
+    *bytes = closs_workspace_query((size_t)measure.used);
     return CLOSS_STATUS_SUCCESS;
 }
 

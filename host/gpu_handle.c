@@ -1,5 +1,6 @@
 /* The handle: a device, its SM count (for grid sizes), a check-mode buffer, a cuBLAS context and
- * an optional grown-on-demand workspace. Built without CUDA, creating one reports NOT_SUPPORTED. */
+ * an optional grown-on-demand workspace (host/gpu_call.c hands it out). Built without CUDA,
+ * creating one reports NOT_SUPPORTED. */
 #include <stdlib.h>
 
 #include "error.h"
@@ -91,38 +92,9 @@ closs_status_t closs_destroy(closs_handle_t handle) {
     if (!handle) return CLOSS_STATUS_SUCCESS;
     cudaFree(handle->check_flags);
     cudaFree(handle->workspace);
+    if (handle->workspace_done) cudaEventDestroy((cudaEvent_t)handle->workspace_done);
     closs_cublas_destroy(handle->cublas);
     free(handle);
-    return CLOSS_STATUS_SUCCESS;
-}
-
-closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
-                                       size_t workspace_bytes, size_t needed, void **out) {
-    if (workspace) {
-        if (workspace_bytes < needed)
-            return closs_fail(CLOSS_STATUS_WORKSPACE_TOO_SMALL,
-                              "workspace_bytes = %zu: this call needs %zu (ask the "
-                              "*_workspace_size function)",
-                              workspace_bytes, needed);
-        *out = workspace;
-        return CLOSS_STATUS_SUCCESS;
-    }
-    if (workspace_bytes != 0)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "workspace is NULL with workspace_bytes = %zu: pass NULL and 0 to use "
-                          "the handle's own",
-                          workspace_bytes);
-    if (handle->workspace_bytes < needed) {
-        /* cudaFree waits for the device, so work still using the old buffer has finished. */
-        cudaFree(handle->workspace);
-        handle->workspace = NULL;
-        handle->workspace_bytes = 0;
-        if (cudaMalloc(&handle->workspace, needed) != cudaSuccess)
-            return closs_fail(CLOSS_STATUS_ALLOC_FAILED,
-                              "handle workspace: %zu bytes of device memory", needed);
-        handle->workspace_bytes = needed;
-    }
-    *out = handle->workspace;
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -144,12 +116,6 @@ closs_status_t closs_destroy(closs_handle_t handle) {
     closs_clear_error();
     free(handle);
     return CLOSS_STATUS_SUCCESS;
-}
-
-closs_status_t closs_resolve_workspace(closs_handle_t handle, void *workspace,
-                                       size_t workspace_bytes, size_t needed, void **out) {
-    (void)handle, (void)workspace, (void)workspace_bytes, (void)needed, (void)out;
-    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 
 #endif

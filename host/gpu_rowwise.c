@@ -33,7 +33,7 @@ typedef struct rowwise_call {
 
 static closs_status_t check_inputs(const rowwise_call *call) {
     for (int k = 0; k < call->input_count; ++k) {
-        CLOSS_TRY(closs_check_matrix(call->names[k], call->x[k], CLOSS_GPU_FLOAT_DTYPES, 0));
+        CLOSS_TRY(closs_check_device_matrix(call->names[k], call->x[k], CLOSS_GPU_FLOAT_DTYPES, 0));
         if (k == 0) continue;
         CLOSS_TRY(closs_check_same_shape(call->names[0], call->x[0], call->names[k], call->x[k]));
         if (call->x[k].dtype != call->x[0].dtype)
@@ -44,29 +44,62 @@ static closs_status_t check_inputs(const rowwise_call *call) {
                               closs_dtype_name(call->x[0].dtype));
     }
     if (call->has_labels)
-        CLOSS_TRY(closs_check_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
+        CLOSS_TRY(closs_check_device_vector("y", call->y, CLOSS_GPU_FLOAT_DTYPES, call->x[0].rows));
     return CLOSS_STATUS_SUCCESS;
 }
 
+/* The float values `loss` (forward) or `upstream` (backward) hold: one, or one per row for NONE. */
+static size_t per_call_floats(const rowwise_call *call) {
+    return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)call->x[0].rows : 1;
+}
+
+/* No gradient or loss shares memory with an input or another output. */
+static closs_status_t check_disjoint(const rowwise_call *call) {
+    closs_span inputs[5], outputs[4];
+    int input_count = 0, output_count = 0;
+    for (int k = 0; k < call->input_count; ++k) {
+        inputs[input_count++] =
+            (closs_span){call->names[k], call->x[k].data, closs_matrix_span(call->x[k])};
+        closs_matrix_t grad = call->x[k];
+        grad.data = call->grad[k].data;
+        grad.ld = call->grad[k].ld;
+        outputs[output_count++] =
+            (closs_span){call->grad_names[k], grad.data, closs_matrix_span(grad)};
+    }
+    if (call->has_labels)
+        inputs[input_count++] = (closs_span){
+            "y", call->y.data, (size_t)call->y.length * closs_dtype_size(call->y.dtype)};
+    if (call->backward)
+        inputs[input_count++] =
+            (closs_span){"upstream", call->upstream, per_call_floats(call) * sizeof(float)};
+    if (call->forward)
+        outputs[output_count++] =
+            (closs_span){"loss", call->loss, per_call_floats(call) * sizeof(float)};
+    return closs_check_disjoint(outputs, output_count, inputs, input_count);
+}
+
 static closs_status_t check_outputs(const rowwise_call *call) {
-    if (call->forward) CLOSS_TRY(closs_check_not_null("loss", call->loss));
+    if (call->forward) {
+        CLOSS_TRY(closs_check_not_null("loss", call->loss));
+        CLOSS_TRY(closs_check_aligned("loss", call->loss, sizeof(float)));
+    }
+    if (call->backward) CLOSS_TRY(closs_check_aligned("upstream", call->upstream, sizeof(float)));
     for (int k = 0; k < call->input_count; ++k) {
         if (!call->grad[k].data) continue;
         /* A gradient has its input's shape and dtype, with its own leading dimension. */
         closs_matrix_t shape = call->x[k];
         shape.data = call->grad[k].data;
         shape.ld = call->grad[k].ld;
-        CLOSS_TRY(closs_check_matrix(call->grad_names[k], shape, CLOSS_GPU_FLOAT_DTYPES, 0));
+        CLOSS_TRY(closs_check_device_matrix(call->grad_names[k], shape, CLOSS_GPU_FLOAT_DTYPES, 0));
     }
-    return CLOSS_STATUS_SUCCESS;
+    return check_disjoint(call);
 }
 
 #ifdef CLOSS_WITH_CUDA
 
-static size_t workspace_bytes_for(closs_handle_t handle, int64_t rows) {
-    size_t bytes = (size_t)closs_rowwise_blocks(handle->multiprocessors, rows) * sizeof(float);
-    return (bytes + CLOSS_WORKSPACE_ALIGNMENT - 1) / CLOSS_WORKSPACE_ALIGNMENT *
-           CLOSS_WORKSPACE_ALIGNMENT;
+/* The per-block loss partials, before the alignment slack. */
+static size_t layout_bytes_for(closs_handle_t handle, int64_t rows) {
+    return (size_t)closs_rowwise_blocks(handle->multiprocessors, rows) * sizeof(float);
 }
 
 /* 16-byte loads and stores need every row start of every input and gradient 16-byte aligned. */
@@ -101,11 +134,11 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_inputs(call));
     CLOSS_TRY(check_outputs(call));
-    CLOSS_TRY(closs_check_handle(handle));
+    CLOSS_TRY(closs_begin_call(handle));
     const int64_t rows = call->x[0].rows;
     void *partials = NULL;
     CLOSS_TRY(closs_resolve_workspace(handle, workspace, workspace_bytes,
-                                      workspace_bytes_for(handle, rows), &partials));
+                                      layout_bytes_for(handle, rows), stream, &partials));
 
     closs_rowwise_launch launch = {
         .params = call->row,
@@ -132,7 +165,9 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
     }
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, &launch, cuda_stream));
-    return closs_cuda_status(closs_launch_rowwise(&launch, cuda_stream), "row-wise kernel");
+    return closs_end_call(
+        handle, workspace, stream,
+        closs_cuda_status(closs_launch_rowwise(&launch, cuda_stream), "row-wise kernel"));
 }
 
 static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_t dim,
@@ -140,7 +175,7 @@ static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_
     CLOSS_TRY(closs_check_gpu_sizes(rows, dim, dtype, 0));
     CLOSS_TRY(closs_check_not_null("bytes", bytes));
     CLOSS_TRY(closs_check_handle(handle));
-    *bytes = workspace_bytes_for(handle, rows);
+    *bytes = closs_workspace_query(layout_bytes_for(handle, rows));
     return CLOSS_STATUS_SUCCESS;
 }
 

@@ -119,6 +119,25 @@ closs_status_t closs_check_matrix(const char *name, closs_matrix_t m, unsigned a
     return CLOSS_STATUS_SUCCESS;
 }
 
+/* "<name>.data", for alignment messages. */
+static closs_status_t check_data_aligned(const char *name, const void *data, closs_dtype_t dtype) {
+    char what[64];
+    snprintf(what, sizeof what, "%s.data", name);
+    return closs_check_aligned(what, data, closs_dtype_size(dtype));
+}
+
+closs_status_t closs_check_device_matrix(const char *name, closs_matrix_t m,
+                                         unsigned allowed_dtypes, int64_t min_rows) {
+    CLOSS_TRY(closs_check_matrix(name, m, allowed_dtypes, min_rows));
+    return check_data_aligned(name, m.data, m.dtype);
+}
+
+closs_status_t closs_check_device_vector(const char *name, closs_vector_t v,
+                                         unsigned allowed_dtypes, int64_t expected_length) {
+    CLOSS_TRY(closs_check_vector(name, v, allowed_dtypes, expected_length));
+    return check_data_aligned(name, v.data, v.dtype);
+}
+
 closs_status_t closs_check_same_shape(const char *name_a, closs_matrix_t a, const char *name_b,
                                       closs_matrix_t b) {
     if (a.rows != b.rows || a.cols != b.cols)
@@ -194,5 +213,44 @@ closs_status_t closs_check_finite_in(const char *name, double value, double low,
 
 closs_status_t closs_check_flag(const char *name, int value) {
     if (value != 0 && value != 1) return invalid("%s = %d: must be 0 or 1", name, value);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+size_t closs_matrix_span(closs_matrix_t m) {
+    if (m.rows <= 0) return 0;
+    return ((size_t)(m.rows - 1) * (size_t)m.ld + (size_t)m.cols) * closs_dtype_size(m.dtype);
+}
+
+closs_status_t closs_check_aligned(const char *name, const void *pointer, size_t alignment) {
+    if (alignment > 1 && (uintptr_t)pointer % alignment != 0)
+        return invalid("%s = %p: must be aligned to %zu bytes (its element size)", name, pointer,
+                       alignment);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+static int spans_overlap(const closs_span *a, const closs_span *b) {
+    if (!a->data || !b->data || a->bytes == 0 || b->bytes == 0) return 0;
+    const uintptr_t a_begin = (uintptr_t)a->data, b_begin = (uintptr_t)b->data;
+    return a_begin < b_begin + b->bytes && b_begin < a_begin + a->bytes;
+}
+
+static closs_status_t overlap_error(const closs_span *output, const closs_span *other,
+                                    const char *role) {
+    return invalid("%s (%zu bytes at %p) overlaps %s %s (%zu bytes at %p): outputs may not share "
+                   "memory with an input or another output (no in-place computation)",
+                   output->name, output->bytes, output->data, role, other->name, other->bytes,
+                   other->data);
+}
+
+closs_status_t closs_check_disjoint(const closs_span *outputs, int output_count,
+                                    const closs_span *inputs, int input_count) {
+    for (int o = 0; o < output_count; ++o) {
+        for (int i = 0; i < input_count; ++i)
+            if (spans_overlap(&outputs[o], &inputs[i]))
+                return overlap_error(&outputs[o], &inputs[i], "the input");
+        for (int p = o + 1; p < output_count; ++p)
+            if (spans_overlap(&outputs[o], &outputs[p]))
+                return overlap_error(&outputs[o], &outputs[p], "the output");
+    }
     return CLOSS_STATUS_SUCCESS;
 }

@@ -289,8 +289,23 @@ CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, clo
  *   *_backward          upstream: device float(s), 1 value or one per row for NONE, or NULL for 1;
  *                       writes the gradients (a closs_grad_t with data NULL is skipped);
  *   *_forward_backward  both in one pass over the inputs, upstream 1.
- * Workspace: ask *_workspace_size for the bytes and pass device memory of at least that size, or
- * pass NULL and 0 to use the handle's own, which grows on demand (that allocation synchronises).
+ * Workspace: ask *_workspace_size for the bytes and pass device memory of at least that size, at
+ * any address (the size includes 256 bytes of slack: the call aligns up inside it), or pass NULL
+ * and 0 to use the handle's own, which grows on demand (that allocation synchronises). Calls that
+ * use the handle's own workspace are ordered on the device even on different streams: each waits
+ * (an event, no host synchronisation) for the previous such call of the handle to finish. Calls
+ * given their own workspaces are not ordered by closs.
+ *
+ * What every GPU call refuses, before touching the device (INVALID_ARGUMENT, naming the argument):
+ *   - a gradient or loss buffer that shares any byte with an input (x, y, upstream, stats, labels)
+ *     or with another output: no in-place or overlapping outputs;
+ *   - a data pointer not aligned to its element size (2 for f16/bf16, 4 for f32, float and i32,
+ *     8 for i64);
+ *   - a handle bound to another device than the calling thread's current one (the handle is not
+ *     switched to; call cudaSetDevice first).
+ * A CUDA error already pending when a call starts is the caller's: the call returns CUDA_ERROR
+ * saying so and leaves the error in place (cudaGetLastError still sees it). Errors of closs's own
+ * launches are read after each launch.
  *
  * Check mode (`check_inputs = 1`) first verifies on the device that every input is finite and every
  * pair label lies in [0, 1], reads the answer back (a host synchronisation, in check mode only) and

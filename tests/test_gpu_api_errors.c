@@ -1,13 +1,17 @@
 /* The GPU entry points check every argument before they touch the device, so their errors are
  * tested here on any machine: each bad argument gets INVALID_ARGUMENT and a message naming it; with
- * every argument valid, a NULL handle is the error (or NOT_SUPPORTED in a build without CUDA). */
+ * every argument valid, a NULL handle is the error (or NOT_SUPPORTED in a build without CUDA).
+ * Includes the refusals of issue #14 (overlapping outputs, misaligned pointers) and the workspace
+ * alignment, which need no device either. */
 #include <criterion/criterion.h>
 #include <string.h>
 
 #include "closs.h"
+#include "gpu.h" /* closs_align_workspace, CLOSS_WORKSPACE_ALIGNMENT (host/, private) */
 
-/* Never dereferenced: the checks fail before any device access. */
-static float fake_device[64];
+/* Never dereferenced: the checks fail before any device access. Inputs live in fake_device,
+ * outputs in fake_out and fake_grad (outputs may not overlap inputs or each other). */
+static float fake_device[64], fake_out[64], fake_grad[3][64];
 
 static closs_matrix_t matrix(int64_t rows, int64_t cols) {
     return closs_matrix(fake_device, CLOSS_F32, rows, cols);
@@ -80,10 +84,10 @@ Test(gpu_api_errors, triplet_and_cosine_arguments) {
 /* Valid arguments: the handle is what is missing (a CUDA build) or the build has no GPU part. */
 Test(gpu_api_errors, valid_arguments_reach_the_handle_check) {
     closs_pair_params p = CLOSS_PAIR_PARAMS_INIT;
-    closs_grad_t g = {fake_device, 8};
+    closs_grad_t g0 = {fake_grad[0], 8}, g1 = {fake_grad[1], 8};
     closs_status_t status = closs_pair_forward_backward(NULL, &p, matrix(4, 8), matrix(4, 8),
                                                         closs_vector(fake_device, CLOSS_F32, 4),
-                                                        fake_device, g, g, NULL, 0, NULL);
+                                                        fake_out, g0, g1, NULL, 0, NULL);
     if (closs_cuda_available()) {
         cr_expect_eq(status, CLOSS_STATUS_INVALID_ARGUMENT);
         cr_expect(strstr(closs_last_error(), "handle"), "%s", closs_last_error());
@@ -177,8 +181,8 @@ Test(gpu_api_errors, contrastive_valid_arguments_reach_the_handle_check) {
     closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
     static int64_t fake_valid[1];
     closs_vector_t labels = closs_vector(fake_device, CLOSS_I32, 4);
-    closs_grad_t g = {fake_device, 8};
-    float *loss = fake_device, *stats = fake_device;
+    closs_grad_t g = {fake_grad[0], 8};
+    float *loss = fake_out, *stats = fake_grad[1];
     EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, NULL, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(closs_ntxent_forward(NULL, &n, matrix(4, 8), loss, stats, NULL, 0, NULL));
     EXPECT_HANDLE_CHECK(
@@ -194,4 +198,191 @@ Test(gpu_api_errors, contrastive_valid_arguments_reach_the_handle_check) {
     EXPECT_HANDLE_CHECK(closs_supcon_forward_backward(NULL, &s, matrix(3, 8),
                                                       closs_vector(fake_device, CLOSS_I64, 3), loss,
                                                       NULL, g, NULL, 0, NULL));
+}
+
+/* ---- issue #14: what a caller following the header could otherwise get wrong ----------------- */
+
+/* Valid arguments, whatever the build: past every argument check (the handle check or, without
+ * CUDA, NOT_SUPPORTED comes next). */
+static int passed_argument_checks(closs_status_t status) {
+    if (!closs_cuda_available()) return status == CLOSS_STATUS_NOT_SUPPORTED;
+    return status == CLOSS_STATUS_INVALID_ARGUMENT && strstr(closs_last_error(), "handle");
+}
+
+#define EXPECT_OVERLAP(call, output, input)                                                        \
+    do {                                                                                           \
+        EXPECT_INVALID(call, output);                                                              \
+        cr_expect(strstr(closs_last_error(), "overlaps") && strstr(closs_last_error(), input),     \
+                  "'%s' overlapping '%s' not said in: %s", output, input, closs_last_error());     \
+    } while (0)
+
+/* Every loss refuses a gradient (or loss) that shares any byte with an input or another output,
+ * by address range (a partial overlap too), and accepts buffers that only touch. Everything is
+ * carved from one array, so that the ranges are where the test says. */
+static float arena[1024];
+enum { X0 = 0, X1 = 64, X2 = 128, Y = 192, UP = 224, OUT = 256, G0 = 320, G1 = 384, G2 = 448 };
+
+Test(gpu_api_errors, overlapping_outputs_are_refused) {
+    float *const a = arena;
+    closs_matrix_t m[3] = {closs_matrix(a + X0, CLOSS_F32, 4, 8),
+                           closs_matrix(a + X1, CLOSS_F32, 4, 8),
+                           closs_matrix(a + X2, CLOSS_F32, 4, 8)};
+    closs_vector_t labels = closs_vector(a + Y, CLOSS_F32, 4);
+    closs_grad_t g[3] = {{a + G0, 8}, {a + G1, 8}, {a + G2, 8}};
+    const closs_grad_t none = {NULL, 0};
+    closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
+    closs_triplet_params triplet = CLOSS_TRIPLET_PARAMS_INIT;
+    closs_cosine_params cosine = CLOSS_COSINE_PARAMS_INIT;
+
+    EXPECT_OVERLAP(closs_pair_backward(NULL, &pair, m[0], m[1], labels, NULL,
+                                       (closs_grad_t){a + X1, 8}, g[1], NULL, 0, NULL),
+                   "grad_x1", "x2");
+    /* A gradient whose first row is x1's last element: overlap by range, not by pointer. */
+    EXPECT_OVERLAP(closs_pair_backward(NULL, &pair, m[0], m[1], labels, NULL, g[0],
+                                       (closs_grad_t){a + X0 + 31, 8}, NULL, 0, NULL),
+                   "grad_x2", "x1");
+    EXPECT_OVERLAP(closs_pair_forward_backward(NULL, &pair, m[0], m[1], labels, a + OUT, g[0],
+                                               (closs_grad_t){a + G0 + 24, 8}, NULL, 0, NULL),
+                   "grad_x1", "grad_x2");
+    EXPECT_OVERLAP(closs_pair_forward(NULL, &pair, m[0], m[1], labels, a + Y + 3, NULL, 0, NULL),
+                   "loss", "y");
+    EXPECT_OVERLAP(closs_pair_forward_backward(NULL, &pair, m[0], m[1], labels, a + G1 + 31, g[0],
+                                               g[1], NULL, 0, NULL),
+                   "grad_x2", "loss");
+    EXPECT_OVERLAP(closs_triplet_backward(NULL, &triplet, m[0], m[1], m[2], NULL, g[0], g[1],
+                                          (closs_grad_t){a + X0 + 16, 8}, NULL, 0, NULL),
+                   "grad_negative", "anchor");
+    EXPECT_OVERLAP(closs_triplet_backward(NULL, &triplet, m[0], m[1], m[2], a + G2 + 5, g[0], g[1],
+                                          g[2], NULL, 0, NULL),
+                   "grad_negative", "upstream");
+    EXPECT_OVERLAP(closs_cosine_forward_backward(NULL, &cosine, m[0], m[1], labels, a + OUT, g[0],
+                                                 (closs_grad_t){a + Y - 30, 8}, NULL, 0, NULL),
+                   "grad_x2", "y");
+    cosine.reduction = CLOSS_REDUCTION_NONE; /* upstream then holds one float per row */
+    EXPECT_OVERLAP(closs_cosine_backward(NULL, &cosine, m[0], m[1], labels, a + G1 - 3, g[0], g[1],
+                                         NULL, 0, NULL),
+                   "grad_x2", "upstream");
+
+    /* A gradient not asked for (data NULL) overlaps nothing; buffers that touch do not overlap:
+     * a gradient in the rows right after its input's. */
+    cr_expect(passed_argument_checks(closs_pair_backward(NULL, &pair, m[0], m[1], labels, a + UP,
+                                                         g[0], none, NULL, 0, NULL)),
+              "%s", closs_last_error());
+    closs_matrix_t first_rows = closs_matrix(a + X0, CLOSS_F32, 2, 8);
+    cr_expect(passed_argument_checks(closs_pair_backward(
+                  NULL, &pair, first_rows, closs_matrix(a + X1, CLOSS_F32, 2, 8),
+                  closs_vector(a + Y, CLOSS_F32, 2), NULL, (closs_grad_t){a + X0 + 16, 8}, none,
+                  NULL, 0, NULL)),
+              "a gradient right after its input: %s", closs_last_error());
+}
+
+Test(gpu_api_errors, contrastive_overlapping_outputs_are_refused) {
+    float *const a = arena;
+    int64_t *const labels = (int64_t *)(void *)(a + Y); /* 4 × 8 bytes: Y … Y + 8 */
+    float *const stats = a + UP, *const upstream = a + 600;
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    closs_matrix_t z = closs_matrix(a + X0, CLOSS_F32, 4, 8);
+    closs_vector_t l = closs_vector(labels, CLOSS_I64, 4);
+    EXPECT_OVERLAP(closs_ntxent_forward_backward(NULL, &n, z, a + OUT, (closs_grad_t){a + X0, 8},
+                                                 NULL, 0, NULL),
+                   "grad_z", "z");
+    EXPECT_OVERLAP(closs_ntxent_backward(NULL, &n, z, stats, NULL, (closs_grad_t){stats - 30, 8},
+                                         NULL, 0, NULL),
+                   "grad_z", "stats");
+    EXPECT_OVERLAP(closs_ntxent_backward(NULL, &n, z, stats, upstream,
+                                         (closs_grad_t){upstream - 31, 8}, NULL, 0, NULL),
+                   "grad_z", "upstream");
+    EXPECT_OVERLAP(closs_ntxent_forward(NULL, &n, z, a + OUT + 3, a + OUT, NULL, 0, NULL), "loss",
+                   "stats");
+    EXPECT_OVERLAP(closs_supcon_backward(NULL, &s, z, l, stats, NULL, (closs_grad_t){a + Y + 4, 8},
+                                         NULL, 0, NULL),
+                   "grad_z", "labels");
+    EXPECT_OVERLAP(closs_supcon_forward(NULL, &s, z, l, a + OUT, stats,
+                                        (int64_t *)(void *)(a + X0 + 2), NULL, 0, NULL),
+                   "valid", "z");
+    cr_expect(passed_argument_checks(closs_supcon_forward_backward(
+                  NULL, &s, z, l, a + OUT, (int64_t *)(void *)(a + G1), (closs_grad_t){a + G0, 8},
+                  NULL, 0, NULL)),
+              "%s", closs_last_error());
+}
+
+/* A pointer not aligned to its element size is refused (on the GPU it would fault and take the
+ * CUDA context with it); one element past a 16-byte boundary is fine. */
+Test(gpu_api_errors, data_pointers_aligned_to_their_element) {
+    static _Alignas(16) unsigned char bytes[4][256];
+    closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    closs_vector_t y = closs_vector(bytes[2], CLOSS_F32, 4);
+    closs_grad_t g1 = {bytes[3], 8}, g_odd = {bytes[3] + 2, 8};
+    float *loss = (float *)(void *)(bytes[2] + 64);
+    EXPECT_INVALID(closs_pair_forward(NULL, &pair, closs_matrix(bytes[0] + 1, CLOSS_F32, 4, 8),
+                                      closs_matrix(bytes[1], CLOSS_F32, 4, 8), y, loss, NULL, 0,
+                                      NULL),
+                   "x1.data");
+    EXPECT_INVALID(closs_pair_forward(NULL, &pair, closs_matrix(bytes[0] + 2, CLOSS_BF16, 4, 8),
+                                      closs_matrix(bytes[1] + 3, CLOSS_BF16, 4, 8), y, loss, NULL,
+                                      0, NULL),
+                   "x2.data");
+    EXPECT_INVALID(closs_pair_forward(NULL, &pair, closs_matrix(bytes[0], CLOSS_F32, 4, 8),
+                                      closs_matrix(bytes[1], CLOSS_F32, 4, 8),
+                                      closs_vector(bytes[2] + 2, CLOSS_F32, 4), loss, NULL, 0,
+                                      NULL),
+                   "y.data");
+    EXPECT_INVALID(closs_pair_forward(NULL, &pair, closs_matrix(bytes[0], CLOSS_F32, 4, 8),
+                                      closs_matrix(bytes[1], CLOSS_F32, 4, 8), y,
+                                      (float *)(void *)(bytes[2] + 66), NULL, 0, NULL),
+                   "loss");
+    EXPECT_INVALID(closs_pair_backward(NULL, &pair, closs_matrix(bytes[0], CLOSS_F32, 4, 8),
+                                       closs_matrix(bytes[1], CLOSS_F32, 4, 8), y, NULL, g1,
+                                       (closs_grad_t){bytes[3] + 130, 8}, NULL, 0, NULL),
+                   "grad_x2.data");
+    EXPECT_INVALID(closs_pair_backward(NULL, &pair, closs_matrix(bytes[0], CLOSS_F32, 4, 8),
+                                       closs_matrix(bytes[1], CLOSS_F32, 4, 8), y,
+                                       (const float *)(void *)(bytes[2] + 129), g1,
+                                       (closs_grad_t){NULL, 0}, NULL, 0, NULL),
+                   "upstream");
+    EXPECT_INVALID(closs_ntxent_forward_backward(NULL, &n,
+                                                 closs_matrix(bytes[0] + 2, CLOSS_F32, 4, 8), loss,
+                                                 g1, NULL, 0, NULL),
+                   "z.data");
+    EXPECT_INVALID(closs_supcon_forward(NULL, &s, closs_matrix(bytes[0], CLOSS_F16, 4, 8),
+                                        closs_vector(bytes[1] + 4, CLOSS_I64, 4), loss, NULL, NULL,
+                                        NULL, 0, NULL),
+                   "labels.data");
+    EXPECT_INVALID(closs_supcon_forward(NULL, &s, closs_matrix(bytes[0], CLOSS_F16, 4, 8),
+                                        closs_vector(bytes[1], CLOSS_I64, 4), loss, NULL,
+                                        (int64_t *)(void *)(bytes[2] + 4), NULL, 0, NULL),
+                   "valid");
+    /* f16 and bf16 one element past a 16-byte boundary: aligned to the element, accepted. */
+    cr_expect(passed_argument_checks(
+                  closs_pair_backward(NULL, &pair, closs_matrix(bytes[0] + 2, CLOSS_F16, 4, 8),
+                                      closs_matrix(bytes[1] + 2, CLOSS_F16, 4, 8), y, NULL, g_odd,
+                                      (closs_grad_t){NULL, 0}, NULL, 0, NULL)),
+              "%s", closs_last_error());
+}
+
+/* A caller's workspace at any address: the queried size (layout + 256 bytes of slack) is enough
+ * at every offset, the call works in the aligned part, and one byte less is refused. */
+Test(gpu_api_errors, workspace_aligned_up_inside_the_slack) {
+    static _Alignas(256) unsigned char arena[4096];
+    const size_t layout = 1024, query = closs_workspace_query(layout);
+    cr_expect_eq(query, layout + CLOSS_WORKSPACE_ALIGNMENT);
+    const size_t offsets[] = {0, 1, 255, 256, 257};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; ++i) {
+        unsigned char *workspace = arena + offsets[i];
+        void *aligned = NULL;
+        cr_expect_eq(closs_align_workspace(workspace, query, layout, &aligned),
+                     CLOSS_STATUS_SUCCESS, "offset %zu: %s", offsets[i], closs_last_error());
+        cr_expect_eq((uintptr_t)aligned % CLOSS_WORKSPACE_ALIGNMENT, 0, "offset %zu", offsets[i]);
+        cr_expect((unsigned char *)aligned >= workspace &&
+                      (unsigned char *)aligned + layout <= workspace + query,
+                  "offset %zu: the aligned layout leaves the workspace", offsets[i]);
+        aligned = NULL;
+        cr_expect_eq(closs_align_workspace(workspace, query - 1, layout, &aligned),
+                     CLOSS_STATUS_WORKSPACE_TOO_SMALL, "offset %zu", offsets[i]);
+        cr_expect(strstr(closs_last_error(), "workspace_bytes"), "%s", closs_last_error());
+        cr_expect_null(aligned, "nothing written on failure");
+    }
 }

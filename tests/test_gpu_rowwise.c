@@ -8,13 +8,17 @@
  *   - forward alone (per-row losses for NONE);
  *   - a second forward+backward gives the same bits.
  * Without a device every test is skipped, visibly. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <criterion/criterion.h>
+#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "closs.h"
+#include "gpu.h" /* the handle's insides (host/, private): to fake a binding to another device */
 #include "gpu_support.h"
 
 typedef enum { LOSS_PAIR, LOSS_TRIPLET, LOSS_COSINE } loss_kind;
@@ -393,7 +397,8 @@ Test(gpu_rowwise, check_mode) {
     free_case(&d);
 }
 
-/* The caller's workspace: too small is refused before anything runs; the queried size works. */
+/* The caller's workspace: too small is refused before anything runs; the queried size works at
+ * any address (1 byte and 256 bytes past cudaMalloc's alignment: the call aligns up inside it). */
 Test(gpu_rowwise, caller_workspace) {
     CLOSS_REQUIRE_GPU();
     uint64_t state = test_seed() | 1;
@@ -405,19 +410,139 @@ Test(gpu_rowwise, caller_workspace) {
     cr_assert_eq(closs_triplet_workspace_size(handle, &params, 5000, 32, CLOSS_F32, &bytes),
                  CLOSS_STATUS_SUCCESS);
     cr_assert_gt(bytes, 0);
-    void *workspace = gpu_alloc(bytes);
+    char *allocation = gpu_alloc(bytes + 256);
     closs_matrix_t m[3];
     for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, 5000, 32);
-    cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss, workspace,
-                                       bytes - 1, NULL),
-                 CLOSS_STATUS_WORKSPACE_TOO_SMALL);
-    cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss, workspace,
-                                       bytes, NULL),
-                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
     double want;
     double *no_grads[3] = {NULL, NULL, NULL};
     cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
+    const size_t offsets[] = {0, 1, 256};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; ++i) {
+        void *workspace = allocation + offsets[i];
+        cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss,
+                                           workspace, bytes - 1, NULL),
+                     CLOSS_STATUS_WORKSPACE_TOO_SMALL);
+        gpu_poison(d.device_loss, sizeof(float));
+        cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss,
+                                           workspace, bytes, NULL),
+                     CLOSS_STATUS_SUCCESS, "offset %zu: %s", offsets[i], closs_last_error());
+        gpu_synchronize();
+        char what[64];
+        snprintf(what, sizeof what, "caller workspace at offset %zu", offsets[i]);
+        expect_losses(&d, 1, &want, what, "triplet sum");
+    }
+    free_case(&d);
+}
+
+/* ---- issue #14: the call's surroundings ------------------------------------------------------ */
+
+static volatile int stream_gate; /* 0 holds the stream held by hold_until_released */
+
+static void CUDART_CB hold_until_released(void *unused) {
+    (void)unused;
+    const struct timespec pause = {0, 1000000};
+    while (!stream_gate) nanosleep(&pause, NULL);
+}
+
+/* Two calls with the handle's own workspace on two streams: the second waits for the first (which
+ * is held back on its stream), then both are right. Without the ordering, stream b would finish
+ * at once, its partial sums in the buffer the held call is about to use. */
+Test(gpu_rowwise, handle_workspace_ordered_across_streams) {
+    CLOSS_REQUIRE_GPU();
+    uint64_t state = test_seed() | 1;
+    rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 20000, 64, 0, 0};
+    case_data d = make_case(&c, &state);
+    closs_pair_params params = set_options(&c).pair;
+    closs_matrix_t x1 = closs_matrix(d.device[0], CLOSS_F32, c.rows, c.dim);
+    closs_matrix_t x2 = closs_matrix(d.device[1], CLOSS_F32, c.rows, c.dim);
+    closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, c.rows);
+    float *second_loss = gpu_alloc(sizeof(float));
+    gpu_poison(d.device_loss, sizeof(float));
+    gpu_poison(second_loss, sizeof(float));
+    cudaStream_t a, b;
+    cr_assert_eq(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+    cr_assert_eq(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+    stream_gate = 0;
+    cr_assert_eq(cudaLaunchHostFunc(a, hold_until_released, NULL), cudaSuccess);
+    cr_expect_eq(
+        closs_pair_forward(handle, &params, x1, x2, y, d.device_loss, NULL, 0, (closs_stream_t)a),
+        CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    cr_expect_eq(
+        closs_pair_forward(handle, &params, x1, x2, y, second_loss, NULL, 0, (closs_stream_t)b),
+        CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    const struct timespec settle = {0, 200000000};
+    nanosleep(&settle, NULL);
+    cr_expect_eq(cudaStreamQuery(b), cudaErrorNotReady,
+                 "the call on stream b ran while the call on stream a still had to use the "
+                 "handle's workspace");
+    (void)cudaGetLastError(); /* cudaStreamQuery's "not ready" */
+    stream_gate = 1;
+    cr_assert_eq(cudaStreamSynchronize(a), cudaSuccess);
+    cr_assert_eq(cudaStreamSynchronize(b), cudaSuccess);
+    double want;
+    double *no_grads[3] = {NULL, NULL, NULL};
+    cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
+    expect_losses(&d, 1, &want, "stream a", "pair mean");
+    float second = 0.0f;
+    gpu_download(&second, second_loss, sizeof second);
+    cr_expect(fabs(second - want) <= 1e-4 * fabs(want), "stream b: got %.9g want %.9g", second,
+              want);
+    cudaStreamDestroy(a);
+    cudaStreamDestroy(b);
+    free_case(&d);
+}
+
+/* A small pair call into d's (poisoned) loss. */
+static closs_status_t small_pair_forward(const case_data *d) {
+    closs_pair_params params = CLOSS_PAIR_PARAMS_INIT;
+    gpu_poison(d->device_loss, sizeof(float));
+    return closs_pair_forward(
+        handle, &params, closs_matrix(d->device[0], CLOSS_F32, d->rows, d->dim),
+        closs_matrix(d->device[1], CLOSS_F32, d->rows, d->dim),
+        closs_vector(d->device_labels, CLOSS_F32, d->rows), d->device_loss, NULL, 0, NULL);
+}
+
+static int loss_is_poisoned(const case_data *d) {
+    unsigned bits = 0;
+    gpu_download(&bits, d->device_loss, sizeof bits);
+    return bits == 0xffffffffu;
+}
+
+/* A handle bound to another device than the current one is refused, nothing written (faked on one
+ * device by rebinding the handle). */
+Test(gpu_rowwise, handle_of_another_device_is_refused) {
+    CLOSS_REQUIRE_GPU();
+    uint64_t state = test_seed() | 1;
+    rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 100, 16, 0, 0};
+    case_data d = make_case(&c, &state);
+    const int bound = handle->device;
+    handle->device = bound + 1;
+    cr_expect_eq(small_pair_forward(&d), CLOSS_STATUS_INVALID_ARGUMENT);
+    cr_expect(strstr(closs_last_error(), "device"), "%s", closs_last_error());
+    handle->device = bound;
     gpu_synchronize();
-    expect_losses(&d, 1, &want, "caller workspace", "triplet sum");
+    cr_expect(loss_is_poisoned(&d), "the refused call wrote its loss");
+    cr_expect_eq(small_pair_forward(&d), CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    free_case(&d);
+}
+
+/* A CUDA error pending from the caller's own work is reported as such and left in place. */
+Test(gpu_rowwise, pending_error_is_the_callers) {
+    CLOSS_REQUIRE_GPU();
+    uint64_t state = test_seed() | 1;
+    rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 100, 16, 0, 0};
+    case_data d = make_case(&c, &state);
+    gpu_synchronize();
+    void *huge = NULL;
+    cr_assert_neq(cudaMalloc(&huge, (size_t)1 << 62), cudaSuccess);
+    const cudaError_t pending = cudaPeekAtLastError();
+    cr_assert_neq(pending, cudaSuccess, "the failed cudaMalloc left no pending error");
+    cr_expect_eq(small_pair_forward(&d), CLOSS_STATUS_CUDA_ERROR);
+    cr_expect(strstr(closs_last_error(), "pending") &&
+                  strstr(closs_last_error(), cudaGetErrorName(pending)),
+              "%s", closs_last_error());
+    cr_expect_eq(cudaGetLastError(), pending, "closs cleared the caller's error");
+    cr_expect(loss_is_poisoned(&d), "the refused call wrote its loss");
+    cr_expect_eq(small_pair_forward(&d), CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
     free_case(&d);
 }

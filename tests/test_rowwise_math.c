@@ -42,6 +42,32 @@ static closs_row_stats row_stats(const float *const rows[3], int count) {
     return s;
 }
 
+/* Sets every statistic outside `needs` to NaN: a loss that read one would turn NaN. */
+static void poison_unneeded(closs_row_stats *s, unsigned needs) {
+    for (int j = 0; j < 3; ++j)
+        for (int k = 0; k < 3; ++k)
+            if (!(needs & closs_rm_dot_bit(j, k))) s->dot[j][k] = NAN;
+    for (int p = 0; p < 3; ++p)
+        if (!(needs & closs_rm_sqdiff_bit(p))) s->sqdiff[p] = NAN;
+}
+
+/* The kernels write only the gradient terms `needs` allows (rowwise_kernels.cuh,
+ * write_gradients): self[k][j] with x_k·x_j read, diff[k][p] with pair p read and k in it. Any
+ * other coefficient must be exactly zero, or the kernels would drop it. */
+static void expect_structural_zeros(const closs_row_grad *g, unsigned needs, const char *label) {
+    static const int pair_rows[3][2] = {{0, 1}, {0, 2}, {1, 2}};
+    for (int k = 0; k < 3; ++k) {
+        for (int j = 0; j < 3; ++j)
+            if (!(needs & closs_rm_dot_bit(k, j)))
+                cr_expect(g->self[k][j] == 0.0f, "%s: self[%d][%d] = %g, not read by the kernels",
+                          label, k, j, g->self[k][j]);
+        for (int p = 0; p < 3; ++p)
+            if (!(needs & closs_rm_sqdiff_bit(p)) || (k != pair_rows[p][0] && k != pair_rows[p][1]))
+                cr_expect(g->diff[k][p] == 0.0f, "%s: diff[%d][%d] = %g, not read by the kernels",
+                          label, k, p, g->diff[k][p]);
+    }
+}
+
 /* |a − b| ≤ 1e-4·(|b| + scale) + 2e-6. The absolute part covers float's rounding of terms of
  * size one (the inputs lie in [−1, 1]) that cancel near a hinge's kink. */
 static void expect_close(double got, double want, double scale, const char *what, int row,
@@ -115,10 +141,15 @@ ParameterizedTest(math_case *test, rowwise_math, matches_reference) {
                  closs_last_error());
 
     const int count = test->params.kind == CLOSS_ROW_TRIPLET ? 3 : 2;
+    const unsigned needs =
+        closs_rm_needs(test->params.kind, test->params.distance, test->params.swap);
     for (int i = 0; i < ROWS; ++i) {
         const float *rows[3] = {x[0] + i * DIM, x[1] + i * DIM, x[2] + i * DIM};
         closs_row_stats s = row_stats(rows, count);
+        /* The kernels reduce only the statistics closs_rm_needs names: the others are NaN here. */
+        poison_unneeded(&s, needs);
         closs_row_grad g = closs_row_loss_grad(&test->params, &s, y[i]);
+        expect_structural_zeros(&g, needs, test->label);
         expect_close(g.loss, loss[i], 0.0, "loss", i, test->label, seed);
         for (int k = 0; k < count; ++k) {
             double scale = 0.0;
@@ -156,6 +187,14 @@ Test(rowwise_math, conventions_at_kinks) {
     cr_expect(g.loss == 0.0f);
     for (int k = 0; k < 3; ++k)
         for (int p = 0; p < 3; ++p) cr_expect(g.diff[k][p] == 0.0f && g.self[k][p] == 0.0f);
+    /* What each loss reads: the fewest statistics (pair Euclidean: one; triplet with swap: three).
+     */
+    cr_expect_eq(closs_rm_needs(CLOSS_ROW_PAIR, CLOSS_DISTANCE_EUCLIDEAN, 0),
+                 closs_rm_sqdiff_bit(CLOSS_PAIR_01));
+    cr_expect_eq(closs_rm_needs(CLOSS_ROW_TRIPLET, CLOSS_DISTANCE_SQEUCLIDEAN, 1),
+                 closs_rm_sqdiff_bit(0) | closs_rm_sqdiff_bit(1) | closs_rm_sqdiff_bit(2));
+    cr_expect_eq(closs_rm_needs(CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, 0),
+                 closs_rm_dot_bit(0, 0) | closs_rm_dot_bit(1, 1) | closs_rm_dot_bit(0, 1));
     /* NaN statistics give a NaN loss through the hinges. */
     s.sqdiff[CLOSS_PAIR_01] = NAN;
     g = closs_row_loss_grad(&pair, &s, 0.0f);
