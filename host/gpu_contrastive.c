@@ -29,6 +29,7 @@ typedef struct contrastive_call {
     closs_reduction_t reduction;
     int check_inputs;
     closs_path_t path;
+    closs_row_range range; /* as requested, then resolved by check_call */
     int forward;
     float *loss;
     float *stats; /* forward: optional output; backward: required input */
@@ -38,7 +39,7 @@ typedef struct contrastive_call {
     closs_grad_t grad_z;
 } contrastive_call;
 
-static closs_status_t check_call(const contrastive_call *call) {
+static closs_status_t check_call(contrastive_call *call) {
     CLOSS_TRY(closs_check_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
     if (!call->supcon && call->z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
@@ -47,11 +48,13 @@ static closs_status_t check_call(const contrastive_call *call) {
                           (long long)call->z.rows);
     if (call->supcon)
         CLOSS_TRY(closs_check_vector("labels", call->labels, CLOSS_LABEL_DTYPES, call->z.rows));
+    CLOSS_TRY(closs_resolve_row_range(call->range, call->z.rows, &call->range));
     if (call->forward) CLOSS_TRY(closs_check_not_null("loss", call->loss));
     if (call->backward) {
         if (!call->forward) CLOSS_TRY(closs_check_not_null("stats", call->stats));
         CLOSS_TRY(closs_check_not_null("grad_z.data", call->grad_z.data));
         closs_matrix_t shape = call->z;
+        shape.rows = call->range.count; /* the range's rows only */
         shape.data = call->grad_z.data;
         shape.ld = call->grad_z.ld;
         CLOSS_TRY(closs_check_matrix("grad_z", shape, CLOSS_GPU_FLOAT_DTYPES, 0));
@@ -209,7 +212,18 @@ static closs_status_t run_check(closs_handle_t handle, const contrastive_call *c
     return CLOSS_STATUS_SUCCESS;
 }
 
-static closs_status_t run(closs_handle_t handle, const contrastive_call *call, void *workspace,
+/* The row range's part of a launch (closs.h, "Row ranges"), whatever the path: the anchors of the
+ * loss and valid and the rows of the gradient; and the anchors whose lse the forward computes,
+ * stored from lse[0]: the range alone in a forward (the caller's stats hold the range's), every
+ * row when a backward follows (it needs them all). A backward reads lse of all M rows. */
+static void set_row_range(closs_contrastive_launch *job, const contrastive_call *call) {
+    job->row_begin = call->range.begin;
+    job->row_count = call->range.count;
+    job->lse_begin = call->backward ? 0 : call->range.begin;
+    job->lse_count = call->backward ? call->z.rows : call->range.count;
+}
+
+static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call));
     CLOSS_TRY(closs_check_handle(handle));
@@ -245,6 +259,7 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     job.upstream = call->upstream;
     job.grad = call->backward ? call->grad_z.data : NULL;
     job.grad_ld = call->grad_z.ld;
+    set_row_range(&job, call);
     job.cublas = handle->cublas;
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
@@ -275,7 +290,7 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
 
 #else /* no CUDA in this build: the same argument checks, then NOT_SUPPORTED */
 
-static closs_status_t run(closs_handle_t handle, const contrastive_call *call, void *workspace,
+static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     (void)handle, (void)workspace, (void)workspace_bytes, (void)stream;
     CLOSS_TRY(check_call(call));
@@ -301,7 +316,8 @@ static contrastive_call ntxent_call(const closs_ntxent_params *p, closs_matrix_t
                               .scale = 1.0,
                               .reduction = p->reduction,
                               .check_inputs = p->check_inputs,
-                              .path = p->path};
+                              .path = p->path,
+                              .range = closs_ntxent_requested_range(p)};
 }
 
 closs_status_t closs_ntxent_workspace_size(closs_handle_t handle, const closs_ntxent_params *params,
@@ -365,7 +381,8 @@ static contrastive_call supcon_call(const closs_supcon_params *p, closs_matrix_t
                               .scale = p->temperature / base,
                               .reduction = p->reduction,
                               .check_inputs = p->check_inputs,
-                              .path = p->path};
+                              .path = p->path,
+                              .range = closs_supcon_requested_range(p)};
 }
 
 closs_status_t closs_supcon_workspace_size(closs_handle_t handle, const closs_supcon_params *params,
