@@ -996,8 +996,8 @@ Test(gpu_contrastive, fused_matches_chunked_at_65536_rows) {
 static void check_ranges(loss_kind loss, closs_path_t path, closs_reduction_t reduction,
                          int64_t dim) {
     const int64_t rows = 300, cuts[] = {0, 7, 170, rows};
-    contrastive_case c = {loss, 1, reduction,  CLOSS_F32, rows,      dim,
-                          1,    0, path,       1,         CLOSS_I64, LABELS_SINGLETONS};
+    contrastive_case c = {loss, 1, reduction, CLOSS_F32, rows,      dim,
+                          1,    0, path,      1,         CLOSS_I64, LABELS_SINGLETONS};
     uint64_t seed = test_seed(), state = seed | 1;
     char name[300];
     describe(&c, seed, name, sizeof name);
@@ -1019,7 +1019,9 @@ static void check_ranges(loss_kind loss, closs_path_t path, closs_reduction_t re
                                                : CALL_FORWARD_BACKWARD;
             char what[64];
             snprintf(what, sizeof what, "%s of rows [%lld, %lld)",
-                     pass == 0 ? "forward" : pass == 1 ? "backward" : "forward+backward",
+                     pass == 0   ? "forward"
+                     : pass == 1 ? "backward"
+                                 : "forward+backward",
                      (long long)begin, (long long)(begin + count));
             gpu_poison(d.device_loss, ((size_t)rows + 1) * sizeof(float));
             gpu_poison(d.device_stats, ((size_t)rows + 1) * sizeof(float));
@@ -1055,8 +1057,8 @@ static void check_ranges(loss_kind loss, closs_path_t path, closs_reduction_t re
             }
             /* The range's rows, and nothing past them (the next row's first element). */
             gpu_download(got, d.device_grad, ((size_t)count * (size_t)d.ld + 1) * sizeof(float));
-            cr_expect(isnan(got[count * d.ld]), "%s: %s wrote past the range's gradient rows",
-                      name, what);
+            cr_expect(isnan(got[count * d.ld]), "%s: %s wrote past the range's gradient rows", name,
+                      what);
             for (int64_t i = 0; i < count; ++i)
                 memmove(got + i * dim, got + i * d.ld, (size_t)dim * sizeof(float));
             const double error = relative_error(got, want_grad, (size_t)(count * dim));

@@ -71,8 +71,8 @@ static void run_range(const problem *pr, int64_t begin, int64_t count, int fused
     if (pr->c.supcon) {
         closs_supcon_params p = supcon_params(&pr->c, begin, count);
         if (fused) {
-            status = closs_ref_supcon(&p, pr->z.view, pr->labels.view, pr->upstream, loss, grad,
-                                      valid);
+            status =
+                closs_ref_supcon(&p, pr->z.view, pr->labels.view, pr->upstream, loss, grad, valid);
         } else if (!all_stats) {
             status = closs_ref_supcon_forward(&p, pr->z.view, pr->labels.view, loss, stats, valid);
         } else {
@@ -124,7 +124,7 @@ static problem make_problem(ct_rng *rng, range_case c) {
     pr.z = ct_matrix_pack(z, ROWS, DIM, CLOSS_F64, DIM + 2);
     int64_t labels[ROWS];
     for (int64_t i = 0; i < ROWS; ++i)
-        labels[i] = c.labels == 0 ? ct_int(rng, 0, ROWS / 3)
+        labels[i] = c.labels == 0   ? ct_int(rng, 0, ROWS / 3)
                     : c.labels == 1 ? i / 3
                                     : (i < 6 ? i / 2 : 100 + i);
     pr.labels = ct_vector_label(labels, ROWS, CLOSS_I64);
@@ -150,11 +150,11 @@ static void check_splits(range_case c) {
             const results got = split_run(&pr, splits[s].cuts, splits[s].ranges, fused);
             const char *how = fused ? "one call per range" : "forward, gathered stats, backward";
             cr_expect(ct_first_mismatch(got.loss, want.loss, losses, 1e-12, 1e-12) < 0,
-                      "%d ranges (%s): loss %.17g, full batch %.17g" CT_SEED_FMT,
-                      splits[s].ranges, how, got.loss[0], want.loss[0], CT_SEED_ARGS(&rng));
+                      "%d ranges (%s): loss %.17g, full batch %.17g" CT_SEED_FMT, splits[s].ranges,
+                      how, got.loss[0], want.loss[0], CT_SEED_ARGS(&rng));
             cr_expect(ct_first_mismatch(got.grad, want.grad, ROWS * DIM, 1e-12, 1e-12) < 0,
-                      "%d ranges (%s): gradient element %lld differs" CT_SEED_FMT,
-                      splits[s].ranges, how,
+                      "%d ranges (%s): gradient element %lld differs" CT_SEED_FMT, splits[s].ranges,
+                      how,
                       (long long)ct_first_mismatch(got.grad, want.grad, ROWS * DIM, 1e-12, 1e-12),
                       CT_SEED_ARGS(&rng));
             cr_expect_eq(got.valid, want.valid, "%d ranges (%s): valid %lld, full batch %lld",
@@ -200,13 +200,13 @@ Test(row_ranges, a_range_is_not_the_whole_batch) {
     double full = 0.0, part = 0.0, grad_full[ROWS * DIM], grad_part[9 * DIM];
     int64_t valid_full = 0, valid_part = 0;
     closs_supcon_params p = supcon_params(&pr.c, 0, 0);
-    cr_assert_eq(closs_ref_supcon(&p, pr.z.view, pr.labels.view, NULL, &full, grad_full,
-                                  &valid_full),
-                 CLOSS_STATUS_SUCCESS);
+    cr_assert_eq(
+        closs_ref_supcon(&p, pr.z.view, pr.labels.view, NULL, &full, grad_full, &valid_full),
+        CLOSS_STATUS_SUCCESS);
     p = supcon_params(&pr.c, 0, 9);
-    cr_assert_eq(closs_ref_supcon(&p, pr.z.view, pr.labels.view, NULL, &part, grad_part,
-                                  &valid_part),
-                 CLOSS_STATUS_SUCCESS);
+    cr_assert_eq(
+        closs_ref_supcon(&p, pr.z.view, pr.labels.view, NULL, &part, grad_part, &valid_part),
+        CLOSS_STATUS_SUCCESS);
     cr_expect(valid_part < valid_full, "valid %lld of %lld", (long long)valid_part,
               (long long)valid_full);
     cr_expect(part < full, "the range's share %g must be part of the mean %g", part, full);
@@ -233,8 +233,8 @@ Test(row_ranges, bad_ranges_are_refused_and_nothing_is_written) {
     const struct {
         int64_t begin, count;
         const char *field;
-    } bad[] = {{-1, 3, "row_begin = -1"}, {ROWS, 1, "row_begin = 22"},
-               {5, 0, "row_count = 0"},   {0, -2, "row_count = -2"},
+    } bad[] = {{-1, 3, "row_begin = -1"},       {ROWS, 1, "row_begin = 22"},
+               {5, 0, "row_count = 0"},         {0, -2, "row_count = -2"},
                {4, ROWS - 3, "row_count = 19"}, {ROWS - 1, 2, "row_count = 2"}};
     double loss[1], stats[ROWS], grad[ROWS * DIM], all_stats[ROWS] = {0};
     int64_t valid = -7;
@@ -249,9 +249,9 @@ Test(row_ranges, bad_ranges_are_refused_and_nothing_is_written) {
                        bad[b].field, loss, grad, ROWS * DIM);
         expect_invalid(closs_ref_supcon_forward(&s, pr.z.view, pr.labels.view, loss, stats, &valid),
                        bad[b].field, loss, grad, ROWS * DIM);
-        expect_invalid(closs_ref_supcon_backward(&s, pr.z.view, pr.labels.view, all_stats, NULL,
-                                                 grad),
-                       bad[b].field, loss, grad, ROWS * DIM);
+        expect_invalid(
+            closs_ref_supcon_backward(&s, pr.z.view, pr.labels.view, all_stats, NULL, grad),
+            bad[b].field, loss, grad, ROWS * DIM);
         expect_invalid(closs_ref_ntxent(&n, pr.z.view, NULL, loss, grad), bad[b].field, loss, grad,
                        ROWS * DIM);
         expect_invalid(closs_ref_ntxent_backward(&n, pr.z.view, all_stats, NULL, grad),

@@ -46,7 +46,7 @@ static closs_status_t check_arguments(const closs_ntxent_params *params, closs_m
 static closs_status_t ntxent(const closs_ntxent_params *params, closs_matrix_t z,
                              const ntxent_call *call) {
     closs_clear_error();
-    closs_row_range range;
+    closs_row_range range = {0, 0};
     CLOSS_TRY(check_arguments(params, z, call, &range));
     const int64_t rows = z.rows, dim = z.cols, half = rows / 2;
     const int64_t begin = range.begin, end = range.begin + range.count;
@@ -95,8 +95,8 @@ static closs_status_t ntxent(const closs_ntxent_params *params, closs_matrix_t z
             double *gi = grad_z + (i - begin) * dim;
             for (int64_t c = 0; c < dim; ++c) gi[c] -= scale * zp[c];
         }
-        closs_ref_embed_backward(zhat + begin * dim, norms + begin, params->normalize,
-                                 range.count, dim, grad_z);
+        closs_ref_embed_backward(zhat + begin * dim, norms + begin, params->normalize, range.count,
+                                 dim, grad_z);
     }
     free(per_row);
     free(zhat);
@@ -118,6 +118,7 @@ closs_status_t closs_ref_ntxent_forward(const closs_ntxent_params *params, closs
 closs_status_t closs_ref_ntxent_backward(const closs_ntxent_params *params, closs_matrix_t z,
                                          const double *stats, const double *upstream,
                                          double *grad_z) {
-    const ntxent_call call = {.backward = 1, .given_stats = stats, .upstream = upstream, .grad_z = grad_z};
+    const ntxent_call call = {
+        .backward = 1, .given_stats = stats, .upstream = upstream, .grad_z = grad_z};
     return ntxent(params, z, &call);
 }

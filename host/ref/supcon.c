@@ -81,7 +81,7 @@ typedef struct supcon_buffers {
 static closs_status_t supcon(const closs_supcon_params *params, closs_matrix_t z,
                              closs_vector_t labels, const supcon_call *call) {
     closs_clear_error();
-    closs_row_range range;
+    closs_row_range range = {0, 0};
     CLOSS_TRY(check_arguments(params, z, labels, call, &range));
     const int64_t rows = z.rows, dim = z.cols;
     const int64_t begin = range.begin, end = range.begin + range.count;
@@ -155,10 +155,10 @@ static closs_status_t supcon(const closs_supcon_params *params, closs_matrix_t z
     if (grad_z) {
         for (int64_t i = 0; i < rows; ++i) {
             const int64_t positives = class_size[class_of[i]] - 1;
-            weights[i] = positives > 0 ? scale * closs_ref_row_weight(params->reduction,
-                                                                      call->upstream, i,
-                                                                      valid_count)
-                                       : 0.0;
+            weights[i] = positives > 0
+                             ? scale * closs_ref_row_weight(params->reduction, call->upstream, i,
+                                                            valid_count)
+                             : 0.0;
         }
         memset(weighted_sum, 0, (size_t)(classes * dim) * sizeof(double));
         for (int64_t i = 0; i < rows; ++i) {
@@ -181,8 +181,8 @@ static closs_status_t supcon(const closs_supcon_params *params, closs_matrix_t z
             for (int64_t c = 0; c < dim; ++c)
                 gi[c] -= (own * (sum[c] - 2.0 * zi[c]) + wsum[c]) / temperature;
         }
-        closs_ref_embed_backward(zhat + begin * dim, norms + begin, params->normalize,
-                                 range.count, dim, grad_z);
+        closs_ref_embed_backward(zhat + begin * dim, norms + begin, params->normalize, range.count,
+                                 dim, grad_z);
     }
     free(buffers.integers);
     free(buffers.reals);
@@ -206,7 +206,7 @@ closs_status_t closs_ref_supcon_forward(const closs_supcon_params *params, closs
 closs_status_t closs_ref_supcon_backward(const closs_supcon_params *params, closs_matrix_t z,
                                          closs_vector_t labels, const double *stats,
                                          const double *upstream, double *grad_z) {
-    const supcon_call call = {.backward = 1, .given_stats = stats, .upstream = upstream,
-                              .grad_z = grad_z};
+    const supcon_call call = {
+        .backward = 1, .given_stats = stats, .upstream = upstream, .grad_z = grad_z};
     return supcon(params, z, labels, &call);
 }
