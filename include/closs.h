@@ -195,7 +195,7 @@ typedef struct closs_ntxent_params {
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
     closs_path_t path; /* GPU algorithm; AUTO by default */
     /* The anchor row range [row_begin, row_begin + row_count) of one rank of a data-parallel
-     * job (see "Row ranges" below); 0 and 0 mean all rows. Added in 0.2: a struct whose size
+     * job (see "Row ranges" below); 0 and 0 mean all rows. Added after 0.1.0: a struct whose size
      * ends before row_begin is still accepted and means all rows. */
     int64_t row_begin;
     int64_t row_count;
@@ -215,7 +215,7 @@ typedef struct closs_supcon_params {
     closs_reduction_t reduction;
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
     closs_path_t path; /* GPU algorithm; AUTO by default */
-    int64_t row_begin; /* the anchor row range, as in closs_ntxent_params (added in 0.2) */
+    int64_t row_begin; /* the anchor row range, as in closs_ntxent_params (added after 0.1.0) */
     int64_t row_count;
 } closs_supcon_params;
 #define CLOSS_SUPCON_PARAMS_INIT                                                                   \
