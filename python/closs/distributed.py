@@ -164,15 +164,15 @@ class _DistributedLoss(torch.autograd.Function):
         if not none:
             loss = loss.sum().reshape(1)
         valid = sum(p[2] for p in pieces)
-        if spec.has_valid or not none:
-            # One all_reduce: the ranks' losses (MEAN over the global count already) and valid.
-            totals = torch.cat([loss.to(torch.float64), valid.to(torch.float64).reshape(1)])
+        # One all_reduce: the ranks' shares of the loss (MEAN over the global count already) and
+        # of SupCon's valid count; "none" keeps this rank's anchors' losses.
+        reduced = ([] if none else [loss.to(torch.float64)])
+        reduced += [valid.to(torch.float64).reshape(1)] if spec.has_valid else []
+        if reduced:
+            totals = torch.cat(reduced)
+            dist.all_reduce(totals, group=group)
             if not none:
-                dist.all_reduce(totals, group=group)
                 loss = totals[:1]
-            else:
-                totals = totals[-1:]
-                dist.all_reduce(totals, group=group)
             valid = totals[-1].to(torch.int64)
 
         ctx.spec, ctx.params, ctx.group, ctx.ddp = spec, params, group, ddp
