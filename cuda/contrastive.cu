@@ -11,6 +11,8 @@
 //   anchor_weights   w_i, a_i from the upstream gradient
 //   per chunk:       S_c again (cuBLAS), coefficients: S_c → G_c in place, dẐ_c = G_c·Ẑ (cuBLAS),
 //                    embed_backward: dz_c in the input dtype, one warp per row
+// With a row range (closs.h "Row ranges") the forward's chunks cover the range's anchors (all rows
+// when a backward follows: it needs every lse) and the backward's the range's rows.
 // Every sum runs in a fixed order (cuBLAS without atomics, fixed reduction trees), so the same
 // inputs give the same bits. Cost: forward 2·M²·D flops, backward 4·M²·D (S recomputed), 2·M²
 // exponentials; memory O(M·D + C·M).
@@ -67,11 +69,12 @@ __global__ void __launch_bounds__(kBlock) row_stats_kernel(const closs_contrasti
     const float nan = __int_as_float(0x7fc00000);
     const bool nonfinite = *job.nonfinite != 0;
     const float lse_value = nonfinite ? nan : closs_cm_lse_value(lse);
-    job.lse[i] = lse_value;
+    job.lse[i - job.lse_begin] = lse_value;
     float loss = closs_cm_row_loss(lse_value, positive_sum, job.positives[i], job.scale);
     if (nonfinite) loss = nan; // every anchor, even one without a positive (contract)
     job.row_loss[i] = loss;
-    if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[i] = loss;
+    const int64_t r = i - job.row_begin; // outside the row range when a backward needs every lse
+    if (job.reduction == CLOSS_REDUCTION_NONE && r >= 0 && r < job.row_count) job.loss[r] = loss;
 }
 
 
@@ -110,7 +113,7 @@ __global__ void embed_backward_kernel(const closs_contrastive_launch job, int64_
             for (int64_t c = lane; c < job.dim; c += kWarpSize) radial = fmaf(unit[c], g[c], radial);
         radial = warp_sum(radial);
         const float norm = job.norms[row];
-        T *out = static_cast<T *>(job.grad) + row * job.grad_ld;
+        T *out = static_cast<T *>(job.grad) + (row - job.row_begin) * job.grad_ld;
         for (int64_t c = lane; c < job.dim; c += kWarpSize) {
             float value = g[c];
             if (job.normalize) value = norm > kNormalizeEps ? (value - unit[c] * radial) / norm : value / kNormalizeEps;
@@ -152,8 +155,9 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     count_positives_kernel<L><<<grid_for(job.rows, 1), kBlock, 0, stream>>>(job);
     CLOSS_RETURN_IF_LAUNCH_FAILED();
 
-    for (int64_t first = 0; job.forward && first < job.rows; first += job.chunk_rows) {
-        const int64_t chunk = job.rows - first < job.chunk_rows ? job.rows - first : job.chunk_rows;
+    const int64_t lse_end = job.lse_begin + job.lse_count, row_end = job.row_begin + job.row_count;
+    for (int64_t first = job.lse_begin; job.forward && first < lse_end; first += job.chunk_rows) {
+        const int64_t chunk = lse_end - first < job.chunk_rows ? lse_end - first : job.chunk_rows;
         if ((*cublas_status = similarity_chunk(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
             return cudaSuccess;
         row_stats_kernel<L><<<(unsigned)chunk, kBlock, 0, stream>>>(job, first, job.similarity);
@@ -165,8 +169,8 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     if (job.grad) {
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
         CLOSS_RETURN_IF_LAUNCH_FAILED();
-        for (int64_t first = 0; first < job.rows; first += job.chunk_rows) {
-            const int64_t chunk = job.rows - first < job.chunk_rows ? job.rows - first : job.chunk_rows;
+        for (int64_t first = job.row_begin; first < row_end; first += job.chunk_rows) {
+            const int64_t chunk = row_end - first < job.chunk_rows ? row_end - first : job.chunk_rows;
             if ((*cublas_status = similarity_chunk(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
                 return cudaSuccess;
             coefficients_kernel<L><<<grid_for(chunk * job.rows, kBlock), kBlock, 0, stream>>>(job, first, chunk,

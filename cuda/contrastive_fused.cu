@@ -32,6 +32,9 @@
 //                    shared memory, then dẑ_rows += G·ẑ_cols (16 rows of ẑ at a time, all of D),
 //                    held in registers (D/4 floats a thread, so D ≤ 256); last the positive part,
 //                    the normalisation's backward and the store in the input dtype.
+// With a row range (closs.h "Row ranges") the forward's blocks cover the range's anchors (all rows
+// when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
+// range's rows; the column tiles always run over all M rows.
 // The kernels live in contrastive_fused_kernels.cuh (this file: CUB, the launch sequence and the
 // C entry points), which tests/test_fused_kernels.cpp also runs on the CPU, a thread per CUDA
 // thread.
@@ -99,10 +102,10 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
     const int class_grid = grid_for(job.rows / 2, 1);
     if (job.supcon) class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, nullptr, job.class_sum);
 
-    const unsigned tiles = (unsigned)((job.rows + kTile - 1) / kTile);
     if (job.forward) {
-        forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
-        anchor_loss_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
+        const unsigned lse_tiles = (unsigned)((job.lse_count + kTile - 1) / kTile);
+        forward_kernel<T, kFixed><<<lse_tiles, kThreads, 0, stream>>>(job);
+        anchor_loss_kernel<T><<<grid_for(job.row_count, warps_per_block), kBlock, 0, stream>>>(job);
     }
     // The valid count is needed by MEAN's weights in a backward-only call too.
     finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
@@ -111,7 +114,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
         if (job.supcon)
             class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, job.anchor_a,
                                                                           job.class_weighted_sum);
-        return launch_backward<T, kFixed>(job, tiles, stream);
+        return launch_backward<T, kFixed>(job, (unsigned)((job.row_count + kTile - 1) / kTile), stream);
     }
     return cudaGetLastError();
 }

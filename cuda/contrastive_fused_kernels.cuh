@@ -178,7 +178,7 @@ template <typename T, bool kFixed>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrastive_launch job) {
     __shared__ TileShared shared;
     const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
-    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const int64_t i0 = job.lse_begin + (int64_t)blockIdx.x * kTile;
     const float shift = job.inv_temperature;
     float sum[kPerThread];
     closs_lse_partial partial[kPerThread];
@@ -200,17 +200,20 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrasti
         if constexpr (kFixed) lse = closs_fm_lse_fixed(lanes_sum(sum[p]), shift);
         else lse = closs_cm_lse_value(lanes_merge(partial[p]));
         const int64_t i = i0 + ty + kLanes * p;
-        if (tx == 0 && i < job.rows) job.lse[i] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+        if (tx == 0 && i < job.lse_begin + job.lse_count)
+            job.lse[i - job.lse_begin] = nonfinite ? __int_as_float(0x7fc00000) : lse;
     }
 }
 
-// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p(i)/τ or ẑ_i·(C_k − ẑ_i)/τ; one warp per anchor.
+// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p(i)/τ or ẑ_i·(C_k − ẑ_i)/τ; one warp per anchor of
+// the row range.
 template <typename T>
 __global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
     const int lane = threadIdx.x % kWarpSize;
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
-    for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize; i < job.rows;
-         i += warps) {
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize; r < job.row_count;
+         r += warps) {
+        const int64_t i = job.row_begin + r;
         const int positives = job.positives[i];
         float dot = 0.0f;
         if (positives > 0) {
@@ -224,10 +227,11 @@ __global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
         }
         dot = warp_sum(dot);
         if (lane == 0) {
-            float loss = closs_cm_row_loss(job.lse[i], dot * job.inv_temperature, positives, job.scale);
+            float loss = closs_cm_row_loss(job.lse[i - job.lse_begin], dot * job.inv_temperature, positives,
+                                           job.scale);
             if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)
             job.row_loss[i] = loss;
-            if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[i] = loss;
+            if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[r] = loss;
         }
     }
 }
@@ -249,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
     __shared__ float units[kSlice][kMaxDim];
     __shared__ float column_factor[kTile], column_lse[kTile];
     const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
-    const int64_t i0 = (int64_t)blockIdx.x * kTile;
+    const int64_t i0 = job.row_begin + (int64_t)blockIdx.x * kTile, row_end = job.row_begin + job.row_count;
     const float inv_t = job.inv_temperature, shift = inv_t;
 
     float row_factor[kPerThread], row_lse[kPerThread];
@@ -304,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
     }
 
     // The positive part, the normalisation's backward and the store. Rows past M compute on row 0
-    // (every lane must take part in the butterfly) and store nothing.
+    // (every lane must take part in the butterfly); rows past the range store nothing.
 #pragma unroll
     for (int p = 0; p < kPerThread; ++p) {
         const int64_t i = i0 + ty + kLanes * p;
@@ -328,9 +332,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
             radial = fmaf(unit, grad[p][q], radial);
         }
         radial = lanes_sum(radial);
-        if (i >= job.rows) continue;
+        if (i >= row_end) continue;
         const float norm = job.norms[i];
-        T *out = static_cast<T *>(job.grad) + i * job.grad_ld;
+        T *out = static_cast<T *>(job.grad) + (i - job.row_begin) * job.grad_ld;
 #pragma unroll
         for (int q = 0; q < kDimPerThread; ++q) {
             const int64_t c = tx + kLanes * q;

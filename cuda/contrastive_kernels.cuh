@@ -74,21 +74,25 @@ struct MergeLse {
     }
 };
 
-// The reduced loss and the valid count, by one block in a fixed order.
+// The reduced loss of the row range and the valid counts (all rows: MEAN's denominator, closs.h
+// "Row ranges"; the range's: `valid`), by one block in a fixed order.
 __global__ void __launch_bounds__(kBlock) finish_loss_kernel(const closs_contrastive_launch job) {
     __shared__ double sum_shared[kBlock];
     __shared__ int count_shared[kBlock];
     double sum = 0.0;
-    int valid = 0;
+    int valid = 0, range_valid = 0;
     for (int64_t i = threadIdx.x; i < job.rows; i += kBlock) {
-        if (job.forward) sum += job.row_loss[i];
+        const bool in_range = i >= job.row_begin && i < job.row_begin + job.row_count;
+        if (job.forward && in_range) sum += job.row_loss[i];
         valid += job.positives[i] > 0;
+        range_valid += in_range && job.positives[i] > 0;
     }
     sum = block_reduce(sum, sum_shared, AddDouble());
     valid = block_reduce(valid, count_shared, AddInt());
+    range_valid = block_reduce(range_valid, count_shared, AddInt());
     if (threadIdx.x != 0) return;
     *job.valid_count = valid;
-    if (job.valid) *job.valid = valid;
+    if (job.valid) *job.valid = range_valid;
     if (!job.forward || job.reduction == CLOSS_REDUCTION_NONE) return;
     // MEAN over anchors with a positive; with none, Σ is 0 (or NaN from a non-finite input).
     if (job.reduction == CLOSS_REDUCTION_MEAN && valid > 0) sum /= valid;

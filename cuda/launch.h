@@ -63,11 +63,17 @@ typedef struct closs_contrastive_launch {
     float inv_temperature; /* 1/τ */
     float scale;           /* τ/τ_b for SupCon, 1 for NT-Xent */
     closs_reduction_t reduction;
+    /* The row range (closs.h, "Row ranges"; host/gpu_contrastive.c sets it for every path):
+     * the anchors of the loss and valid, and the rows of grad (grad's row 0 is row_begin); the
+     * forward's lse covers anchors [lse_begin, lse_begin + lse_count), stored from lse[0]. A
+     * backward needs every lse: lse_begin is then 0 and lse_count M. */
+    int64_t row_begin, row_count;
+    int64_t lse_begin, lse_count;
     int forward;           /* compute the loss and lse (else lse is the caller's stats) */
-    float *loss;           /* forward: 1 value or M (NONE) */
-    float *lse;            /* M: written by the forward, read by the backward */
+    float *loss;           /* forward: 1 value or row_count (NONE) */
+    float *lse;            /* lse_count: written by the forward; M: read by the backward */
     int64_t *valid;        /* forward, SupCon: optional */
-    const float *upstream; /* backward: NULL means 1 */
+    const float *upstream; /* backward: NULL means 1, else 1 value or M (NONE) */
     void *grad;            /* NULL: no backward */
     int64_t grad_ld;
     int64_t chunk_rows; /* C: rows of S per cuBLAS call */

@@ -29,6 +29,7 @@ typedef struct contrastive_call {
     closs_reduction_t reduction;
     int check_inputs;
     closs_path_t path;
+    closs_row_range range; /* as requested, then resolved by check_call */
     int forward;
     float *loss;
     float *stats; /* forward: optional output; backward: required input */
@@ -38,19 +39,22 @@ typedef struct contrastive_call {
     closs_grad_t grad_z;
 } contrastive_call;
 
-/* The float values `loss` (forward) or `upstream` (backward) hold: one, or one per row for NONE. */
-static size_t per_call_floats(const contrastive_call *call) {
-    return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)call->z.rows : 1;
+/* The float values `loss` (forward, the range's anchors) or `upstream` (backward, every anchor's)
+ * hold: one, or one per anchor for NONE. */
+static size_t per_call_floats(const contrastive_call *call, int64_t anchors) {
+    return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)anchors : 1;
 }
 
 /* No output shares memory with an input or another output; `stats` is an output of a forward
- * and an input of a backward-only call. */
+ * (the range's anchors) and an input of a backward-only call (all M anchors). Runs after the row
+ * range is resolved. */
 static closs_status_t check_disjoint(const contrastive_call *call) {
-    const size_t row_floats = (size_t)call->z.rows * sizeof(float);
+    const int64_t stats_rows = call->forward ? call->range.count : call->z.rows;
     closs_matrix_t grad = call->z;
     grad.data = call->grad_z.data;
     grad.ld = call->grad_z.ld;
-    const closs_span stats = {"stats", call->stats, row_floats};
+    grad.rows = call->range.count;
+    const closs_span stats = {"stats", call->stats, (size_t)stats_rows * sizeof(float)};
     closs_span inputs[4] = {{"z", call->z.data, closs_matrix_span(call->z)}}, outputs[4];
     int input_count = 1, output_count = 0;
     if (call->supcon)
@@ -59,7 +63,7 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
                          (size_t)call->labels.length * closs_dtype_size(call->labels.dtype)};
     if (call->forward) {
         outputs[output_count++] =
-            (closs_span){"loss", call->loss, per_call_floats(call) * sizeof(float)};
+            (closs_span){"loss", call->loss, per_call_floats(call, call->range.count) * sizeof(float)};
         outputs[output_count++] = stats;
         outputs[output_count++] = (closs_span){"valid", call->valid, sizeof(int64_t)};
     } else if (call->backward) {
@@ -67,13 +71,13 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
     }
     if (call->backward) {
         inputs[input_count++] =
-            (closs_span){"upstream", call->upstream, per_call_floats(call) * sizeof(float)};
+            (closs_span){"upstream", call->upstream, per_call_floats(call, call->z.rows) * sizeof(float)};
         outputs[output_count++] = (closs_span){"grad_z", grad.data, closs_matrix_span(grad)};
     }
     return closs_check_disjoint(outputs, output_count, inputs, input_count);
 }
 
-static closs_status_t check_call(const contrastive_call *call) {
+static closs_status_t check_call(contrastive_call *call) {
     CLOSS_TRY(
         closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
     if (!call->supcon && call->z.rows % 2 != 0)
@@ -84,6 +88,7 @@ static closs_status_t check_call(const contrastive_call *call) {
     if (call->supcon)
         CLOSS_TRY(
             closs_check_device_vector("labels", call->labels, CLOSS_LABEL_DTYPES, call->z.rows));
+    CLOSS_TRY(closs_resolve_row_range(call->range, call->z.rows, &call->range));
     if (call->forward) CLOSS_TRY(closs_check_not_null("loss", call->loss));
     CLOSS_TRY(closs_check_aligned("loss", call->loss, sizeof(float)));
     CLOSS_TRY(closs_check_aligned("stats", call->stats, sizeof(float)));
@@ -93,6 +98,7 @@ static closs_status_t check_call(const contrastive_call *call) {
         if (!call->forward) CLOSS_TRY(closs_check_not_null("stats", call->stats));
         CLOSS_TRY(closs_check_not_null("grad_z.data", call->grad_z.data));
         closs_matrix_t shape = call->z;
+        shape.rows = call->range.count; /* the range's rows only */
         shape.data = call->grad_z.data;
         shape.ld = call->grad_z.ld;
         CLOSS_TRY(closs_check_device_matrix("grad_z", shape, CLOSS_GPU_FLOAT_DTYPES, 0));
@@ -250,6 +256,17 @@ static closs_status_t run_check(closs_handle_t handle, const contrastive_call *c
     return CLOSS_STATUS_SUCCESS;
 }
 
+/* The row range's part of a launch (closs.h, "Row ranges"), whatever the path: the anchors of the
+ * loss and valid and the rows of the gradient; and the anchors whose lse the forward computes,
+ * stored from lse[0]: the range alone in a forward (the caller's stats hold the range's), every
+ * row when a backward follows (it needs them all). A backward reads lse of all M rows. */
+static void set_row_range(closs_contrastive_launch *job, const contrastive_call *call) {
+    job->row_begin = call->range.begin;
+    job->row_count = call->range.count;
+    job->lse_begin = call->backward ? 0 : call->range.begin;
+    job->lse_count = call->backward ? call->z.rows : call->range.count;
+}
+
 /* Enqueues the launches of one path. */
 static closs_status_t enqueue(const closs_contrastive_launch *job, int fused, cudaStream_t stream) {
     if (fused)
@@ -263,7 +280,7 @@ static closs_status_t enqueue(const closs_contrastive_launch *job, int fused, cu
     return CLOSS_STATUS_SUCCESS;
 }
 
-static closs_status_t run(closs_handle_t handle, const contrastive_call *call, void *workspace,
+static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call));
     CLOSS_TRY(closs_begin_call(handle));
@@ -299,6 +316,7 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     job.upstream = call->upstream;
     job.grad = call->backward ? call->grad_z.data : NULL;
     job.grad_ld = call->grad_z.ld;
+    set_row_range(&job, call);
     job.cublas = handle->cublas;
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
@@ -321,7 +339,7 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
 
 #else /* no CUDA in this build: the same argument checks, then NOT_SUPPORTED */
 
-static closs_status_t run(closs_handle_t handle, const contrastive_call *call, void *workspace,
+static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     (void)handle, (void)workspace, (void)workspace_bytes, (void)stream;
     CLOSS_TRY(check_call(call));
@@ -347,7 +365,8 @@ static contrastive_call ntxent_call(const closs_ntxent_params *p, closs_matrix_t
                               .scale = 1.0,
                               .reduction = p->reduction,
                               .check_inputs = p->check_inputs,
-                              .path = p->path};
+                              .path = p->path,
+                              .range = closs_ntxent_requested_range(p)};
 }
 
 closs_status_t closs_ntxent_workspace_size(closs_handle_t handle, const closs_ntxent_params *params,
@@ -411,7 +430,8 @@ static contrastive_call supcon_call(const closs_supcon_params *p, closs_matrix_t
                               .scale = p->temperature / base,
                               .reduction = p->reduction,
                               .check_inputs = p->check_inputs,
-                              .path = p->path};
+                              .path = p->path,
+                              .range = closs_supcon_requested_range(p)};
 }
 
 closs_status_t closs_supcon_workspace_size(closs_handle_t handle, const closs_supcon_params *params,

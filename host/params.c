@@ -2,6 +2,7 @@
 #include "params.h"
 
 #include <math.h>
+#include <stddef.h>
 
 #include "error.h"
 #include "validate.h"
@@ -48,7 +49,8 @@ static closs_status_t check_path(closs_path_t path) {
 }
 
 closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params) {
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_versioned_params(
+        "params", params, offsetof(closs_ntxent_params, row_begin), sizeof *params));
     CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
     CLOSS_TRY(closs_check_flag("normalize", params->normalize));
     CLOSS_TRY(closs_check_reduction(params->reduction));
@@ -57,7 +59,8 @@ closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params) {
 }
 
 closs_status_t closs_check_supcon_params(const closs_supcon_params *params) {
-    CLOSS_TRY(closs_check_params("params", params, sizeof *params));
+    CLOSS_TRY(closs_check_versioned_params(
+        "params", params, offsetof(closs_supcon_params, row_begin), sizeof *params));
     CLOSS_TRY(closs_check_positive_finite("temperature", params->temperature));
     if (params->base_temperature != 0.0)
         CLOSS_TRY(closs_check_positive_finite("base_temperature", params->base_temperature));
@@ -65,4 +68,37 @@ closs_status_t closs_check_supcon_params(const closs_supcon_params *params) {
     CLOSS_TRY(closs_check_reduction(params->reduction));
     CLOSS_TRY(check_path(params->path));
     return closs_check_flag("check_inputs", params->check_inputs);
+}
+
+closs_status_t closs_resolve_row_range(closs_row_range requested, int64_t rows,
+                                       closs_row_range *range) {
+    const int64_t begin = requested.begin, count = requested.count;
+    if (begin == 0 && count == 0) {
+        *range = (closs_row_range){0, rows};
+        return CLOSS_STATUS_SUCCESS;
+    }
+    if (begin < 0 || begin >= rows)
+        return closs_fail(
+            CLOSS_STATUS_INVALID_ARGUMENT,
+            "row_begin = %lld: must lie in [0, %lld), the rows of z (0 with row_count "
+            "= 0 means all rows)",
+            (long long)begin, (long long)rows);
+    if (count < 1 || count > rows - begin)
+        return closs_fail(
+            CLOSS_STATUS_INVALID_ARGUMENT,
+            "row_count = %lld: must lie in [1, %lld] with row_begin = %lld (the range "
+            "ends within the %lld rows of z)",
+            (long long)count, (long long)(rows - begin), (long long)begin, (long long)rows);
+    *range = requested;
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_row_range closs_ntxent_requested_range(const closs_ntxent_params *params) {
+    if (params->size <= offsetof(closs_ntxent_params, row_begin)) return (closs_row_range){0, 0};
+    return (closs_row_range){params->row_begin, params->row_count};
+}
+
+closs_row_range closs_supcon_requested_range(const closs_supcon_params *params) {
+    if (params->size <= offsetof(closs_supcon_params, row_begin)) return (closs_row_range){0, 0};
+    return (closs_row_range){params->row_begin, params->row_count};
 }

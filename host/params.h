@@ -11,4 +11,18 @@ closs_status_t closs_check_cosine_params(const closs_cosine_params *params);
 closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params);
 closs_status_t closs_check_supcon_params(const closs_supcon_params *params);
 
+/* NT-Xent's and SupCon's anchor row range (closs.h, "Row ranges"): first as the caller set it
+ * (0 and 0 from a struct older than the fields), then resolved against z's rows. */
+typedef struct closs_row_range {
+    int64_t begin, count;
+} closs_row_range;
+
+closs_row_range closs_ntxent_requested_range(const closs_ntxent_params *params);
+closs_row_range closs_supcon_requested_range(const closs_supcon_params *params);
+
+/* 0/0 becomes [0, rows); anything else must lie within the rows (INVALID_ARGUMENT naming
+ * row_begin or row_count otherwise). */
+closs_status_t closs_resolve_row_range(closs_row_range requested, int64_t rows,
+                                       closs_row_range *range);
+
 #endif

@@ -57,9 +57,14 @@ static void describe_dtypes(unsigned allowed, char *out, size_t out_size) {
 }
 
 closs_status_t closs_check_params(const char *name, const void *params, size_t expected_size) {
+    return closs_check_versioned_params(name, params, expected_size, expected_size);
+}
+
+closs_status_t closs_check_versioned_params(const char *name, const void *params, size_t older_size,
+                                            size_t expected_size) {
     if (!params) return invalid("%s is NULL: pass a struct set from its *_PARAMS_INIT macro", name);
     size_t size = *(const size_t *)params;
-    if (size != expected_size)
+    if (size != expected_size && size != older_size)
         return invalid("%s->size = %zu: must be sizeof the struct (%zu); start from the "
                        "*_PARAMS_INIT macro",
                        name, size, expected_size);

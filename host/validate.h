@@ -16,6 +16,10 @@ const char *closs_dtype_name(closs_dtype_t dtype);
 
 /* The struct pointer is not NULL and its `size` field equals `expected_size`. */
 closs_status_t closs_check_params(const char *name, const void *params, size_t expected_size);
+/* The same for a struct that grew: `size` may also be older_size, that of an earlier release
+ * (whose fields are a prefix of the current struct's). */
+closs_status_t closs_check_versioned_params(const char *name, const void *params, size_t older_size,
+                                            size_t expected_size);
 closs_status_t closs_check_reduction(closs_reduction_t reduction);
 
 /* data (unless rows == 0), rows >= min_rows, cols >= 1, ld >= cols, an allowed dtype, and a

@@ -194,9 +194,14 @@ typedef struct closs_ntxent_params {
     closs_reduction_t reduction;
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
     closs_path_t path; /* GPU algorithm; AUTO by default */
+    /* The anchor row range [row_begin, row_begin + row_count) of one rank of a data-parallel
+     * job (see "Row ranges" below); 0 and 0 mean all rows. Added after 0.1.0: a struct whose size
+     * ends before row_begin is still accepted and means all rows. */
+    int64_t row_begin;
+    int64_t row_count;
 } closs_ntxent_params;
 #define CLOSS_NTXENT_PARAMS_INIT                                                                   \
-    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO }
+    { sizeof(closs_ntxent_params), 0.1, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO, 0, 0 }
 
 /* Supervised contrastive (SupCon L_out), P(i) = {p ≠ i : label_p = label_i}, A(i) = {a ≠ i}:
  *   ℓ_i = (τ/τ_b)·( −(1/|P(i)|) Σ_{p∈P(i)} s_ip/τ + log Σ_{a∈A(i)} exp(s_ia/τ) ).
@@ -210,9 +215,26 @@ typedef struct closs_supcon_params {
     closs_reduction_t reduction;
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
     closs_path_t path; /* GPU algorithm; AUTO by default */
+    int64_t row_begin; /* the anchor row range, as in closs_ntxent_params (added after 0.1.0) */
+    int64_t row_count;
 } closs_supcon_params;
 #define CLOSS_SUPCON_PARAMS_INIT                                                                   \
-    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO }
+    { sizeof(closs_supcon_params), 0.07, 0.0, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO, 0, 0 }
+
+/* Row ranges (NT-Xent and SupCon): one call computes one rank's share of a batch whose M rows
+ * every rank holds (all-gathered), so that the ranks' results add up to the full-batch answer.
+ * With R = [row_begin, row_begin + row_count) (0 ≤ row_begin, 1 ≤ row_count, row_begin +
+ * row_count ≤ M; 0/0 = all rows):
+ *   loss      NONE: ℓ_i for i in R (row_count values); SUM: Σ_{i∈R} ℓ_i; MEAN: Σ_{i∈R} ℓ_i / n
+ *             with the GLOBAL denominator n (NT-Xent: M; SupCon: the anchors of all M rows that
+ *             have a positive, which the labels of all rows determine): the ranks' losses sum to
+ *             the full loss for SUM and MEAN and concatenate to it for NONE.
+ *   valid     SupCon: the anchors of R with a positive (the ranks' values sum to the full count).
+ *   grad_z    row_count × D: the gradient of the full reduced loss with respect to the rows of R.
+ *   upstream  for NONE, M values (every anchor's upstream gradient: the rows of R appear in every
+ *             anchor's denominator); for MEAN and SUM, one value as always.
+ *   stats     the GPU *_forward writes the row_count statistics of R's anchors; *_backward reads
+ *             all M (the ranks' forward statistics, concatenated in row order). */
 
 /* Cosine contrastive: c_i = cos(x1_i, x2_i), ℓ_i = y_i·(1 − c_i) + (1 − y_i)·max(0, c_i − δ)^q,
  * q = 2 if squared else 1. */
@@ -266,6 +288,27 @@ CLOSS_API closs_status_t closs_ref_ntxent(const closs_ntxent_params *params, clo
 CLOSS_API closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
                                           closs_vector_t labels, const double *upstream,
                                           double *loss, double *grad_z, int64_t *valid);
+
+/*! closs_ref_ntxent_forward(), closs_ref_supcon_forward() : the loss and the statistics of the
+ *  anchors in the params' row range (`stats`: row_count doubles, each anchor's log-sum-exp
+ *  lse_i = log Σ_{k≠i} exp(s_ik/τ), as the GPU forward writes them), against all rows of z.
+ *  closs_ref_*_backward() : the gradient of the range's rows from the statistics of ALL M anchors
+ *  (the forwards' stats concatenated in row order) and the upstream gradient, as above.
+ *  Together they are one rank's share of a data-parallel step (see "Row ranges"); with 0/0
+ *  they split closs_ref_ntxent()/closs_ref_supcon() in two. stats is not checked for finiteness:
+ *  a NaN propagates. */
+CLOSS_API closs_status_t closs_ref_ntxent_forward(const closs_ntxent_params *params,
+                                                  closs_matrix_t z, double *loss, double *stats);
+CLOSS_API closs_status_t closs_ref_ntxent_backward(const closs_ntxent_params *params,
+                                                   closs_matrix_t z, const double *stats,
+                                                   const double *upstream, double *grad_z);
+CLOSS_API closs_status_t closs_ref_supcon_forward(const closs_supcon_params *params,
+                                                  closs_matrix_t z, closs_vector_t labels,
+                                                  double *loss, double *stats, int64_t *valid);
+CLOSS_API closs_status_t closs_ref_supcon_backward(const closs_supcon_params *params,
+                                                   closs_matrix_t z, closs_vector_t labels,
+                                                   const double *stats, const double *upstream,
+                                                   double *grad_z);
 
 /*! closs_ref_cosine() : cosine contrastive loss of x1, x2 (N × D) with labels y (N); gradients
  *  with respect to x1 and x2. */
@@ -404,6 +447,8 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows: the inputs' size (M·D floats) plus
  *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D.
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
+ * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover
+ * the range's rows only; *_backward's stats and NONE's upstream are M values whatever the range.
  *   *_forward   loss (1 float, or M for NONE) and `stats`: M device floats, each anchor's
  *               log-sum-exp (the same on both paths: a forward on one path may feed a backward
  *               on the other), which *_backward needs (pass NULL when no backward will follow);

@@ -11,7 +11,8 @@
  *   - forward: the loss, `stats` for every anchor against a log-sum-exp computed here in double,
  *     and SupCon's valid count;
  *   - backward alone from that forward's stats, with random upstream gradients (one per anchor
- *     for NONE).
+ *     for NONE);
+ *   - row ranges (one rank's share of a batch) on both paths against the reference's range.
  * Without a device every test is skipped, visibly.
  *
  * Tolerances. The inputs are exact on both sides, so what differs is the GPU's float arithmetic
@@ -984,4 +985,102 @@ Test(gpu_contrastive, fused_matches_chunked_at_65536_rows) {
     compare_paths(LOSS_SUPCON, CLOSS_F32, CLOSS_REDUCTION_NONE);
     compare_paths(LOSS_NTXENT, CLOSS_BF16, CLOSS_REDUCTION_NONE);
     compare_paths(LOSS_SUPCON, CLOSS_BF16, CLOSS_REDUCTION_MEAN);
+}
+
+/* ---- row ranges (closs.h "Row ranges") --------------------------------------------------------
+ * One rank's share of the batch, three uneven ranges (7, 163 and 130 of 300 rows: inside and
+ * across the fused path's 64-row tiles), on the case's path, against the reference's range: the
+ * forward's loss, valid and the range's stats (guards after each); the backward from every
+ * range's stats gathered, with random upstream gradients (all M for NONE), giving the range's
+ * gradient rows; and forward+backward. Normalised, τ = 0.07, SupCon with τ_b = 0.5 and
+ * singletons (anchors without a positive, in every range). */
+static void check_ranges(loss_kind loss, closs_path_t path, closs_reduction_t reduction,
+                         int64_t dim) {
+    const int64_t rows = 300, cuts[] = {0, 7, 170, rows};
+    contrastive_case c = {loss, 1, reduction, CLOSS_F32, rows,      dim,
+                          1,    0, path,      1,         CLOSS_I64, LABELS_SINGLETONS};
+    uint64_t seed = test_seed(), state = seed | 1;
+    char name[300];
+    describe(&c, seed, name, sizeof name);
+    case_data d = make_case(&c, &state);
+    const double tolerance = gradient_tolerance_of(&c, &d);
+    float *all_stats = malloc((size_t)rows * sizeof(float));
+    float *device_all_stats = gpu_alloc((size_t)rows * sizeof(float));
+    double *want_loss = malloc(((size_t)rows + 1) * sizeof(double));
+    double *want_grad = malloc((size_t)rows * (size_t)dim * sizeof(double));
+    float *got = malloc(((size_t)rows * (size_t)d.ld + 1) * sizeof(float));
+    for (int pass = 0; pass < 3; ++pass) /* forward, backward, forward+backward */
+        for (int r = 0; r < 3; ++r) {
+            const int64_t begin = cuts[r], count = cuts[r + 1] - cuts[r];
+            loss_params p = set_options(&c);
+            p.ntxent.row_begin = p.supcon.row_begin = begin;
+            p.ntxent.row_count = p.supcon.row_count = count;
+            const call_kind kind = pass == 0   ? CALL_FORWARD
+                                   : pass == 1 ? CALL_BACKWARD
+                                               : CALL_FORWARD_BACKWARD;
+            char what[64];
+            snprintf(what, sizeof what, "%s of rows [%lld, %lld)",
+                     pass == 0   ? "forward"
+                     : pass == 1 ? "backward"
+                                 : "forward+backward",
+                     (long long)begin, (long long)(begin + count));
+            gpu_poison(d.device_loss, ((size_t)rows + 1) * sizeof(float));
+            gpu_poison(d.device_stats, ((size_t)rows + 1) * sizeof(float));
+            gpu_poison(d.device_valid, 2 * sizeof(int64_t));
+            gpu_poison(d.device_grad, ((size_t)rows * (size_t)d.ld + 1) * sizeof(float));
+            case_data view = d; /* the backward reads every range's gathered stats */
+            if (kind == CALL_BACKWARD) view.device_stats = device_all_stats;
+            const closs_status_t status = call_gpu(handle, &c, &view, &p, kind, NULL, 0);
+            cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s: %s: %s", name, what,
+                         closs_last_error());
+            int64_t anchors = 0;
+            const double *upstream = kind == CALL_FORWARD_BACKWARD ? NULL : d.upstream;
+            cr_assert_eq(call_reference(&c, &d, &p, upstream, want_loss, want_grad, &anchors),
+                         CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+            if (kind != CALL_BACKWARD) {
+                const size_t losses = reduction == CLOSS_REDUCTION_NONE ? (size_t)count : 1;
+                expect_losses(&d, losses, want_loss, loss_floor(&c, &d, anchors), 0, what, name);
+                if (loss == LOSS_SUPCON) expect_valid(&d, anchors, what, name);
+            }
+            if (kind == CALL_FORWARD) {
+                gpu_download(got, d.device_stats, ((size_t)count + 1) * sizeof(float));
+                cr_expect(isnan(got[count]), "%s: %s wrote past its %lld stats", name, what,
+                          (long long)count);
+                for (int64_t i = 0; i < count; ++i) {
+                    const double want = d.lse[begin + i];
+                    cr_expect(fabs(got[i] - want) <= 1e-4 * fmax(fabs(want), d.logit_scale),
+                              "%s: %s: stats[%lld] = %.9g, want %.9g", name, what, (long long)i,
+                              got[i], want);
+                    all_stats[begin + i] = got[i];
+                }
+                if (r == 2) gpu_upload(device_all_stats, all_stats, (size_t)rows * sizeof(float));
+                continue;
+            }
+            /* The range's rows, and nothing past them (the next row's first element). */
+            gpu_download(got, d.device_grad, ((size_t)count * (size_t)d.ld + 1) * sizeof(float));
+            cr_expect(isnan(got[count * d.ld]), "%s: %s wrote past the range's gradient rows", name,
+                      what);
+            for (int64_t i = 0; i < count; ++i)
+                memmove(got + i * dim, got + i * d.ld, (size_t)dim * sizeof(float));
+            const double error = relative_error(got, want_grad, (size_t)(count * dim));
+            cr_expect(error <= tolerance, "%s: %s: gradient relative error %.3g (tolerance %.3g)",
+                      name, what, error, tolerance);
+        }
+    free(got);
+    free(want_grad);
+    free(want_loss);
+    free(all_stats);
+    free_case(&d);
+}
+
+Test(gpu_contrastive, row_ranges) {
+    CLOSS_REQUIRE_GPU();
+    const closs_reduction_t reductions[] = {CLOSS_REDUCTION_MEAN, CLOSS_REDUCTION_SUM,
+                                            CLOSS_REDUCTION_NONE};
+    for (int loss = LOSS_NTXENT; loss <= LOSS_SUPCON; ++loss)
+        for (int r = 0; r < 3; ++r) {
+            check_ranges((loss_kind)loss, CLOSS_PATH_FUSED, reductions[r], 33);
+            check_ranges((loss_kind)loss, CLOSS_PATH_CHUNKED, reductions[r], 33);
+            check_ranges((loss_kind)loss, CLOSS_PATH_AUTO, reductions[r], 300);
+        }
 }

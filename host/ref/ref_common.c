@@ -107,3 +107,10 @@ closs_status_t closs_ref_alloc(const char *what, int64_t count, size_t element_s
                           (long long)bytes);
     return CLOSS_STATUS_SUCCESS;
 }
+
+closs_status_t closs_ref_check_outputs(int backward, const double *loss, const double *stats,
+                                       const double *grad_z) {
+    if (!backward) return closs_check_not_null("loss", loss);
+    CLOSS_TRY(closs_check_not_null("stats", stats));
+    return closs_check_not_null("grad_z", grad_z);
+}

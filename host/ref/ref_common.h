@@ -56,6 +56,11 @@ double closs_ref_row_weight(closs_reduction_t reduction, const double *upstream,
 void closs_ref_reduce(closs_reduction_t reduction, const double *row_losses, int64_t rows,
                       int64_t count, double *loss);
 
+/* The outputs NT-Xent and SupCon require: loss, or for a backward (from given stats) the stats
+ * and grad_z. */
+closs_status_t closs_ref_check_outputs(int backward, const double *loss, const double *stats,
+                                       const double *grad_z);
+
 /* `count` elements of `element_size` bytes, the byte count overflow-checked; ALLOC_FAILED or
  * INVALID_ARGUMENT (a size beyond 64 bits or size_t) naming `what` otherwise. count == 0 still
  * gives a valid allocation. */

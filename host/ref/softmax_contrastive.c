@@ -59,17 +59,19 @@ void closs_ref_embed_backward(const double *zhat, const double *norms, int norma
 }
 
 void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                           int finite, double *lse) {
+                           int finite, int64_t anchor_begin, int64_t anchor_count, double *lse) {
     const double inv_t = 1.0 / temperature;
+    const int64_t anchor_end = anchor_begin + anchor_count;
     if (!finite) {
-        for (int64_t i = 0; i < rows; ++i) lse[i] = NAN;
+        for (int64_t i = anchor_begin; i < anchor_end; ++i) lse[i] = NAN;
         return;
     }
-    const int64_t blocks = (rows + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
-    CLOSS_PARALLEL_FOR_IF(rows * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
+    const int64_t blocks = (anchor_count + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
+    CLOSS_PARALLEL_FOR_IF(anchor_count * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
     for (int64_t block = 0; block < blocks; ++block) {
-        const int64_t first = block * ANCHOR_BLOCK;
-        const int count = (int)(rows - first < ANCHOR_BLOCK ? rows - first : ANCHOR_BLOCK);
+        const int64_t first = anchor_begin + block * ANCHOR_BLOCK;
+        const int count =
+            (int)(anchor_end - first < ANCHOR_BLOCK ? anchor_end - first : ANCHOR_BLOCK);
         /* Online log-sum-exp: `sum` is Σ exp(x − max) over the terms seen so far. */
         double max[ANCHOR_BLOCK], sum[ANCHOR_BLOCK];
         for (int b = 0; b < count; ++b) {
@@ -93,14 +95,24 @@ void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double
     }
 }
 
+void closs_ref_range_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
+                         int finite, const double *given_stats, int all_rows, int64_t begin,
+                         int64_t count, double *lse) {
+    if (given_stats) memcpy(lse, given_stats, (size_t)rows * sizeof(double));
+    else if (all_rows) closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, 0, rows, lse);
+    else closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, begin, count, lse);
+}
+
 void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                                const double *lse, const double *weights, double *dzhat) {
+                                const double *lse, const double *weights, int64_t row_begin,
+                                int64_t row_count, double *dzhat) {
     const double inv_t = 1.0 / temperature;
-    const int64_t blocks = (rows + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
-    CLOSS_PARALLEL_FOR_IF(rows * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
+    const int64_t row_end = row_begin + row_count;
+    const int64_t blocks = (row_count + ANCHOR_BLOCK - 1) / ANCHOR_BLOCK;
+    CLOSS_PARALLEL_FOR_IF(row_count * rows * dim >= CLOSS_PARALLEL_MIN_WORK)
     for (int64_t block = 0; block < blocks; ++block) {
-        const int64_t first = block * ANCHOR_BLOCK;
-        const int count = (int)(rows - first < ANCHOR_BLOCK ? rows - first : ANCHOR_BLOCK);
+        const int64_t first = row_begin + block * ANCHOR_BLOCK;
+        const int count = (int)(row_end - first < ANCHOR_BLOCK ? row_end - first : ANCHOR_BLOCK);
         for (int64_t k = 0; k < rows; ++k) {
             const double *zk = zhat + k * dim;
             for (int b = 0; b < count; ++b) {
@@ -109,7 +121,7 @@ void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, d
                 double x = closs_ref_logit(zhat + i * dim, zk, dim, inv_t);
                 double coefficient =
                     inv_t * (weights[i] * exp(x - lse[i]) + weights[k] * exp(x - lse[k]));
-                double *gi = dzhat + i * dim;
+                double *gi = dzhat + (i - row_begin) * dim;
                 for (int64_t c = 0; c < dim; ++c) gi[c] += coefficient * zk[c];
             }
         }

@@ -22,10 +22,17 @@ void closs_ref_embed_backward(const double *zhat, const double *norms, int norma
 
 double closs_ref_dot(const double *a, const double *b, int64_t dim);
 
-/* lse_i for every row (stable: a running maximum, NaN propagates). With `finite` 0 every lse_i
- * is NaN: a non-finite row enters every anchor's denominator, and exp(−∞) = 0 must not hide it. */
+/* lse_i of the anchors i in [anchor_begin, anchor_begin + anchor_count) against all rows, into
+ * lse[i] (stable: a running maximum, NaN propagates). With `finite` 0 every lse_i is NaN: a
+ * non-finite row enters every anchor's denominator, and exp(−∞) = 0 must not hide it. */
 void closs_ref_softmax_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                           int finite, double *lse);
+                           int finite, int64_t anchor_begin, int64_t anchor_count, double *lse);
+
+/* The lse a call needs, into lse (all rows): a backward's given stats of every row; else computed,
+ * for every row when a gradient follows (it needs them all), for the range's anchors otherwise. */
+void closs_ref_range_lse(const double *zhat, int64_t rows, int64_t dim, double temperature,
+                         int finite, const double *given_stats, int all_rows, int64_t begin,
+                         int64_t count, double *lse);
 
 /* s_ik/τ, computed the same way wherever a loss needs it (so that terms that must cancel do). */
 static inline double closs_ref_logit(const double *zi, const double *zk, int64_t dim,
@@ -33,8 +40,10 @@ static inline double closs_ref_logit(const double *zi, const double *zk, int64_t
     return closs_ref_dot(zi, zk, dim) * inv_temperature;
 }
 
-/* Adds the softmax part of the gradient, weighted per anchor by `weights`, into dzhat. */
+/* Adds the softmax part of the gradient of rows [row_begin, row_begin + row_count), weighted per
+ * anchor by `weights`, into dzhat (row_count × dim; lse and weights: all rows). */
 void closs_ref_softmax_backward(const double *zhat, int64_t rows, int64_t dim, double temperature,
-                                const double *lse, const double *weights, double *dzhat);
+                                const double *lse, const double *weights, int64_t row_begin,
+                                int64_t row_count, double *dzhat);
 
 #endif

@@ -8,6 +8,9 @@
  *   ∂/∂ẑ_i = −(1/τ)·( (w_i/|P(i)|)·(C_c − ẑ_i) + W_c − (w_i/|P(i)|)·ẑ_i ),
  *   W_c = Σ_{j∈c} (w_j/|P(j)|)·ẑ_j   (ẑ_i is a positive of every other anchor of its class).
  * Labels are compacted to classes 0..K−1 by sorting (label, index) pairs.
+ * With a row range (closs.h, "Row ranges") the loss covers the range's anchors over the global
+ * valid count, and the gradient the range's rows: it needs every anchor's lse and weight, and
+ * the class sums of all rows.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -46,12 +49,26 @@ static int64_t compact_labels(closs_vector_t labels, labelled_row *sorted, int64
     return classes;
 }
 
+/* One call: the whole loss (closs_ref_supcon: loss, and grad_z when not NULL), the forward
+ * (loss, valid and the range's stats) or the backward (grad_z from the given stats of all rows). */
+typedef struct supcon_call {
+    int backward;              /* closs_ref_supcon_backward */
+    double *loss;              /* NULL in a backward */
+    double *stats;             /* forward: the range's lse, may be NULL */
+    const double *given_stats; /* backward: every row's lse */
+    int64_t *valid;            /* may be NULL */
+    const double *upstream;
+    double *grad_z;
+} supcon_call;
+
 static closs_status_t check_arguments(const closs_supcon_params *params, closs_matrix_t z,
-                                      closs_vector_t labels, const double *loss) {
+                                      closs_vector_t labels, const supcon_call *call,
+                                      closs_row_range *range) {
     CLOSS_TRY(closs_check_supcon_params(params));
     CLOSS_TRY(closs_check_matrix("z", z, CLOSS_REF_FLOAT_DTYPES, 1));
     CLOSS_TRY(closs_check_vector("labels", labels, CLOSS_LABEL_DTYPES, z.rows));
-    CLOSS_TRY(closs_check_not_null("loss", loss));
+    CLOSS_TRY(closs_resolve_row_range(closs_supcon_requested_range(params), z.rows, range));
+    CLOSS_TRY(closs_ref_check_outputs(call->backward, call->loss, call->given_stats, call->grad_z));
     return params->check_inputs ? closs_check_finite_matrix("z", z) : CLOSS_STATUS_SUCCESS;
 }
 
@@ -61,12 +78,13 @@ typedef struct supcon_buffers {
     int64_t *integers; /* class_of (M), class_size (M), sorted pairs (2·M) */
 } supcon_buffers;
 
-closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
-                                closs_vector_t labels, const double *upstream, double *loss,
-                                double *grad_z, int64_t *valid) {
+static closs_status_t supcon(const closs_supcon_params *params, closs_matrix_t z,
+                             closs_vector_t labels, const supcon_call *call) {
     closs_clear_error();
-    CLOSS_TRY(check_arguments(params, z, labels, loss));
+    closs_row_range range = {0, 0};
+    CLOSS_TRY(check_arguments(params, z, labels, call, &range));
     const int64_t rows = z.rows, dim = z.cols;
+    const int64_t begin = range.begin, end = range.begin + range.count;
     const double temperature = params->temperature;
     const double base_temperature =
         params->base_temperature != 0.0 ? params->base_temperature : temperature;
@@ -104,29 +122,43 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
         double *sum = class_sum + class_of[i] * dim;
         for (int64_t c = 0; c < dim; ++c) sum[c] += zhat[i * dim + c];
     }
-    closs_ref_softmax_lse(zhat, rows, dim, temperature, finite, lse);
+    closs_ref_range_lse(zhat, rows, dim, temperature, finite, call->given_stats,
+                        call->grad_z != NULL, begin, range.count, lse);
 
-    int64_t valid_count = 0;
+    /* MEAN divides by the anchors of ALL rows with a positive, whatever the range (closs.h,
+     * "Row ranges"); `valid` counts the range's. */
+    int64_t valid_count = 0, range_valid = 0;
     for (int64_t i = 0; i < rows; ++i) {
-        const int64_t positives = class_size[class_of[i]] - 1;
-        /* No positive: ℓ_i = 0, unless a non-finite input must show (NaN reaches every loss). */
-        row_losses[i] = finite ? 0.0 : NAN;
-        if (positives == 0) continue;
-        ++valid_count;
-        const double *zi = zhat + i * dim;
-        double positive_sum =
-            closs_ref_dot(zi, class_sum + class_of[i] * dim, dim) - closs_ref_dot(zi, zi, dim);
-        row_losses[i] = scale * (-positive_sum / ((double)positives * temperature) + lse[i]);
+        const int valid = class_size[class_of[i]] > 1;
+        valid_count += valid;
+        range_valid += valid && i >= begin && i < end;
     }
-    closs_ref_reduce(params->reduction, row_losses, rows, valid_count, loss);
-    if (valid) *valid = valid_count;
+    if (call->loss) {
+        for (int64_t i = begin; i < end; ++i) {
+            const int64_t positives = class_size[class_of[i]] - 1;
+            /* No positive: ℓ_i = 0, unless a non-finite input must show (NaN reaches every
+             * loss). */
+            row_losses[i] = finite ? 0.0 : NAN;
+            if (positives == 0) continue;
+            const double *zi = zhat + i * dim;
+            double positive_sum =
+                closs_ref_dot(zi, class_sum + class_of[i] * dim, dim) - closs_ref_dot(zi, zi, dim);
+            row_losses[i] = scale * (-positive_sum / ((double)positives * temperature) + lse[i]);
+        }
+        closs_ref_reduce(params->reduction, row_losses + begin, range.count, valid_count,
+                         call->loss);
+    }
+    if (call->valid) *call->valid = range_valid;
+    if (call->stats) memcpy(call->stats, lse + begin, (size_t)range.count * sizeof(double));
 
+    double *grad_z = call->grad_z;
     if (grad_z) {
         for (int64_t i = 0; i < rows; ++i) {
             const int64_t positives = class_size[class_of[i]] - 1;
-            weights[i] = positives > 0 ? scale * closs_ref_row_weight(params->reduction, upstream,
-                                                                      i, valid_count)
-                                       : 0.0;
+            weights[i] = positives > 0
+                             ? scale * closs_ref_row_weight(params->reduction, call->upstream, i,
+                                                            valid_count)
+                             : 0.0;
         }
         memset(weighted_sum, 0, (size_t)(classes * dim) * sizeof(double));
         for (int64_t i = 0; i < rows; ++i) {
@@ -136,21 +168,45 @@ closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_
             for (int64_t c = 0; c < dim; ++c)
                 sum[c] += weights[i] / (double)positives * zhat[i * dim + c];
         }
-        for (int64_t e = 0; e < rows * dim; ++e) grad_z[e] = 0.0;
-        closs_ref_softmax_backward(zhat, rows, dim, temperature, lse, weights, grad_z);
-        for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t e = 0; e < range.count * dim; ++e) grad_z[e] = 0.0;
+        closs_ref_softmax_backward(zhat, rows, dim, temperature, lse, weights, begin, range.count,
+                                   grad_z);
+        for (int64_t i = begin; i < end; ++i) {
             const int64_t positives = class_size[class_of[i]] - 1;
             if (positives == 0) continue; /* a singleton class: no positive terms at all */
             const double own = weights[i] / (double)positives;
             const double *zi = zhat + i * dim, *sum = class_sum + class_of[i] * dim;
             const double *wsum = weighted_sum + class_of[i] * dim;
-            double *gi = grad_z + i * dim;
+            double *gi = grad_z + (i - begin) * dim;
             for (int64_t c = 0; c < dim; ++c)
                 gi[c] -= (own * (sum[c] - 2.0 * zi[c]) + wsum[c]) / temperature;
         }
-        closs_ref_embed_backward(zhat, norms, params->normalize, rows, dim, grad_z);
+        closs_ref_embed_backward(zhat + begin * dim, norms + begin, params->normalize, range.count,
+                                 dim, grad_z);
     }
     free(buffers.integers);
     free(buffers.reals);
     return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_ref_supcon(const closs_supcon_params *params, closs_matrix_t z,
+                                closs_vector_t labels, const double *upstream, double *loss,
+                                double *grad_z, int64_t *valid) {
+    const supcon_call call = {.loss = loss, .valid = valid, .upstream = upstream, .grad_z = grad_z};
+    return supcon(params, z, labels, &call);
+}
+
+closs_status_t closs_ref_supcon_forward(const closs_supcon_params *params, closs_matrix_t z,
+                                        closs_vector_t labels, double *loss, double *stats,
+                                        int64_t *valid) {
+    const supcon_call call = {.loss = loss, .stats = stats, .valid = valid};
+    return supcon(params, z, labels, &call);
+}
+
+closs_status_t closs_ref_supcon_backward(const closs_supcon_params *params, closs_matrix_t z,
+                                         closs_vector_t labels, const double *stats,
+                                         const double *upstream, double *grad_z) {
+    const supcon_call call = {
+        .backward = 1, .given_stats = stats, .upstream = upstream, .grad_z = grad_z};
+    return supcon(params, z, labels, &call);
 }

@@ -75,13 +75,15 @@ class CosineParams(ctypes.Structure):
 
 class NtxentParams(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("temperature", ctypes.c_double), ("normalize", ctypes.c_int),
-                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int)]
+                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int),
+                ("row_begin", ctypes.c_int64), ("row_count", ctypes.c_int64)]
 
 
 class SupconParams(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("temperature", ctypes.c_double),
                 ("base_temperature", ctypes.c_double), ("normalize", ctypes.c_int),
-                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int)]
+                ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int), ("path", ctypes.c_int),
+                ("row_begin", ctypes.c_int64), ("row_count", ctypes.c_int64)]
 
 
 def _choice(kind, table, value):

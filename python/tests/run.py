@@ -19,4 +19,5 @@ import pytest
 
 here = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(here.parent))  # the package itself, from the source tree
-sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", str(here)] + sys.argv[1:]))
+if __name__ == "__main__":  # not again in the processes that multiprocessing spawns, which import it
+    sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", str(here)] + sys.argv[1:]))

@@ -1,0 +1,253 @@
+"""NT-Xent and SupCon over torch.distributed: every rank's anchors against every rank's rows, with
+one all-gather of the embeddings and no gradient all-reduce.
+
+Each of the W ranks of a process group passes its own rows; the loss is that of the global batch
+(all ranks' rows, see below), on every rank, and autograd gives each rank the exact gradient of
+that loss with respect to its own rows. One step, for a rank that owns n of the M global rows:
+  forward   all_gather_into_tensor of z (M·D values) and of SupCon's labels; closs computes the
+            statistics (one log-sum-exp per anchor) and the losses of the rank's n anchors against
+            all M rows (closs's row range, docs/contract.md "Row ranges"); one all_reduce of the
+            loss (and of SupCon's valid count); an all-gather of the statistics (M floats).
+  backward  closs computes the gradient of the rank's n rows from the gathered statistics: the
+            gradient of a row needs only every anchor's statistic, never another rank's gradient,
+            so no M × D gradient is ever reduced or scattered. ("none" all-gathers the M
+            upstream gradients first.)
+Compute per rank is n·M·D multiply-adds each way.
+
+The global batch:
+  SupCon   rows and labels concatenated in rank order (a single process's `cat` of the ranks').
+  NT-Xent  each rank passes its z = cat(z1, z2) (2b rows, as ntxent_loss takes), and the global
+           batch pairs the views across ranks: cat(z1 of all ranks, z2 of all ranks), whose row i
+           is paired with row i + M/2. A rank's anchors are then two ranges of that batch.
+Every rank must pass the same number of rows (checked: a clear error otherwise), the same options
+and the same process group, and call backward whenever another does (the collectives pair up).
+
+Scaling. The loss is the global loss L on every rank, and the gradient of rank r's rows is
+exactly ∂L/∂z_r: summing the ranks' parameter gradients gives the single-process ∂L/∂θ.
+DistributedDataParallel averages gradients over the W ranks instead of summing them, which would
+give ∂L/∂θ / W; pass `ddp=True` when the model is wrapped in DDP, and the backward returns
+W·∂L/∂z_r so that DDP's average is exactly ∂L/∂θ.
+
+Backends: NCCL for CUDA tensors, gloo for CPU tensors (the group's backend must match z's device).
+"""
+
+import ctypes
+
+import torch
+import torch.distributed as dist
+
+from . import _capi, _dispatch
+
+__all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss"]
+
+
+def _world(group):
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("closs.distributed needs an initialised torch.distributed process group "
+                           "(torch.distributed.init_process_group)")
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def _check_backend(group, device):
+    backend = str(dist.get_backend(group)).lower()
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError("the process group's backend is NCCL, which takes CUDA tensors; z is on %s "
+                         "(use a gloo group for CPU tensors)" % device)
+    if backend == "gloo" and device.type != "cpu":
+        raise ValueError("the process group's backend is gloo, used here for CPU tensors; z is on %s "
+                         "(use an NCCL group for CUDA tensors)" % device)
+
+
+def _gather(tensor, world, group):
+    """all_gather_into_tensor along dim 0: (world · rows, ...) in rank order."""
+    out = torch.empty((world * tensor.shape[0],) + tuple(tensor.shape[1:]), dtype=tensor.dtype,
+                      device=tensor.device)
+    dist.all_gather_into_tensor(out, tensor.contiguous(), group=group)
+    return out
+
+
+def _check_equal_rows(rows, world, group, device):
+    counts = _gather(torch.tensor([rows], dtype=torch.int64, device=device), world, group).tolist()
+    if len(set(counts)) != 1:
+        raise ValueError("closs.distributed needs the same number of rows on every rank; the ranks "
+                         "have %s (pad the batches, or drop the last uneven one)" % counts)
+
+
+class _Layout:
+    """Where a rank's rows sit in the global batch: its anchor ranges (begin, count), in the order
+    of its local rows, and the permutation from rank-ordered gathers to global row order."""
+
+    def __init__(self, ntxent, rows, world, rank):
+        self.ntxent, self.world = ntxent, world
+        if ntxent:
+            half, global_half = rows // 2, world * (rows // 2)
+            self.ranges = [(rank * half, half), (global_half + rank * half, half)]
+        else:
+            self.ranges = [(rank * rows, rows)]
+
+    def to_global(self, gathered):
+        """Rank-ordered gather (world · rows, ...) → global row order. For NT-Xent each rank's
+        block is [z1; z2]: the global batch takes every rank's z1, then every rank's z2."""
+        if not self.ntxent:
+            return gathered
+        rest = tuple(gathered.shape[1:])
+        blocks = gathered.reshape((self.world, 2, -1) + rest)
+        return blocks.transpose(0, 1).reshape((-1,) + rest).contiguous()
+
+
+def _range_params(params, begin, count):
+    ranged = type(params).from_buffer_copy(params)
+    ranged.row_begin, ranged.row_count = begin, count
+    return ranged
+
+
+def _forward_range(spec, params, z_all, labels_all):
+    """The range's loss (1 value, or count for NONE), statistics (count) and valid count."""
+    rows = params.row_count
+    labels = _dispatch._vector(spec, labels_all)
+    length = _dispatch.loss_length(params, rows)
+    if z_all.device.type == "cpu":
+        loss = torch.empty(length, dtype=torch.float64)
+        stats = torch.empty(rows, dtype=torch.float64)
+        valid = torch.zeros((), dtype=torch.int64)
+        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + labels
+        args += [_dispatch._pointer(loss), _dispatch._pointer(stats)]
+        args += [_dispatch._pointer(valid)] if spec.has_valid else []
+        _capi.library().call("closs_ref_%s_forward" % spec.name, *args)
+        return loss, stats, valid
+    device = z_all.device
+    loss = torch.empty(length, dtype=torch.float32, device=device)
+    stats = torch.empty(rows, dtype=torch.float32, device=device)
+    valid = torch.zeros((), dtype=torch.int64, device=device)
+    valid_arg = [_dispatch._pointer(valid)] if spec.has_valid else []
+    _dispatch._gpu_call(spec, params, "forward", [z_all], labels_all, _dispatch._pointer(loss),
+                        _dispatch._pointer(stats), *valid_arg)
+    return loss, stats, valid
+
+
+def _backward_range(spec, params, z_all, labels_all, stats_all, upstream):
+    """The gradient of the range's rows (count × D) of the global loss."""
+    if z_all.device.type == "cpu":
+        grad = torch.empty((params.row_count, z_all.shape[1]), dtype=torch.float64)
+        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + _dispatch._vector(spec, labels_all)
+        args += [_dispatch._pointer(stats_all), _dispatch._pointer(upstream.to(torch.float64).contiguous()),
+                 _dispatch._pointer(grad)]
+        _capi.library().call("closs_ref_%s_backward" % spec.name, *args)
+        return grad
+    grad = torch.empty((params.row_count, z_all.shape[1]), dtype=z_all.dtype, device=z_all.device)
+    _dispatch._gpu_call(spec, params, "backward", [z_all], labels_all, _dispatch._pointer(stats_all),
+                        _dispatch._pointer(upstream.to(torch.float32).contiguous()),
+                        _dispatch._grad_struct(grad))
+    return grad
+
+
+class _DistributedLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, params, group, ddp, z, labels):
+        world, rank = _world(group)
+        (prepared,), labels = _dispatch.prepare(spec, [z], labels)
+        device, rows = prepared.device, prepared.shape[0]
+        _check_backend(group, device)
+        _check_equal_rows(rows, world, group, device)
+        if spec.name == "ntxent" and rows % 2:
+            raise ValueError("z has %d rows: each rank's NT-Xent z is cat(z1, z2), an even number of rows"
+                             % rows)
+        layout = _Layout(spec.name == "ntxent", rows, world, rank)
+        z_all = layout.to_global(_gather(prepared, world, group))
+        labels_all = _gather(labels, world, group) if spec.vector else None
+
+        pieces = [_forward_range(spec, _range_params(params, begin, count), z_all, labels_all)
+                  for begin, count in layout.ranges]
+        loss = torch.cat([p[0] for p in pieces])
+        stats = torch.cat([p[1] for p in pieces])
+        none = params.reduction == _capi.REDUCTIONS["none"]
+        if not none:
+            loss = loss.sum().reshape(1)
+        valid = sum(p[2] for p in pieces)
+        # One all_reduce: the ranks' shares of the loss (MEAN over the global count already) and
+        # of SupCon's valid count; "none" keeps this rank's anchors' losses.
+        reduced = ([] if none else [loss.to(torch.float64)])
+        reduced += [valid.to(torch.float64).reshape(1)] if spec.has_valid else []
+        if reduced:
+            totals = torch.cat(reduced)
+            dist.all_reduce(totals, group=group)
+            if not none:
+                loss = totals[:1]
+            valid = totals[-1].to(torch.int64)
+
+        ctx.spec, ctx.params, ctx.group, ctx.ddp = spec, params, group, ddp
+        ctx.layout, ctx.world, ctx.input_dtype = layout, world, z.dtype
+        if ctx.needs_input_grad[4]:
+            ctx.save_for_backward(z_all, labels_all, layout.to_global(_gather(stats, world, group)))
+        loss = loss.to(torch.float64 if prepared.dtype == torch.float64 else torch.float32)
+        if not none:
+            loss = loss.reshape(())
+        if spec.has_valid:
+            ctx.mark_non_differentiable(valid)
+            return loss, valid
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss, *unused_grad_valid):
+        z_all, labels_all, stats_all = ctx.saved_tensors
+        upstream = grad_loss.reshape(-1)
+        if ctx.params.reduction == _capi.REDUCTIONS["none"]:  # every anchor's upstream gradient
+            upstream = ctx.layout.to_global(_gather(upstream.contiguous(), ctx.world, ctx.group))
+        grad = torch.cat([_backward_range(ctx.spec, _range_params(ctx.params, begin, count), z_all,
+                                          labels_all, stats_all, upstream)
+                          for begin, count in ctx.layout.ranges])
+        if ctx.ddp:
+            grad = grad * ctx.world
+        return None, None, None, None, grad.to(ctx.input_dtype), None
+
+
+def ntxent_loss(z, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
+                path="auto"):
+    """NT-Xent of the global batch cat(z1 of every rank, z2 of every rank), from this rank's
+    z = cat(z1, z2) (2b rows, the same b on every rank). "mean" and "sum": the global loss on every
+    rank; "none": the losses of this rank's 2b anchors. ddp: scale the gradient by the world size
+    for DistributedDataParallel's averaging (module docstring). Options as closs.ntxent_loss."""
+    params = _capi.ntxent_params(temperature, normalize, reduction, False, path)
+    return _DistributedLoss.apply(_dispatch.SPECS["ntxent"], params, group, ddp, z, None)
+
+
+def supcon_loss(z, labels, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
+                group=None, ddp=False, path="auto", return_valid=False):
+    """SupCon of the global batch (every rank's rows and labels, in rank order), from this rank's
+    z (n, D) and labels (n), the same n on every rank. "mean" divides by the anchors of the whole
+    batch that have a positive; return_valid gives that global count. "none": this rank's anchors'
+    losses. ddp as in ntxent_loss. Options as closs.supcon_loss."""
+    params = _capi.supcon_params(temperature, base_temperature, normalize, reduction, False, path)
+    loss, valid = _DistributedLoss.apply(_dispatch.SPECS["supcon"], params, group, ddp, z, labels)
+    return (loss, valid) if return_valid else loss
+
+
+class NTXentLoss(torch.nn.Module):
+    """closs.distributed.ntxent_loss as a module: forward(z) with this rank's z = cat(z1, z2)."""
+
+    def __init__(self, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
+                 path="auto"):
+        super().__init__()
+        self._options = dict(temperature=temperature, normalize=normalize, reduction=reduction,
+                             group=group, ddp=ddp, path=path)
+
+    def forward(self, z):
+        return ntxent_loss(z, **self._options)
+
+
+class SupConLoss(torch.nn.Module):
+    """closs.distributed.supcon_loss as a module: forward(z, labels), this rank's rows; z may also
+    be (n, V, D) views, as closs.SupConLoss takes (flattened view-major per rank)."""
+
+    def __init__(self, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
+                 group=None, ddp=False, path="auto"):
+        super().__init__()
+        self._options = dict(temperature=temperature, base_temperature=base_temperature,
+                             normalize=normalize, reduction=reduction, group=group, ddp=ddp, path=path)
+
+    def forward(self, z, labels):
+        if z.dim() == 3:  # (n, views, D): the official SupContrast layout, per rank
+            views = z.shape[1]
+            z = torch.cat(torch.unbind(z, dim=1), dim=0)
+            labels = labels.repeat(views)
+        return supcon_loss(z, labels, **self._options)
