@@ -122,27 +122,36 @@ cudaError_t wmma_pass(const closs_contrastive_launch &job, bool backward, cudaSt
                     : launch_wmma(wmma_forward_kernel<T, kFixed, kDim>, Shared::forward_bytes, job, stream);
 }
 
+// bf16 WMMA needs sm_80 (f16's sm_70 is below every architecture CUDA 13 builds for).
+bool wmma_on_device(closs_dtype_t dtype) {
+    int device = 0, major = 0;
+    if (dtype != CLOSS_BF16) return true;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+}
+
 // The similarity pass of the forward or the backward: WMMA for 16-bit inputs, SIMT for f32 (whose
-// contract tolerance a 16-bit product cannot meet; see the README).
+// contract tolerance a 16-bit product cannot meet; see the README) and for bf16 before sm_80.
 template <typename T, bool kFixed>
 cudaError_t similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    const unsigned tiles = (unsigned)((job.rows + kTile - 1) / kTile);
-    if constexpr (std::is_same<T, float>::value) {
-        if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
-        forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
-        return cudaGetLastError();
-    } else {
-        if (backward) {
-            cudaError_t status = cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream);
-            if (status != cudaSuccess) return status;
-            wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-        }
-        switch (wmma_dim_variant(job.dim)) {
-        case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
-        case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
-        default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
+    if constexpr (!std::is_same<T, float>::value) {
+        if (wmma_on_device(job.dtype)) {
+            if (backward) {
+                cudaError_t status = cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream);
+                if (status != cudaSuccess) return status;
+                wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+            }
+            switch (wmma_dim_variant(job.dim)) {
+            case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
+            case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
+            default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
+            }
         }
     }
+    const unsigned tiles = (unsigned)((job.rows + kTile - 1) / kTile);
+    if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
+    forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
+    return cudaGetLastError();
 }
 
 template <typename T, bool kFixed>

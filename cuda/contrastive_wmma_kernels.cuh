@@ -73,6 +73,16 @@ constexpr int kLaneColumns = kColumnRows / 4; // columns of a tile row per lane
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// Whether this compilation pass has WMMA for T: f16 from sm_70, bf16 from sm_80 (the host pass
+// and the CPU harness say yes). Older targets compile the bf16 kernels as a trap, and
+// contrastive_fused.cu sends bf16 to the SIMT kernels on such a device.
+template <typename T> constexpr bool kWmmaArch =
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    !std::is_same<T, __nv_bfloat16>::value;
+#else
+    true;
+#endif
+
 // The padded width the kernels take for D (a multiple of 16).
 inline int wmma_dim_variant(int64_t dim) { return dim <= 64 ? 64 : dim <= 128 ? 128 : 256; }
 
@@ -114,9 +124,11 @@ __device__ __forceinline__ float exp2_fast(float x) {
 #endif
 }
 
-// G' in the operand type; f16 saturates instead of overflowing to ±inf (see the top).
+// G' in the operand type; f16 saturates instead of overflowing to ±inf (see the top), and a NaN
+// stays NaN (fminf would drop it).
 template <typename T> __device__ __forceinline__ T to_operand(float g) {
-    if constexpr (std::is_same<T, __half>::value) g = fmaxf(fminf(g, 65504.0f), -65504.0f);
+    constexpr float kHalfMax = 65504.0f;
+    if constexpr (std::is_same<T, __half>::value) g = g > kHalfMax ? kHalfMax : g < -kHalfMax ? -kHalfMax : g;
     return from_float<T>(g);
 }
 
@@ -234,8 +246,7 @@ __device__ __forceinline__ closs_lse_partial quad_merge(closs_lse_partial value)
 
 // lse_i for the anchors [row_begin, row_end), against all M rows.
 template <typename T, bool kFixed, int kDim>
-__global__ void __launch_bounds__(kWmmaThreads)
-    wmma_forward_kernel(const closs_contrastive_launch job, int64_t row_begin, int64_t row_end) {
+__device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
     unsigned char *shared = wmma_shared();
     T *anchors = reinterpret_cast<T *>(shared + Shared::anchors);
@@ -335,8 +346,7 @@ __device__ __forceinline__ void coefficient_row(const float *s_row, const float 
 
 // dz for the anchors [row_begin, row_end), against all M rows. Needs wmma_factors_kernel first.
 template <typename T, bool kFixed, int kDim>
-__global__ void __launch_bounds__(kWmmaThreads)
-    wmma_backward_kernel(const closs_contrastive_launch job, int64_t row_begin, int64_t row_end) {
+__device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
     constexpr int kDimSteps = kDim / kWmmaSide;
     unsigned char *shared = wmma_shared();
@@ -449,6 +459,20 @@ __global__ void __launch_bounds__(kWmmaThreads)
             out[c] = from_float<T>(g * scale);
         }
     }
+}
+
+template <typename T, bool kFixed, int kDim>
+__global__ void __launch_bounds__(kWmmaThreads)
+    wmma_forward_kernel(const closs_contrastive_launch job, int64_t row_begin, int64_t row_end) {
+    if constexpr (kWmmaArch<T>) wmma_forward<T, kFixed, kDim>(job, row_begin, row_end);
+    else __trap();
+}
+
+template <typename T, bool kFixed, int kDim>
+__global__ void __launch_bounds__(kWmmaThreads)
+    wmma_backward_kernel(const closs_contrastive_launch job, int64_t row_begin, int64_t row_end) {
+    if constexpr (kWmmaArch<T>) wmma_backward<T, kFixed, kDim>(job, row_begin, row_end);
+    else __trap();
 }
 
 } // namespace

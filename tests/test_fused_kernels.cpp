@@ -93,6 +93,7 @@ static unsigned atomicMax(unsigned *address, unsigned value) {
     }
     return old;
 }
+[[noreturn]] static void __trap() { std::abort(); }
 static float __fdividef(float a, float b) { return a / b; } // the GPU's is within 2 ulp of this
 static void __syncwarp(unsigned = 0xffffffffu) { warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
 
