@@ -95,8 +95,8 @@ typedef struct closs_contrastive_launch {
     int *class_count;             /* 1: K */
     float *class_sum, *class_weighted_sum; /* (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
     float *class_carry_in, *class_carry_out; /* ⌈M/64⌉ × D each: the class sums' chunk partials */
-    /* tensor-core backward (f16, bf16): each anchor's factor in G and β = max |factor| as float
-     * bits (contrastive_wmma_kernels.cuh) */
+    /* tensor-core backward (f16, bf16): each anchor's factor in G, and β = max |w| as float bits
+     * (contrastive_wmma_kernels.cuh) */
     float *softmax_factor; /* M */
     unsigned *factor_max;  /* 1 */
     void *cub_temp;
