@@ -74,6 +74,10 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         step racecheck-c 120 compute-sanitizer --tool racecheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
             --filter 'gpu_contrastive/caller_workspace'
+        # the tensor-core kernels (f16, bf16): their tiles, G' and dZ rows pass through shared memory
+        step racecheck-tc 150 compute-sanitizer --tool racecheck --target-processes all \
+            --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
+            --filter 'gpu_contrastive/tensor_core_shapes'
     fi
     if [[ $part != tests ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then

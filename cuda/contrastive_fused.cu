@@ -1,6 +1,8 @@
 // NT-Xent and SupCon on the GPU, the FUSED path: similarity tiles live in shared memory and
-// registers, and no M × M (or chunk × M) matrix is ever written. SIMT, float accumulation (the
-// tensor-core version is a later step); correctness and a fixed order of operations first.
+// registers, and no M × M (or chunk × M) matrix is ever written. f16 and bf16 inputs take the
+// tensor-core kernels of contrastive_wmma_kernels.cuh (WMMA, float accumulation; their math and
+// tile schedule are at its top) for the two similarity passes; f32 takes the SIMT kernels below,
+// float throughout. Everything else is shared.
 //
 // Math (fused_math.h, contrastive_math.h; docs/contract.md §3–4): ẑ_i = z_i·r_i with
 // r_i = 1/max(‖z_i‖, eps) (1 without normalisation), x_ij = ẑ_i·ẑ_j/τ,
@@ -19,19 +21,27 @@
 //   classes          SupCon: CUB radix sort of (label, row); the classes with ≥ 2 rows numbered
 //                    0..K−1 by a CUB scan of their first rows; class_of, class_start/end, K
 //   positives        |P(i)|: 1 for NT-Xent, the class size − 1 for SupCon
-//   class sums       SupCon: C_k (and A_k = Σ a_k ẑ_k for the backward); one block per class,
-//                    a thread per column, the rows in sorted order (increasing row index)
+//   class sums       SupCon: C_k (and A_k = Σ a_k ẑ_k for the backward); a segmented reduction
+//                    over the sorted rows, a block per 64 of them (a thread per column), then the
+//                    classes spanning chunks merged in chunk order: parallel over rows whatever the
+//                    class sizes
 //   forward_kernel   one block of 256 threads per 64 anchor rows walks every 64-column tile:
 //                    S tile = ẑ_rows·ẑ_colsᵀ from 16-column slices of D staged in shared memory,
 //                    each thread 4 × 4 products (rows ty + 16p, columns tx + 16q), then its own
 //                    rows' partial sums; a half-warp butterfly merges the 16 lanes of a row
+//                    (f16, bf16: wmma_forward_kernel, 4 warps per 64 anchors, WMMA tiles)
 //   anchor_loss      ℓ_i from lse_i and the positive sum; one warp per anchor
 //   finish_loss      the reduction and `valid` (contrastive_kernels.cuh)
 //   anchor_weights   w_i, a_i (contrastive_kernels.cuh)
 //   backward_kernel  one block per 64 anchor rows: per column tile the S tile again, G into
 //                    shared memory, then dẑ_rows += G·ẑ_cols (16 rows of ẑ at a time, all of D),
 //                    held in registers (D/4 floats a thread, so D ≤ 256); last the positive part,
-//                    the normalisation's backward and the store in the input dtype.
+//                    the normalisation's backward and the store in the input dtype
+//                    (f16, bf16: wmma_factors_kernel for each row's factor in G and their
+//                    scale β, then wmma_backward_kernel).
+// Launches per call (forward+backward): NT-Xent 7 (+1 memset) for f32, 8 (+2 memsets) for f16 and
+// bf16; SupCon adds the label sort and numbering (a copy, 3 kernels, CUB's sort and scan) and 4
+// for the two class sums.
 // With a row range (closs.h "Row ranges") the forward's blocks cover the range's anchors (all rows
 // when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
 // range's rows; the column tiles always run over all M rows.
@@ -47,7 +57,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
-#include "contrastive_fused_kernels.cuh"
+#include "contrastive_wmma_kernels.cuh"
 
 namespace closs {
 namespace {
@@ -78,11 +88,79 @@ cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, co
     return cudaGetLastError();
 }
 
+// C_k (weights NULL) or A_k for every class: the chunks of sorted rows, then the classes that
+// span chunks.
+template <typename T>
+cudaError_t class_sums(const closs_contrastive_launch &job, const int *order, const float *weights, float *sums,
+                       cudaStream_t stream) {
+    const int64_t chunks = (job.rows + kSumChunk - 1) / kSumChunk;
+    class_sums_chunk_kernel<T><<<grid_for(chunks, 1), kClassThreads, 0, stream>>>(job, order, weights, sums,
+                                                                                 job.class_carry_in, job.class_carry_out);
+    class_sums_merge_kernel<<<grid_for(job.rows / 2 * job.dim, kBlock), kBlock, 0, stream>>>(
+        job, sums, job.class_carry_in, job.class_carry_out);
+    return cudaGetLastError();
+}
+
 template <typename T, bool kFixed>
 cudaError_t launch_backward(const closs_contrastive_launch &job, unsigned tiles, cudaStream_t stream) {
     if (job.dim <= 64) backward_kernel<T, kFixed, 64><<<tiles, kThreads, 0, stream>>>(job);
     else if (job.dim <= 128) backward_kernel<T, kFixed, 128><<<tiles, kThreads, 0, stream>>>(job);
     else backward_kernel<T, kFixed, CLOSS_FUSED_MAX_DIM><<<tiles, kThreads, 0, stream>>>(job);
+    return cudaGetLastError();
+}
+
+// One tensor-core pass (f16, bf16) over the anchors [begin, end), its dynamic shared memory
+// allowed past the default 48 KB first.
+template <typename Kernel>
+cudaError_t launch_wmma(Kernel kernel, size_t shared_bytes, const closs_contrastive_launch &job, int64_t begin,
+                        int64_t end, cudaStream_t stream) {
+    cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes);
+    if (status != cudaSuccess) return status;
+    const unsigned blocks = (unsigned)((end - begin + kAnchorRows - 1) / kAnchorRows);
+    kernel<<<blocks, kWmmaThreads, shared_bytes, stream>>>(job, begin, end);
+    return cudaGetLastError();
+}
+
+template <typename T, bool kFixed, int kDim>
+cudaError_t wmma_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    using Shared = WmmaShared<kDim>;
+    return backward ? launch_wmma(wmma_backward_kernel<T, kFixed, kDim>, Shared::backward_bytes, job, job.row_begin,
+                                  job.row_begin + job.row_count, stream)
+                    : launch_wmma(wmma_forward_kernel<T, kFixed, kDim>, Shared::forward_bytes, job, job.lse_begin,
+                                  job.lse_begin + job.lse_count, stream);
+}
+
+// bf16 WMMA needs sm_80 (f16's sm_70 is below every architecture CUDA 13 builds for).
+bool wmma_on_device(closs_dtype_t dtype) {
+    int device = 0, major = 0;
+    if (dtype != CLOSS_BF16) return true;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+}
+
+// The similarity pass of the forward or the backward: WMMA for 16-bit inputs, SIMT for f32 (whose
+// contract tolerance a 16-bit product cannot meet; see the README) and for bf16 before sm_80.
+template <typename T, bool kFixed>
+cudaError_t similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    if constexpr (!std::is_same<T, float>::value) {
+        if (wmma_on_device(job.dtype)) {
+            if (backward) {
+                cudaError_t status = cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream);
+                if (status != cudaSuccess) return status;
+                wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+            }
+            switch (wmma_dim_variant(job.dim)) {
+            case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
+            case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
+            default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
+            }
+        }
+    }
+    // The SIMT kernels take their anchors from the job's range: the backward's rows, the forward's lse.
+    const int64_t anchors = backward ? job.row_count : job.lse_count;
+    const unsigned tiles = (unsigned)((anchors + kTile - 1) / kTile);
+    if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
+    forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
     return cudaGetLastError();
 }
 
@@ -99,22 +177,25 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
         if (status != cudaSuccess) return status;
     }
     positives_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-    const int class_grid = grid_for(job.rows / 2, 1);
-    if (job.supcon) class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, nullptr, job.class_sum);
+    if (job.supcon) {
+        status = class_sums<T>(job, order, nullptr, job.class_sum, stream);
+        if (status != cudaSuccess) return status;
+    }
 
     if (job.forward) {
-        const unsigned lse_tiles = (unsigned)((job.lse_count + kTile - 1) / kTile);
-        forward_kernel<T, kFixed><<<lse_tiles, kThreads, 0, stream>>>(job);
+        status = similarity_pass<T, kFixed>(job, false, stream);
+        if (status != cudaSuccess) return status;
         anchor_loss_kernel<T><<<grid_for(job.row_count, warps_per_block), kBlock, 0, stream>>>(job);
     }
     // The valid count is needed by MEAN's weights in a backward-only call too.
     finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
     if (job.grad) {
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-        if (job.supcon)
-            class_sums_kernel<T><<<class_grid, kClassThreads, 0, stream>>>(job, order, job.anchor_a,
-                                                                          job.class_weighted_sum);
-        return launch_backward<T, kFixed>(job, (unsigned)((job.row_count + kTile - 1) / kTile), stream);
+        if (job.supcon) {
+            status = class_sums<T>(job, order, job.anchor_a, job.class_weighted_sum, stream);
+            if (status != cudaSuccess) return status;
+        }
+        return similarity_pass<T, kFixed>(job, true, stream);
     }
     return cudaGetLastError();
 }

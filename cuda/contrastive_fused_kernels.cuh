@@ -144,32 +144,53 @@ __global__ void positives_kernel(const closs_contrastive_launch job) {
     }
 }
 
-// C_k = Σ ẑ (weights NULL) or A_k = Σ a·ẑ over class k's rows in sorted order. A thread adds its
-// column serially, so rows are fetched in batches of 8 before being added in order: a class of
-// a million rows (all labels equal) waits on memory M/8 times, not 2M times.
+// C_k = Σ ẑ (weights NULL) or A_k = Σ a·ẑ over class k's rows, a segmented reduction over the
+// sorted order that is parallel over rows whatever the class sizes (one class of a million rows
+// included). The sorted positions are cut into chunks of kSumChunk rows; a block sums a chunk's
+// rows in order, a thread per column, and writes each class segment it holds: a class wholly
+// inside the chunk straight to sums[k]; the chunk's first segment, when its class began in an
+// earlier chunk, to carry_in[chunk]; its last segment, when its class goes on, to
+// carry_out[chunk] (a class covering the whole chunk: carry_in). class_sums_merge_kernel then
+// adds, for each class spanning chunks, carry_out of its first chunk and carry_in of the next
+// ones, in order. Every sum has one order and there are no atomics, so the bits repeat.
+constexpr int kSumChunk = 64;
+
 template <typename T>
-__global__ void class_sums_kernel(const closs_contrastive_launch job, const int *order, const float *weights,
-                                  float *sums) {
-    constexpr int kBatch = 8;
-    const int classes = *job.class_count;
-    for (int k = blockIdx.x; k < classes; k += gridDim.x)
+__global__ void class_sums_chunk_kernel(const closs_contrastive_launch job, const int *order, const float *weights,
+                                        float *sums, float *carry_in, float *carry_out) {
+    const int64_t chunks = (job.rows + kSumChunk - 1) / kSumChunk;
+    for (int64_t b = blockIdx.x; b < chunks; b += gridDim.x) {
+        const int64_t first = b * kSumChunk, last = (first + kSumChunk < job.rows ? first + kSumChunk : job.rows) - 1;
         for (int64_t c = threadIdx.x; c < job.dim; c += blockDim.x) {
-            const int64_t first = job.class_start[k], last = job.class_end[k]; // r + 7 may pass INT_MAX
             float acc = 0.0f;
-            for (int64_t r = first; r <= last; r += kBatch) {
-                float unit[kBatch], weight[kBatch];
-#pragma unroll
-                for (int b = 0; b < kBatch; ++b) {
-                    const int row = r + b <= last ? order[r + b] : -1;
-                    unit[b] = row >= 0 ? unit_element<T>(job, row, c) : 0.0f;
-                    weight[b] = row >= 0 && weights ? weights[row] : 0.0f;
-                }
-#pragma unroll
-                for (int b = 0; b < kBatch; ++b)
-                    if (r + b <= last) acc = weights ? fmaf(weight[b], unit[b], acc) : acc + unit[b];
+            for (int64_t r = first; r <= last; ++r) {
+                const int row = order[r], k = job.class_of[row];
+                if (k < 0) continue; // a singleton: no class sum
+                const float unit = unit_element<T>(job, row, c);
+                acc = weights ? fmaf(weights[row], unit, acc) : acc + unit;
+                if (job.class_end[k] != r && r != last) continue; // the segment goes on in this chunk
+                const bool began_before = job.class_start[k] < first, goes_on = job.class_end[k] > r;
+                float *target = began_before ? carry_in + b * job.dim : goes_on ? carry_out + b * job.dim
+                                                                                : sums + (int64_t)k * job.dim;
+                target[c] = acc;
+                acc = 0.0f;
             }
-            sums[(int64_t)k * job.dim + c] = acc;
         }
+    }
+}
+
+__global__ void class_sums_merge_kernel(const closs_contrastive_launch job, float *sums, const float *carry_in,
+                                        const float *carry_out) {
+    const int classes = *job.class_count;
+    const int64_t count = (int64_t)classes * job.dim;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t k = e / job.dim, c = e % job.dim;
+        const int64_t first = job.class_start[k] / kSumChunk, last = job.class_end[k] / kSumChunk;
+        if (first == last) continue; // summed whole by its chunk
+        float acc = carry_out[first * job.dim + c];
+        for (int64_t b = first + 1; b <= last; ++b) acc += carry_in[b * job.dim + c];
+        sums[e] = acc;
+    }
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -243,6 +264,17 @@ template <bool kFixed>
 __device__ __forceinline__ float softmax_factor(const closs_contrastive_launch &job, int64_t i) {
     const float w = job.weights[i];
     return kFixed ? closs_fm_softmax_weight(w, job.lse[i], job.inv_temperature) : w;
+}
+
+// Column c of row i's positive part Σ_{k∈P(i)} (a_i + a_k)·ẑ_k: a_pair·ẑ_partner (NT-Xent, a_pair =
+// a_i + a_partner), or from the sums of class k (SupCon; none for k < 0); unit = ẑ_i[c].
+template <typename T>
+__device__ __forceinline__ float positive_element(const closs_contrastive_launch &job, int64_t partner, float a_i,
+                                                  float a_pair, int k, int64_t c, float unit) {
+    if (!job.supcon) return a_pair * unit_element<T>(job, partner, c);
+    if (k < 0) return 0.0f;
+    return closs_fm_supcon_positive(a_i, unit, job.class_sum[(int64_t)k * job.dim + c],
+                                    job.class_weighted_sum[(int64_t)k * job.dim + c]);
 }
 
 template <typename T, bool kFixed, int kMaxDim>
@@ -323,11 +355,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
             const int64_t c = tx + kLanes * q;
             if (c >= job.dim) continue;
             const float unit = unit_element<T>(job, row, c);
-            float positive = 0.0f;
-            if (!job.supcon) positive = a_pair * unit_element<T>(job, partner, c);
-            else if (k >= 0)
-                positive = closs_fm_supcon_positive(a_i, unit, job.class_sum[(int64_t)k * job.dim + c],
-                                                    job.class_weighted_sum[(int64_t)k * job.dim + c]);
+            const float positive = positive_element<T>(job, partner, a_i, a_pair, k, c, unit);
             grad[p][q] = fmaf(-inv_t, positive, grad[p][q]);
             radial = fmaf(unit, grad[p][q], radial);
         }

@@ -100,6 +100,11 @@ typedef struct closs_contrastive_launch {
     int *class_start, *class_end; /* M/2 each: first and last sorted position of a class */
     int *class_count;             /* 1: K */
     float *class_sum, *class_weighted_sum; /* (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
+    float *class_carry_in, *class_carry_out; /* ⌈M/64⌉ × D each: the class sums' chunk partials */
+    /* tensor-core backward (f16, bf16): each anchor's factor in G, and β = max |w| as float bits
+     * (contrastive_wmma_kernels.cuh) */
+    float *softmax_factor; /* M */
+    unsigned *factor_max;  /* 1 */
     void *cub_temp;
     size_t cub_temp_bytes;
 } closs_contrastive_launch;

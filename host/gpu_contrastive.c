@@ -171,6 +171,8 @@ static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int6
                                     closs_contrastive_launch *job) {
     CLOSS_TRY(lay_out_common(layout, rows, job));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
+    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
+    CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
     if (!supcon) return CLOSS_STATUS_SUCCESS;
     const int64_t classes = rows / 2;
     int64_t sums = 0;
@@ -187,6 +189,10 @@ static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int6
     CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->class_count));
     CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_sum));
     CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_weighted_sum));
+    int64_t carries = 0; /* the class sums' partials: one row per chunk of 64 sorted rows */
+    CLOSS_TRY(closs_mul_size("workspace", (rows + 63) / 64, dim, &carries));
+    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_in));
+    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_out));
     CLOSS_TRY(take(layout, cub_reserve(rows), 1, &job->cub_temp));
     job->cub_temp_bytes = (size_t)cub_reserve(rows);
     return CLOSS_STATUS_SUCCESS;

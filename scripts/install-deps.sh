@@ -2,7 +2,8 @@
 # Installs what is missing on a fresh Debian 12 machine. Needs root for apt-get; does nothing when
 # everything is already there.
 #   scripts/install-deps.sh         the build and the tests: Criterion, pkg-config, NumPy, pytest,
-#                                   matplotlib (the benchmark report's plots)
+#                                   matplotlib (the benchmark report's plots); with nvcc, PyPI's
+#                                   cuobjdump for tests/sass_check.py (the toolkit here lacks it)
 #   scripts/install-deps.sh --ci    also the hardening tools of .ci/run: clang and libFuzzer,
 #                                   clang-tidy, clang-format, cppcheck; and PyTorch (CPU use; the
 #                                   PyPI wheel, about 5 GB with its CUDA libraries) and scikit-learn
@@ -42,6 +43,11 @@ if [[ ${1:-} == --ci ]]; then
     python_need torch torch
     python_need sklearn scikit-learn
     python_need jax jax
+fi
+# cuobjdump for tests/sass_check.py: the CUDA toolkit here lacks it, PyPI has it.
+if command -v nvcc >/dev/null && ! command -v cuobjdump >/dev/null &&
+    ! compgen -G "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu*/bin/cuobjdump" >/dev/null; then
+    python_packages+=(nvidia-cuda-cuobjdump)
 fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]}"

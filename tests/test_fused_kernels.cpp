@@ -7,9 +7,12 @@
 // closs_ref_ntxent/supcon in double, for rows over one to three tiles and every D the three
 // backward variants take (1 … 256), ld > D (whose padding must stay untouched), both shifts and
 // every label pattern. test_contrastive_math's emulation re-implements the algorithm; this runs
-// the kernels' own indexing, padding, butterflies and barriers. Not covered: races (a CPU thread
-// waits at every barrier as a GPU's would, but a missing barrier rarely shows here:
-// compute-sanitizer's racecheck does that on a device), f16/bf16 loads, CUB and the launches.
+// the kernels' own indexing, padding, butterflies and barriers. The tensor-core kernels
+// (contrastive_wmma_kernels.cuh) run the same way for f16 and bf16 inputs, with WMMA emulated on
+// whole tiles (below). Not covered: races (a CPU thread waits at every barrier as a GPU's would,
+// but a missing barrier shows here only by chance: compute-sanitizer's racecheck does that on a
+// device), ex2.approx and __fdividef (exact here), the order of the tensor cores' additions, CUB
+// and the launches.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -19,23 +22,124 @@
 #include <cstring>
 #include <deque>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <criterion/criterion.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "closs.h"
 #include "cuda_on_cpu.h" // before the kernels: CUDA's built-ins on the CPU
 
-#include "contrastive_fused_kernels.cuh"
+// The further built-ins the tensor-core kernels use.
+static float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+static unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+static unsigned atomicMax(unsigned *address, unsigned value) {
+    std::atomic_ref<unsigned> target(*address);
+    unsigned old = target.load();
+    while (old < value && !target.compare_exchange_weak(old, value)) {
+    }
+    return old;
+}
+[[noreturn]] static void __trap() { std::abort(); }
+static float __fdividef(float a, float b) { return a / b; } // the GPU's is within 2 ulp of this
+static void __syncwarp(unsigned = 0xffffffffu) { warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
+
+// The tensor-core kernels' dynamic shared memory (one block runs at a time).
+alignas(128) static unsigned char closs_emulated_dynamic_shared[128 << 10];
+
+// WMMA, emulated on whole 16 × 16 tiles. The CUDA API defines load, store and mma on tiles in
+// memory, not on a register layout (which is unspecified), so an emulation that keeps the whole
+// tile in every lane computes what the hardware does up to the order of the float additions:
+//   load_matrix_sync, mma_sync, store_matrix_sync first wait for all 32 lanes of the warp (the
+//     API's "waits until all warp lanes have arrived"); a store then writes each element from one
+//     lane (lane e mod 32), so a lane that reads another lane's elements without a __syncwarp()
+//     after the store can see stale values, as on a GPU;
+//   operands keep their 16-bit type (the kernel rounded them when it staged them), products are
+//     exact in float, and each output adds its 16 products to the accumulator in order k in
+//     float;
+//   a fragment's elements (num_elements, x[]) are the whole tile: a kernel may only touch them
+//   uniformly (the same operation on every element), which gives the same result either way.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+    static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+    static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+    static constexpr int num_elements = rows * cols;
+    T x[num_elements];
+};
+
+static float value_of(float v) { return v; }
+static float value_of(__half v) { return __half2float(v); }
+static float value_of(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+static void warp_arrive() { warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
+
+template <typename F, typename T> static void fill_fragment(F &f, T value) {
+    for (auto &e : f.x) e = value;
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+static void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const T *p, unsigned ld) {
+    using F = fragment<Use, M, N, K, T, Layout>;
+    warp_arrive();
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c)
+            f.x[r * F::cols + c] = std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[c * ld + r];
+}
+
+template <int M, int N, int K>
+static void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ld,
+                              layout_t layout) {
+    warp_arrive();
+    for (int e = threadIdx.x % 32; e < M * N; e += 32) {
+        const int r = e / N, c = e % N;
+        p[layout == mem_row_major ? r * ld + c : c * ld + r] = f.x[e];
+    }
+}
+
+template <int M, int N, int K, typename T, typename LA, typename LB>
+static void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
+                     const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
+    warp_arrive();
+    float out[M * N];
+    for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+            float sum = c.x[m * N + n];
+            for (int k = 0; k < K; ++k) sum += value_of(a.x[m * K + k]) * value_of(b.x[k * N + n]);
+            out[m * N + n] = sum;
+        }
+    std::copy(out, out + M * N, d.x);
+}
+} // namespace wmma
+} // namespace nvcuda
+
+#include "contrastive_wmma_kernels.cuh"
 
 struct Problem {
     int supcon, normalize, reduction; // reduction: 0 mean, 1 sum, 2 none
     double tau, tau_b;
     int rows, dim, ld;
-    int row_begin = 0, row_count = 0; // the row range (0/0: all rows)
     std::vector<float> z;
     std::vector<int64_t> labels;
     std::vector<float> upstream;
+    int row_begin = 0, row_count = 0; // the row range (0/0: all rows)
 };
 
 static void reference(const Problem &pr, std::vector<double> &loss, std::vector<double> &grad,
@@ -69,24 +173,93 @@ static void reference(const Problem &pr, std::vector<double> &loss, std::vector<
 struct Errors {
     double lse, loss, grad; // relative; lse against max(|lse|, 1/τ), the gradient norm-wise
     int64_t valid, want_valid;
+    int range_mismatches; // tensor cores: rows a run over an anchor range got wrong (below)
     bool range_forward_differs; // a forward of the range alone vs the rows of the full one
 };
+
+// The tensor-core kernels over the anchors [row_begin, row_end), with the shared memory the
+// launcher gives them (the emulation's buffer must hold it).
+template <typename T, bool kFixed>
+static void run_wmma(const closs_contrastive_launch &job, bool backward, int64_t row_begin,
+                     int64_t row_end) {
+    using namespace closs;
+    const unsigned blocks = (unsigned)((row_end - row_begin + kAnchorRows - 1) / kAnchorRows);
+    auto pass = [&]<int kDim>() {
+        static_assert(WmmaShared<kDim>::backward_bytes <= sizeof closs_emulated_dynamic_shared);
+        launch(blocks, kWmmaThreads, [&] {
+            if (backward) wmma_backward_kernel<T, kFixed, kDim>(job, row_begin, row_end);
+            else wmma_forward_kernel<T, kFixed, kDim>(job, row_begin, row_end);
+        });
+    };
+    switch (wmma_dim_variant(job.dim)) {
+    case 64: pass.template operator()<64>(); break;
+    case 128: pass.template operator()<128>(); break;
+    default: pass.template operator()<256>(); break;
+    }
+}
+
+// contrastive_fused.cu's similarity_pass(): SIMT for float, WMMA for 16-bit inputs.
+template <typename T, bool kFixed>
+static void similarity_pass(const closs_contrastive_launch &job, bool backward) {
+    using namespace closs;
+    if constexpr (!std::is_same_v<T, float>) {
+        if (backward) {
+            *job.factor_max = 0;
+            launch(2, kBlock, [&] { wmma_factors_kernel<kFixed>(job); });
+        }
+        if (backward) run_wmma<T, kFixed>(job, true, job.row_begin, job.row_begin + job.row_count);
+        else run_wmma<T, kFixed>(job, false, job.lse_begin, job.lse_begin + job.lse_count);
+        return;
+    }
+    const int64_t anchors = backward ? job.row_count : job.lse_count;
+    const unsigned tiles = (unsigned)((anchors + kTile - 1) / kTile);
+    const int D = (int)job.dim;
+    launch(tiles, kThreads, [&] {
+        if (!backward) forward_kernel<T, kFixed>(job);
+        else if (D <= 64) backward_kernel<T, kFixed, 64>(job);
+        else if (D <= 128) backward_kernel<T, kFixed, 128>(job);
+        else backward_kernel<T, kFixed, 256>(job);
+    });
+}
+
+template <typename T> static void similarity_pass(const closs_contrastive_launch &job, bool backward) {
+    if (job.fixed_shift) similarity_pass<T, true>(job, backward);
+    else similarity_pass<T, false>(job, backward);
+}
+
+static float as_float(float v) { return v; }
+static float as_float(__half v) { return __half2float(v); }
+static float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> static T from(float v);
+template <> float from<float>(float v) { return v; }
+template <> __half from<__half>(float v) { return __float2half_rn(v); }
+template <> __nv_bfloat16 from<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <typename T> static closs_dtype_t dtype_of() {
+    return std::is_same_v<T, float> ? CLOSS_F32 : std::is_same_v<T, __half> ? CLOSS_F16 : CLOSS_BF16;
+}
 
 // contrastive_fused.cu's launch sequence (run()) with these kernels, CUB's stable radix sort
 // and inclusive scan done here in the same order (the grid-stride kernels on fewer blocks than
 // the GPU gets, which also runs their strides: thread creation is what costs here); then everything
-// against the reference. The gradient error is relative to max(‖dz‖, the scale of the terms that
-// cancel where dz is 0).
-static Errors run(const Problem &pr) {
+// against the reference. The inputs are rounded to T first and the reference sees the rounded
+// values. The gradient error is relative to max(‖dz‖, the scale of the terms that cancel where
+// dz is 0).
+template <typename T> static Errors run(const Problem &given) {
     using namespace closs;
+    Problem pr = given;
+    std::vector<T> z(pr.z.size());
+    for (size_t e = 0; e < z.size(); ++e) {
+        z[e] = from<T>(pr.z[e]);
+        pr.z[e] = as_float(z[e]);
+    }
     const int M = pr.rows, D = pr.dim, half = M / 2;
     const int begin = pr.row_begin, count = pr.row_count ? pr.row_count : M;
     closs_contrastive_launch job = {};
     job.row_begin = begin, job.row_count = count;
     job.lse_begin = 0, job.lse_count = M; // a backward follows: every lse
     job.supcon = pr.supcon;
-    job.dtype = CLOSS_F32;
-    job.rows = M, job.dim = D, job.ld = pr.ld, job.z = pr.z.data();
+    job.dtype = dtype_of<T>();
+    job.rows = M, job.dim = D, job.ld = pr.ld, job.z = z.data();
     job.labels = pr.labels.data(), job.label_dtype = CLOSS_I64;
     job.normalize = pr.normalize;
     job.inv_temperature = (float)(1.0 / pr.tau);
@@ -97,20 +270,23 @@ static Errors run(const Problem &pr) {
     job.fixed_shift = closs_fm_fixed_shift(pr.normalize, job.inv_temperature);
     job.forward = 1;
     std::vector<float> loss(M + 1, NAN), lse(M, NAN), norms(M), inv_norm(M), row_loss(M), w(M),
-        a(M), grad((size_t)count * pr.ld, NAN), sums((size_t)half * D), weighted((size_t)half * D);
+        a(M), factors(M), sums((size_t)half * D), weighted((size_t)half * D);
+    std::vector<T> grad_storage((size_t)count * pr.ld, from<T>(NAN));
     std::vector<int> positives(M), class_of(M), start(half), end(half), heads(M), ids(M);
     int valid_count = 0, nonfinite = 0, class_count = 0;
+    unsigned factor_max = 0;
     int64_t valid = -1;
     job.loss = loss.data(), job.lse = lse.data(), job.valid = &valid;
-    job.upstream = pr.upstream.data(), job.grad = grad.data(), job.grad_ld = pr.ld;
+    job.upstream = pr.upstream.data(), job.grad = grad_storage.data(), job.grad_ld = pr.ld;
     job.norms = norms.data(), job.inv_norm = inv_norm.data(), job.row_loss = row_loss.data();
     job.weights = w.data(), job.anchor_a = a.data(), job.positives = positives.data();
     job.valid_count = &valid_count, job.nonfinite = &nonfinite;
     job.class_heads = heads.data(), job.class_ids = ids.data(), job.class_of = class_of.data();
     job.class_start = start.data(), job.class_end = end.data(), job.class_count = &class_count;
     job.class_sum = sums.data(), job.class_weighted_sum = weighted.data();
+    job.softmax_factor = factors.data(), job.factor_max = &factor_max;
 
-    launch(2, kBlock, [&] { embed_kernel<float>(job); });
+    launch(2, kBlock, [&] { embed_kernel<T>(job); });
     std::vector<int64_t> keys(M);
     std::vector<int> order(M);
     if (pr.supcon) {
@@ -123,14 +299,18 @@ static Errors run(const Problem &pr) {
         launch(1, kBlock, [&] { assign_classes_kernel<int64_t>(job, keys.data(), order.data()); });
     }
     launch(1, kBlock, [&] { positives_kernel(job); });
-    const int class_grid = 3, class_threads = 128;
-    if (pr.supcon)
-        launch(class_grid, class_threads,
-               [&] { class_sums_kernel<float>(job, order.data(), nullptr, job.class_sum); });
-    const unsigned tiles = (unsigned)((M + kTile - 1) / kTile), grad_tiles = (unsigned)((count + kTile - 1) / kTile);
-    if (job.fixed_shift) launch(tiles, kThreads, [&] { forward_kernel<float, true>(job); });
-    else launch(tiles, kThreads, [&] { forward_kernel<float, false>(job); });
-    launch(2, kBlock, [&] { anchor_loss_kernel<float>(job); });
+    // contrastive_fused.cu's class_sums(), on fewer blocks (which also runs the grid strides)
+    const int64_t chunks = (M + kSumChunk - 1) / kSumChunk;
+    std::vector<float> carry_in((size_t)chunks * D, NAN), carry_out((size_t)chunks * D, NAN);
+    auto class_sums = [&](const float *weights, float *target) {
+        launch(2, 128, [&] {
+            class_sums_chunk_kernel<T>(job, order.data(), weights, target, carry_in.data(), carry_out.data());
+        });
+        launch(2, kBlock, [&] { class_sums_merge_kernel(job, target, carry_in.data(), carry_out.data()); });
+    };
+    if (pr.supcon) class_sums(nullptr, job.class_sum);
+    similarity_pass<T>(job, false);
+    launch(2, kBlock, [&] { anchor_loss_kernel<T>(job); });
     launch(1, kBlock, [&] { finish_loss_kernel(job); });
     // A forward of the range alone (as closs_*_forward with a range launches it): its lse go to
     // a range-sized buffer from the range's first anchor; lse and loss must be the full run's bits.
@@ -141,10 +321,8 @@ static Errors run(const Problem &pr) {
         alone.lse_begin = begin, alone.lse_count = count;
         alone.lse = range_lse.data(), alone.loss = range_loss.data();
         alone.row_loss = range_rows.data(), alone.valid = nullptr;
-        const unsigned range_tiles = (unsigned)((count + kTile - 1) / kTile);
-        if (job.fixed_shift) launch(range_tiles, kThreads, [&] { forward_kernel<float, true>(alone); });
-        else launch(range_tiles, kThreads, [&] { forward_kernel<float, false>(alone); });
-        launch(2, kBlock, [&] { anchor_loss_kernel<float>(alone); });
+        similarity_pass<T>(alone, false);
+        launch(2, kBlock, [&] { anchor_loss_kernel<T>(alone); });
         launch(1, kBlock, [&] { finish_loss_kernel(alone); });
         const int range_losses = pr.reduction == 2 ? count : 1;
         e.range_forward_differs = std::memcmp(range_lse.data(), lse.data() + begin, count * sizeof(float)) != 0 ||
@@ -152,21 +330,36 @@ static Errors run(const Problem &pr) {
                                   !std::isnan(range_loss[range_losses]) || !std::isnan(range_lse[count]);
     }
     launch(1, kBlock, [&] { anchor_weights_kernel(job); });
-    if (pr.supcon)
-        launch(class_grid, class_threads, [&] {
-            class_sums_kernel<float>(job, order.data(), job.anchor_a, job.class_weighted_sum);
-        });
-    const int variant = D <= 64 ? 0 : D <= 128 ? 1 : 2;
-    const bool fixed = job.fixed_shift;
-    launch(grad_tiles, kThreads, [&] {
-        if (fixed && variant == 0) backward_kernel<float, true, 64>(job);
-        else if (fixed && variant == 1) backward_kernel<float, true, 128>(job);
-        else if (fixed) backward_kernel<float, true, 256>(job);
-        else if (variant == 0) backward_kernel<float, false, 64>(job);
-        else if (variant == 1) backward_kernel<float, false, 128>(job);
-        else backward_kernel<float, false, 256>(job);
-    });
+    if (pr.supcon) class_sums(job.anchor_a, job.class_weighted_sum);
+    similarity_pass<T>(job, true);
+    std::vector<float> grad(grad_storage.size());
+    for (size_t e = 0; e < grad.size(); ++e) grad[e] = as_float(grad_storage[e]);
 
+    if constexpr (!std::is_same_v<T, float>) {
+        if (count == M) {
+            // The anchor range the kernels take ([row_begin, row_end), against all M rows): the rows
+            // inside get the full run's bits, the rows outside stay untouched.
+            const int64_t first = M / 3, last = M - M / 5;
+            std::vector<float> range_lse(M, NAN);
+            std::vector<T> range_grad(grad_storage.size(), from<T>(NAN));
+            closs_contrastive_launch part = job;
+            part.lse = range_lse.data(), part.grad = range_grad.data(); // rows at their own index
+            if (job.fixed_shift) run_wmma<T, true>(part, false, first, last);
+            else run_wmma<T, false>(part, false, first, last);
+            part.lse = job.lse;
+            if (job.fixed_shift) run_wmma<T, true>(part, true, first, last);
+            else run_wmma<T, false>(part, true, first, last);
+            for (int64_t i = 0; i < M; ++i) {
+                const bool inside = i >= first && i < last;
+                bool ok = inside ? std::memcmp(&range_lse[i], &lse[i], sizeof(float)) == 0 : std::isnan(range_lse[i]);
+                for (int c = 0; c < D; ++c) {
+                    const float got = as_float(range_grad[(size_t)i * pr.ld + c]);
+                    ok = ok && (inside ? std::memcmp(&got, &grad[(size_t)i * pr.ld + c], sizeof(float)) == 0 : std::isnan(got));
+                }
+                e.range_mismatches += !ok;
+            }
+        }
+    }
     std::vector<double> want_loss(M), want_grad((size_t)count * D);
     reference(pr, want_loss, want_grad, &e.want_valid);
     e.valid = pr.supcon ? valid : e.want_valid;
@@ -224,23 +417,26 @@ static Errors run(const Problem &pr) {
     return e;
 }
 
-// A random problem: the option sweep of match_reference, picked by (ri, di).
-struct Random {
-    unsigned long long state = 12345;
-    double operator()() {
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        return (double)(state >> 11) * 0x1p-53;
-    }
-};
+static unsigned long long random_state;
+static double random_uniform() {
+    random_state = random_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(random_state >> 11) * 0x1p-53;
+}
 
-static Problem random_problem(Random &rnd, int supcon, int rows, int dim, int ri, int di) {
+const int rows_list[] = {2, 3, 65, 130};
+const int dims[] = {1, 3, 17, 64, 65, 130, 256};
+const double taus[] = {0.01, 0.07, 1.0, 10.0};
+
+// Case (supcon, ri, di) of the sweep: rows_list[ri] × dims[di], normalisation, τ, τ_b,
+// reduction, ld and the label pattern varied with the indices; a zero row in some (not in f16,
+// where its gradient dẑ/eps overflows).
+static Problem sweep_case(int supcon, int ri, int di, bool zero_row, int *pattern) {
     Problem pr;
     pr.supcon = supcon;
-    pr.rows = rows;
-    pr.dim = dim;
+    pr.rows = rows_list[ri];
+    pr.dim = dims[di];
     if (!supcon && pr.rows % 2) pr.rows += 1;
     pr.normalize = (ri + di) % 3 != 0;
-    const double taus[] = {0.01, 0.07, 1.0, 10.0};
     pr.tau = taus[(ri * 7 + di) % 4];
     if (!pr.normalize && pr.tau < 0.05) pr.tau = 0.5;
     pr.tau_b = supcon && di % 2 ? 0.5 : pr.tau;
@@ -248,56 +444,134 @@ static Problem random_problem(Random &rnd, int supcon, int rows, int dim, int ri
     pr.ld = pr.dim + (di % 2 ? 3 : 0);
     pr.z.assign((size_t)pr.rows * pr.ld, NAN);
     for (int i = 0; i < pr.rows; ++i)
-        for (int c = 0; c < pr.dim; ++c) pr.z[(size_t)i * pr.ld + c] = (float)(2 * rnd() - 1);
-    if (pr.normalize && pr.rows > 2 && di == 1)
+        for (int c = 0; c < pr.dim; ++c) pr.z[(size_t)i * pr.ld + c] = (float)(2 * random_uniform() - 1);
+    if (zero_row && pr.normalize && pr.rows > 2 && di == 1)
         for (int c = 0; c < pr.dim; ++c) pr.z[(size_t)(pr.rows - 1) * pr.ld + c] = 0;
     pr.labels.resize(pr.rows);
-    const int pattern = (ri + di) % 4;
+    *pattern = (ri + di) % 4;
     for (int i = 0; i < pr.rows; ++i)
-        pr.labels[i] = pattern == 0   ? (int64_t)(rnd() * (pr.rows / 4 + 1))
-                       : pattern == 1 ? i
-                       : pattern == 2 ? 7
-                                      : (i % 5 == 2 ? 1000 + i : (int64_t)(rnd() * 3));
+        pr.labels[i] = *pattern == 0   ? (int64_t)(random_uniform() * (pr.rows / 4 + 1))
+                       : *pattern == 1 ? i
+                       : *pattern == 2 ? 7
+                                       : (i % 5 == 2 ? 1000 + i : (int64_t)(random_uniform() * 3));
     pr.upstream.resize(pr.rows);
-    for (auto &u : pr.upstream) u = (float)(0.25 + 1.5 * rnd());
+    for (auto &u : pr.upstream) u = (float)(0.25 + 1.5 * random_uniform());
     return pr;
 }
 
-static void expect_match(const Problem &pr, const Errors &e) {
-    cr_expect(e.lse <= 1e-5 && e.loss <= 1e-5 && e.grad <= 1e-4 && e.valid == e.want_valid &&
-                  !e.range_forward_differs,
-              "%s M=%d D=%d ld=%d rows [%d, +%d) normalize=%d tau=%g reduction=%d labels=%lld...: "
-              "lse error %.2e, loss error %.2e, gradient error %.2e, valid %lld (want %lld), the "
-              "range's own forward %s",
-              pr.supcon ? "supcon" : "ntxent", pr.rows, pr.dim, pr.ld, pr.row_begin, pr.row_count,
-              pr.normalize, pr.tau, pr.reduction, (long long)pr.labels[0], e.lse, e.loss, e.grad,
-              (long long)e.valid, (long long)e.want_valid,
+static void expect_within(const Problem &pr, int pattern, const char *dtype, const Errors &e, double lse_tol,
+                          double loss_tol, double grad_tol) {
+    cr_expect(e.lse <= lse_tol && e.loss <= loss_tol && e.grad <= grad_tol && e.valid == e.want_valid &&
+                  e.range_mismatches == 0 && !e.range_forward_differs,
+              "%s %s M=%d D=%d ld=%d rows [%d, +%d) normalize=%d tau=%g reduction=%d labels=%d: lse "
+              "error %.2e, loss error %.2e, gradient error %.2e, valid %lld (want %lld), %d rows "
+              "wrong in an anchor-range run, the range's own forward %s",
+              pr.supcon ? "supcon" : "ntxent", dtype, pr.rows, pr.dim, pr.ld, pr.row_begin, pr.row_count,
+              pr.normalize, pr.tau, pr.reduction, pattern, e.lse, e.loss, e.grad, (long long)e.valid,
+              (long long)e.want_valid, e.range_mismatches,
               e.range_forward_differs ? "differs from the full forward" : "agrees");
 }
 
 Test(fused_kernels, match_reference) {
-    Random rnd;
-    const int rows_list[] = {2, 3, 65, 130};
-    const int dims[] = {1, 3, 17, 64, 65, 130, 256};
+    random_state = 12345;
     for (int supcon = 0; supcon <= 1; ++supcon)
         for (int ri = 0; ri < 4; ++ri)
             for (int di = 0; di < 7; ++di) {
-                const Problem pr = random_problem(rnd, supcon, rows_list[ri], dims[di], ri, di);
-                expect_match(pr, run(pr));
+                int pattern = 0;
+                const Problem pr = sweep_case(supcon, ri, di, true, &pattern);
+                expect_within(pr, pattern, "f32", run<float>(pr), 1e-5, 1e-5, 1e-4);
             }
 }
 
-// Row ranges (closs.h "Row ranges"): the forward's and backward's blocks start at the range's
-// first row, inside a tile or on its edge, the range ends before M, one row, the whole batch.
+// The tensor-core kernels on the same sweep, f16 and bf16 alternating. Tolerances: lse and the
+// loss come from exact 16-bit products accumulated in float, as the SIMT path's; the gradient
+// carries G' rounded to 16 bits and the result rounded to the dtype: 2e-3 (f16), 1e-2 (bf16), the
+// GPU suite's tolerances. Each case also reruns the two tensor-core kernels over an anchor range
+// [M/3, M − M/5): those rows must come out bit for bit as in the full run, the others untouched.
+Test(fused_kernels, wmma_match_reference) {
+    random_state = 54321;
+    double largest[2][3] = {}; // f16, bf16 × lse, loss, gradient
+    for (int supcon = 0; supcon <= 1; ++supcon)
+        for (int ri = 0; ri < 4; ++ri)
+            for (int di = 0; di < 7; ++di) {
+                int pattern = 0;
+                const bool f16 = (ri + di + supcon) % 2;
+                const Problem pr = sweep_case(supcon, ri, di, !f16, &pattern);
+                const Errors e = f16 ? run<__half>(pr) : run<__nv_bfloat16>(pr);
+                expect_within(pr, pattern, f16 ? "f16" : "bf16", e, 1e-5, 1e-5, f16 ? 2e-3 : 1e-2);
+                double *worst = largest[f16 ? 0 : 1];
+                worst[0] = std::fmax(worst[0], e.lse), worst[1] = std::fmax(worst[1], e.loss);
+                worst[2] = std::fmax(worst[2], e.grad);
+            }
+    for (int t = 0; t < 2; ++t)
+        cr_log_info("WMMA %s: largest lse error %.2e, loss %.2e, gradient %.2e", t ? "bf16" : "f16",
+                    largest[t][0], largest[t][1], largest[t][2]);
+}
+
+// Row ranges (closs.h): the range's lse, loss and gradient rows against the reference's range,
+// and a forward of the range alone bit for bit as the full one's rows; f32 (SIMT) and, on every
+// other case, f16 or bf16 (tensor cores). Ranges start and end inside and on tile edges.
 Test(fused_kernels, row_ranges) {
-    Random rnd;
+    random_state = 2468;
     const int ranges[][2] = {{0, 0}, {5, 66}, {64, 2}, {63, 67}, {129, 1}, {0, 71}};
-    const int dims[] = {17, 130};
+    const int range_dims[] = {17, 130};
     for (int supcon = 0; supcon <= 1; ++supcon)
         for (int r = 0; r < 6; ++r)
             for (int di = 0; di < 2; ++di) {
-                Problem pr = random_problem(rnd, supcon, 130, dims[di], r, di + 2 * r);
+                int pattern = 0;
+                Problem pr = sweep_case(supcon, 3, di == 0 ? 2 : 5, false, &pattern);
                 pr.row_begin = ranges[r][0], pr.row_count = ranges[r][1];
-                expect_match(pr, run(pr));
+                expect_within(pr, pattern, "f32", run<float>(pr), 1e-5, 1e-5, 1e-4);
+                if ((r + di) % 2) expect_within(pr, pattern, "f16", run<__half>(pr), 1e-5, 1e-5, 2e-3);
+                else expect_within(pr, pattern, "bf16", run<__nv_bfloat16>(pr), 1e-5, 1e-5, 1e-2);
             }
+}
+
+// SupCon's class sums alone at sizes past the sweep: classes across many 64-row chunks (one class
+// of every row, one huge class among singletons, random classes), against sums in double.
+Test(fused_kernels, class_sums_any_class_sizes) {
+    using namespace closs;
+    random_state = 777;
+    const int M = 1000, D = 5;
+    for (int pattern = 0; pattern < 3; ++pattern) {
+        std::vector<float> z((size_t)M * D), norms(M), inv_norm(M);
+        for (auto &v : z) v = (float)(2 * random_uniform() - 1);
+        std::vector<int64_t> labels(M);
+        for (int i = 0; i < M; ++i)
+            labels[i] = pattern == 0 ? 3 : pattern == 1 ? (i % 7 ? 5 : 100 + i) : (int64_t)(random_uniform() * 40);
+        std::vector<int> order(M), heads(M), ids(M), class_of(M), start(M / 2), end(M / 2);
+        std::vector<int64_t> keys(M);
+        for (int r = 0; r < M; ++r) order[r] = r;
+        std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return labels[x] < labels[y]; });
+        for (int r = 0; r < M; ++r) keys[r] = labels[order[r]];
+        int nonfinite = 0, class_count = 0;
+        closs_contrastive_launch job = {};
+        job.supcon = 1, job.dtype = CLOSS_F32, job.rows = M, job.dim = D, job.ld = D, job.z = z.data();
+        job.normalize = 1, job.norms = norms.data(), job.inv_norm = inv_norm.data(), job.nonfinite = &nonfinite;
+        job.class_heads = heads.data(), job.class_ids = ids.data(), job.class_of = class_of.data();
+        job.class_start = start.data(), job.class_end = end.data(), job.class_count = &class_count;
+        launch(2, kBlock, [&] { embed_kernel<float>(job); });
+        launch(1, kBlock, [&] { class_heads_kernel<int64_t>(job, keys.data()); });
+        std::inclusive_scan(heads.begin(), heads.end(), ids.begin());
+        launch(1, kBlock, [&] { assign_classes_kernel<int64_t>(job, keys.data(), order.data()); });
+        const int64_t chunks = (M + kSumChunk - 1) / kSumChunk;
+        std::vector<float> sums((size_t)(M / 2) * D, NAN), carry_in((size_t)chunks * D), carry_out(carry_in.size());
+        launch(3, 128, [&] {
+            class_sums_chunk_kernel<float>(job, order.data(), nullptr, sums.data(), carry_in.data(), carry_out.data());
+        });
+        launch(2, kBlock, [&] { class_sums_merge_kernel(job, sums.data(), carry_in.data(), carry_out.data()); });
+        double worst = 0.0;
+        for (int k = 0; k < class_count; ++k)
+            for (int c = 0; c < D; ++c) {
+                double want = 0.0, size = 0.0;
+                for (int i = 0; i < M; ++i)
+                    if (class_of[i] == k) {
+                        want += (double)z[(size_t)i * D + c] * inv_norm[i];
+                        size += 1.0;
+                    }
+                worst = std::fmax(worst, std::fabs(sums[(size_t)k * D + c] - want) / std::sqrt(size));
+            }
+        cr_expect(worst <= 1e-5 && class_count > 0, "labels %d: %d classes, largest error %.2e (per √rows)",
+                  pattern, class_count, worst);
+    }
 }

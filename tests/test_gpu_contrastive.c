@@ -707,6 +707,33 @@ Test(gpu_contrastive, paths) {
     }
 }
 
+/* The tensor-core kernels (FUSED with f16 and bf16 inputs): rows around the 64-row tiles, D
+ * around the 16-column WMMA steps and each padded width (64, 128, 256), every temperature and
+ * normalisation, against the reference. */
+Test(gpu_contrastive, tensor_core_shapes) {
+    CLOSS_REQUIRE_GPU();
+    static const int64_t rows[] = {2, 63, 64, 65, 130, 1000};
+    static const int64_t dims[] = {1, 15, 16, 17, 64, 100, 128, 129, 200, 256};
+    int index = 0;
+    for (int loss = 0; loss < 2; ++loss)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
+            for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d, ++index) {
+                contrastive_case c = {(loss_kind)loss,
+                                      index % VARIANTS,
+                                      (closs_reduction_t)(index % 3),
+                                      index % 2 ? CLOSS_F16 : CLOSS_BF16,
+                                      loss == LOSS_NTXENT ? rows[r] + rows[r] % 2 : rows[r],
+                                      dims[d],
+                                      index / 2 % 2,
+                                      index / 4 % 2,
+                                      CLOSS_PATH_FUSED,
+                                      index / 3 % 2,
+                                      index / 5 % 2 ? CLOSS_I64 : CLOSS_I32,
+                                      (label_pattern)(index % LABEL_PATTERNS)};
+                check_case(handle, &c);
+            }
+}
+
 /* Check mode reads the verdict back before computing: a NaN in z is reported with its row, by
  * every call, and no output is written. */
 Test(gpu_contrastive, check_mode) {
@@ -985,6 +1012,7 @@ Test(gpu_contrastive, fused_matches_chunked_at_65536_rows) {
     compare_paths(LOSS_SUPCON, CLOSS_F32, CLOSS_REDUCTION_NONE);
     compare_paths(LOSS_NTXENT, CLOSS_BF16, CLOSS_REDUCTION_NONE);
     compare_paths(LOSS_SUPCON, CLOSS_BF16, CLOSS_REDUCTION_MEAN);
+    compare_paths(LOSS_NTXENT, CLOSS_F16, CLOSS_REDUCTION_SUM); /* f16 and bf16: tensor cores */
 }
 
 /* ---- row ranges (closs.h "Row ranges") --------------------------------------------------------
