@@ -14,7 +14,7 @@ struct closs_handle_st {
     int device;
     int multiprocessors;
     unsigned long long *check_flags; /* device: 2 values for check mode */
-    void *cublas;                    /* cublasHandle_t, for NT-Xent and SupCon's chunked path */
+    void *cublas; /* cublasHandle_t of the chunked path, NULL until its first call */
     void *workspace;                 /* device: grown on demand for callers that pass none */
     size_t workspace_bytes;
 };
@@ -25,6 +25,10 @@ struct closs_handle_st {
 /* The handle is not NULL (checked after the arguments, so that argument errors are reported the
  * same way with or without a device). */
 closs_status_t closs_check_handle(closs_handle_t handle);
+
+/* The handle's cuBLAS context, created on first use (NT-Xent and SupCon's chunked path); a
+ * failure to create it is CUBLAS_ERROR, and the next call tries again. */
+closs_status_t closs_handle_cublas(closs_handle_t handle, void **cublas);
 
 /* Picks the workspace of a call: the caller's (at least `needed` bytes), or with NULL and 0 the
  * handle's own, grown to `needed` if smaller. */

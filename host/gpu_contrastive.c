@@ -215,6 +215,8 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     CLOSS_TRY(closs_check_handle(handle));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
+    void *cublas = NULL;
+    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, &cublas));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
     CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, call->supcon, fused, &job));
@@ -245,7 +247,7 @@ static closs_status_t run(closs_handle_t handle, const contrastive_call *call, v
     job.upstream = call->upstream;
     job.grad = call->backward ? call->grad_z.data : NULL;
     job.grad_ld = call->grad_z.ld;
-    job.cublas = handle->cublas;
+    job.cublas = cublas;
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, cuda_stream));

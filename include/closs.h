@@ -387,7 +387,8 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *   FUSED    similarity tiles stay on chip; workspace O(M) floats, plus for SupCon the label sort
  *            and M·D floats of class sums; D ≤ 256 (NOT_SUPPORTED above).
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows: the inputs' size (M·D floats) plus
- *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D.
+ *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D. A
+ *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  *   *_forward   loss (1 float, or M for NONE) and `stats`: M device floats, each anchor's
  *               log-sum-exp (the same on both paths: a forward on one path may feed a backward
