@@ -14,7 +14,7 @@ struct closs_handle_st {
     int device;
     int multiprocessors;
     unsigned long long *check_flags; /* device: 2 values for check mode */
-    void *cublas; /* cublasHandle_t of the chunked path, NULL until its first call */
+    void *cublas;                    /* cublasHandle_t: the chunked path's, NULL until used */
     void *workspace;                 /* device: grown on demand for callers that pass none */
     size_t workspace_bytes;
 };
