@@ -7,7 +7,11 @@
  *   - backward alone with random upstream gradients (one per row for NONE);
  *   - forward alone (per-row losses for NONE);
  *   - a second forward+backward gives the same bits.
- * Without a device every test is skipped, visibly. */
+ * Gradients are compared norm-wise, relative to the reference's norm or, with cosines, to a floor
+ * (cosine_floor()): at D = 1 every pair of rows is parallel and the cosine's gradient is exactly 0,
+ * while float arithmetic leaves the rounding of the terms that cancel.
+ * Without a device every test is skipped, visibly. CLOSS_GPU_TEST_SCALE=sim (gpu_scale.h) runs
+ * the sizes marked "sim" instead. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@ typedef struct rowwise_case {
     int64_t rows, dim;
     int padded;     /* ld = dim + 5 */
     int misaligned; /* every base pointer one element past a 16-byte boundary */
+    int check_inputs;
 } rowwise_case;
 
 /* The parameters of every loss, one variant of options each. */
@@ -58,6 +63,7 @@ static loss_params set_options(const rowwise_case *c) {
     p.cosine.margin = cosine_margins[c->variant % COSINE_VARIANTS];
     p.cosine.squared = cosine_squared[c->variant % COSINE_VARIANTS];
     p.pair.reduction = p.triplet.reduction = p.cosine.reduction = c->reduction;
+    p.pair.check_inputs = p.triplet.check_inputs = p.cosine.check_inputs = c->check_inputs;
     return p;
 }
 
@@ -205,8 +211,43 @@ static void expect_losses(const case_data *d, size_t count, const double *want, 
     free(got);
 }
 
+/* A bound on |∂ℓ/∂cos| for one row, over the cosines an input row enters: pair
+ * |2yd − 2(1 − y)h| ≤ 2·max(2, m) (d = 1 − cos ≤ 2, h ≤ m); triplet 1 per distance, two at most;
+ * cosine |−y + (1 − y)·q·h^(q−1)| ≤ max(1, 2(1 − δ)) (h ≤ 1 − δ). 0: no cosine in this loss. */
+static double cosine_slope_bound(const rowwise_case *c) {
+    const loss_params p = set_options(c);
+    if (c->loss == LOSS_PAIR)
+        return p.pair.distance == CLOSS_DISTANCE_COSINE ? 2.0 * fmax(2.0, p.pair.margin) : 0.0;
+    if (c->loss == LOSS_TRIPLET) return p.triplet.distance == CLOSS_DISTANCE_COSINE ? 2.0 : 0.0;
+    return p.cosine.squared ? fmax(1.0, 2.0 * (1.0 - p.cosine.margin)) : 1.0;
+}
+
+/* The floor of input k's gradient comparison where the loss has cosines. ∂cos(x_k, x_j)/∂x_k =
+ * x_j/(n_k n_j) − cos·x_k/n_k² is the difference of two terms of norm 1/n_k (n = max(‖x‖, 1e-8)),
+ * which cancel exactly at D = 1; float arithmetic errs by some ulps of them. The floor is a tenth
+ * of their size, weighted as the loss is: 0.1·sqrt(Σ_i (w_i·C/n_ki)²), C = cosine_slope_bound(),
+ * w_i the row's upstream weight (1/rows for MEAN). 0 without cosines. */
+static double cosine_floor(const rowwise_case *c, const case_data *d, const double *upstream,
+                           int k) {
+    const double slope = cosine_slope_bound(c);
+    if (slope == 0.0) return 0.0;
+    double sum = 0.0;
+    for (int64_t i = 0; i < c->rows; ++i) {
+        double weight = upstream ? upstream[c->reduction == CLOSS_REDUCTION_NONE ? i : 0] : 1.0;
+        if (c->reduction == CLOSS_REDUCTION_MEAN) weight /= (double)c->rows;
+        double squares = 0.0;
+        for (int64_t e = 0; e < c->dim; ++e) {
+            const double value = d->host[k][i * c->dim + e];
+            squares += value * value;
+        }
+        const double term = weight * slope / fmax(sqrt(squares), 1e-8);
+        sum += term * term;
+    }
+    return 0.1 * sqrt(sum);
+}
+
 static void expect_gradients(const rowwise_case *c, const case_data *d, double *const want[3],
-                             const char *what, const char *name) {
+                             const double *upstream, const char *what, const char *name) {
     const size_t dense = (size_t)c->rows * (size_t)c->dim, element = closs_dtype_size(c->dtype);
     char *strided = malloc((size_t)c->rows * (size_t)d->ld * element + 1);
     float *got = malloc((dense + 1) * sizeof(float));
@@ -215,7 +256,7 @@ static void expect_gradients(const rowwise_case *c, const case_data *d, double *
         for (int64_t r = 0; r < c->rows; ++r)
             widen_from_dtype(strided + (size_t)r * (size_t)d->ld * element, (size_t)c->dim,
                              c->dtype, got + r * c->dim);
-        double error = relative_error(got, want[k], dense);
+        double error = relative_error_above(got, want[k], dense, cosine_floor(c, d, upstream, k));
         cr_expect(error <= gradient_tolerance(c->dtype),
                   "%s: %s gradient %d relative error %.3g (tolerance %.1g)", name, what, k, error,
                   gradient_tolerance(c->dtype));
@@ -250,7 +291,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
                  name, closs_last_error());
     gpu_synchronize();
     expect_losses(&d, loss_count, want_loss, "forward+backward", name);
-    expect_gradients(c, &d, want, "forward+backward", name);
+    expect_gradients(c, &d, want, NULL, "forward+backward", name);
 
     /* the same bits again */
     const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * closs_dtype_size(c->dtype);
@@ -273,7 +314,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
     cr_assert_eq(call_gpu(handle, c, &d, CALL_BACKWARD), CLOSS_STATUS_SUCCESS, "%s: %s", name,
                  closs_last_error());
     gpu_synchronize();
-    expect_gradients(c, &d, want, "backward", name);
+    expect_gradients(c, &d, want, d.upstream, "backward", name);
 
     /* forward alone */
     cr_assert_eq(call_reference(c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS);
@@ -304,13 +345,21 @@ static void teardown(void) {
 TestSuite(gpu_rowwise, .init = setup, .fini = teardown, .timeout = 600);
 
 /* Every size of the sweep, for each loss: options, reductions, dtypes and layouts rotate with the
- * size so that the sweep covers them all without a full cross product. */
+ * size so that the sweep covers them all without a full cross product. The sim sizes are in the
+ * order that gives every dtype a vectorised case (rows > 0, 16-byte aligned rows). */
 static void sweep_sizes(loss_kind loss) {
-    static const int64_t rows[] = {0, 1, 7, 1000, 100003};
-    static const int64_t dims[] = {1, 3, 64, 127, 128, 1024, 4099};
+    static const int64_t full_rows[] = {0, 1, 7, 1000, 100003}, sim_rows[] = {0, 1, 7, 33};
+    static const int64_t full_dims[] = {1, 3, 64, 127, 128, 1024, 4099},
+                         sim_dims[] = {1, 64, 3, 130, 520};
+    const int sim = gpu_test_simulated();
+    const int64_t *rows = sim ? sim_rows : full_rows, *dims = sim ? sim_dims : full_dims;
+    const size_t row_count =
+        sim ? sizeof sim_rows / sizeof sim_rows[0] : sizeof full_rows / sizeof full_rows[0];
+    const size_t dim_count =
+        sim ? sizeof sim_dims / sizeof sim_dims[0] : sizeof full_dims / sizeof full_dims[0];
     int index = 0;
-    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
-        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d, ++index) {
+    for (size_t r = 0; r < row_count; ++r)
+        for (size_t d = 0; d < dim_count; ++d, ++index) {
             if (rows[r] * dims[d] > 13000000) continue; /* the reference's time and memory */
             rowwise_case c = {loss,
                               index,
@@ -339,10 +388,11 @@ Test(gpu_rowwise, cosine_sizes) {
     sweep_sizes(LOSS_COSINE);
 }
 
-/* Every option set × reduction × dtype at one odd size, aligned and not. */
+/* Every option set × reduction × dtype at one odd size (sim: a smaller one), aligned and not. */
 Test(gpu_rowwise, every_option_reduction_and_dtype) {
     CLOSS_REQUIRE_GPU();
     static const int variants[] = {PAIR_VARIANTS, TRIPLET_VARIANTS, COSINE_VARIANTS};
+    const int sim = gpu_test_simulated();
     for (int loss = 0; loss < 3; ++loss)
         for (int variant = 0; variant < variants[loss]; ++variant)
             for (int reduction = 0; reduction < 3; ++reduction)
@@ -351,8 +401,8 @@ Test(gpu_rowwise, every_option_reduction_and_dtype) {
                                       variant,
                                       (closs_reduction_t)reduction,
                                       (closs_dtype_t)dtype,
-                                      1000,
-                                      127,
+                                      sim ? 9 : 1000,
+                                      sim ? 37 : 127,
                                       variant % 2,
                                       (variant + dtype) % 2};
                     check_case(handle, &c);
@@ -393,21 +443,48 @@ Test(gpu_rowwise, check_mode) {
     free_case(&d);
 }
 
+/* Check mode's kernel in every dtype, for two inputs and three: a NaN (all bits set: NaN in every
+ * dtype) in any input is found, and nothing is written. */
+Test(gpu_rowwise, check_mode_every_dtype_and_input) {
+    CLOSS_REQUIRE_GPU();
+    for (int loss = LOSS_PAIR; loss <= LOSS_TRIPLET; ++loss)
+        for (int dtype = 0; dtype < 3; ++dtype)
+            for (int input = 0; input < input_count((loss_kind)loss); ++input) {
+                uint64_t state = test_seed() | 1;
+                rowwise_case c = {
+                    (loss_kind)loss, 0, CLOSS_REDUCTION_NONE, (closs_dtype_t)dtype, 24, 9, 1,
+                    dtype % 2,       1};
+                case_data d = make_case(&c, &state);
+                const size_t element = closs_dtype_size(c.dtype);
+                gpu_poison((char *)d.device[input] + (size_t)(13 * d.ld + 8) * element, element);
+                poison_outputs(&c, &d);
+                cr_expect_eq(call_gpu(handle, &c, &d, CALL_FORWARD_BACKWARD),
+                             CLOSS_STATUS_NONFINITE_INPUT, "loss %d dtype %d input %d: %s", loss,
+                             dtype, input, closs_last_error());
+                cr_expect(strstr(closs_last_error(), "row 13"), "%s", closs_last_error());
+                float first_loss;
+                gpu_download(&first_loss, d.device_loss, sizeof first_loss);
+                cr_expect(isnan(first_loss), "check mode wrote a loss before failing");
+                free_case(&d);
+            }
+}
+
 /* The caller's workspace: too small is refused before anything runs; the queried size works. */
 Test(gpu_rowwise, caller_workspace) {
     CLOSS_REQUIRE_GPU();
     uint64_t state = test_seed() | 1;
-    rowwise_case c = {LOSS_TRIPLET, 0, CLOSS_REDUCTION_SUM, CLOSS_F32, 5000, 32, 0, 0};
+    const int64_t rows = gpu_test_simulated() ? 40 : 5000;
+    rowwise_case c = {LOSS_TRIPLET, 0, CLOSS_REDUCTION_SUM, CLOSS_F32, rows, 32, 0, 0};
     case_data d = make_case(&c, &state);
     closs_triplet_params params = CLOSS_TRIPLET_PARAMS_INIT;
     params.reduction = CLOSS_REDUCTION_SUM;
     size_t bytes = 0;
-    cr_assert_eq(closs_triplet_workspace_size(handle, &params, 5000, 32, CLOSS_F32, &bytes),
+    cr_assert_eq(closs_triplet_workspace_size(handle, &params, rows, 32, CLOSS_F32, &bytes),
                  CLOSS_STATUS_SUCCESS);
     cr_assert_gt(bytes, 0);
     void *workspace = gpu_alloc(bytes);
     closs_matrix_t m[3];
-    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, 5000, 32);
+    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, rows, 32);
     cr_expect_eq(closs_triplet_forward(handle, &params, m[0], m[1], m[2], d.device_loss, workspace,
                                        bytes - 1, NULL),
                  CLOSS_STATUS_WORKSPACE_TOO_SMALL);
