@@ -31,7 +31,6 @@ typedef struct rowwise_case {
     int64_t rows, dim;
     int padded;     /* ld = dim + 5 */
     int misaligned; /* every base pointer one element past a 16-byte boundary */
-    int check_inputs;
 } rowwise_case;
 
 /* The parameters of every loss, one variant of options each. */
@@ -63,7 +62,6 @@ static loss_params set_options(const rowwise_case *c) {
     p.cosine.margin = cosine_margins[c->variant % COSINE_VARIANTS];
     p.cosine.squared = cosine_squared[c->variant % COSINE_VARIANTS];
     p.pair.reduction = p.triplet.reduction = p.cosine.reduction = c->reduction;
-    p.pair.check_inputs = p.triplet.check_inputs = p.cosine.check_inputs = c->check_inputs;
     return p;
 }
 
@@ -453,14 +451,29 @@ Test(gpu_rowwise, check_mode_every_dtype_and_input) {
                 uint64_t state = test_seed() | 1;
                 rowwise_case c = {
                     (loss_kind)loss, 0, CLOSS_REDUCTION_NONE, (closs_dtype_t)dtype, 24, 9, 1,
-                    dtype % 2,       1};
+                    dtype % 2};
                 case_data d = make_case(&c, &state);
                 const size_t element = closs_dtype_size(c.dtype);
                 gpu_poison((char *)d.device[input] + (size_t)(13 * d.ld + 8) * element, element);
                 poison_outputs(&c, &d);
-                cr_expect_eq(call_gpu(handle, &c, &d, CALL_FORWARD_BACKWARD),
-                             CLOSS_STATUS_NONFINITE_INPUT, "loss %d dtype %d input %d: %s", loss,
-                             dtype, input, closs_last_error());
+                loss_params p = set_options(&c);
+                p.pair.check_inputs = p.triplet.check_inputs = 1;
+                closs_matrix_t m[3];
+                closs_grad_t g[3];
+                for (int k = 0; k < 3; ++k) {
+                    m[k] = closs_matrix_ld(d.device[k], c.dtype, c.rows, c.dim, d.ld);
+                    g[k] = (closs_grad_t){d.device_grad[k], d.ld};
+                }
+                const closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, c.rows);
+                const closs_status_t status =
+                    loss == LOSS_PAIR
+                        ? closs_pair_forward_backward(handle, &p.pair, m[0], m[1], y, d.device_loss,
+                                                      g[0], g[1], NULL, 0, NULL)
+                        : closs_triplet_forward_backward(handle, &p.triplet, m[0], m[1], m[2],
+                                                         d.device_loss, g[0], g[1], g[2], NULL, 0,
+                                                         NULL);
+                cr_expect_eq(status, CLOSS_STATUS_NONFINITE_INPUT, "loss %d dtype %d input %d: %s",
+                             loss, dtype, input, closs_last_error());
                 cr_expect(strstr(closs_last_error(), "row 13"), "%s", closs_last_error());
                 float first_loss;
                 gpu_download(&first_loss, d.device_loss, sizeof first_loss);
@@ -496,5 +509,23 @@ Test(gpu_rowwise, caller_workspace) {
     cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
     gpu_synchronize();
     expect_losses(&d, 1, &want, "caller workspace", "triplet sum");
+
+    /* pair's and cosine's own queries serve them too (the same inputs, y in [0, 1]) */
+    const closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
+    const closs_cosine_params cosine = CLOSS_COSINE_PARAMS_INIT;
+    const closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, rows);
+    size_t pair_bytes = 0, cosine_bytes = 0;
+    cr_assert_eq(closs_pair_workspace_size(handle, &pair, rows, 32, CLOSS_F32, &pair_bytes),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    cr_assert_eq(closs_cosine_workspace_size(handle, &cosine, rows, 32, CLOSS_F32, &cosine_bytes),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    void *pair_workspace = gpu_alloc(pair_bytes), *cosine_workspace = gpu_alloc(cosine_bytes);
+    cr_expect_eq(closs_pair_forward(handle, &pair, m[0], m[1], y, d.device_loss, pair_workspace,
+                                    pair_bytes, NULL),
+                 CLOSS_STATUS_SUCCESS, "pair: %s", closs_last_error());
+    cr_expect_eq(closs_cosine_forward(handle, &cosine, m[0], m[1], y, d.device_loss,
+                                      cosine_workspace, cosine_bytes, NULL),
+                 CLOSS_STATUS_SUCCESS, "cosine: %s", closs_last_error());
+    gpu_synchronize();
     free_case(&d);
 }
