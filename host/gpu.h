@@ -14,7 +14,7 @@ struct closs_handle_st {
     int device;
     int multiprocessors;
     unsigned long long *check_flags; /* device: 2 values for check mode */
-    void *cublas;                    /* cublasHandle_t, for NT-Xent and SupCon's chunked path */
+    void *cublas;                    /* cublasHandle_t: the chunked path's, NULL until used */
     void *workspace;                 /* device: grown on demand for callers that pass none */
     size_t workspace_bytes;
     void *workspace_done; /* cudaEvent_t recorded after each call that used `workspace` */
@@ -28,6 +28,10 @@ struct closs_handle_st {
 /* The handle is not NULL (checked after the arguments, so that argument errors are reported the
  * same way with or without a device). */
 closs_status_t closs_check_handle(closs_handle_t handle);
+
+/* The handle's cuBLAS context, created on first use (NT-Xent and SupCon's chunked path); a
+ * failure to create it is CUBLAS_ERROR, and the next call tries again. */
+closs_status_t closs_handle_cublas(closs_handle_t handle, void **cublas);
 
 /* host/gpu_call.c: what every GPU call does around its launches. */
 

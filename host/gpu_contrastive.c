@@ -292,6 +292,8 @@ static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *w
     CLOSS_TRY(closs_begin_call(handle));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
+    void *cublas = NULL;
+    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, &cublas));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
     CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, call->supcon, fused, &job));
@@ -323,7 +325,7 @@ static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *w
     job.grad = call->backward ? call->grad_z.data : NULL;
     job.grad_ld = call->grad_z.ld;
     set_row_range(&job, call);
-    job.cublas = handle->cublas;
+    job.cublas = cublas;
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, cuda_stream));

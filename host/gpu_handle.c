@@ -1,6 +1,7 @@
-/* The handle: a device, its SM count (for grid sizes), a check-mode buffer, a cuBLAS context and
- * an optional grown-on-demand workspace (host/gpu_call.c hands it out). Built without CUDA,
- * creating one reports NOT_SUPPORTED. */
+/* The handle: a device, its SM count (for grid sizes), a check-mode buffer, an optional
+ * grown-on-demand workspace (host/gpu_call.c hands it out), and a cuBLAS context created on the
+ * chunked path's first call (the fused and row-wise paths never pay for cuBLAS). Built without
+ * CUDA, creating one reports NOT_SUPPORTED. */
 #include <stdlib.h>
 
 #include "error.h"
@@ -71,15 +72,8 @@ closs_status_t closs_create(closs_handle_t *handle) {
     if (status == CLOSS_STATUS_SUCCESS &&
         cudaMalloc((void **)&h->check_flags, 2 * sizeof *h->check_flags) != cudaSuccess)
         status = closs_fail(CLOSS_STATUS_ALLOC_FAILED, "closs_create: 16 bytes of device memory");
-    if (status == CLOSS_STATUS_SUCCESS) {
-        int cublas_status = closs_cublas_create(&h->cublas);
-        if (cublas_status != 0)
-            status = closs_fail(CLOSS_STATUS_CUBLAS_ERROR, "closs_create: cublasCreate: status %d",
-                                cublas_status);
-    }
     if (status != CLOSS_STATUS_SUCCESS) {
         cudaFree(h->check_flags);
-        closs_cublas_destroy(h->cublas);
         free(h);
         return status;
     }
@@ -95,6 +89,22 @@ closs_status_t closs_destroy(closs_handle_t handle) {
     if (handle->workspace_done) cudaEventDestroy((cudaEvent_t)handle->workspace_done);
     closs_cublas_destroy(handle->cublas);
     free(handle);
+    return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_handle_cublas(closs_handle_t handle, void **cublas) {
+    if (!handle->cublas) {
+        void *created = NULL;
+        const int status = closs_cublas_create(&created);
+        if (status != 0) {
+            closs_cublas_destroy(created);
+            return closs_fail(CLOSS_STATUS_CUBLAS_ERROR,
+                              "the chunked path's cuBLAS context: cublasCreate returned status %d",
+                              status);
+        }
+        handle->cublas = created;
+    }
+    *cublas = handle->cublas;
     return CLOSS_STATUS_SUCCESS;
 }
 

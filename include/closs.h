@@ -445,7 +445,8 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *   FUSED    similarity tiles stay on chip; workspace O(M) floats, plus for SupCon the label sort
  *            and M·D floats of class sums; D ≤ 256 (NOT_SUPPORTED above).
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows: the inputs' size (M·D floats) plus
- *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D.
+ *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D. A
+ *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover
  * the range's rows only; *_backward's stats and NONE's upstream are M values whatever the range.

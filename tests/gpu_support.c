@@ -77,7 +77,7 @@ void widen_from_dtype(const void *in, size_t count, closs_dtype_t dtype, float *
     }
 }
 
-double relative_error(const float *got, const double *want, size_t count) {
+double relative_error_above(const float *got, const double *want, size_t count, double minimum) {
     double difference = 0.0, norm = 0.0;
     for (size_t i = 0; i < count; ++i) {
         if (isnan(got[i]) && !isnan(want[i])) return NAN;
@@ -85,7 +85,11 @@ double relative_error(const float *got, const double *want, size_t count) {
         difference += d * d;
         norm += want[i] * want[i];
     }
-    return sqrt(difference) / fmax(sqrt(norm), 1e-30);
+    return sqrt(difference) / fmax(fmax(sqrt(norm), minimum), 1e-30);
+}
+
+double relative_error(const float *got, const double *want, size_t count) {
+    return relative_error_above(got, want, count, 0.0);
 }
 
 double gradient_tolerance(closs_dtype_t dtype) {

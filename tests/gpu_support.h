@@ -8,11 +8,18 @@
 #include <stdint.h>
 
 #include "closs.h"
+#include "gpu_scale.h"
 
-/* Skips the test, visibly, when no CUDA device is usable (CTest marks the suite skipped too). */
+/* Skips the test, visibly, when no CUDA device is usable (CTest marks the suite skipped too); in
+ * the simulated tier (gpu_scale.h) that fails instead: the simulator's runtime was not loaded. */
 #define CLOSS_REQUIRE_GPU()                                                                        \
     do {                                                                                           \
-        if (!gpu_available()) cr_skip_test("no CUDA device: GPU test skipped");                    \
+        if (!gpu_available()) {                                                                    \
+            cr_assert(!gpu_test_simulated(), "CLOSS_GPU_TEST_SCALE=sim, yet the CUDA runtime "     \
+                                             "reports no device: is the simulator's "              \
+                                             "libcudart.so the one loaded?");                      \
+            cr_skip_test("no CUDA device: GPU test skipped");                                      \
+        }                                                                                          \
     } while (0)
 
 int gpu_available(void);
@@ -35,6 +42,8 @@ void widen_from_dtype(const void *in, size_t count, closs_dtype_t dtype, float *
 /* ‖got − want‖ / max(‖want‖, tiny) over `count` values; NaN if any value of got is NaN while
  * want is not. */
 double relative_error(const float *got, const double *want, size_t count);
+/* The same relative to max(‖want‖, minimum), for values whose terms may cancel to 0. */
+double relative_error_above(const float *got, const double *want, size_t count, double minimum);
 
 /* The norm-wise tolerance of a gradient written in `dtype` (its rounding, plus f32 arithmetic). */
 double gradient_tolerance(closs_dtype_t dtype);

@@ -38,7 +38,11 @@
  *     the positive parts of NT-Xent with 2 rows, and the projection (I − ẑẑᵀ)/‖z‖ with 1 column
  *     (every ẑ is ±1). f16 adds its subnormal spacing 2^-24 per element: the mean gradient over
  *     thousands of anchors at τ = 10 lies below f16's smallest normal number (6.1e-5).
- *   - SupCon with no positive anywhere (valid 0): loss and gradient exactly 0. */
+ *   - SupCon with no positive anywhere (valid 0): loss and gradient exactly 0.
+ *
+ * CLOSS_GPU_TEST_SCALE=sim (gpu_scale.h) runs the sizes marked "sim" instead, on the fused path
+ * only: there the chunked path's calls must fail with CUBLAS_ERROR (the simulator cannot create
+ * a cuBLAS context), having written nothing. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -580,10 +584,11 @@ static void teardown(void) {
 
 TestSuite(gpu_contrastive, .init = setup, .fini = teardown, .timeout = 600);
 
-/* The path of a case: AUTO, CHUNKED or FUSED by `rotation`, FUSED only where it takes D. */
+/* The path of a case: AUTO, CHUNKED or FUSED by `rotation`, FUSED only where it takes D; in the
+ * simulated tier AUTO and FUSED (its dimensions all take the fused path). */
 static closs_path_t rotate_path(int rotation, int64_t dim) {
     static const closs_path_t paths[3] = {CLOSS_PATH_AUTO, CLOSS_PATH_FUSED, CLOSS_PATH_CHUNKED};
-    const closs_path_t path = paths[rotation % 3];
+    const closs_path_t path = paths[rotation % (gpu_test_simulated() ? 2 : 3)];
     return path == CLOSS_PATH_FUSED && dim > 256 ? CLOSS_PATH_CHUNKED : path;
 }
 
@@ -595,16 +600,25 @@ static closs_path_t rotate_path(int rotation, int64_t dim) {
 static void sweep_sizes(loss_kind loss) {
     static const int64_t ntxent_rows[] = {2, 64, 1000, 4096, 10000};
     static const int64_t supcon_rows[] = {2, 3, 64, 1000, 4097, 10001};
-    enum { DIMS = 7 };
-    static const int64_t dims[DIMS] = {1, 3, 64, 128, 130, 256, 1000};
-    const int64_t *rows = loss == LOSS_NTXENT ? ntxent_rows : supcon_rows;
-    const int row_count = loss == LOSS_NTXENT ? (int)(sizeof ntxent_rows / sizeof ntxent_rows[0])
-                                              : (int)(sizeof supcon_rows / sizeof supcon_rows[0]);
+    static const int64_t full_dims[] = {1, 3, 64, 128, 130, 256, 1000};
+    /* sim: partial 64-row tiles, and D up to the fused path's 256 (a 64 × 64 tile costs the same
+     * whatever its rows: the larger D only with one tile) */
+    static const int64_t sim_ntxent_rows[] = {2, 66}, sim_supcon_rows[] = {3, 65};
+    static const int64_t sim_dims[] = {1, 3, 64, 130, 256};
+    const int sim = gpu_test_simulated();
+    const int64_t *rows = loss == LOSS_NTXENT ? (sim ? sim_ntxent_rows : ntxent_rows)
+                                              : (sim ? sim_supcon_rows : supcon_rows);
+    const int row_count = sim                   ? 2
+                          : loss == LOSS_NTXENT ? (int)(sizeof ntxent_rows / sizeof ntxent_rows[0])
+                                                : (int)(sizeof supcon_rows / sizeof supcon_rows[0]);
+    const int64_t *dims = sim ? sim_dims : full_dims;
+    const int dim_count = sim ? (int)(sizeof sim_dims / sizeof sim_dims[0])
+                              : (int)(sizeof full_dims / sizeof full_dims[0]);
     for (int r = 0; r < row_count; ++r)
-        for (int d = 0; d < DIMS; ++d) {
-            /* The reference's and measure_inputs()'s O(M²·D) time. */
-            if ((double)rows[r] * (double)rows[r] * (double)dims[d] > 4.3e9) continue;
-            const int index = r * DIMS + d;
+        for (int d = 0; d < dim_count; ++d) {
+            /* The reference's and measure_inputs()'s O(M²·D) time; the simulator's. */
+            if ((double)rows[r] * (double)rows[r] * (double)dims[d] > (sim ? 3e5 : 4.3e9)) continue;
+            const int index = r * dim_count + d;
             contrastive_case c = {loss,
                                   (r + 4 * d) % VARIANTS,
                                   (closs_reduction_t)(index % 3),
@@ -633,18 +647,23 @@ Test(gpu_contrastive, supcon_sizes) {
 
 /* Every normalisation and temperature × reduction × dtype at one size, aligned and not; SupCon's
  * base temperature, label dtype and label pattern rotate (every pattern meets every reduction,
- * dtype and temperature). */
+ * dtype and temperature). sim: one 64-row tile, the dtype rotating too (every temperature and
+ * every reduction still meet every dtype), and D by the reduction: 24, 72 and 130, one for each
+ * of the backward kernel's D ≤ 64, 128 and 256, each of which meets every dtype and temperature. */
 static void every_option(loss_kind loss) {
+    const int sim = gpu_test_simulated();
+    static const int64_t sim_dims[3] = {24, 72, 130};
     int index = 0;
     for (int variant = 0; variant < VARIANTS; ++variant)
         for (int reduction = 0; reduction < 3; ++reduction)
             for (int dtype = 0; dtype < 3; ++dtype, ++index) {
+                if (sim && dtype != (variant + reduction) % 3) continue;
                 contrastive_case c = {loss,
                                       variant,
                                       (closs_reduction_t)reduction,
                                       (closs_dtype_t)dtype,
-                                      1000,
-                                      130,
+                                      sim ? 40 : 1000,
+                                      sim ? sim_dims[reduction] : 130,
                                       variant % 2,
                                       (variant + dtype) % 2,
                                       rotate_path(reduction + dtype + variant, 130),
@@ -665,24 +684,50 @@ Test(gpu_contrastive, supcon_every_option_reduction_and_dtype) {
     every_option(LOSS_SUPCON);
 }
 
-/* CHUNKED, FUSED and AUTO compute the same losses; FUSED refuses D > 256, with nothing written. */
+/* The simulated tier's chunked path: its first call creates the handle's cuBLAS context, which
+ * the simulator cannot: each call fails with CUBLAS_ERROR, naming cublasCreate, and writes
+ * nothing. The case itself is left out, saying so. */
+static void expect_chunked_refused(closs_handle_t handle, const contrastive_case *c) {
+    GPU_SIM_LEAVES_OUT("the chunked path's cases");
+    uint64_t state = test_seed() | 1;
+    case_data d = make_case(c, &state);
+    const loss_params p = set_options(c);
+    static const call_kind kinds[] = {CALL_FORWARD_BACKWARD, CALL_FORWARD, CALL_BACKWARD};
+    static const char *kind_names[] = {"chunked forward+backward", "chunked forward",
+                                       "chunked backward"};
+    for (int k = 0; k < 3; ++k) {
+        poison_outputs(c, &d);
+        poison_stats(c, &d);
+        cr_expect_eq(call_gpu(handle, c, &d, &p, kinds[k], NULL, 0), CLOSS_STATUS_CUBLAS_ERROR,
+                     "%s: %s", kind_names[k], closs_last_error());
+        cr_expect(strstr(closs_last_error(), "cublasCreate"), "%s", closs_last_error());
+        expect_untouched(c, &d, 1, kind_names[k]);
+    }
+    free_case(&d);
+}
+
+/* CHUNKED, FUSED and AUTO compute the same losses; FUSED refuses D > 256, with nothing written.
+ * sim: smaller, and CHUNKED first, refused (expect_chunked_refused), then AUTO and FUSED on
+ * the same handle. */
 Test(gpu_contrastive, paths) {
     CLOSS_REQUIRE_GPU();
+    const int sim = gpu_test_simulated();
     for (int loss = 0; loss < 2; ++loss) {
-        const int64_t rows = loss == LOSS_NTXENT ? 512 : 513;
+        const int64_t rows = loss == LOSS_NTXENT ? (sim ? 66 : 512) : (sim ? 65 : 513);
         contrastive_case c = {(loss_kind)loss,
                               1,
                               CLOSS_REDUCTION_MEAN,
                               CLOSS_F32,
                               rows,
-                              64,
+                              sim ? 16 : 64,
                               1,
                               1,
                               CLOSS_PATH_CHUNKED,
                               0,
                               CLOSS_I64,
                               LABELS_SINGLETONS};
-        check_case(handle, &c);
+        if (sim) expect_chunked_refused(handle, &c);
+        else check_case(handle, &c);
         c.path = CLOSS_PATH_AUTO;
         check_case(handle, &c);
         c.path = CLOSS_PATH_FUSED;
@@ -832,10 +877,11 @@ Test(gpu_contrastive, nan_reaches_every_anchor) {
  * keys would fault unaligned), one byte less is refused before anything runs. */
 Test(gpu_contrastive, caller_workspace) {
     CLOSS_REQUIRE_GPU();
+    const int64_t rows = gpu_test_simulated() ? 66 : 1000;
     for (int loss = 0; loss < 2; ++loss) {
         uint64_t state = test_seed() | 1;
         contrastive_case c = {
-            (loss_kind)loss, 1, CLOSS_REDUCTION_SUM, CLOSS_F32,     1000, 64, 0, 0,
+            (loss_kind)loss, 1, CLOSS_REDUCTION_SUM, CLOSS_F32,     rows, 64, 0, 0,
             CLOSS_PATH_AUTO, 0, CLOSS_I64,           LABELS_CLASSES};
         char name[300];
         describe(&c, state, name, sizeof name);
@@ -844,15 +890,15 @@ Test(gpu_contrastive, caller_workspace) {
         size_t bytes = 0;
         closs_status_t status =
             loss == LOSS_NTXENT
-                ? closs_ntxent_workspace_size(handle, &p.ntxent, 1000, 64, CLOSS_F32, &bytes)
-                : closs_supcon_workspace_size(handle, &p.supcon, 1000, 64, CLOSS_F32, &bytes);
+                ? closs_ntxent_workspace_size(handle, &p.ntxent, rows, 64, CLOSS_F32, &bytes)
+                : closs_supcon_workspace_size(handle, &p.supcon, rows, 64, CLOSS_F32, &bytes);
         cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
         cr_assert_gt(bytes, 0);
         void *workspace = (char *)gpu_alloc(bytes + 256) + (loss == LOSS_NTXENT ? 256 : 1);
 
         double want_loss = 0.0;
-        double *want_grad = malloc((1000 * 64 + 1) * sizeof(double));
-        double *want_backward = malloc((1000 * 64 + 1) * sizeof(double));
+        double *want_grad = malloc(((size_t)rows * 64 + 1) * sizeof(double));
+        double *want_backward = malloc(((size_t)rows * 64 + 1) * sizeof(double));
         int64_t anchors = 0;
         cr_assert_eq(call_reference(&c, &d, &p, NULL, &want_loss, want_grad, &anchors),
                      CLOSS_STATUS_SUCCESS);
@@ -1008,6 +1054,10 @@ static void compare_paths(loss_kind loss, closs_dtype_t dtype, closs_reduction_t
 
 Test(gpu_contrastive, fused_matches_chunked_at_65536_rows) {
     CLOSS_REQUIRE_GPU();
+    if (gpu_test_simulated()) {
+        GPU_SIM_LEAVES_OUT("fused against chunked at 65,536 rows");
+        return;
+    }
     compare_paths(LOSS_NTXENT, CLOSS_F32, CLOSS_REDUCTION_MEAN);
     compare_paths(LOSS_SUPCON, CLOSS_F32, CLOSS_REDUCTION_NONE);
     compare_paths(LOSS_NTXENT, CLOSS_BF16, CLOSS_REDUCTION_NONE);

@@ -7,7 +7,11 @@
  *   - backward alone with random upstream gradients (one per row for NONE);
  *   - forward alone (per-row losses for NONE);
  *   - a second forward+backward gives the same bits.
- * Without a device every test is skipped, visibly. */
+ * Gradients are compared norm-wise, relative to the reference's norm or, with cosines, to a floor
+ * (cosine_floor()): at D = 1 every pair of rows is parallel and the cosine's gradient is exactly 0,
+ * while float arithmetic leaves the rounding of the terms that cancel.
+ * Without a device every test is skipped, visibly. CLOSS_GPU_TEST_SCALE=sim (gpu_scale.h) runs
+ * the sizes marked "sim" instead. */
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <criterion/criterion.h>
 #include <cuda_runtime_api.h>
@@ -209,8 +213,43 @@ static void expect_losses(const case_data *d, size_t count, const double *want, 
     free(got);
 }
 
+/* A bound on |∂ℓ/∂cos| for one row, over the cosines an input row enters: pair
+ * |2yd − 2(1 − y)h| ≤ 2·max(2, m) (d = 1 − cos ≤ 2, h ≤ m); triplet 1 per distance, two at most;
+ * cosine |−y + (1 − y)·q·h^(q−1)| ≤ max(1, 2(1 − δ)) (h ≤ 1 − δ). 0: no cosine in this loss. */
+static double cosine_slope_bound(const rowwise_case *c) {
+    const loss_params p = set_options(c);
+    if (c->loss == LOSS_PAIR)
+        return p.pair.distance == CLOSS_DISTANCE_COSINE ? 2.0 * fmax(2.0, p.pair.margin) : 0.0;
+    if (c->loss == LOSS_TRIPLET) return p.triplet.distance == CLOSS_DISTANCE_COSINE ? 2.0 : 0.0;
+    return p.cosine.squared ? fmax(1.0, 2.0 * (1.0 - p.cosine.margin)) : 1.0;
+}
+
+/* The floor of input k's gradient comparison where the loss has cosines. ∂cos(x_k, x_j)/∂x_k =
+ * x_j/(n_k n_j) − cos·x_k/n_k² is the difference of two terms of norm 1/n_k (n = max(‖x‖, 1e-8)),
+ * which cancel exactly at D = 1; float arithmetic errs by some ulps of them. The floor is a tenth
+ * of their size, weighted as the loss is: 0.1·sqrt(Σ_i (w_i·C/n_ki)²), C = cosine_slope_bound(),
+ * w_i the row's upstream weight (1/rows for MEAN). 0 without cosines. */
+static double cosine_floor(const rowwise_case *c, const case_data *d, const double *upstream,
+                           int k) {
+    const double slope = cosine_slope_bound(c);
+    if (slope == 0.0) return 0.0;
+    double sum = 0.0;
+    for (int64_t i = 0; i < c->rows; ++i) {
+        double weight = upstream ? upstream[c->reduction == CLOSS_REDUCTION_NONE ? i : 0] : 1.0;
+        if (c->reduction == CLOSS_REDUCTION_MEAN) weight /= (double)c->rows;
+        double squares = 0.0;
+        for (int64_t e = 0; e < c->dim; ++e) {
+            const double value = d->host[k][i * c->dim + e];
+            squares += value * value;
+        }
+        const double term = weight * slope / fmax(sqrt(squares), 1e-8);
+        sum += term * term;
+    }
+    return 0.1 * sqrt(sum);
+}
+
 static void expect_gradients(const rowwise_case *c, const case_data *d, double *const want[3],
-                             const char *what, const char *name) {
+                             const double *upstream, const char *what, const char *name) {
     const size_t dense = (size_t)c->rows * (size_t)c->dim, element = closs_dtype_size(c->dtype);
     char *strided = malloc((size_t)c->rows * (size_t)d->ld * element + 1);
     float *got = malloc((dense + 1) * sizeof(float));
@@ -219,7 +258,7 @@ static void expect_gradients(const rowwise_case *c, const case_data *d, double *
         for (int64_t r = 0; r < c->rows; ++r)
             widen_from_dtype(strided + (size_t)r * (size_t)d->ld * element, (size_t)c->dim,
                              c->dtype, got + r * c->dim);
-        double error = relative_error(got, want[k], dense);
+        double error = relative_error_above(got, want[k], dense, cosine_floor(c, d, upstream, k));
         cr_expect(error <= gradient_tolerance(c->dtype),
                   "%s: %s gradient %d relative error %.3g (tolerance %.1g)", name, what, k, error,
                   gradient_tolerance(c->dtype));
@@ -254,7 +293,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
                  name, closs_last_error());
     gpu_synchronize();
     expect_losses(&d, loss_count, want_loss, "forward+backward", name);
-    expect_gradients(c, &d, want, "forward+backward", name);
+    expect_gradients(c, &d, want, NULL, "forward+backward", name);
 
     /* the same bits again */
     const size_t grad_bytes = (size_t)c->rows * (size_t)d.ld * closs_dtype_size(c->dtype);
@@ -277,7 +316,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
     cr_assert_eq(call_gpu(handle, c, &d, CALL_BACKWARD), CLOSS_STATUS_SUCCESS, "%s: %s", name,
                  closs_last_error());
     gpu_synchronize();
-    expect_gradients(c, &d, want, "backward", name);
+    expect_gradients(c, &d, want, d.upstream, "backward", name);
 
     /* forward alone */
     cr_assert_eq(call_reference(c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS);
@@ -308,13 +347,21 @@ static void teardown(void) {
 TestSuite(gpu_rowwise, .init = setup, .fini = teardown, .timeout = 600);
 
 /* Every size of the sweep, for each loss: options, reductions, dtypes and layouts rotate with the
- * size so that the sweep covers them all without a full cross product. */
+ * size so that the sweep covers them all without a full cross product. The sim sizes are in the
+ * order that gives every dtype a vectorised case (rows > 0, 16-byte aligned rows). */
 static void sweep_sizes(loss_kind loss) {
-    static const int64_t rows[] = {0, 1, 7, 1000, 100003};
-    static const int64_t dims[] = {1, 3, 64, 127, 128, 1024, 4099};
+    static const int64_t full_rows[] = {0, 1, 7, 1000, 100003}, sim_rows[] = {0, 1, 7, 33};
+    static const int64_t full_dims[] = {1, 3, 64, 127, 128, 1024, 4099},
+                         sim_dims[] = {1, 64, 3, 130, 520};
+    const int sim = gpu_test_simulated();
+    const int64_t *rows = sim ? sim_rows : full_rows, *dims = sim ? sim_dims : full_dims;
+    const size_t row_count =
+        sim ? sizeof sim_rows / sizeof sim_rows[0] : sizeof full_rows / sizeof full_rows[0];
+    const size_t dim_count =
+        sim ? sizeof sim_dims / sizeof sim_dims[0] : sizeof full_dims / sizeof full_dims[0];
     int index = 0;
-    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
-        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; ++d, ++index) {
+    for (size_t r = 0; r < row_count; ++r)
+        for (size_t d = 0; d < dim_count; ++d, ++index) {
             if (rows[r] * dims[d] > 13000000) continue; /* the reference's time and memory */
             rowwise_case c = {loss,
                               index,
@@ -343,10 +390,11 @@ Test(gpu_rowwise, cosine_sizes) {
     sweep_sizes(LOSS_COSINE);
 }
 
-/* Every option set × reduction × dtype at one odd size, aligned and not. */
+/* Every option set × reduction × dtype at one odd size (sim: a smaller one), aligned and not. */
 Test(gpu_rowwise, every_option_reduction_and_dtype) {
     CLOSS_REQUIRE_GPU();
     static const int variants[] = {PAIR_VARIANTS, TRIPLET_VARIANTS, COSINE_VARIANTS};
+    const int sim = gpu_test_simulated();
     for (int loss = 0; loss < 3; ++loss)
         for (int variant = 0; variant < variants[loss]; ++variant)
             for (int reduction = 0; reduction < 3; ++reduction)
@@ -355,8 +403,8 @@ Test(gpu_rowwise, every_option_reduction_and_dtype) {
                                       variant,
                                       (closs_reduction_t)reduction,
                                       (closs_dtype_t)dtype,
-                                      1000,
-                                      127,
+                                      sim ? 9 : 1000,
+                                      sim ? 37 : 127,
                                       variant % 2,
                                       (variant + dtype) % 2};
                     check_case(handle, &c);
@@ -397,22 +445,64 @@ Test(gpu_rowwise, check_mode) {
     free_case(&d);
 }
 
+/* Check mode's kernel in every dtype, for two inputs and three: a NaN (all bits set: NaN in every
+ * dtype) in any input is found, and nothing is written. */
+Test(gpu_rowwise, check_mode_every_dtype_and_input) {
+    CLOSS_REQUIRE_GPU();
+    for (int loss = LOSS_PAIR; loss <= LOSS_TRIPLET; ++loss)
+        for (int dtype = 0; dtype < 3; ++dtype)
+            for (int input = 0; input < input_count((loss_kind)loss); ++input) {
+                uint64_t state = test_seed() | 1;
+                rowwise_case c = {
+                    (loss_kind)loss, 0, CLOSS_REDUCTION_NONE, (closs_dtype_t)dtype, 24, 9, 1,
+                    dtype % 2};
+                case_data d = make_case(&c, &state);
+                const size_t element = closs_dtype_size(c.dtype);
+                gpu_poison((char *)d.device[input] + (size_t)(13 * d.ld + 8) * element, element);
+                poison_outputs(&c, &d);
+                loss_params p = set_options(&c);
+                p.pair.check_inputs = p.triplet.check_inputs = 1;
+                closs_matrix_t m[3];
+                closs_grad_t g[3];
+                for (int k = 0; k < 3; ++k) {
+                    m[k] = closs_matrix_ld(d.device[k], c.dtype, c.rows, c.dim, d.ld);
+                    g[k] = (closs_grad_t){d.device_grad[k], d.ld};
+                }
+                const closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, c.rows);
+                const closs_status_t status =
+                    loss == LOSS_PAIR
+                        ? closs_pair_forward_backward(handle, &p.pair, m[0], m[1], y, d.device_loss,
+                                                      g[0], g[1], NULL, 0, NULL)
+                        : closs_triplet_forward_backward(handle, &p.triplet, m[0], m[1], m[2],
+                                                         d.device_loss, g[0], g[1], g[2], NULL, 0,
+                                                         NULL);
+                cr_expect_eq(status, CLOSS_STATUS_NONFINITE_INPUT, "loss %d dtype %d input %d: %s",
+                             loss, dtype, input, closs_last_error());
+                cr_expect(strstr(closs_last_error(), "row 13"), "%s", closs_last_error());
+                float first_loss;
+                gpu_download(&first_loss, d.device_loss, sizeof first_loss);
+                cr_expect(isnan(first_loss), "check mode wrote a loss before failing");
+                free_case(&d);
+            }
+}
+
 /* The caller's workspace: too small is refused before anything runs; the queried size works at
  * any address (1 byte and 256 bytes past cudaMalloc's alignment: the call aligns up inside it). */
 Test(gpu_rowwise, caller_workspace) {
     CLOSS_REQUIRE_GPU();
     uint64_t state = test_seed() | 1;
-    rowwise_case c = {LOSS_TRIPLET, 0, CLOSS_REDUCTION_SUM, CLOSS_F32, 5000, 32, 0, 0};
+    const int64_t rows = gpu_test_simulated() ? 40 : 5000;
+    rowwise_case c = {LOSS_TRIPLET, 0, CLOSS_REDUCTION_SUM, CLOSS_F32, rows, 32, 0, 0};
     case_data d = make_case(&c, &state);
     closs_triplet_params params = CLOSS_TRIPLET_PARAMS_INIT;
     params.reduction = CLOSS_REDUCTION_SUM;
     size_t bytes = 0;
-    cr_assert_eq(closs_triplet_workspace_size(handle, &params, 5000, 32, CLOSS_F32, &bytes),
+    cr_assert_eq(closs_triplet_workspace_size(handle, &params, rows, 32, CLOSS_F32, &bytes),
                  CLOSS_STATUS_SUCCESS);
     cr_assert_gt(bytes, 0);
     char *allocation = gpu_alloc(bytes + 256);
     closs_matrix_t m[3];
-    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, 5000, 32);
+    for (int k = 0; k < 3; ++k) m[k] = closs_matrix(d.device[k], CLOSS_F32, rows, 32);
     double want;
     double *no_grads[3] = {NULL, NULL, NULL};
     cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
@@ -431,6 +521,24 @@ Test(gpu_rowwise, caller_workspace) {
         snprintf(what, sizeof what, "caller workspace at offset %zu", offsets[i]);
         expect_losses(&d, 1, &want, what, "triplet sum");
     }
+
+    /* pair's and cosine's own queries serve them too (the same inputs, y in [0, 1]) */
+    const closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
+    const closs_cosine_params cosine = CLOSS_COSINE_PARAMS_INIT;
+    const closs_vector_t y = closs_vector(d.device_labels, CLOSS_F32, rows);
+    size_t pair_bytes = 0, cosine_bytes = 0;
+    cr_assert_eq(closs_pair_workspace_size(handle, &pair, rows, 32, CLOSS_F32, &pair_bytes),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    cr_assert_eq(closs_cosine_workspace_size(handle, &cosine, rows, 32, CLOSS_F32, &cosine_bytes),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    void *pair_workspace = gpu_alloc(pair_bytes), *cosine_workspace = gpu_alloc(cosine_bytes);
+    cr_expect_eq(closs_pair_forward(handle, &pair, m[0], m[1], y, d.device_loss, pair_workspace,
+                                    pair_bytes, NULL),
+                 CLOSS_STATUS_SUCCESS, "pair: %s", closs_last_error());
+    cr_expect_eq(closs_cosine_forward(handle, &cosine, m[0], m[1], y, d.device_loss,
+                                      cosine_workspace, cosine_bytes, NULL),
+                 CLOSS_STATUS_SUCCESS, "cosine: %s", closs_last_error());
+    gpu_synchronize();
     free_case(&d);
 }
 
