@@ -62,16 +62,16 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
             (closs_span){"labels", call->labels.data,
                          (size_t)call->labels.length * closs_dtype_size(call->labels.dtype)};
     if (call->forward) {
-        outputs[output_count++] =
-            (closs_span){"loss", call->loss, per_call_floats(call, call->range.count) * sizeof(float)};
+        outputs[output_count++] = (closs_span){
+            "loss", call->loss, per_call_floats(call, call->range.count) * sizeof(float)};
         outputs[output_count++] = stats;
         outputs[output_count++] = (closs_span){"valid", call->valid, sizeof(int64_t)};
     } else if (call->backward) {
         inputs[input_count++] = stats;
     }
     if (call->backward) {
-        inputs[input_count++] =
-            (closs_span){"upstream", call->upstream, per_call_floats(call, call->z.rows) * sizeof(float)};
+        inputs[input_count++] = (closs_span){"upstream", call->upstream,
+                                             per_call_floats(call, call->z.rows) * sizeof(float)};
         outputs[output_count++] = (closs_span){"grad_z", grad.data, closs_matrix_span(grad)};
     }
     return closs_check_disjoint(outputs, output_count, inputs, input_count);
