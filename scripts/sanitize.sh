@@ -14,7 +14,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOSS_ENABLE_CUDA=OFF \
       -DCLOSS_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"
-ctest --test-dir build-asan --output-on-failure -j"$jobs" -E '^(package|python_package|python_jax)$'
+ctest --test-dir build-asan --output-on-failure -j"$jobs" -E '^(package|python_package|python_distributed|python_jax)$'
 
 export TSAN_OPTIONS=halt_on_error=1
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCLOSS_ENABLE_CUDA=OFF -DCLOSS_USE_OPENMP=OFF \
