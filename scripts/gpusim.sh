@@ -50,6 +50,13 @@ run_dir=$build/sim-run
 logs=$build/sim-logs
 echo "gpusim: building in build-gpusim/"
 mkdir -p "$build"
+# The shared ptxas wrapper caches what `ptxas` printed, by the PTX, so that the simulator's
+# `ptxas -v` at every process start is fast; a cache hit writes no cubin, which a build needs (a
+# second configure would find CMake's identical compiler-id PTX cached and fail). The build gets an
+# empty cache of its own; the test runs below use the shared one.
+build_ptxas_cache=$build/ptxas-build-cache
+rm -rf "$build_ptxas_cache"
+export GPUSIM_PTXAS_CACHE=$build_ptxas_cache
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_COMPILER="$CUDA_INSTALL_PATH/bin/nvcc" -DCMAKE_CUDA_HOST_COMPILER=g++-11 \
     -DCUDAToolkit_ROOT="$CUDA_INSTALL_PATH" -DCMAKE_CUDA_ARCHITECTURES=70-virtual \
@@ -57,6 +64,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
     >"$build/gpusim-configure.log" 2>&1 || { cat "$build/gpusim-configure.log" >&2; exit 1; }
 cmake --build "$build" -j"$(nproc)" --target test_gpu_rowwise test_gpu_contrastive test_cli \
     closs_cli >"$build/gpusim-build.log" 2>&1 || { tail -n 60 "$build/gpusim-build.log" >&2; exit 1; }
+unset GPUSIM_PTXAS_CACHE
 build_done=$SECONDS
 cpu_now
 build_cpu=$cpu
