@@ -28,6 +28,12 @@ static inline int gpu_test_simulated(void) {
                 "kernels cannot run in a simulator",                                               \
                 what)
 
+/* Skips the calling test in the simulated tier, saying why it cannot run there. */
+#define GPU_SIM_SKIPS(why)                                                                         \
+    do {                                                                                           \
+        if (gpu_test_simulated()) cr_skip_test("CLOSS_GPU_TEST_SCALE=sim: not run: %s", why);      \
+    } while (0)
+
 /* Says that the simulated tier leaves out `what`, an f16 case on the fused path: GPGPU-Sim 4.2
  * crashes (the test process dies) in the f16 tensor-core kernels (wmma_forward_kernel, seen
  * 2026-11-30), so they have run only in the CPU emulation (tests/test_fused_kernels.cpp). bf16

@@ -557,9 +557,8 @@ static void CUDART_CB hold_until_released(void *unused) {
  * at once, its partial sums in the buffer the held call is about to use. */
 Test(gpu_rowwise, handle_workspace_ordered_across_streams) {
     CLOSS_REQUIRE_GPU();
-    if (gpu_test_simulated())
-        cr_skip_test("CLOSS_GPU_TEST_SCALE=sim: not run: it holds one stream with a host function "
-                     "while another runs, and the simulator does not run streams concurrently");
+    GPU_SIM_SKIPS("it holds one stream with a host function while another runs, and the simulator "
+                  "does not run streams concurrently");
     uint64_t state = test_seed() | 1;
     rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 20000, 64, 0, 0};
     case_data d = make_case(&c, &state);
@@ -640,9 +639,8 @@ Test(gpu_rowwise, handle_of_another_device_is_refused) {
 /* A CUDA error pending from the caller's own work is reported as such and left in place. */
 Test(gpu_rowwise, pending_error_is_the_callers) {
     CLOSS_REQUIRE_GPU();
-    if (gpu_test_simulated())
-        cr_skip_test("CLOSS_GPU_TEST_SCALE=sim: not run: it needs the CUDA runtime's pending error "
-                     "after a failed cudaMalloc, which the simulator's runtime does not promise");
+    GPU_SIM_SKIPS("it needs the CUDA runtime's pending error after a failed cudaMalloc, which the "
+                  "simulator's runtime does not promise");
     uint64_t state = test_seed() | 1;
     rowwise_case c = {LOSS_PAIR, 0, CLOSS_REDUCTION_MEAN, CLOSS_F32, 100, 16, 0, 0};
     case_data d = make_case(&c, &state);
