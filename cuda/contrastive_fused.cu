@@ -46,7 +46,7 @@
 // when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
 // range's rows; the column tiles always run over all M rows.
 // The kernels live in contrastive_fused_kernels.cuh (this file: CUB, the launch sequence and the
-// C entry points), which tests/test_fused_kernels.cpp also runs on the CPU, a thread per CUDA
+// C entry points), which tests/test_contrastive_kernels.cpp also runs on the CPU, a thread per CUDA
 // thread.
 // Determinism: every sum has one order (products over D in increasing k, each lane's terms in
 // increasing j, fixed butterflies, class sums in sorted order), no float atomics; CUB's radix
@@ -54,39 +54,12 @@
 // exactly as tests/test_contrastive_math.c's CPU emulation of this algorithm does.
 // Cost: forward 2·M²·D flops and M² exponentials, backward 4·M²·D and M² (2·M² with the online
 // maximum). Extra memory: O(M), plus SupCon's (M/2)·D floats for each of C and A.
-#include <cub/device/device_radix_sort.cuh>
-#include <cub/device/device_scan.cuh>
-
 #include "contrastive_wmma_kernels.cuh"
 
 namespace closs {
 namespace {
 
 constexpr int kClassThreads = 128;
-
-// Sorts (label, row) and numbers the classes; *order receives the sorted rows.
-template <typename L>
-cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, const int **order) {
-    const int rows = (int)job.rows;
-    cudaError_t status =
-        cudaMemcpyAsync(job.sort_keys[0], job.labels, (size_t)rows * sizeof(L), cudaMemcpyDeviceToDevice, stream);
-    if (status != cudaSuccess) return status;
-    iota_kernel<<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job.sort_index[0], rows);
-    CLOSS_RETURN_IF_LAUNCH_FAILED(); // before CUB, which could clear it
-    cub::DoubleBuffer<L> keys(static_cast<L *>(job.sort_keys[0]), static_cast<L *>(job.sort_keys[1]));
-    cub::DoubleBuffer<int> index(job.sort_index[0], job.sort_index[1]);
-    size_t bytes = job.cub_temp_bytes;
-    status = cub::DeviceRadixSort::SortPairs(job.cub_temp, bytes, keys, index, rows, 0, (int)sizeof(L) * 8, stream);
-    if (status != cudaSuccess) return status;
-    class_heads_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current());
-    CLOSS_RETURN_IF_LAUNCH_FAILED();
-    bytes = job.cub_temp_bytes;
-    status = cub::DeviceScan::InclusiveSum(job.cub_temp, bytes, job.class_heads, job.class_ids, rows, stream);
-    if (status != cudaSuccess) return status;
-    assign_classes_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current(), index.Current());
-    *order = index.Current();
-    return cudaGetLastError();
-}
 
 // C_k (weights NULL) or A_k for every class: the chunks of sorted rows, then the classes that
 // span chunks.
@@ -131,37 +104,46 @@ cudaError_t wmma_pass(const closs_contrastive_launch &job, bool backward, cudaSt
 }
 
 // bf16 WMMA needs sm_80 (f16's sm_70 is below every architecture CUDA 13 builds for).
-bool wmma_on_device(closs_dtype_t dtype) {
+bool bf16_wmma_on_device() {
     int device = 0, major = 0;
-    if (dtype != CLOSS_BF16) return true;
     return cudaGetDevice(&device) == cudaSuccess &&
            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
 }
 
-// The similarity pass of the forward or the backward: WMMA for 16-bit inputs, SIMT for f32 (whose
-// contract tolerance a 16-bit product cannot meet; see the README) and for bf16 before sm_80.
+// A similarity pass on tensor cores; the backward's first needs each anchor's factor in G.
 template <typename T, bool kFixed>
-cudaError_t similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    if constexpr (!std::is_same<T, float>::value) {
-        if (wmma_on_device(job.dtype)) {
-            if (backward) {
-                cudaError_t status = cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream);
-                if (status != cudaSuccess) return status;
-                wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-            }
-            switch (wmma_dim_variant(job.dim)) {
-            case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
-            case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
-            default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
-            }
-        }
+cudaError_t wmma_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    if (backward) wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+    switch (wmma_dim_variant(job.dim)) {
+    case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
+    case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
+    default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
     }
-    // The SIMT kernels take their anchors from the job's range: the backward's rows, the forward's lse.
+}
+
+// A similarity pass by the SIMT kernels, over the job's range: the backward's rows, the forward's
+// lse.
+template <typename T, bool kFixed>
+cudaError_t simt_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
     const int64_t anchors = backward ? job.row_count : job.lse_count;
     const unsigned tiles = (unsigned)((anchors + kTile - 1) / kTile);
     if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
     forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
     return cudaGetLastError();
+}
+
+// The similarity pass of the forward or the backward: f32 on the SIMT kernels (its contract
+// tolerance a 16-bit product cannot meet; see the README), f16 on tensor cores (every target CUDA
+// 13 builds has them, so f16 has no SIMT kernels), bf16 on tensor cores from sm_80 and SIMT before.
+template <typename T, bool kFixed>
+cudaError_t similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    if constexpr (std::is_same<T, __half>::value) {
+        return wmma_similarity_pass<T, kFixed>(job, backward, stream);
+    } else {
+        if constexpr (std::is_same<T, __nv_bfloat16>::value)
+            if (bf16_wmma_on_device()) return wmma_similarity_pass<T, kFixed>(job, backward, stream);
+        return simt_similarity_pass<T, kFixed>(job, backward, stream);
+    }
 }
 
 template <typename T, bool kFixed>
@@ -171,12 +153,8 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
     const int warps_per_block = kBlock / kWarpSize;
     embed_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
     const int *order = nullptr;
-    if (job.supcon) {
-        status = job.label_dtype == CLOSS_I32 ? classes<int32_t>(job, stream, &order)
-                                              : classes<int64_t>(job, stream, &order);
-        if (status != cudaSuccess) return status;
-    }
-    positives_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+    status = closs_launch_contrastive_classes(&job, stream, &order);
+    if (status != cudaSuccess) return status;
     if (job.supcon) {
         status = class_sums<T>(job, order, nullptr, job.class_sum, stream);
         if (status != cudaSuccess) return status;
@@ -190,6 +168,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
     // The valid count is needed by MEAN's weights in a backward-only call too.
     finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
     if (job.grad) {
+        if (job.factor_max) CLOSS_TRY_CUDA(cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream));
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
         if (job.supcon) {
             status = class_sums<T>(job, order, job.anchor_a, job.class_weighted_sum, stream);
@@ -204,17 +183,6 @@ template <typename T> cudaError_t run_for_shift(const closs_contrastive_launch &
     return job.fixed_shift ? run<T, true>(job, stream) : run<T, false>(job, stream);
 }
 
-template <typename L> cudaError_t cub_bytes(int rows, size_t *bytes) {
-    cub::DoubleBuffer<L> keys(nullptr, nullptr);
-    cub::DoubleBuffer<int> index(nullptr, nullptr);
-    size_t sort = 0, scan = 0;
-    cudaError_t status = cub::DeviceRadixSort::SortPairs(nullptr, sort, keys, index, rows, 0, (int)sizeof(L) * 8);
-    if (status != cudaSuccess) return status;
-    status = cub::DeviceScan::InclusiveSum(nullptr, scan, (const int *)nullptr, (int *)nullptr, rows);
-    *bytes = sort > scan ? sort : scan;
-    return status;
-}
-
 } // namespace
 } // namespace closs
 
@@ -224,9 +192,4 @@ extern "C" cudaError_t closs_launch_contrastive_fused(const closs_contrastive_la
     case CLOSS_BF16: return closs::run_for_shift<__nv_bfloat16>(*job, stream);
     default: return closs::run_for_shift<float>(*job, stream);
     }
-}
-
-extern "C" cudaError_t closs_fused_cub_bytes(int64_t rows, closs_dtype_t label_dtype, size_t *bytes) {
-    return label_dtype == CLOSS_I32 ? closs::cub_bytes<int32_t>((int)rows, bytes)
-                                    : closs::cub_bytes<int64_t>((int)rows, bytes);
 }

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "common.cuh"
 #include "contrastive_math.h"
 #include "launch.h"
@@ -13,11 +15,11 @@
 namespace closs {
 namespace {
 
-constexpr int kBlock = 256;              // threads of the per-row and per-element kernels
 constexpr float kNormalizeEps = 1e-12f;
 
-// ‖z_i‖, the row's scale 1/max(‖z_i‖, eps) (1 without normalisation) and, for the chunked path, ẑ_i
-// (zhat NULL: the fused path scales z as it loads it). Any non-finite element raises the flag
+// ‖z_i‖, the row's scale r_i = 1/max(‖z_i‖, eps) (1 without normalisation; inv_norm NULL: not
+// needed) and ẑ_i = r_i·z_i for the chunked path's f32 (zhat NULL: the other kernels multiply raw
+// z and scale the products). Any non-finite element raises the flag
 // that turns every lse into NaN.
 template <typename T>
 __global__ void embed_kernel(const closs_contrastive_launch job) {
@@ -43,6 +45,18 @@ __global__ void embed_kernel(const closs_contrastive_launch job) {
             if (job.inv_norm) job.inv_norm[row] = scale;
         }
     }
+}
+
+// A 16-bit operand of the backward's second product, G' (either path's 16-bit backward), from
+// float: f16 saturates at ±65504 instead of overflowing to ±inf (reached only by G' of a row with
+// ‖z_j‖ < 4/(65504·τ), in practice a zero row, whose z_j = 0 adds nothing anyway), and a NaN stays
+// NaN (fminf would drop it). G' goes to the product as high = G' rounded and low = G' − high
+// rounded, one product each: a single 16-bit G' errs by 2^-9 (bf16) of each term, and where the
+// softmax and positive parts cancel (a confident positive) that error is the whole answer.
+template <typename T> __device__ __forceinline__ T to_operand(float g) {
+    constexpr float kHalfMax = 65504.0f;
+    if constexpr (std::is_same<T, __half>::value) g = g > kHalfMax ? kHalfMax : g < -kHalfMax ? -kHalfMax : g;
+    return from_float<T>(g);
 }
 
 // Sums `value` over the block in a fixed tree; the result is valid in thread 0.
@@ -99,8 +113,17 @@ __global__ void __launch_bounds__(kBlock) finish_loss_kernel(const closs_contras
     *job.loss = (float)sum;
 }
 
-// w_i and a_i: the upstream gradient of each anchor's loss, scaled, over |P(i)|.
-__global__ void anchor_weights_kernel(const closs_contrastive_launch job) {
+struct MaxFloat {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// w_i and a_i: the upstream gradient of each anchor's loss, scaled, over |P(i)|. With factor_max
+// set (the 16-bit backward of either path, which divides G by β so that 16-bit operands hold it),
+// also β = max_i |w_i|: a fixed block tree, then an integer atomicMax on the bits of a non-negative
+// float (order-free, so deterministic); *factor_max must be 0 before the launch.
+__global__ void __launch_bounds__(kBlock) anchor_weights_kernel(const closs_contrastive_launch job) {
+    __shared__ float shared[kBlock];
+    float largest = 0.0f;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x) {
         float upstream;
         if (job.reduction == CLOSS_REDUCTION_NONE) {
@@ -113,12 +136,11 @@ __global__ void anchor_weights_kernel(const closs_contrastive_launch job) {
         closs_cm_anchor_weights(upstream, job.positives[i], job.scale, &w, &a);
         job.weights[i] = w;
         job.anchor_a[i] = a;
+        largest = fmaxf(largest, fabsf(w));
     }
-}
-
-int grid_for(int64_t work, int per_block) {
-    const int64_t blocks = (work + per_block - 1) / per_block;
-    return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+    if (!job.factor_max) return; // the same for every thread
+    largest = block_reduce(largest, shared, MaxFloat());
+    if (threadIdx.x == 0) atomicMax(job.factor_max, __float_as_uint(largest));
 }
 
 } // namespace

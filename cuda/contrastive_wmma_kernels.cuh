@@ -2,7 +2,7 @@
 // S = Z_i·Z_jᵀ and the gradient products dZ_i += G·Z_j by WMMA (nvcuda::wmma, 16-bit operands,
 // float accumulation; sm_80 and later). contrastive_fused.cu launches these kernels in place of
 // the SIMT forward_kernel/backward_kernel; everything else (norms, classes, class sums, losses,
-// weights) is shared with the SIMT path. A header of its own so that tests/test_fused_kernels.cpp
+// weights) is shared with the SIMT path. A header of its own so that tests/test_contrastive_kernels.cpp
 // runs these very kernels on the CPU, with a whole-tile emulation of WMMA.
 //
 // Math (fused_math.h for the names). Raw rows z are multiplied, never ẑ = r·z: with
@@ -122,14 +122,6 @@ __device__ __forceinline__ float exp2_fast(float x) {
 #else
     return exp2f(x);
 #endif
-}
-
-// G' in the operand type; f16 saturates instead of overflowing to ±inf (see the top), and a NaN
-// stays NaN (fminf would drop it).
-template <typename T> __device__ __forceinline__ T to_operand(float g) {
-    constexpr float kHalfMax = 65504.0f;
-    if constexpr (std::is_same<T, __half>::value) g = g > kHalfMax ? kHalfMax : g < -kHalfMax ? -kHalfMax : g;
-    return from_float<T>(g);
 }
 
 // Rows [r0, r0 + rows) of z into `out` (rows × kDim, ld z_ld), zero past M and past D.
@@ -301,23 +293,12 @@ __device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job
 
 // ---- backward ----------------------------------------------------------------------------------
 
-// Every row's factor in G (b_k with the fixed shift, w_k with the online maximum), and
-// β = max |w_k| by a fixed block tree and an integer atomicMax on the bits of a non-negative float
-// (order-free, so deterministic). *factor_max must be 0 before the launch.
-struct MaxFloat {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
+// Every row's factor in G: b_k with the fixed shift, w_k with the online maximum. (β comes from
+// anchor_weights_kernel.)
 template <bool kFixed>
-__global__ void __launch_bounds__(kBlock) wmma_factors_kernel(const closs_contrastive_launch job) {
-    __shared__ float shared[kBlock];
-    float largest = 0.0f;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x) {
+__global__ void wmma_factors_kernel(const closs_contrastive_launch job) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x)
         job.softmax_factor[i] = softmax_factor<kFixed>(job, i);
-        largest = fmaxf(largest, fabsf(job.weights[i]));
-    }
-    largest = block_reduce(largest, shared, MaxFloat());
-    if (threadIdx.x == 0) atomicMax(job.factor_max, __float_as_uint(largest));
 }
 
 // One tile row of the lane's G' (see the top) into the warp's two 16-bit tiles, G' = high + low.
@@ -344,7 +325,8 @@ __device__ __forceinline__ void coefficient_row(const float *s_row, const float 
     }
 }
 
-// dz for the anchors [row_begin, row_end), against all M rows. Needs wmma_factors_kernel first.
+// dz for the anchors [row_begin, row_end), against all M rows. Needs wmma_factors_kernel and β
+// (anchor_weights_kernel) first.
 template <typename T, bool kFixed, int kDim>
 __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;

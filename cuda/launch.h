@@ -76,37 +76,37 @@ typedef struct closs_contrastive_launch {
     const float *upstream; /* backward: NULL means 1, else 1 value or M (NONE) */
     void *grad;            /* NULL: no backward */
     int64_t grad_ld;
-    int64_t chunk_rows; /* C: rows of S per cuBLAS call */
     /* workspace */
-    float *zhat;                                  /* M × D */
     float *norms, *row_loss, *weights, *anchor_a; /* M each */
     int *positives;                               /* M */
     int *valid_count;                             /* 1 */
     int *nonfinite;                               /* 1 */
-    float *similarity;                            /* C × M */
-    float *dzhat;                                 /* C × D */
-    void *cublas_workspace;
-    size_t cublas_workspace_bytes;
-    void *cublas; /* the handle's cublasHandle_t */
-    /* FUSED path: zhat, similarity, dzhat and cuBLAS are not used */
-    int fixed_shift; /* closs_fm_fixed_shift(): c = 1/τ, else an online maximum */
-    float *inv_norm; /* M: 1/max(‖z_i‖, eps), or 1 without normalisation */
-    /* SupCon's classes: the labels sorted with their row indices, then the classes with at least
-     * two rows (at most M/2) numbered 0..K−1 in label order */
+    float *inv_norm;      /* M: r_i = 1/max(‖z_i‖, eps), 1 unnormalised; NULL: chunked f32 */
+    unsigned *factor_max; /* 1, 16-bit backward of either path: β = max |w| as float bits */
+    /* SupCon's classes (both paths): the labels sorted with their row indices, then the classes
+     * with at least two rows (at most M/2) numbered 0..K−1 in label order */
     void *sort_keys[2];           /* M labels each (int64-sized), CUB's double buffer */
     int *sort_index[2];           /* M row indices each */
     int *class_heads, *class_ids; /* M each: first row of a class of ≥ 2, its inclusive scan */
     int *class_of;                /* M: the row's class, −1 when it has no positive */
     int *class_start, *class_end; /* M/2 each: first and last sorted position of a class */
     int *class_count;             /* 1: K */
-    float *class_sum, *class_weighted_sum; /* (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
-    float *class_carry_in, *class_carry_out; /* ⌈M/64⌉ × D each: the class sums' chunk partials */
-    /* tensor-core backward (f16, bf16): each anchor's factor in G, and β = max |w| as float bits
-     * (contrastive_wmma_kernels.cuh) */
-    float *softmax_factor; /* M */
-    unsigned *factor_max;  /* 1 */
     void *cub_temp;
     size_t cub_temp_bytes;
+    /* CHUNKED path */
+    int64_t chunk_rows;                       /* C: rows of S per cuBLAS call */
+    float *zhat;                              /* M × D, f32 only: ẑ */
+    float *similarity;                        /* C × M */
+    void *coefficient_high, *coefficient_low; /* C × M each, 16-bit only: G' in two halves */
+    float *dzhat;                             /* C × D */
+    void *cublas_workspace;
+    size_t cublas_workspace_bytes;
+    void *cublas; /* the handle's cublasHandle_t */
+    /* FUSED path */
+    int fixed_shift; /* closs_fm_fixed_shift(): c = 1/τ, else an online maximum */
+    float *class_sum, *class_weighted_sum; /* SupCon, (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
+    float *class_carry_in, *class_carry_out; /* ⌈M/64⌉ × D each: the class sums' chunk partials */
+    float *softmax_factor; /* M, tensor-core backward: each anchor's factor in G */
 } closs_contrastive_launch;
 
 /* Enqueues the whole call. A cuBLAS failure is returned in *cublas_status (0 on success). */
@@ -117,9 +117,14 @@ cudaError_t closs_launch_contrastive(const closs_contrastive_launch *launch, cud
 cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *launch,
                                            cudaStream_t stream);
 
-/* The bytes of CUB temporary storage the fused path's label sort and scan need for `rows` labels
- * of `label_dtype` (asks CUB, which needs the current device). */
-cudaError_t closs_fused_cub_bytes(int64_t rows, closs_dtype_t label_dtype, size_t *bytes);
+/* Enqueues, for either path, SupCon's label sort and class numbering (*order: the rows in sorted
+ * order, in the workspace) and every anchor's |P(i)| (NT-Xent: 1; *order NULL). */
+cudaError_t closs_launch_contrastive_classes(const closs_contrastive_launch *launch,
+                                             cudaStream_t stream, const int **order);
+
+/* The bytes of CUB temporary storage SupCon's label sort and scan need for `rows` labels of
+ * `label_dtype` (asks CUB, which needs the current device). */
+cudaError_t closs_contrastive_cub_bytes(int64_t rows, closs_dtype_t label_dtype, size_t *bytes);
 
 /* The handle's cuBLAS context (default math: no TF32), as an opaque pointer. */
 int closs_cublas_create(void **cublas);

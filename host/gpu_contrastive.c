@@ -5,7 +5,8 @@
  *
  * AUTO picks FUSED when D ≤ CLOSS_FUSED_MAX_DIM (256: the fused backward keeps a block's rows of
  * dẑ in registers), else CHUNKED. Both take at most INT_MAX rows (cuBLAS's and CUB's int sizes).
- * The workspace is pure arithmetic on (path, M, D), so its query needs no handle and no device. */
+ * The workspace is pure arithmetic on (path, M, D, dtype), so its query needs no handle and no
+ * device. */
 #include <limits.h>
 #include <stdint.h>
 
@@ -123,17 +124,19 @@ static closs_status_t choose_path(closs_path_t path, int64_t rows, int64_t dim, 
     return CLOSS_STATUS_SUCCESS;
 }
 
-/* Rows of S per cuBLAS call: the C × M float block stays within 256 MiB. */
-static int64_t chunk_rows(int64_t rows) {
-    int64_t chunk = ((int64_t)1 << 26) / (rows > 0 ? rows : 1);
+/* Rows of S per cuBLAS call: the C × M block of S (4 bytes an element), and for 16-bit inputs
+ * the two halves of G' (2 more each), stay within 256 MiB. */
+static int64_t chunk_rows(int64_t rows, closs_dtype_t dtype) {
+    const int64_t element_bytes = dtype == CLOSS_F32 ? 4 : 8;
+    int64_t chunk = ((int64_t)1 << 28) / element_bytes / (rows > 0 ? rows : 1);
     return chunk < 1 ? 1 : (chunk > rows ? rows : chunk);
 }
 
 enum { CUBLAS_WORKSPACE_BYTES = 4 << 20 };
 
-/* CUB's temporary storage for the fused path's label sort (keys and values in our own double
- * buffer) and scan: bins, look-back state and counters, well under a byte per row. Reserved
- * without asking CUB, which needs a device; run() checks CUB's own answer against it. */
+/* CUB's temporary storage for SupCon's label sort (keys and values in our own double buffer) and
+ * scan: bins, look-back state and counters, well under a byte per row. Reserved without asking
+ * CUB, which needs a device; run() checks CUB's own answer against it. */
 static int64_t cub_reserve(int64_t rows) { return ((int64_t)2 << 20) + 8 * rows; }
 
 /* The workspace, carved in order into aligned buffers; `base` NULL only measures. */
@@ -151,8 +154,9 @@ static closs_status_t take(workspace_layout *layout, int64_t count, int64_t elem
     return closs_add_size("workspace", layout->used, bytes, &layout->used);
 }
 
-/* The buffers both paths use. */
-static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows,
+/* The buffers both paths use, and SupCon's label sort and class numbering (labels take 8 bytes
+ * whatever their dtype: the query does not know it). */
+static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows, int supcon,
                                      closs_contrastive_launch *job) {
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->norms));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->row_loss));
@@ -161,22 +165,9 @@ static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows,
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->lse));
     CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->positives));
     CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->valid_count));
-    return take(layout, 1, sizeof(int), (void **)&job->nonfinite);
-}
-
-/* FUSED: 1/‖z_i‖, and for SupCon the label sort, the class numbering and the class sums C and A
- * of the at most M/2 classes with two rows or more (labels take 8 bytes whatever their dtype:
- * the query does not know it). */
-static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
-                                    closs_contrastive_launch *job) {
-    CLOSS_TRY(lay_out_common(layout, rows, job));
-    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
-    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
-    CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
+    CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->nonfinite));
     if (!supcon) return CLOSS_STATUS_SUCCESS;
     const int64_t classes = rows / 2;
-    int64_t sums = 0;
-    CLOSS_TRY(closs_mul_size("workspace", classes, dim, &sums));
     for (int b = 0; b < 2; ++b) {
         CLOSS_TRY(take(layout, rows, sizeof(int64_t), &job->sort_keys[b]));
         CLOSS_TRY(take(layout, rows, sizeof(int), (void **)&job->sort_index[b]));
@@ -187,27 +178,51 @@ static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int6
     CLOSS_TRY(take(layout, classes, sizeof(int), (void **)&job->class_start));
     CLOSS_TRY(take(layout, classes, sizeof(int), (void **)&job->class_end));
     CLOSS_TRY(take(layout, 1, sizeof(int), (void **)&job->class_count));
-    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_sum));
-    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_weighted_sum));
-    int64_t carries = 0; /* the class sums' partials: one row per chunk of 64 sorted rows */
-    CLOSS_TRY(closs_mul_size("workspace", (rows + 63) / 64, dim, &carries));
-    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_in));
-    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_out));
     CLOSS_TRY(take(layout, cub_reserve(rows), 1, &job->cub_temp));
     job->cub_temp_bytes = (size_t)cub_reserve(rows);
     return CLOSS_STATUS_SUCCESS;
 }
 
-/* CHUNKED: ẑ, one block of C rows of S and its gradient rows, cuBLAS's workspace. */
+/* FUSED: 1/‖z_i‖, the tensor-core backward's factors and β (16-bit), and for SupCon the class
+ * sums C and A of the at most M/2 classes with two rows or more. */
+static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
+                                    closs_dtype_t dtype, closs_contrastive_launch *job) {
+    CLOSS_TRY(lay_out_common(layout, rows, supcon, job));
+    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
+    if (dtype != CLOSS_F32) {
+        CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
+        CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
+    }
+    if (!supcon) return CLOSS_STATUS_SUCCESS;
+    int64_t sums = 0;
+    CLOSS_TRY(closs_mul_size("workspace", rows / 2, dim, &sums));
+    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_sum));
+    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_weighted_sum));
+    int64_t carries = 0; /* the class sums' partials: one row per chunk of 64 sorted rows */
+    CLOSS_TRY(closs_mul_size("workspace", (rows + 63) / 64, dim, &carries));
+    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_in));
+    return take(layout, carries, sizeof(float), (void **)&job->class_carry_out);
+}
+
+/* CHUNKED: one block of C rows of S and its gradient rows, cuBLAS's workspace; for f32 the ẑ copy,
+ * for 16-bit inputs (multiplied as they are) 1/‖z_i‖, β and the two halves of the block of G'. */
 static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, int64_t dim,
+                                      int supcon, closs_dtype_t dtype,
                                       closs_contrastive_launch *job) {
-    const int64_t chunk = chunk_rows(rows);
+    const int64_t chunk = chunk_rows(rows, dtype);
     int64_t matrix = 0, block = 0, gradient_block = 0;
     CLOSS_TRY(closs_mul_size("workspace", rows, dim, &matrix));
     CLOSS_TRY(closs_mul_size("workspace", chunk, rows, &block));
     CLOSS_TRY(closs_mul_size("workspace", chunk, dim, &gradient_block));
-    CLOSS_TRY(lay_out_common(layout, rows, job));
-    CLOSS_TRY(take(layout, matrix, sizeof(float), (void **)&job->zhat));
+    CLOSS_TRY(lay_out_common(layout, rows, supcon, job));
+    if (dtype == CLOSS_F32) {
+        CLOSS_TRY(take(layout, matrix, sizeof(float), (void **)&job->zhat));
+    } else {
+        CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
+        CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
+        CLOSS_TRY(take(layout, block, 2, &job->coefficient_high));
+        CLOSS_TRY(take(layout, block, 2, &job->coefficient_low));
+    }
     CLOSS_TRY(take(layout, block, sizeof(float), (void **)&job->similarity));
     CLOSS_TRY(take(layout, gradient_block, sizeof(float), (void **)&job->dzhat));
     CLOSS_TRY(take(layout, CUBLAS_WORKSPACE_BYTES, 1, &job->cublas_workspace));
@@ -217,9 +232,9 @@ static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, in
 }
 
 static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
-                              int fused, closs_contrastive_launch *job) {
-    CLOSS_TRY(fused ? lay_out_fused(layout, rows, dim, supcon, job)
-                    : lay_out_chunked(layout, rows, dim, job));
+                              closs_dtype_t dtype, int fused, closs_contrastive_launch *job) {
+    CLOSS_TRY(fused ? lay_out_fused(layout, rows, dim, supcon, dtype, job)
+                    : lay_out_chunked(layout, rows, dim, supcon, dtype, job));
     if ((uint64_t)layout->used > (uint64_t)SIZE_MAX)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "workspace: %lld bytes exceed size_t",
                           (long long)layout->used);
@@ -230,14 +245,14 @@ static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t di
  */
 static closs_status_t check_cub_reserve(int64_t rows, closs_dtype_t label_dtype) {
     size_t needed = 0;
-    CLOSS_TRY(closs_cuda_status(closs_fused_cub_bytes(rows, label_dtype, &needed),
+    CLOSS_TRY(closs_cuda_status(closs_contrastive_cub_bytes(rows, label_dtype, &needed),
                                 "CUB temporary storage query"));
     if (needed > (size_t)cub_reserve(rows))
-        return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
-                          "the fused path reserves %lld bytes for CUB's label sort, which asks "
-                          "for %zu with %lld rows (a closs bug: please report it); use "
-                          "CLOSS_PATH_CHUNKED",
-                          (long long)cub_reserve(rows), needed, (long long)rows);
+        return closs_fail(
+            CLOSS_STATUS_NOT_SUPPORTED,
+            "SupCon reserves %lld bytes for CUB's label sort, which asks for %zu with "
+            "%lld rows (a closs bug: please report it)",
+            (long long)cub_reserve(rows), needed, (long long)rows);
     return CLOSS_STATUS_SUCCESS;
 }
 
@@ -296,13 +311,15 @@ static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *w
     if (!fused) CLOSS_TRY(closs_handle_cublas(handle, &cublas));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
-    CLOSS_TRY(lay_out(&measure, call->z.rows, call->z.cols, call->supcon, fused, &job));
-    if (fused && call->supcon) CLOSS_TRY(check_cub_reserve(call->z.rows, call->labels.dtype));
+    CLOSS_TRY(
+        lay_out(&measure, call->z.rows, call->z.cols, call->supcon, call->z.dtype, fused, &job));
+    if (call->supcon) CLOSS_TRY(check_cub_reserve(call->z.rows, call->labels.dtype));
     void *base = NULL;
     CLOSS_TRY(closs_resolve_workspace(handle, workspace, workspace_bytes, (size_t)measure.used,
                                       stream, &base));
     workspace_layout layout = {base, 0};
-    CLOSS_TRY(lay_out(&layout, call->z.rows, call->z.cols, call->supcon, fused, &job));
+    CLOSS_TRY(
+        lay_out(&layout, call->z.rows, call->z.cols, call->supcon, call->z.dtype, fused, &job));
 
     job.supcon = call->supcon;
     job.dtype = call->z.dtype;
@@ -340,7 +357,7 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
     CLOSS_TRY(choose_path(path, rows, dim, &fused));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
-    CLOSS_TRY(lay_out(&measure, rows, dim, supcon, fused, &job));
+    CLOSS_TRY(lay_out(&measure, rows, dim, supcon, dtype, fused, &job));
     *bytes = closs_workspace_query((size_t)measure.used);
     return CLOSS_STATUS_SUCCESS;
 }

@@ -444,8 +444,10 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  * int64, any values. Two paths (`path` in the parameters):
  *   FUSED    similarity tiles stay on chip; workspace O(M) floats, plus for SupCon the label sort
  *            and M·D floats of class sums; D ≤ 256 (NOT_SUPPORTED above).
- *   CHUNKED  cuBLAS multiplies a block of C rows by all rows: the inputs' size (M·D floats) plus
- *            C·M floats of at most 256 MiB (the whole matrix only when M ≤ 8192); any D. A
+ *   CHUNKED  cuBLAS multiplies a block of C rows by all rows into C·M floats (for f16 and bf16,
+ *            on tensor cores, with C·M 16-bit pairs of coefficients beside them), within 256 MiB
+ *            (the whole matrix only when M ≤ 8192 for f32, 5792 for 16-bit); f32 adds a float
+ *            copy of the normalised rows (M·D floats), and SupCon the label sort; any D. A
  *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover

@@ -36,8 +36,8 @@ static inline int gpu_test_simulated(void) {
 
 /* Says that the simulated tier leaves out `what`, an f16 case on the fused path: GPGPU-Sim 4.2
  * crashes (the test process dies) in the f16 tensor-core kernels (wmma_forward_kernel, seen
- * 2026-11-30), so they have run only in the CPU emulation (tests/test_fused_kernels.cpp). bf16
- * takes the SIMT kernels at compute_70 and runs. */
+ * 2026-11-30), so they have run only in the CPU emulation (tests/test_contrastive_kernels.cpp).
+ * bf16 takes the SIMT kernels at compute_70 and runs. */
 #define GPU_SIM_LEAVES_OUT_F16_TENSOR_CORES(what)                                                  \
     cr_log_warn("CLOSS_GPU_TEST_SCALE=sim: %s not run: the f16 tensor-core kernels crash the "     \
                 "simulator",                                                                       \

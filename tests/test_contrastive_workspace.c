@@ -12,25 +12,27 @@
         if (!closs_cuda_available()) cr_skip_test("closs was built without CUDA");                 \
     } while (0)
 
-/* The bf16 workspace of a call on `path`, queried without a handle. */
-static size_t workspace_bytes(int supcon, closs_path_t path, int64_t rows, int64_t dim) {
+/* The workspace of a call on `path`, queried without a handle. */
+static size_t workspace_bytes(int supcon, closs_path_t path, int64_t rows, int64_t dim,
+                              closs_dtype_t dtype) {
     closs_ntxent_params ntxent = CLOSS_NTXENT_PARAMS_INIT;
     closs_supcon_params supcon_params = CLOSS_SUPCON_PARAMS_INIT;
     ntxent.path = supcon_params.path = path;
     size_t bytes = 0;
     const closs_status_t status =
-        supcon ? closs_supcon_workspace_size(NULL, &supcon_params, rows, dim, CLOSS_BF16, &bytes)
-               : closs_ntxent_workspace_size(NULL, &ntxent, rows, dim, CLOSS_BF16, &bytes);
+        supcon ? closs_supcon_workspace_size(NULL, &supcon_params, rows, dim, dtype, &bytes)
+               : closs_ntxent_workspace_size(NULL, &ntxent, rows, dim, dtype, &bytes);
     cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
     return bytes;
 }
 
+/* bf16, the dtype of the large-batch runs. */
 static size_t ntxent_bytes(closs_path_t path, int64_t rows, int64_t dim) {
-    return workspace_bytes(0, path, rows, dim);
+    return workspace_bytes(0, path, rows, dim, CLOSS_BF16);
 }
 
 static size_t supcon_bytes(closs_path_t path, int64_t rows, int64_t dim) {
-    return workspace_bytes(1, path, rows, dim);
+    return workspace_bytes(1, path, rows, dim, CLOSS_BF16);
 }
 
 Test(contrastive_workspace, fused_million_rows_under_one_gib) {
@@ -67,4 +69,24 @@ Test(contrastive_workspace, fused_refuses_more_than_256_columns) {
                  CLOSS_STATUS_NOT_SUPPORTED);
     cr_expect(strstr(closs_last_error(), "path"), "%s", closs_last_error());
     cr_expect_eq(bytes, 7, "nothing written on failure");
+}
+
+/* The chunked path multiplies 16-bit z where it is (no copy) and keeps its block of S and the two
+ * 16-bit halves of G' within 256 MiB; f32 multiplies a float copy of ẑ (M·D floats) beside its
+ * block of S. Past that, O(M): at most 96 bytes a row (both losses: SupCon's label sort too) and
+ * cuBLAS's 4 MiB. */
+Test(contrastive_workspace, chunked_copies_only_f32) {
+    REQUIRE_CUDA_BUILD();
+    const int64_t rows = (int64_t)1 << 20, dim = 512;
+    const size_t block = (size_t)256 << 20, per_row = 96 * (size_t)rows + ((size_t)8 << 20);
+    for (int supcon = 0; supcon <= 1; ++supcon) {
+        const size_t narrow = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_F16);
+        const size_t wide = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_F32);
+        const size_t copy = (size_t)rows * dim * sizeof(float);
+        cr_expect_leq(narrow, block + per_row, "%s f16: %zu bytes", supcon ? "SupCon" : "NT-Xent",
+                      narrow);
+        cr_expect_geq(wide, copy + block, "%s f32: %zu bytes", supcon ? "SupCon" : "NT-Xent", wide);
+        cr_expect_leq(wide, copy + block + per_row, "%s f32: %zu bytes",
+                      supcon ? "SupCon" : "NT-Xent", wide);
+    }
 }

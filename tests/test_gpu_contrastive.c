@@ -600,8 +600,8 @@ static closs_path_t rotate_path(int rotation, int64_t dim) {
 /* Every size of the sweep: options, reductions, dtypes, layouts, paths and (SupCon) labels rotate
  * with the size so that the sweep covers them all without a full cross product (every option set
  * meets every reduction, and each dim several option sets). NT-Xent needs an even number of rows.
- * 10000 rows need more than one block of the chunked path (2^26 similarities per block at
- * present) and many 64-row tiles of the fused path. */
+ * 10000 rows need more than one block of the chunked path (2^26 similarities per block for f32,
+ * 2^25 for f16 and bf16) and many 64-row tiles of the fused path. */
 static void sweep_sizes(loss_kind loss) {
     static const int64_t ntxent_rows[] = {2, 64, 1000, 4096, 10000};
     static const int64_t supcon_rows[] = {2, 3, 64, 1000, 4097, 10001};

@@ -1,18 +1,19 @@
-// The fused path's kernels themselves (cuda/contrastive_fused_kernels.cuh and the shared
-// contrastive_kernels.cuh: the exact device code), run on the CPU with a std::thread per CUDA
-// thread: a std::barrier for __syncthreads(), one per warp for __shfl_xor_sync() and
-// __any_sync(), `static` for __shared__ (one block runs at a time). contrastive_fused.cu's launch
-// sequence is repeated here with CUB's stable radix sort and inclusive scan done on the host, and
-// the results (lse, the loss in every reduction, valid, dz) are compared with
-// closs_ref_ntxent/supcon in double, for rows over one to three tiles and every D the three
-// backward variants take (1 … 256), ld > D (whose padding must stay untouched), both shifts and
-// every label pattern. test_contrastive_math's emulation re-implements the algorithm; this runs
-// the kernels' own indexing, padding, butterflies and barriers. The tensor-core kernels
-// (contrastive_wmma_kernels.cuh) run the same way for f16 and bf16 inputs, with WMMA emulated on
-// whole tiles (below). Not covered: races (a CPU thread waits at every barrier as a GPU's would,
+// The NT-Xent/SupCon kernels themselves (cuda/contrastive_fused_kernels.cuh, the tensor-core
+// contrastive_wmma_kernels.cuh, the chunked path's contrastive_chunked_kernels.cuh and the shared
+// contrastive_kernels.cuh and contrastive_classes.cuh: the exact device code), run on the CPU with
+// a std::thread per CUDA thread: a std::barrier for __syncthreads(), one per warp for
+// __shfl_xor_sync() and __any_sync(), `static` for __shared__ (one block runs at a time). Each
+// path's launch sequence is repeated here with CUB's stable radix sort and inclusive scan done on
+// the host, and cuBLAS's products (chunked path) done in float on the host; the results (lse, the
+// loss in every reduction, valid, dz) are compared with closs_ref_ntxent/supcon in double, for rows
+// over one to three tiles and every D the three backward variants take (1 … 256), ld > D (whose
+// padding must stay untouched), both shifts and every label pattern. test_contrastive_math's
+// emulation re-implements the algorithms; this runs the kernels' own indexing, padding,
+// butterflies and barriers. The tensor-core kernels run for f16 and bf16 inputs with WMMA emulated
+// on whole tiles (below). Not covered: races (a CPU thread waits at every barrier as a GPU's would,
 // but a missing barrier shows here only by chance: compute-sanitizer's racecheck does that on a
-// device), ex2.approx and __fdividef (exact here), the order of the tensor cores' additions, CUB
-// and the launches.
+// device), ex2.approx and __fdividef (exact here), the order of the tensor cores' and cuBLAS's
+// additions, CUB, cuBLAS and the launches.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -130,6 +131,8 @@ static void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<ma
 } // namespace wmma
 } // namespace nvcuda
 
+#include "contrastive_chunked_kernels.cuh"
+#include "contrastive_classes.cuh"
 #include "contrastive_wmma_kernels.cuh"
 
 struct Problem {
@@ -172,6 +175,7 @@ static void reference(const Problem &pr, std::vector<double> &loss, std::vector<
 // What one run found, against the double reference.
 struct Errors {
     double lse, loss, grad; // relative; lse against max(|lse|, 1/τ), the gradient norm-wise
+    double grad_to_norm;    // the gradient's error against ‖dz‖ alone (no floor)
     int64_t valid, want_valid;
     int range_mismatches; // tensor cores: rows a run over an anchor range got wrong (below)
     bool range_forward_differs; // a forward of the range alone vs the rows of the full one
@@ -203,10 +207,7 @@ template <typename T, bool kFixed>
 static void similarity_pass(const closs_contrastive_launch &job, bool backward) {
     using namespace closs;
     if constexpr (!std::is_same_v<T, float>) {
-        if (backward) {
-            *job.factor_max = 0;
-            launch(2, kBlock, [&] { wmma_factors_kernel<kFixed>(job); });
-        }
+        if (backward) launch(2, kBlock, [&] { wmma_factors_kernel<kFixed>(job); });
         if (backward) run_wmma<T, kFixed>(job, true, job.row_begin, job.row_begin + job.row_count);
         else run_wmma<T, kFixed>(job, false, job.lse_begin, job.lse_begin + job.lse_count);
         return;
@@ -238,14 +239,79 @@ template <typename T> static closs_dtype_t dtype_of() {
     return std::is_same_v<T, float> ? CLOSS_F32 : std::is_same_v<T, __half> ? CLOSS_F16 : CLOSS_BF16;
 }
 
-// contrastive_fused.cu's launch sequence (run()) with these kernels, CUB's stable radix sort
-// and inclusive scan done here in the same order (the grid-stride kernels on fewer blocks than
-// the GPU gets, which also runs their strides: thread creation is what costs here); then everything
-// against the reference. The inputs are rounded to T first and the reference sees the rounded
-// values. The gradient error is relative to max(‖dz‖, the scale of the terms that cancel where
-// dz is 0).
-template <typename T> static Errors run(const Problem &given) {
+// cuBLAS's part of the chunked path (contrastive.cu), in float on the CPU: the products of f32 ẑ
+// or of the 16-bit z itself (each operand exact in float, a float sum in order k; cuBLAS's order
+// differs, by rounding). S_c = A_c·Aᵀ for the anchors [first, first + chunk); dẐ_c = G_c·A, and for
+// 16-bit G'high_c·A then G'low_c·A added to it (the second GemmEx with β = 1).
+template <typename T> static float chunked_operand(const closs_contrastive_launch &job, int64_t row, int64_t c) {
+    if constexpr (std::is_same_v<T, float>) return job.zhat[row * job.dim + c];
+    else return as_float(static_cast<const T *>(job.z)[row * job.ld + c]);
+}
+
+template <typename T>
+static void cpu_similarity_chunk(const closs_contrastive_launch &job, int64_t first, int64_t chunk) {
+    for (int64_t r = 0; r < chunk; ++r)
+        for (int64_t k = 0; k < job.rows; ++k) {
+            float sum = 0.0f;
+            for (int64_t c = 0; c < job.dim; ++c)
+                sum += chunked_operand<T>(job, first + r, c) * chunked_operand<T>(job, k, c);
+            job.similarity[r * job.rows + k] = sum;
+        }
+}
+
+template <typename T> static void cpu_gradient_chunk(const closs_contrastive_launch &job, int64_t chunk) {
+    for (int64_t r = 0; r < chunk; ++r)
+        for (int64_t c = 0; c < job.dim; ++c) {
+            float high = 0.0f, low = 0.0f;
+            for (int64_t k = 0; k < job.rows; ++k) {
+                const float operand = chunked_operand<T>(job, k, c);
+                if constexpr (std::is_same_v<T, float>) {
+                    high += job.similarity[r * job.rows + k] * operand;
+                } else {
+                    high += as_float(static_cast<const T *>(job.coefficient_high)[r * job.rows + k]) * operand;
+                    low += as_float(static_cast<const T *>(job.coefficient_low)[r * job.rows + k]) * operand;
+                }
+            }
+            job.dzhat[r * job.dim + c] = high + low;
+        }
+}
+
+// contrastive.cu's forward and backward chunks (run()), after embed, the classes, and (backward)
+// anchor_weights; on fewer blocks than the GPU gets, which also runs the grid strides.
+template <typename T> static void chunked_forward(const closs_contrastive_launch &job) {
     using namespace closs;
+    for (int64_t first = job.lse_begin; first < job.lse_begin + job.lse_count; first += job.chunk_rows) {
+        const int64_t chunk = std::min(job.chunk_rows, job.lse_begin + job.lse_count - first);
+        cpu_similarity_chunk<T>(job, first, chunk);
+        launch((unsigned)chunk, kBlock, [&] { row_stats_kernel(job, first, job.similarity); });
+    }
+    launch(1, kBlock, [&] { finish_loss_kernel(job); });
+}
+
+template <typename T> static void chunked_backward(const closs_contrastive_launch &job) {
+    using namespace closs;
+    for (int64_t first = job.row_begin; first < job.row_begin + job.row_count; first += job.chunk_rows) {
+        const int64_t chunk = std::min(job.chunk_rows, job.row_begin + job.row_count - first);
+        cpu_similarity_chunk<T>(job, first, chunk);
+        launch(3, kBlock, [&] { coefficients_kernel<T>(job, first, chunk, job.similarity); });
+        cpu_gradient_chunk<T>(job, chunk);
+        launch(2, kBlock, [&] { embed_backward_kernel<T>(job, first, chunk, job.dzhat); });
+    }
+}
+
+enum class Path { fused, chunked };
+
+// contrastive_fused.cu's or contrastive.cu's launch sequence (run()) with these kernels, CUB's
+// stable radix sort and inclusive scan done here in the same order (the grid-stride kernels on
+// fewer blocks than the GPU gets, which also runs their strides: thread creation is what costs
+// here); then everything against the reference. The inputs are rounded to T first and the
+// reference sees the rounded values. The gradient error is relative to max(‖dz‖, the scale of the
+// terms that cancel where dz is 0). The chunked path takes about M/3 rows a chunk, so that
+// chunks end inside the range and a last one is partial.
+template <typename T> static Errors run(const Problem &given, Path path = Path::fused) {
+    using namespace closs;
+    constexpr bool kWide = std::is_same_v<T, float>;
+    const bool chunked = path == Path::chunked;
     Problem pr = given;
     std::vector<T> z(pr.z.size());
     for (size_t e = 0; e < z.size(); ++e) {
@@ -278,18 +344,30 @@ template <typename T> static Errors run(const Problem &given) {
     int64_t valid = -1;
     job.loss = loss.data(), job.lse = lse.data(), job.valid = &valid;
     job.upstream = pr.upstream.data(), job.grad = grad_storage.data(), job.grad_ld = pr.ld;
-    job.norms = norms.data(), job.inv_norm = inv_norm.data(), job.row_loss = row_loss.data();
+    job.norms = norms.data(), job.row_loss = row_loss.data();
     job.weights = w.data(), job.anchor_a = a.data(), job.positives = positives.data();
     job.valid_count = &valid_count, job.nonfinite = &nonfinite;
     job.class_heads = heads.data(), job.class_ids = ids.data(), job.class_of = class_of.data();
     job.class_start = start.data(), job.class_end = end.data(), job.class_count = &class_count;
-    job.class_sum = sums.data(), job.class_weighted_sum = weighted.data();
-    job.softmax_factor = factors.data(), job.factor_max = &factor_max;
+    // host/gpu_contrastive.c's layouts: which buffers each path and dtype gets
+    const int64_t chunk_rows = std::max(1, M / 3);
+    std::vector<float> zhat((size_t)M * D), similarity((size_t)chunk_rows * M), dzhat((size_t)chunk_rows * D);
+    std::vector<T> g_high((size_t)chunk_rows * M), g_low((size_t)chunk_rows * M);
+    if (!chunked || !kWide) job.inv_norm = inv_norm.data();
+    if (!kWide) job.factor_max = &factor_max;
+    if (!chunked) {
+        job.class_sum = sums.data(), job.class_weighted_sum = weighted.data();
+        job.softmax_factor = factors.data();
+    } else {
+        job.chunk_rows = chunk_rows, job.similarity = similarity.data(), job.dzhat = dzhat.data();
+        if (kWide) job.zhat = zhat.data();
+        else job.coefficient_high = g_high.data(), job.coefficient_low = g_low.data();
+    }
 
     launch(2, kBlock, [&] { embed_kernel<T>(job); });
     std::vector<int64_t> keys(M);
     std::vector<int> order(M);
-    if (pr.supcon) {
+    if (pr.supcon) { // contrastive_classes.cu
         for (int r = 0; r < M; ++r) order[r] = r;
         std::stable_sort(order.begin(), order.end(),
                          [&](int x, int y) { return pr.labels[x] < pr.labels[y]; });
@@ -308,35 +386,43 @@ template <typename T> static Errors run(const Problem &given) {
         });
         launch(2, kBlock, [&] { class_sums_merge_kernel(job, target, carry_in.data(), carry_out.data()); });
     };
-    if (pr.supcon) class_sums(nullptr, job.class_sum);
-    similarity_pass<T>(job, false);
-    launch(2, kBlock, [&] { anchor_loss_kernel<T>(job); });
-    launch(1, kBlock, [&] { finish_loss_kernel(job); });
+    auto forward = [&](const closs_contrastive_launch &run_job) {
+        if (chunked) return chunked_forward<T>(run_job);
+        similarity_pass<T>(run_job, false);
+        launch(2, kBlock, [&] { anchor_loss_kernel<T>(run_job); });
+        launch(1, kBlock, [&] { finish_loss_kernel(run_job); });
+    };
+    if (pr.supcon && !chunked) class_sums(nullptr, job.class_sum);
+    forward(job);
     // A forward of the range alone (as closs_*_forward with a range launches it): its lse go to
     // a range-sized buffer from the range's first anchor; lse and loss must be the full run's bits.
+    // (Chunked: only with a range; its row_stats are a block per anchor, which costs here.)
     Errors e = {};
-    {
+    if (!chunked || pr.row_count) {
         closs_contrastive_launch alone = job;
         std::vector<float> range_lse(count + 1, NAN), range_loss(count + 1, NAN), range_rows(M, NAN);
         alone.lse_begin = begin, alone.lse_count = count;
         alone.lse = range_lse.data(), alone.loss = range_loss.data();
         alone.row_loss = range_rows.data(), alone.valid = nullptr;
-        similarity_pass<T>(alone, false);
-        launch(2, kBlock, [&] { anchor_loss_kernel<T>(alone); });
-        launch(1, kBlock, [&] { finish_loss_kernel(alone); });
+        forward(alone);
         const int range_losses = pr.reduction == 2 ? count : 1;
         e.range_forward_differs = std::memcmp(range_lse.data(), lse.data() + begin, count * sizeof(float)) != 0 ||
                                   std::memcmp(range_loss.data(), loss.data(), range_losses * sizeof(float)) != 0 ||
                                   !std::isnan(range_loss[range_losses]) || !std::isnan(range_lse[count]);
     }
-    launch(1, kBlock, [&] { anchor_weights_kernel(job); });
-    if (pr.supcon) class_sums(job.anchor_a, job.class_weighted_sum);
-    similarity_pass<T>(job, true);
+    factor_max = 0; // contrastive*.cu's memset
+    launch(2, kBlock, [&] { anchor_weights_kernel(job); });
+    if (chunked) {
+        chunked_backward<T>(job);
+    } else {
+        if (pr.supcon) class_sums(job.anchor_a, job.class_weighted_sum);
+        similarity_pass<T>(job, true);
+    }
     std::vector<float> grad(grad_storage.size());
     for (size_t e = 0; e < grad.size(); ++e) grad[e] = as_float(grad_storage[e]);
 
-    if constexpr (!std::is_same_v<T, float>) {
-        if (count == M) {
+    if constexpr (!kWide) {
+        if (count == M && !chunked) {
             // The anchor range the kernels take ([row_begin, row_end), against all M rows): the rows
             // inside get the full run's bits, the rows outside stay untouched.
             const int64_t first = M / 3, last = M - M / 5;
@@ -360,6 +446,8 @@ template <typename T> static Errors run(const Problem &given) {
             }
         }
     }
+    // r_i as the kernels use it (the chunked f32 path has none of its own)
+    for (int i = 0; i < M; ++i) inv_norm[i] = pr.normalize ? 1.0f / std::fmax(norms[i], 1e-12f) : 1.0f;
     std::vector<double> want_loss(M), want_grad((size_t)count * D);
     reference(pr, want_loss, want_grad, &e.want_valid);
     e.valid = pr.supcon ? valid : e.want_valid;
@@ -414,6 +502,7 @@ template <typename T> static Errors run(const Problem &given) {
     e.grad = padding_written
                  ? INFINITY
                  : std::sqrt(diff) / std::fmax(std::fmax(std::sqrt(size), floor), 1e-300);
+    e.grad_to_norm = std::sqrt(diff) / std::fmax(std::sqrt(size), 1e-300);
     return e;
 }
 
@@ -472,7 +561,7 @@ static void expect_within(const Problem &pr, int pattern, const char *dtype, con
               e.range_forward_differs ? "differs from the full forward" : "agrees");
 }
 
-Test(fused_kernels, match_reference) {
+Test(contrastive_kernels, match_reference) {
     random_state = 12345;
     for (int supcon = 0; supcon <= 1; ++supcon)
         for (int ri = 0; ri < 4; ++ri)
@@ -488,7 +577,7 @@ Test(fused_kernels, match_reference) {
 // carries G' rounded to 16 bits and the result rounded to the dtype: 2e-3 (f16), 1e-2 (bf16), the
 // GPU suite's tolerances. Each case also reruns the two tensor-core kernels over an anchor range
 // [M/3, M − M/5): those rows must come out bit for bit as in the full run, the others untouched.
-Test(fused_kernels, wmma_match_reference) {
+Test(contrastive_kernels, wmma_match_reference) {
     random_state = 54321;
     double largest[2][3] = {}; // f16, bf16 × lse, loss, gradient
     for (int supcon = 0; supcon <= 1; ++supcon)
@@ -508,13 +597,84 @@ Test(fused_kernels, wmma_match_reference) {
                     largest[t][0], largest[t][1], largest[t][2]);
 }
 
+// The chunked path's kernels (contrastive_chunked_kernels.cuh) on the same sweep, with a CPU
+// product standing in for cuBLAS: f32 on the ẑ copy, f16 and bf16 (alternating) on the raw 16-bit
+// rows with the rank-1 scale and G' in two halves. Tolerances as for the fused path's kernels.
+// The chunked path in dtype t (0 f32, 1 f16, 2 bf16), checked with the fused path's tolerances for
+// that dtype.
+static const char *const chunked_names[] = {"chunked f32", "chunked f16", "chunked bf16"};
+static Errors expect_chunked(const Problem &pr, int pattern, int t) {
+    const Errors e = t == 0   ? run<float>(pr, Path::chunked)
+                     : t == 1 ? run<__half>(pr, Path::chunked)
+                              : run<__nv_bfloat16>(pr, Path::chunked);
+    expect_within(pr, pattern, chunked_names[t], e, 1e-5, 1e-5, t == 0 ? 1e-4 : t == 1 ? 2e-3 : 1e-2);
+    return e;
+}
+
+Test(contrastive_kernels, chunked_match_reference) {
+    random_state = 97531;
+    double largest[3][3] = {}; // f32, f16, bf16 × lse, loss, gradient
+    for (int supcon = 0; supcon <= 1; ++supcon)
+        for (int ri = 0; ri < 4; ++ri)
+            for (int di = 0; di < 7; ++di) {
+                int pattern = 0;
+                const int t = (ri + di + supcon) % 3;
+                const Problem pr = sweep_case(supcon, ri, di, t != 1, &pattern);
+                const Errors e = expect_chunked(pr, pattern, t);
+                double *worst = largest[t];
+                worst[0] = std::fmax(worst[0], e.lse), worst[1] = std::fmax(worst[1], e.loss);
+                worst[2] = std::fmax(worst[2], e.grad);
+            }
+    for (int t = 0; t < 3; ++t)
+        cr_log_info("%s: largest lse error %.2e, loss %.2e, gradient %.2e", chunked_names[t], largest[t][0],
+                    largest[t][1], largest[t][2]);
+}
+
+// Confident positives: each row's partner (NT-Xent) or class mate (SupCon, pairs) nearly equal to
+// it, τ = 0.07, MEAN and NONE. dz is then small beside the terms that make it up, and the usual
+// gradient check (against ‖dz‖ or the scale of those terms, whichever is larger) is lenient. The
+// chunked path, whose G combines the softmax and positive parts of each pair in float before
+// the 16-bit split, also meets the dtype's tolerance against ‖dz‖ alone; the fused path, which
+// adds the positive part from the class sums after the products, is logged, not held to it.
+Test(contrastive_kernels, confident_positives) {
+    random_state = 8642;
+    for (int supcon = 0; supcon <= 1; ++supcon)
+        for (int t = 0; t < 3; ++t) {
+            Problem pr;
+            pr.supcon = supcon, pr.normalize = 1, pr.tau = pr.tau_b = 0.07, pr.reduction = t % 2 ? 2 : 0;
+            pr.rows = 130, pr.dim = 64, pr.ld = 64;
+            const int half = pr.rows / 2;
+            pr.z.resize((size_t)pr.rows * pr.dim);
+            for (int i = 0; i < half; ++i)
+                for (int c = 0; c < pr.dim; ++c) {
+                    const float value = (float)(2 * random_uniform() - 1);
+                    pr.z[(size_t)i * pr.dim + c] = value;
+                    pr.z[(size_t)(i + half) * pr.dim + c] = value + (float)(2e-2 * (random_uniform() - 0.5));
+                }
+            pr.labels.resize(pr.rows);
+            for (int i = 0; i < pr.rows; ++i) pr.labels[i] = i % half;
+            pr.upstream.assign(pr.rows, 1.0f);
+            const double tolerance = t == 0 ? 1e-4 : t == 1 ? 2e-3 : 1e-2;
+            const char *dtype = chunked_names[t] + strlen("chunked ");
+            // ℓ_i = s·(lse_i − mean x_ik) nearly cancels here: its float rounding, relative to lse ≈
+            // 1/τ, is ~1e-5 of the losses' norm (the sweep's losses are larger, 1e-5 holds there)
+            const Errors fused = t == 0 ? run<float>(pr) : t == 1 ? run<__half>(pr) : run<__nv_bfloat16>(pr);
+            expect_within(pr, -1, dtype, fused, 1e-5, 1e-4, tolerance);
+            const Errors chunked = expect_chunked(pr, -1, t);
+            cr_expect(chunked.grad_to_norm <= tolerance, "%s chunked %s: gradient error %.2e against ‖dz‖",
+                      supcon ? "supcon" : "ntxent", dtype, chunked.grad_to_norm);
+            cr_log_info("confident positives, %s %s: gradient error against ‖dz‖ alone: fused %.2e, chunked %.2e",
+                        supcon ? "supcon" : "ntxent", dtype, fused.grad_to_norm, chunked.grad_to_norm);
+        }
+}
+
 // Row ranges (closs.h): the range's lse, loss and gradient rows against the reference's range,
 // and a forward of the range alone bit for bit as the full one's rows; f32 (SIMT) and, on every
-// other case, f16 or bf16 (tensor cores). Ranges start and end inside and on tile edges.
-Test(fused_kernels, row_ranges) {
+// other case, f16 or bf16 (tensor cores); and the chunked path in one of the three dtypes. Ranges
+// start and end inside and on tile edges, and inside and on the chunked path's chunks (43 rows).
+Test(contrastive_kernels, row_ranges) {
     random_state = 2468;
     const int ranges[][2] = {{0, 0}, {5, 66}, {64, 2}, {63, 67}, {129, 1}, {0, 71}};
-    const int range_dims[] = {17, 130};
     for (int supcon = 0; supcon <= 1; ++supcon)
         for (int r = 0; r < 6; ++r)
             for (int di = 0; di < 2; ++di) {
@@ -524,12 +684,13 @@ Test(fused_kernels, row_ranges) {
                 expect_within(pr, pattern, "f32", run<float>(pr), 1e-5, 1e-5, 1e-4);
                 if ((r + di) % 2) expect_within(pr, pattern, "f16", run<__half>(pr), 1e-5, 1e-5, 2e-3);
                 else expect_within(pr, pattern, "bf16", run<__nv_bfloat16>(pr), 1e-5, 1e-5, 1e-2);
+                expect_chunked(pr, pattern, (r + di + supcon) % 3); // one dtype a case: its row statistics cost here
             }
 }
 
 // SupCon's class sums alone at sizes past the sweep: classes across many 64-row chunks (one class
 // of every row, one huge class among singletons, random classes), against sums in double.
-Test(fused_kernels, class_sums_any_class_sizes) {
+Test(contrastive_kernels, class_sums_any_class_sizes) {
     using namespace closs;
     random_state = 777;
     const int M = 1000, D = 5;
