@@ -11,8 +11,9 @@
 #          workspace offsets, two streams, device binding and pending-error tests, and runs the
 #          templated row-wise kernels at every D of the sweep), and compute-sanitizer (memcheck,
 #          racecheck) on a subset of the GPU tests;
-#   bench: `closs bench` on the GPU (JSON), the PyTorch baselines on the same sweep
-#          (bench/baselines/run.py), and bench/report.py's report.md with plots in results/;
+#   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
+#          chunked`), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
+#          bench/report.py's report.md with plots in results/;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
 # commit them under bench/results/<date>-<gpu>/.
@@ -81,13 +82,20 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
     fi
     if [[ $part != tests ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
-        # the PyTorch baselines on the same sweep (eager, then torch.compile until the budget is
-        # spent), then the merged report with plots. ~1 + 3 + 0.5 minutes after the build.
+        # SupCon's chunked path at one size, the PyTorch baselines on the same sweep (eager, then
+        # torch.compile until the budget is spent), then the merged report with plots.
+        # ~1 + 0.5 + 3 + 0.5 minutes after the build.
         step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
-        step baselines 260 python3 bench/baselines/run.py --closs build-device/closs \
-            --dtype f32,bf16,f16 --budget-s 170 --json "$out/torch.json"
+        # SupCon's chunked path (cuBLAS: SGEMM for f32, tensor cores for bf16; the label sort) at
+        # the size of the fused path's target, beside it in the report
+        step chunked 60 build-device/closs bench --loss supcon --path chunked --rows 65536 --dim 128 \
+            --dtype f32,bf16 --repeats 5 --json "$out/closs-chunked.json"
+        step baselines 240 python3 bench/baselines/run.py --closs build-device/closs \
+            --dtype f32,bf16,f16 --budget-s 150 --json "$out/torch.json"
         inputs=()
-        for json in "$out/closs.json" "$out/torch.json"; do [[ -s $json ]] && inputs+=("$json"); done
+        for json in "$out/closs.json" "$out/closs-chunked.json" "$out/torch.json"; do
+            [[ -s $json ]] && inputs+=("$json")
+        done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
     fi
 fi

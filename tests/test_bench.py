@@ -96,6 +96,7 @@ def test_list_sizes_is_the_narrowed_sweep():
     (["--dim", "x"], "--dim x: expected positive integers"),
     (["--dtype", "f8"], "--dtype f8: expected a list of f32, bf16, f16, f64"),
     (["--repeats", "1,2"], "--repeats 1,2: expected a positive integer"),
+    (["--path", "tiled"], "--path tiled: expected auto, fused or chunked"),
 ])
 def test_bad_options_fail_with_one_line_and_write_nothing(tmp_path, args, expected):
     path = tmp_path / "never.json"
@@ -110,7 +111,7 @@ def test_bad_options_fail_with_one_line_and_write_nothing(tmp_path, args, expect
 def test_help_lists_the_options():
     result = bench("--help")
     assert result.returncode == 0 and result.stderr == ""
-    for option in ("--loss", "--rows", "--dim", "--dtype", "--repeats", "--json", "--list-sizes"):
+    for option in ("--loss", "--rows", "--dim", "--dtype", "--path", "--repeats", "--json", "--list-sizes"):
         assert option in result.stdout
 
 
@@ -133,6 +134,9 @@ def closs_and_baseline(tmp_path):
                                        memory_method="torch.max_memory_allocated"))
     baseline["points"].append(dict(gpu, implementation="torch-compile", status="oom", median_ms=None,
                                    error="out of memory"))
+    # and the chunked path of NT-Xent at one of the sizes (`closs bench --path chunked`)
+    for implementation, median in (("closs", 2.0), ("closs-chunked", 5.0)):
+        baseline["points"].append(dict(gpu, implementation=implementation, loss="ntxent", median_ms=median))
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
     return closs, path
@@ -150,6 +154,9 @@ def test_report_writes_tables_and_plots(tmp_path):
     assert "torch-compile pair bf16 rows=512 dim=8: oom" in report
     row = next(line for line in report.splitlines() if line.startswith("| bf16 | 128 | 8 |"))
     assert "| 3.00× |" in row and "| 50 % |" in row and "| 0.0 | 0.1 |" in row, row
+    assert "chunked ms" not in report.split("### pair")[1].split("###")[0]  # no chunked points for pair
+    ntxent = report.split("### ntxent")[1]
+    assert "| closs ms | chunked ms |" in ntxent and "| 2.000 | 5.000 |" in ntxent, ntxent
     assert "![pair](pair.png)" in report
     png = (out / "pair.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

@@ -82,7 +82,7 @@ void bench_progress_done(void) {
 static void print_usage(FILE *out) {
     fprintf(out,
             "usage: closs bench [--loss NAME] [--rows N,...] [--dim D,...] [--dtype T,...]\n"
-            "                   [--repeats R] [--json FILE] [--list-sizes]\n"
+            "                   [--path P] [--repeats R] [--json FILE] [--list-sizes]\n"
             "\n"
             "Verifies and times forward+backward of each loss on fixed random inputs: the CPU\n"
             "reference (f64) always, the GPU (f32, bf16, f16) when a CUDA device is present.\n"
@@ -91,6 +91,8 @@ static void print_usage(FILE *out) {
             "                 GPU a sweep, see --list-sizes)\n"
             "  --dim D,...    features per row (default: CPU 128; GPU a sweep)\n"
             "  --dtype T,...  f32, bf16, f16 (GPU) and f64 (the CPU reference); default all\n"
+            "  --path P       NT-Xent/SupCon GPU path: auto (default), fused or chunked\n"
+            "                 (the points are then named closs-fused or closs-chunked)\n"
             "  --repeats R    timed runs, the median is reported (default: CPU 5, GPU 25)\n"
             "  --json FILE    also write every point as JSON (schema: tools/bench_report.c)\n"
             "  --list-sizes   print the GPU sweep, one \"loss dtype rows dim\" line per point\n");
@@ -139,8 +141,8 @@ static int known_loss(const char *name) {
 }
 
 static int takes_value(const char *option) {
-    static const char *const valued[] = {"--loss", "--json",  "--rows",
-                                         "--dim",  "--dtype", "--repeats"};
+    static const char *const valued[] = {"--loss",  "--json",    "--rows", "--dim",
+                                         "--dtype", "--repeats", "--path"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; ++i)
         if (!strcmp(option, valued[i])) return 1;
     return 0;
@@ -174,6 +176,12 @@ static int parse_options(int argc, char **argv, bench_options *options) {
             }
         } else if (!strcmp(arg, "--json")) {
             options->json = value;
+        } else if (!strcmp(arg, "--path")) {
+            if (!cli_path_from_name(value, &options->path)) {
+                fprintf(stderr, "closs: error: --path %s: expected auto, fused or chunked\n",
+                        value);
+                return CLOSS_EXIT_USAGE;
+            }
         } else if (!strcmp(arg, "--rows")) {
             bad = parse_counts(value, &options->rows);
         } else if (!strcmp(arg, "--dim")) {

@@ -31,6 +31,7 @@ typedef struct bench_options {
     bench_list dims;   /* --dim */
     bench_list dtypes; /* --dtype, closs_dtype_t values; CLOSS_F64 is the CPU reference */
     int repeats;       /* 0: the default (5 on the CPU, 25 on the GPU) */
+    closs_path_t path; /* --path: NT-Xent's and SupCon's GPU path (AUTO by default) */
     const char *json;  /* --json FILE */
     int list_sizes;    /* --list-sizes: print the GPU sweep and stop */
 } bench_options;

@@ -128,6 +128,13 @@ int bench_gpu_probe(bench_gpu_info *info) {
 
 static size_t aligned(size_t bytes) { return (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT; }
 
+/* The JSON's implementation of a GPU point: "closs" for the row-wise losses and for NT-Xent and
+ * SupCon on the AUTO path, "closs-fused" or "closs-chunked" when --path chose one. */
+static const char *implementation(const bench_case *c, closs_path_t path) {
+    if (c->rowwise || path == CLOSS_PATH_AUTO) return "closs";
+    return path == CLOSS_PATH_FUSED ? "closs-fused" : "closs-chunked";
+}
+
 /* Triplet with torch's TripletMarginLoss distance (euclidean), so that the baselines compute the
  * same function; every other loss runs with the contract's defaults. */
 static closs_triplet_params triplet_params(void) {
@@ -148,6 +155,7 @@ typedef struct gpu_buffers {
     const bench_case *c;
     closs_dtype_t dtype;
     int64_t rows, dim;
+    closs_path_t path; /* NT-Xent's and SupCon's */
     int copies;
     size_t matrix_bytes, label_bytes, set_bytes, workspace_bytes;
     char *sets;
@@ -194,10 +202,12 @@ static closs_status_t gpu_call(closs_handle_t handle, const gpu_buffers *b, int 
     }
     if (!strcmp(name, "ntxent")) {
         closs_ntxent_params p = CLOSS_NTXENT_PARAMS_INIT;
+        p.path = b->path;
         return closs_ntxent_forward_backward(handle, &p, m[0], b->loss, g[0], ws, wb, NULL);
     }
     if (!strcmp(name, "supcon")) {
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
+        p.path = b->path;
         closs_vector_t labels = closs_vector(s.labels, CLOSS_I64, b->rows);
         return closs_supcon_forward_backward(handle, &p, m[0], labels, b->loss, b->valid, g[0], ws,
                                              wb, NULL);
@@ -207,9 +217,10 @@ static closs_status_t gpu_call(closs_handle_t handle, const gpu_buffers *b, int 
                                          NULL);
 }
 
-static closs_status_t workspace_size(closs_handle_t handle, const bench_case *c,
-                                     closs_dtype_t dtype, int64_t rows, int64_t dim,
-                                     size_t *bytes) {
+static closs_status_t workspace_size(closs_handle_t handle, const gpu_buffers *b, size_t *bytes) {
+    const bench_case *c = b->c;
+    const closs_dtype_t dtype = b->dtype;
+    const int64_t rows = b->rows, dim = b->dim;
     if (!strcmp(c->name, "pair")) {
         closs_pair_params p = CLOSS_PAIR_PARAMS_INIT;
         return closs_pair_workspace_size(handle, &p, rows, dim, dtype, bytes);
@@ -220,10 +231,12 @@ static closs_status_t workspace_size(closs_handle_t handle, const bench_case *c,
     }
     if (!strcmp(c->name, "ntxent")) {
         closs_ntxent_params p = CLOSS_NTXENT_PARAMS_INIT;
+        p.path = b->path;
         return closs_ntxent_workspace_size(handle, &p, rows, dim, dtype, bytes);
     }
     if (!strcmp(c->name, "supcon")) {
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
+        p.path = b->path;
         return closs_supcon_workspace_size(handle, &p, rows, dim, dtype, bytes);
     }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
@@ -262,8 +275,7 @@ static int make_buffers(closs_handle_t handle, gpu_buffers *b, int copies, bench
     b->matrix_bytes = aligned((size_t)b->rows * (size_t)b->dim * closs_dtype_size(b->dtype));
     b->label_bytes = (size_t)b->rows * (strcmp(b->c->name, "supcon") ? 4 : 8);
     b->set_bytes = 2 * (size_t)b->c->input_count * b->matrix_bytes + aligned(b->label_bytes);
-    if (workspace_size(handle, b->c, b->dtype, b->rows, b->dim, &b->workspace_bytes) !=
-        CLOSS_STATUS_SUCCESS) {
+    if (workspace_size(handle, b, &b->workspace_bytes) != CLOSS_STATUS_SUCCESS) {
         point->status = "error";
         snprintf(point->error, sizeof point->error, "%s", closs_last_error());
         return -1;
@@ -366,10 +378,11 @@ static double tolerance(closs_dtype_t dtype) {
 /* The check at a small size: the largest relative error of the loss and every gradient, or a
  * negative value with the reason in `error`. */
 static double gpu_check(closs_handle_t handle, const bench_case *c, closs_dtype_t dtype,
-                        int64_t dim, char *error, size_t error_size) {
-    gpu_buffers b = {c, dtype, c->rowwise ? 1000 : 512, dim, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL};
+                        int64_t dim, closs_path_t path, char *error, size_t error_size) {
+    gpu_buffers b = {
+        .c = c, .dtype = dtype, .rows = c->rowwise ? 1000 : 512, .dim = dim, .path = path};
     bench_point scratch;
-    bench_point_init(&scratch, "closs", c, bench_dtype_name(dtype), b.rows, b.dim);
+    bench_point_init(&scratch, implementation(c, path), c, bench_dtype_name(dtype), b.rows, b.dim);
     if (make_buffers(handle, &b, 1, &scratch) != 0) {
         snprintf(error, error_size, "%.180s", scratch.error);
         return -1.0;
@@ -506,6 +519,7 @@ typedef struct gpu_run {
     bench_gpu_info *info;
     bench_points *points;
     int repeats, total, done, failed;
+    closs_path_t path;
     const bench_case *checked_case; /* the (loss, dtype) whose check is in check_error */
     closs_dtype_t checked_dtype;
     double check_error;
@@ -526,8 +540,8 @@ static int run_point(void *context, const bench_case *c, closs_dtype_t dtype, in
     if (run->checked_case != c || run->checked_dtype != dtype) {
         bench_progress("gpu check %s %s", c->name, dtype_name);
         run->check_message[0] = '\0';
-        run->check_error =
-            gpu_check(run->handle, c, dtype, dim, run->check_message, sizeof run->check_message);
+        run->check_error = gpu_check(run->handle, c, dtype, dim, run->path, run->check_message,
+                                     sizeof run->check_message);
         run->checked_case = c;
         run->checked_dtype = dtype;
     }
@@ -535,8 +549,8 @@ static int run_point(void *context, const bench_case *c, closs_dtype_t dtype, in
                    dtype_name, (long long)rows, (long long)dim);
     bench_point *point = bench_points_add(run->points);
     if (!point) return -1;
-    bench_point_init(point, "closs", c, dtype_name, rows, dim);
-    gpu_buffers b = {c, dtype, rows, dim, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL};
+    bench_point_init(point, implementation(c, run->path), c, dtype_name, rows, dim);
+    gpu_buffers b = {.c = c, .dtype = dtype, .rows = rows, .dim = dim, .path = run->path};
     int failed = gpu_time(run->handle, run->info, run->repeats, &b, point);
     if (!failed) rate_and_floor(&run->info->ceilings, c, dtype, point);
     point->check_method = "gpu-vs-cpu-reference";
@@ -561,6 +575,7 @@ int bench_gpu_run(const bench_options *options, bench_gpu_info *info, bench_poin
     run.info = info;
     run.points = points;
     run.repeats = options->repeats ? options->repeats : GPU_REPEATS;
+    run.path = options->path;
     bench_gpu_sweep(options, count_point, &run);
     if (!run.total) return 0;
     if (closs_create(&run.handle) != CLOSS_STATUS_SUCCESS) {

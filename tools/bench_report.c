@@ -15,8 +15,9 @@
  *                    "exp_per_second": ex2.approx.f32 results per second,
  *                    "l2_bytes": the device's L2 size, which the input rotation exceeds}
  *   points          one object per measured point:
- *     implementation  "closs" (GPU), "closs-reference" (the CPU reference, f64),
- *                     "torch-eager", "torch-compile"
+ *     implementation  "closs" (GPU), "closs-fused" and "closs-chunked" (NT-Xent and SupCon
+ *                     with --path), "closs-reference" (the CPU reference, f64), "torch-eager",
+ *                     "torch-compile"
  *     loss            "pair", "triplet", "ntxent", "supcon", "cosine" (the contract's default
  *                     parameters, except triplet's distance: euclidean, as torch's)
  *     dtype           "f32", "bf16", "f16", "f64"

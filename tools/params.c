@@ -114,6 +114,16 @@ typedef struct choice_names {
 static const choice_names reduction_choices = {reduction_names, 3, "mean, sum or none"};
 static const choice_names path_choices = {path_names, 3, "auto, fused or chunked"};
 
+static bool parse_name(const char *text, const char *const *names, size_t count, int *index) {
+    for (size_t i = 0; i < count; ++i) {
+        if (strcmp(text, names[i]) == 0) {
+            *index = (int)i;
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *cli_loss_name(cli_loss loss) {
     return (unsigned)loss < CLI_LOSS_COUNT ? loss_names[loss] : "?";
 }
@@ -134,6 +144,17 @@ const char *cli_reduction_name(closs_reduction_t reduction) {
     return (unsigned)reduction < sizeof reduction_names / sizeof reduction_names[0]
                ? reduction_names[reduction]
                : "?";
+}
+
+const char *cli_path_name(closs_path_t path) {
+    return (unsigned)path < sizeof path_names / sizeof path_names[0] ? path_names[path] : "?";
+}
+
+bool cli_path_from_name(const char *name, closs_path_t *path) {
+    int index = 0;
+    if (!parse_name(name, path_choices.names, path_choices.count, &index)) return false;
+    *path = (closs_path_t)index;
+    return true;
 }
 
 void cli_params_init(cli_params *params, cli_loss loss) {
@@ -181,16 +202,6 @@ static bool parse_real(const char *text, double *value) {
     if (*end != '\0' || !isfinite(parsed)) return false;
     *value = parsed; /* an underflow to a tiny or zero value (ERANGE) is still that number */
     return true;
-}
-
-static bool parse_name(const char *text, const char *const *names, size_t count, int *index) {
-    for (size_t i = 0; i < count; ++i) {
-        if (strcmp(text, names[i]) == 0) {
-            *index = (int)i;
-            return true;
-        }
-    }
-    return false;
 }
 
 static bool set_value(cli_params *params, const param_spec *spec, const char *value, char *err,
