@@ -130,8 +130,8 @@ echo "gpusim: $(comm -12 "$logs/kernels.all" "$logs/kernels.launched" | wc -l) o
 # Listed, not failed: CUB's kernels closs never needs at these sizes (the multi-tile radix sort
 # passes, its empty kernel); the row-wise instantiations the small sweep does not reach (one
 # template per loss, distance, dtype and group width; the sweep launches each loss, distance and
-# dtype); the fused path's f16 kernels, whose cases are left out with the f16 tensor cores (f16's
-# SIMT similarity kernels are compiled but never chosen on any device: f16 always takes WMMA).
+# dtype); the fused path's other f16 kernels (norms, class sums, losses), whose cases are left out
+# with the f16 tensor cores.
 if [[ -n $never ]]; then
     echo "gpusim: never launched:"
     c++filt <<<"$never" | sed 's/^/    /' | cut -c1-160
