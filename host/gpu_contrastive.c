@@ -46,18 +46,19 @@ static size_t per_call_floats(const contrastive_call *call, int64_t anchors) {
     return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)anchors : 1;
 }
 
-/* No output shares memory with an input or another output; `stats` is an output of a forward
- * (the range's anchors) and an input of a backward-only call (all M anchors). Runs after the row
- * range is resolved. */
-static closs_status_t check_disjoint(const contrastive_call *call) {
+/* No output or caller's workspace shares memory with an input or another of them; `stats` is an
+ * output of a forward (the range's anchors) and an input of a backward-only call (all M anchors).
+ * Runs after the row range is resolved. */
+static closs_status_t check_disjoint(const contrastive_call *call, closs_span workspace) {
     const int64_t stats_rows = call->forward ? call->range.count : call->z.rows;
     closs_matrix_t grad = call->z;
     grad.data = call->grad_z.data;
     grad.ld = call->grad_z.ld;
     grad.rows = call->range.count;
     const closs_span stats = {"stats", call->stats, (size_t)stats_rows * sizeof(float)};
-    closs_span inputs[4] = {{"z", call->z.data, closs_matrix_span(call->z)}}, outputs[4];
-    int input_count = 1, output_count = 0;
+    closs_span inputs[4] = {{"z", call->z.data, closs_matrix_span(call->z)}},
+               outputs[5] = {workspace};
+    int input_count = 1, output_count = 1;
     if (call->supcon)
         inputs[input_count++] =
             (closs_span){"labels", call->labels.data,
@@ -78,7 +79,9 @@ static closs_status_t check_disjoint(const contrastive_call *call) {
     return closs_check_disjoint(outputs, output_count, inputs, input_count);
 }
 
-static closs_status_t check_call(contrastive_call *call) {
+/* Every argument; the caller's workspace (NULL: the handle's own) only for overlaps (its size is
+ * checked against the layout later). */
+static closs_status_t check_call(contrastive_call *call, void *workspace, size_t workspace_bytes) {
     CLOSS_TRY(
         closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
     if (!call->supcon && call->z.rows % 2 != 0)
@@ -104,7 +107,7 @@ static closs_status_t check_call(contrastive_call *call) {
         shape.ld = call->grad_z.ld;
         CLOSS_TRY(closs_check_device_matrix("grad_z", shape, CLOSS_GPU_FLOAT_DTYPES, 0));
     }
-    return check_disjoint(call);
+    return check_disjoint(call, (closs_span){"workspace", workspace, workspace_bytes});
 }
 
 #ifdef CLOSS_WITH_CUDA
@@ -303,7 +306,7 @@ static closs_status_t enqueue(const closs_contrastive_launch *job, int fused, cu
 
 static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
-    CLOSS_TRY(check_call(call));
+    CLOSS_TRY(check_call(call, workspace, workspace_bytes));
     CLOSS_TRY(closs_begin_call(handle));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
@@ -367,7 +370,7 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
 static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     (void)handle, (void)workspace, (void)workspace_bytes, (void)stream;
-    CLOSS_TRY(check_call(call));
+    CLOSS_TRY(check_call(call, workspace, workspace_bytes));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 

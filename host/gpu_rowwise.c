@@ -53,10 +53,10 @@ static size_t per_call_floats(const rowwise_call *call) {
     return call->reduction == CLOSS_REDUCTION_NONE ? (size_t)call->x[0].rows : 1;
 }
 
-/* No gradient or loss shares memory with an input or another output. */
-static closs_status_t check_disjoint(const rowwise_call *call) {
-    closs_span inputs[5], outputs[4];
-    int input_count = 0, output_count = 0;
+/* No gradient, loss or caller's workspace shares memory with an input or another of them. */
+static closs_status_t check_disjoint(const rowwise_call *call, closs_span workspace) {
+    closs_span inputs[5], outputs[5] = {workspace};
+    int input_count = 0, output_count = 1;
     for (int k = 0; k < call->input_count; ++k) {
         inputs[input_count++] =
             (closs_span){call->names[k], call->x[k].data, closs_matrix_span(call->x[k])};
@@ -78,7 +78,9 @@ static closs_status_t check_disjoint(const rowwise_call *call) {
     return closs_check_disjoint(outputs, output_count, inputs, input_count);
 }
 
-static closs_status_t check_outputs(const rowwise_call *call) {
+/* The outputs, and the caller's workspace (NULL: the handle's own) apart from everything else. */
+static closs_status_t check_outputs(const rowwise_call *call, void *workspace,
+                                    size_t workspace_bytes) {
     if (call->forward) {
         CLOSS_TRY(closs_check_not_null("loss", call->loss));
         CLOSS_TRY(closs_check_aligned("loss", call->loss, sizeof(float)));
@@ -92,7 +94,7 @@ static closs_status_t check_outputs(const rowwise_call *call) {
         shape.ld = call->grad[k].ld;
         CLOSS_TRY(closs_check_device_matrix(call->grad_names[k], shape, CLOSS_GPU_FLOAT_DTYPES, 0));
     }
-    return check_disjoint(call);
+    return check_disjoint(call, (closs_span){"workspace", workspace, workspace_bytes});
 }
 
 #ifdef CLOSS_WITH_CUDA
@@ -133,7 +135,7 @@ static closs_status_t run_check(closs_handle_t handle, const rowwise_call *call,
 static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_inputs(call));
-    CLOSS_TRY(check_outputs(call));
+    CLOSS_TRY(check_outputs(call, workspace, workspace_bytes));
     CLOSS_TRY(closs_begin_call(handle));
     const int64_t rows = call->x[0].rows;
     void *partials = NULL;
@@ -186,7 +188,7 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
                           size_t workspace_bytes, closs_stream_t stream) {
     (void)handle, (void)workspace, (void)workspace_bytes, (void)stream;
     CLOSS_TRY(check_inputs(call));
-    CLOSS_TRY(check_outputs(call));
+    CLOSS_TRY(check_outputs(call, workspace, workspace_bytes));
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 

@@ -241,8 +241,9 @@ static int spans_overlap(const closs_span *a, const closs_span *b) {
 
 static closs_status_t overlap_error(const closs_span *output, const closs_span *other,
                                     const char *role) {
-    return invalid("%s (%zu bytes at %p) overlaps %s %s (%zu bytes at %p): outputs may not share "
-                   "memory with an input or another output (no in-place computation)",
+    return invalid("%s (%zu bytes at %p) overlaps %s %s (%zu bytes at %p): outputs and the "
+                   "workspace may not share memory with an input or another output (no in-place "
+                   "computation)",
                    output->name, output->bytes, output->data, role, other->name, other->bytes,
                    other->data);
 }

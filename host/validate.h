@@ -65,8 +65,9 @@ typedef struct closs_span {
     size_t bytes;
 } closs_span;
 
-/* No output shares a byte with an input or with another output (the kernels read every input row
- * while other threads write the outputs: in-place or overlapping buffers give wrong answers). */
+/* No output (the caller's workspace counts as one) shares a byte with an input or with another
+ * output (the kernels read every input row while other threads write the outputs: in-place or
+ * overlapping buffers give wrong answers). */
 closs_status_t closs_check_disjoint(const closs_span *outputs, int output_count,
                                     const closs_span *inputs, int input_count);
 

@@ -340,8 +340,8 @@ CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, clo
  * given their own workspaces are not ordered by closs.
  *
  * What every GPU call refuses, before touching the device (INVALID_ARGUMENT, naming the argument):
- *   - a gradient or loss buffer that shares any byte with an input (x, y, upstream, stats, labels)
- *     or with another output: no in-place or overlapping outputs;
+ *   - a gradient or loss buffer, or the caller's workspace, that shares any byte with an input
+ *     (x, y, upstream, stats, labels) or with another of them: no in-place or overlapping outputs;
  *   - a data pointer not aligned to its element size (2 for f16/bf16, 4 for f32, float and i32,
  *     8 for i64);
  *   - a handle bound to another device than the calling thread's current one (the handle is not

@@ -307,6 +307,36 @@ Test(gpu_api_errors, contrastive_overlapping_outputs_are_refused) {
               "%s", closs_last_error());
 }
 
+/* A caller's workspace may not share a byte with an input or an output either (the kernels write
+ * it while they read the inputs); one that only touches them is fine, and NULL (the handle's own)
+ * overlaps nothing. */
+Test(gpu_api_errors, workspace_apart_from_inputs_and_outputs) {
+    float *const a = arena;
+    closs_matrix_t m[2] = {closs_matrix(a + X0, CLOSS_F32, 4, 8),
+                           closs_matrix(a + X1, CLOSS_F32, 4, 8)};
+    closs_vector_t y = closs_vector(a + Y, CLOSS_F32, 4);
+    closs_grad_t g[2] = {{a + G0, 8}, {a + G1, 8}};
+    closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    EXPECT_OVERLAP(closs_pair_forward_backward(NULL, &pair, m[0], m[1], y, a + OUT, g[0], g[1],
+                                               a + X1 + 8, 64, NULL),
+                   "workspace", "x2");
+    EXPECT_OVERLAP(closs_pair_forward_backward(NULL, &pair, m[0], m[1], y, a + OUT, g[0], g[1],
+                                               a + G1 - 4, 64, NULL),
+                   "workspace", "grad_x2");
+    EXPECT_OVERLAP(closs_ntxent_forward(NULL, &n, m[0], a + OUT, a + UP, a + UP - 15, 64, NULL),
+                   "workspace", "stats");
+    EXPECT_OVERLAP(
+        closs_ntxent_backward(NULL, &n, m[0], a + UP, NULL, g[0], a + X0 + 31, 4096, NULL),
+        "workspace", "z");
+    cr_expect(passed_argument_checks(closs_pair_forward_backward(
+                  NULL, &pair, m[0], m[1], y, a + OUT, g[0], g[1], a + G1 + 32, 64, NULL)),
+              "a workspace right after the last gradient: %s", closs_last_error());
+    cr_expect(passed_argument_checks(
+                  closs_ntxent_forward(NULL, &n, m[0], a + OUT, a + UP, NULL, 0, NULL)),
+              "the handle's workspace: %s", closs_last_error());
+}
+
 /* A pointer not aligned to its element size is refused (on the GPU it would fault and take the
  * CUDA context with it); one element past a 16-byte boundary is fine. */
 Test(gpu_api_errors, data_pointers_aligned_to_their_element) {
