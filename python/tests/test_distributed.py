@@ -112,6 +112,7 @@ def _cpu_world(rank, world, port):
     z = torch.randn(4 + 2 * rank, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="same number of rows"):
         closs.distributed.ntxent_loss(z)
+    dist.barrier()  # every rank tears its group down together (see the example)
     dist.destroy_process_group()
 
 
@@ -137,6 +138,7 @@ def _cuda_world(rank, world, port):
             # up to the order of the sums.
             assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), what
             assert (grad - want_grad).abs().max().item() <= 1e-5 * max(1.0, want_grad.abs().max().item()), what
+    dist.barrier()
     dist.destroy_process_group()
 
 
