@@ -18,9 +18,10 @@
 //
 // Launch shape (one stream, in this order):
 //   embed            ‖z_i‖, r_i and the non-finite flag; one warp per row (contrastive_kernels.cuh)
-//   classes          SupCon: CUB radix sort of (label, row); the classes with ≥ 2 rows numbered
-//                    0..K−1 by a CUB scan of their first rows; class_of, class_start/end, K
-//   positives        |P(i)|: 1 for NT-Xent, the class size − 1 for SupCon
+//   classes          (contrastive_classes.cu) SupCon: CUB radix sort of (label, row); the classes
+//                    with ≥ 2 rows numbered 0..K−1 by a CUB scan of their first rows; class_of,
+//                    class_start/end, K
+//   positives        (contrastive_classes.cu) |P(i)|: 1 for NT-Xent, the class size − 1 for SupCon
 //   class sums       SupCon: C_k (and A_k = Σ a_k ẑ_k for the backward); a segmented reduction
 //                    over the sorted rows, a block per 64 of them (a thread per column), then the
 //                    classes spanning chunks merged in chunk order: parallel over rows whatever the
@@ -45,8 +46,9 @@
 // With a row range (closs.h "Row ranges") the forward's blocks cover the range's anchors (all rows
 // when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
 // range's rows; the column tiles always run over all M rows.
-// The kernels live in contrastive_fused_kernels.cuh (this file: CUB, the launch sequence and the
-// C entry points), which tests/test_contrastive_kernels.cpp also runs on the CPU, a thread per CUDA
+// The kernels live in contrastive_fused_kernels.cuh (this file: the launch sequence and the C
+// entry points; SupCon's label sort and numbering are contrastive_classes.cu's, shared with the
+// chunked path), which tests/test_contrastive_kernels.cpp also runs on the CPU, a thread per CUDA
 // thread.
 // Determinism: every sum has one order (products over D in increasing k, each lane's terms in
 // increasing j, fixed butterflies, class sums in sorted order), no float atomics; CUB's radix

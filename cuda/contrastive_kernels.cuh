@@ -19,8 +19,7 @@ constexpr float kNormalizeEps = 1e-12f;
 
 // ‖z_i‖, the row's scale r_i = 1/max(‖z_i‖, eps) (1 without normalisation; inv_norm NULL: not
 // needed) and ẑ_i = r_i·z_i for the chunked path's f32 (zhat NULL: the other kernels multiply raw
-// z and scale the products). Any non-finite element raises the flag
-// that turns every lse into NaN.
+// z and scale the products). Any non-finite element raises the flag that turns every lse into NaN.
 template <typename T>
 __global__ void embed_kernel(const closs_contrastive_launch job) {
     const int lane = threadIdx.x % kWarpSize;
@@ -51,8 +50,10 @@ __global__ void embed_kernel(const closs_contrastive_launch job) {
 // float: f16 saturates at ±65504 instead of overflowing to ±inf (reached only by G' of a row with
 // ‖z_j‖ < 4/(65504·τ), in practice a zero row, whose z_j = 0 adds nothing anyway), and a NaN stays
 // NaN (fminf would drop it). G' goes to the product as high = G' rounded and low = G' − high
-// rounded, one product each: a single 16-bit G' errs by 2^-9 (bf16) of each term, and where the
-// softmax and positive parts cancel (a confident positive) that error is the whole answer.
+// rounded, one product each: a single 16-bit G' errs by 2^-9 (bf16) of each term, which is the
+// whole answer where the terms of a row cancel (on the fused path, a confident positive's softmax
+// part against the positive part added after the products; bench/NOTES.md, "Accuracy where
+// positives are confident").
 template <typename T> __device__ __forceinline__ T to_operand(float g) {
     constexpr float kHalfMax = 65504.0f;
     if constexpr (std::is_same<T, __half>::value) g = g > kHalfMax ? kHalfMax : g < -kHalfMax ? -kHalfMax : g;
