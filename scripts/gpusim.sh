@@ -55,25 +55,25 @@ sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "$closs_patch" | sha256sum | cut
 sim=$GPUSIM_HOME/closs-sim-$sim_hash
 sim_build_began=$SECONDS
 if [[ ! -f $sim/built ]]; then
-    echo "gpusim: building closs's patched simulator in $sim (about 4 minutes on 2 cores)"
+    echo "gpusim: building closs's patched simulator in $sim (about 5 minutes on 2 cores)"
     rm -rf "$sim"
     mkdir -p "$sim"
     tar -xzf "$sim_dir/gpgpu-sim-667834c.tar.gz" -C "$sim" --strip-components=1
     (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" && patch -p1 -s <"$closs_patch")
-    # The simulator names its build after `git` state, at build and at run time: give it a repository.
+    # The simulator names its build after `git` state, at build and at run time: a repository.
     (cd "$sim" && git init -q && git add -A &&
-        git -c user.name=gpusim -c user.email=gpusim@localhost commit -qm "GPGPU-Sim 667834c with closs's fixes")
+        git -c user.name=gpusim -c user.email=gpusim@localhost commit -qm "667834c, closs's fixes")
     # shellcheck source=/dev/null
     (cd "$sim" && set +u && source setup_environment release >/dev/null 2>&1 &&
         make -j"$(nproc)" >"$sim/closs-build.log" 2>&1) ||
-        { tail -n 40 "$sim/closs-build.log" >&2; echo "gpusim: building the patched simulator failed;" \
-            "see $sim/closs-build.log" >&2; exit 1; }
+        { tail -n 40 "$sim/closs-build.log" >&2
+          echo "gpusim: the patched simulator's build failed: $sim/closs-build.log" >&2; exit 1; }
     touch "$sim/built"
 fi
 sim_build_s=$((SECONDS - sim_build_began))
 # Run against it, not the shared build: the shared build's folders come off PATH and
 # LD_LIBRARY_PATH, and closs's setup_environment puts its own libcudart.so there.
-drop_shared_sim() { tr ':' '\n' <<<"$1" | grep -v "^$GPUSIM_HOME/sim/" | paste -sd:; }
+drop_shared_sim() { tr ':' '\n' <<<"$1" | { grep -v "^$GPUSIM_HOME/sim/" || true; } | paste -sd:; }
 PATH=$(drop_shared_sim "$PATH")
 LD_LIBRARY_PATH=$(drop_shared_sim "$LD_LIBRARY_PATH")
 set +u
@@ -99,7 +99,8 @@ rm -rf "$build_ptxas_cache"
 export GPUSIM_PTXAS_CACHE=$build_ptxas_cache
 # CMake cannot switch an existing build to another nvcc (it keeps the old compiler and drops
 # CMAKE_CUDA_HOST_COMPILER): a build made with another one (GPUSIM_HOME moved) starts afresh.
-if ! grep -qxF "CMAKE_CUDA_COMPILER:FILEPATH=$CUDA_INSTALL_PATH/bin/nvcc" "$build/CMakeCache.txt" 2>/dev/null; then
+if ! grep -qx "CMAKE_CUDA_COMPILER:[A-Z]*=$CUDA_INSTALL_PATH/bin/nvcc" "$build/CMakeCache.txt" 2>/dev/null
+then
     rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
 fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
@@ -110,9 +111,11 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$build" -j"$(nproc)" --target test_gpu_rowwise test_gpu_contrastive test_cli \
     closs_cli >"$build/gpusim-build.log" 2>&1 || { tail -n 60 "$build/gpusim-build.log" >&2; exit 1; }
 unset GPUSIM_PTXAS_CACHE
-cudart=$(ldd "$build/tests/test_gpu_contrastive" | grep -o '/[^ ]*libcudart\.so[^ ]*' | head -n 1 || true)
+cudart=$(ldd "$build/tests/test_gpu_contrastive" | grep -o '/[^ ]*libcudart\.so[^ ]*' | head -n 1 ||
+    true)
 echo "gpusim: the tests load $cudart"
-[[ $cudart == "$sim_lib"/* ]] || { echo "gpusim: expected closs's simulator's runtime, in $sim_lib" >&2; exit 1; }
+[[ $cudart == "$sim_lib"/* ]] ||
+    { echo "gpusim: expected closs's simulator's runtime, in $sim_lib" >&2; exit 1; }
 build_done=$SECONDS
 cpu_now
 build_cpu=$cpu
@@ -193,7 +196,8 @@ if [[ -n $never ]]; then
 fi
 
 cpu_now
-echo "gpusim: setup $((setup_done - start)) s (closs's simulator: $sim_build_s s), build $((build_done - setup_done)) s," \
+echo "gpusim: setup $((setup_done - start)) s (closs's simulator: $sim_build_s s)," \
+    "build $((build_done - setup_done)) s," \
     "tests $((SECONDS - build_done)) s, total $((SECONDS - start)) s of wall time;" \
     "CPU seconds: $build_cpu until the tests, $((cpu - build_cpu)) in them"
 if ((${#failed[@]})); then
