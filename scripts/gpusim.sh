@@ -7,7 +7,10 @@
 #
 # 1. ../shared/gpusim/setup.sh (GPUSIM_DIR overrides the folder): the simulator and CUDA 11.8,
 #    cached in ~/.cache/gpusim (GPUSIM_HOME overrides); about 5 minutes the first time, seconds
-#    after. Needs root for apt-get the first time.
+#    after. Needs root for apt-get the first time. Then closs's own build of the same simulator
+#    with closs's fixes to f16 WMMA (scripts/gpusim/wmma-fixes.patch), once, in
+#    $GPUSIM_HOME/closs-sim-<hash of the patches> (about 5 minutes the first time, nothing
+#    after); everything below runs against it.
 # 2. Builds closs in build-gpusim/ for the simulator: PTX for compute_70, the shared CUDA runtime
 #    (the simulator replaces libcudart.so), g++-11 as the host compiler, and cuda/contrastive.cu
 #    at cicc -O1 (CUDA 11.8's cicc does not finish it at -O3).
@@ -43,6 +46,43 @@ echo "gpusim: setting up the simulator (cached)"
 env_file=$(bash "$sim_dir/setup.sh")
 # shellcheck source=/dev/null
 source "$env_file"
+
+# closs's own simulator: the shared set-up's source and fixes, plus closs's fixes to f16 WMMA
+# (scripts/gpusim/wmma-fixes.patch says what and why), built as setup.sh builds its own, once, in
+# a folder named after the two patches' hash, so that a changed patch builds afresh.
+closs_patch=$root/scripts/gpusim/wmma-fixes.patch
+sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "$closs_patch" | sha256sum | cut -c1-12)
+sim=$GPUSIM_HOME/closs-sim-$sim_hash
+sim_build_began=$SECONDS
+if [[ ! -f $sim/built ]]; then
+    echo "gpusim: building closs's patched simulator in $sim (about 5 minutes on 2 cores)"
+    rm -rf "$sim"
+    mkdir -p "$sim"
+    tar -xzf "$sim_dir/gpgpu-sim-667834c.tar.gz" -C "$sim" --strip-components=1
+    (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" && patch -p1 -s <"$closs_patch")
+    # The simulator names its build after `git` state, at build and at run time: a repository.
+    (cd "$sim" && git init -q && git add -A &&
+        git -c user.name=gpusim -c user.email=gpusim@localhost commit -qm "667834c, closs's fixes")
+    # shellcheck source=/dev/null
+    (cd "$sim" && set +u && source setup_environment release >/dev/null 2>&1 &&
+        make -j"$(nproc)" >"$sim/closs-build.log" 2>&1) ||
+        { tail -n 40 "$sim/closs-build.log" >&2
+          echo "gpusim: the patched simulator's build failed: $sim/closs-build.log" >&2; exit 1; }
+    touch "$sim/built"
+fi
+sim_build_s=$((SECONDS - sim_build_began))
+# Run against it, not the shared build: the shared build's folders come off PATH and
+# LD_LIBRARY_PATH, and closs's setup_environment puts its own libcudart.so there.
+drop_shared_sim() { tr ':' '\n' <<<"$1" | { grep -v "^$GPUSIM_HOME/sim/" || true; } | paste -sd:; }
+PATH=$(drop_shared_sim "$PATH")
+LD_LIBRARY_PATH=$(drop_shared_sim "$LD_LIBRARY_PATH")
+set +u
+# shellcheck source=/dev/null
+source "$sim/setup_environment" release >/dev/null 2>&1
+set -u
+sim_lib=$sim/lib/$GPGPUSIM_CONFIG
+sim_commit=$(git -C "$sim" log --abbrev-commit -n 1 --format=%h)  # in the simulator's banner
+[[ -f $sim_lib/libcudart.so ]] || { echo "gpusim: no $sim_lib/libcudart.so" >&2; exit 1; }
 setup_done=$SECONDS
 
 build=$root/build-gpusim
@@ -57,6 +97,12 @@ mkdir -p "$build"
 build_ptxas_cache=$build/ptxas-build-cache
 rm -rf "$build_ptxas_cache"
 export GPUSIM_PTXAS_CACHE=$build_ptxas_cache
+# CMake cannot switch an existing build to another nvcc (it keeps the old compiler and drops
+# CMAKE_CUDA_HOST_COMPILER): a build made with another one (GPUSIM_HOME moved) starts afresh.
+if ! grep -qx "CMAKE_CUDA_COMPILER:[A-Z]*=$CUDA_INSTALL_PATH/bin/nvcc" "$build/CMakeCache.txt" 2>/dev/null
+then
+    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_COMPILER="$CUDA_INSTALL_PATH/bin/nvcc" -DCMAKE_CUDA_HOST_COMPILER=g++-11 \
     -DCUDAToolkit_ROOT="$CUDA_INSTALL_PATH" -DCMAKE_CUDA_ARCHITECTURES=70-virtual \
@@ -65,6 +111,11 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$build" -j"$(nproc)" --target test_gpu_rowwise test_gpu_contrastive test_cli \
     closs_cli >"$build/gpusim-build.log" 2>&1 || { tail -n 60 "$build/gpusim-build.log" >&2; exit 1; }
 unset GPUSIM_PTXAS_CACHE
+cudart=$(ldd "$build/tests/test_gpu_contrastive" | grep -o '/[^ ]*libcudart\.so[^ ]*' | head -n 1 ||
+    true)
+echo "gpusim: the tests load $cudart"
+[[ $cudart == "$sim_lib"/* ]] ||
+    { echo "gpusim: expected closs's simulator's runtime, in $sim_lib" >&2; exit 1; }
 build_done=$SECONDS
 cpu_now
 build_cpu=$cpu
@@ -94,6 +145,9 @@ run() {
     if [[ $verdict != "Synthesis: Tested: $tests | Passing: $tests | Failing: 0 | Crashing: 0" ]]; then
         failed+=("$name (want $tests tests passing; see build-gpusim/sim-logs/$name*.log)")
     fi
+    if ! grep -q "build gpgpu-sim_git-commit-$sim_commit" "$logs/$name.sim.log"; then
+        failed+=("$name: not closs's patched simulator (its banner lacks build ...-commit-$sim_commit)")
+    fi
     if grep -q 'simulation mode [^1]' "$logs/$name.sim.log" ||
         ! grep -q 'simulation mode 1' "$logs/$name.sim.log"; then
         failed+=("$name: the simulator did not run in functional mode (simulation mode 1)")
@@ -118,25 +172,23 @@ ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx >"$logs/kernels.all"
 ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx | grep '_contrastive_cu_' >"$logs/kernels.chunked" || true
 cat "$logs"/*.sim.log | grep -o "pushing kernel '[^']*'" | sed "s/.*'\(.*\)'/\1/" | sort -u \
     >"$logs/kernels.launched"
-# The tensor-core kernels are left out: bf16 WMMA needs sm_80 (at compute_70 those kernels are
-# empty and bf16 takes the SIMT kernels), and f16's crash the simulator (tests/gpu_scale.h).
-ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx | grep 'wmma' >"$logs/kernels.sm80" || true
+# bf16's tensor-core kernels are left out: bf16 WMMA needs sm_80 (at compute_70 those kernels are
+# empty and bf16 takes the SIMT kernels). f16's run (closs's scripts/gpusim/wmma-fixes.patch).
+ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx | grep 'wmma.*bfloat16' >"$logs/kernels.sm80" || true
 never=$(comm -23 "$logs/kernels.all" "$logs/kernels.launched" | comm -23 - "$logs/kernels.chunked" |
     comm -23 - "$logs/kernels.sm80")
 echo "gpusim: $(comm -12 "$logs/kernels.all" "$logs/kernels.launched" | wc -l) of" \
     "$(wc -l <"$logs/kernels.all") kernels launched; the chunked path's" \
-    "$(wc -l <"$logs/kernels.chunked") were not (cuBLAS), nor the tensor-core ones" \
-    "($(wc -l <"$logs/kernels.sm80"): f16's crash the simulator, bf16's need sm_80)"
+    "$(wc -l <"$logs/kernels.chunked") were not (cuBLAS), nor bf16's tensor-core ones" \
+    "($(wc -l <"$logs/kernels.sm80"): they need sm_80)"
 # Listed, not failed: CUB's kernels closs never needs at these sizes (the multi-tile radix sort
 # passes, its empty kernel); the row-wise instantiations the small sweep does not reach (one
 # template per loss, distance, dtype and group width; the sweep launches each loss, distance and
-# dtype); the fused path's other f16 kernels (norms, class sums, losses), whose cases are left out
-# with the f16 tensor cores.
+# dtype).
 if [[ -n $never ]]; then
     echo "gpusim: never launched:"
     c++filt <<<"$never" | sed 's/^/    /' | cut -c1-160
-    required=$(grep -v '^_ZN3cub' <<<"$never" | grep -v 'rowwise_kernel' |
-        grep -v 'contrastive_fused_cu.*6__half' || true)
+    required=$(grep -v '^_ZN3cub' <<<"$never" | grep -v 'rowwise_kernel' || true)
     if [[ -n $required ]]; then
         c++filt <<<"$required" | sed 's/^/    must run: /' | cut -c1-160
         failed+=("closs kernels never launched (above)")
@@ -144,7 +196,8 @@ if [[ -n $never ]]; then
 fi
 
 cpu_now
-echo "gpusim: setup $((setup_done - start)) s, build $((build_done - setup_done)) s," \
+echo "gpusim: setup $((setup_done - start)) s (closs's simulator: $sim_build_s s)," \
+    "build $((build_done - setup_done)) s," \
     "tests $((SECONDS - build_done)) s, total $((SECONDS - start)) s of wall time;" \
     "CPU seconds: $build_cpu until the tests, $((cpu - build_cpu)) in them"
 if ((${#failed[@]})); then

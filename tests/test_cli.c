@@ -850,16 +850,8 @@ Test(cli_eval, cuda_matches_the_cpu) {
         RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", cpu_out, "--dtype", "f32",
             cases[c].parameter);
         cr_assert_eq(r.status, 0, "cpu %s: %s", cases[c].loss, r.err);
-        /* The simulated tier runs one dtype per loss; bf16 for NT-Xent and SupCon where f16's
-         * turn comes, since f16's tensor-core kernels crash the simulator. */
-        const size_t sim_dtype = cases[c].grads == z_grads && c % 3 == 1 ? 2 : c % 3;
-        if (sim && sim_dtype != c % 3) {
-            char what[64];
-            snprintf(what, sizeof what, "eval %s --dtype f16", cases[c].loss);
-            GPU_SIM_LEAVES_OUT_F16_TENSOR_CORES(what);
-        }
         for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; ++t) {
-            if (sim && t != sim_dtype) continue;
+            if (sim && t != c % 3) continue; /* the simulated tier: one dtype per loss */
             RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", gpu_out, "--device", "cuda",
                 "--dtype", dtypes[t].name, cases[c].parameter);
             cr_assert_eq(r.status, 0, "cuda %s %s: %s", cases[c].loss, dtypes[t].name, r.err);
