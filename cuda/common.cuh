@@ -23,7 +23,7 @@ constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kBlock = 256; // threads of NT-Xent/SupCon's per-row and per-element kernels
 
-// Blocks for `work` items at `per_block` a block, for a grid-stride loop: at least 1, at most 65535.
+// Blocks for `work` items, `per_block` a block, for a grid-stride loop: at least 1, at most 65535.
 inline int grid_for(int64_t work, int per_block) {
     const int64_t blocks = (work + per_block - 1) / per_block;
     return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);

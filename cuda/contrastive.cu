@@ -47,8 +47,8 @@ namespace {
 
 template <typename T> constexpr cudaDataType_t kCudaType = std::is_same<T, __half>::value ? CUDA_R_16F : CUDA_R_16BF;
 
-// S_c (chunk × M, row-major) = Ẑ_c·Ẑᵀ (f32) or Z_c·Zᵀ (16-bit). cuBLAS is column-major: S_cᵀ = Ẑ·Ẑ_cᵀ
-// with Ẑ seen as D × M.
+// S_c (chunk × M, row-major) = Ẑ_c·Ẑᵀ (f32) or Z_c·Zᵀ (16-bit). cuBLAS is column-major:
+// S_cᵀ = Ẑ·Ẑ_cᵀ with Ẑ seen as D × M.
 template <typename T>
 cublasStatus_t similarity_chunk(const closs_contrastive_launch &job, cublasHandle_t cublas, int64_t first,
                                 int64_t chunk) {

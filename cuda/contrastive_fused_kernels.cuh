@@ -1,8 +1,8 @@
 // The fused path's kernels (contrastive_fused.cu has the math, the launch shape and the C entry
 // points): SupCon's class sums, the similarity tiles, the forward's log-sum-exp and loss, the
 // backward's row-stationary dz (the class numbering both paths share is contrastive_classes.cuh).
-// A header of its own so that tests/test_contrastive_kernels.cpp can run these very kernels on the CPU,
-// a thread per CUDA thread.
+// A header of its own so that tests/test_contrastive_kernels.cpp can run these very kernels on the
+// CPU, a thread per CUDA thread.
 #pragma once
 
 #include <stdint.h>

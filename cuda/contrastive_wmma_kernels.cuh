@@ -2,8 +2,9 @@
 // S = Z_i·Z_jᵀ and the gradient products dZ_i += G·Z_j by WMMA (nvcuda::wmma, 16-bit operands,
 // float accumulation; sm_80 and later). contrastive_fused.cu launches these kernels in place of
 // the SIMT forward_kernel/backward_kernel; everything else (norms, classes, class sums, losses,
-// weights) is shared with the SIMT path. A header of its own so that tests/test_contrastive_kernels.cpp
-// runs these very kernels on the CPU, with a whole-tile emulation of WMMA.
+// weights) is shared with the SIMT path. A header of its own so that
+// tests/test_contrastive_kernels.cpp runs these very kernels on the CPU, with a whole-tile
+// emulation of WMMA.
 //
 // Math (fused_math.h for the names). Raw rows z are multiplied, never ẑ = r·z: with
 // r_i = 1/max(‖z_i‖, eps) (1 without normalisation) and s_ij = z_i·z_j,

@@ -423,8 +423,8 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
 
     if constexpr (!kWide) {
         if (count == M && !chunked) {
-            // The anchor range the kernels take ([row_begin, row_end), against all M rows): the rows
-            // inside get the full run's bits, the rows outside stay untouched.
+            // The anchor range the kernels take ([row_begin, row_end), against all M rows): the
+            // rows inside get the full run's bits, the rows outside stay untouched.
             const int64_t first = M / 3, last = M - M / 5;
             std::vector<float> range_lse(M, NAN);
             std::vector<T> range_grad(grad_storage.size(), from<T>(NAN));
@@ -656,8 +656,8 @@ Test(contrastive_kernels, confident_positives) {
             pr.upstream.assign(pr.rows, 1.0f);
             const double tolerance = t == 0 ? 1e-4 : t == 1 ? 2e-3 : 1e-2;
             const char *dtype = chunked_names[t] + strlen("chunked ");
-            // ℓ_i = s·(lse_i − mean x_ik) nearly cancels here: its float rounding, relative to lse ≈
-            // 1/τ, is ~1e-5 of the losses' norm (the sweep's losses are larger, 1e-5 holds there)
+            // ℓ_i = s·(lse_i − mean x_ik) nearly cancels here: its float rounding, relative to
+            // lse ≈ 1/τ, is ~1e-5 of the losses' norm (the sweep's losses are larger: 1e-5 holds)
             const Errors fused = t == 0 ? run<float>(pr) : t == 1 ? run<__half>(pr) : run<__nv_bfloat16>(pr);
             expect_within(pr, -1, dtype, fused, 1e-5, 1e-4, tolerance);
             const Errors chunked = expect_chunked(pr, -1, t);
