@@ -600,14 +600,21 @@ Test(contrastive_kernels, wmma_match_reference) {
 // The chunked path's kernels (contrastive_chunked_kernels.cuh) on the same sweep, with a CPU
 // product standing in for cuBLAS: f32 on the ẑ copy, f16 and bf16 (alternating) on the raw 16-bit
 // rows with the rank-1 scale and G' in two halves. Tolerances as for the fused path's kernels.
-// The chunked path in dtype t (0 f32, 1 f16, 2 bf16), checked with the fused path's tolerances for
-// that dtype.
-static const char *const chunked_names[] = {"chunked f32", "chunked f16", "chunked bf16"};
+
+// Dtype t of the tests that take the three in turn (0 f32, 1 f16, 2 bf16), and its gradient
+// tolerance (the GPU suite's).
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+static const double grad_tolerances[] = {1e-4, 2e-3, 1e-2};
+static Errors run_dtype(const Problem &pr, int t, Path path) {
+    return t == 0 ? run<float>(pr, path) : t == 1 ? run<__half>(pr, path) : run<__nv_bfloat16>(pr, path);
+}
+
+// The chunked path in dtype t, checked with the fused path's tolerances for that dtype.
 static Errors expect_chunked(const Problem &pr, int pattern, int t) {
-    const Errors e = t == 0   ? run<float>(pr, Path::chunked)
-                     : t == 1 ? run<__half>(pr, Path::chunked)
-                              : run<__nv_bfloat16>(pr, Path::chunked);
-    expect_within(pr, pattern, chunked_names[t], e, 1e-5, 1e-5, t == 0 ? 1e-4 : t == 1 ? 2e-3 : 1e-2);
+    const Errors e = run_dtype(pr, t, Path::chunked);
+    char what[32];
+    snprintf(what, sizeof what, "chunked %s", dtype_names[t]);
+    expect_within(pr, pattern, what, e, 1e-5, 1e-5, grad_tolerances[t]);
     return e;
 }
 
@@ -626,7 +633,7 @@ Test(contrastive_kernels, chunked_match_reference) {
                 worst[2] = std::fmax(worst[2], e.grad);
             }
     for (int t = 0; t < 3; ++t)
-        cr_log_info("%s: largest lse error %.2e, loss %.2e, gradient %.2e", chunked_names[t], largest[t][0],
+        cr_log_info("chunked %s: largest lse error %.2e, loss %.2e, gradient %.2e", dtype_names[t], largest[t][0],
                     largest[t][1], largest[t][2]);
 }
 
@@ -654,11 +661,11 @@ Test(contrastive_kernels, confident_positives) {
             pr.labels.resize(pr.rows);
             for (int i = 0; i < pr.rows; ++i) pr.labels[i] = i % half;
             pr.upstream.assign(pr.rows, 1.0f);
-            const double tolerance = t == 0 ? 1e-4 : t == 1 ? 2e-3 : 1e-2;
-            const char *dtype = chunked_names[t] + strlen("chunked ");
+            const double tolerance = grad_tolerances[t];
+            const char *dtype = dtype_names[t];
             // ℓ_i = s·(lse_i − mean x_ik) nearly cancels here: its float rounding, relative to
             // lse ≈ 1/τ, is ~1e-5 of the losses' norm (the sweep's losses are larger: 1e-5 holds)
-            const Errors fused = t == 0 ? run<float>(pr) : t == 1 ? run<__half>(pr) : run<__nv_bfloat16>(pr);
+            const Errors fused = run_dtype(pr, t, Path::fused);
             expect_within(pr, -1, dtype, fused, 1e-5, 1e-4, tolerance);
             const Errors chunked = expect_chunked(pr, -1, t);
             cr_expect(chunked.grad_to_norm <= tolerance, "%s chunked %s: gradient error %.2e against ‖dz‖",
