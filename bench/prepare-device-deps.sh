@@ -28,6 +28,7 @@ Libs: -L${prefix}/lib -lcriterion
 Cflags: -I${prefix}/include
 PC
 python3 -m pip download -q --no-deps --only-binary :all: --implementation py --platform any \
+    -c scripts/constraints.txt \
     --python-version 3.10 -d "$deps/wheels" pytest pluggy iniconfig packaging \
     pygments exceptiongroup tomli # the last two for Python 3.10
 for wheel in "$deps"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$deps/python"; done

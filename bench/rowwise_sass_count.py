@@ -9,7 +9,8 @@ closes such a loop) and the IEEE division and square-root slow paths (subroutine
 loop). Both sides of the few short branches inside (NONE or not, the label's dtype) are counted,
 so the count is a slight over-estimate of the path a row takes. Dividing by the rows a warp
 handles at once (32 / lanes, lanes from the kernel's layout rule at --dim) gives instructions per
-row. Needs nothing but the SASS text; cuobjdump comes with `pip install nvidia-cuda-cuobjdump`."""
+row. Needs nothing but the SASS text; cuobjdump and the nvdisasm it runs come from
+scripts/install-deps.sh (PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm)."""
 import argparse
 import re
 import subprocess

@@ -21,9 +21,11 @@ and the static HMMA/FFMA/MUFU counts of the whole kernel and of its outermost lo
 an HMMA (else its largest loop): the per-iteration instruction mix the benchmark notes predict
 from. Static counts: a loop body's instructions once, whatever the trip count.
 
-cuobjdump comes from --cuobjdump, $CUOBJDUMP, PATH, or PyPI's nvidia-cuda-cuobjdump (installed
-by scripts/install-deps.sh). Without it the check is skipped (exit 77) unless $CI is set, where
-it fails.
+cuobjdump comes from --cuobjdump, $CUOBJDUMP, PATH, or PyPI's nvidia-cuda-cuobjdump; nvdisasm,
+which `cuobjdump -sass` runs, from $NVDISASM, PATH, or PyPI's nvidia-cuda-nvdisasm (both installed by
+scripts/install-deps.sh, pinned in scripts/constraints.txt). A missing tool is named, with how to
+get it; the check is then skipped (exit 77), unless $CI is set, where it fails. `--find-tools`
+prints where the two tools are and exits 0, or names the missing one and exits 1.
 """
 import argparse
 import glob
@@ -37,19 +39,32 @@ SKIP = 77
 COUNTED = ("HMMA", "FFMA", "MUFU")
 
 
-def find_cuobjdump(given):
-    for candidate in (given, os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")):
+def find_tool(name, given=None):
+    """The path of cuobjdump or nvdisasm: given, $CUOBJDUMP/$NVDISASM, PATH, then PyPI's wheel."""
+    for candidate in (given, os.environ.get(name.upper()), shutil.which(name)):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     try:
-        import nvidia  # PyPI's nvidia-cuda-cuobjdump: nvidia/cu*/bin/cuobjdump
+        import nvidia  # PyPI's nvidia-cuda-cuobjdump / -nvdisasm: nvidia/cu*/bin/<name>
     except ImportError:
         return None
     for root in nvidia.__path__:
-        for path in sorted(glob.glob(os.path.join(root, "*", "bin", "cuobjdump"))):
+        for path in sorted(glob.glob(os.path.join(root, "*", "bin", name))):
             if os.access(path, os.X_OK):
                 return path
     return None
+
+
+def find_tools(given_cuobjdump):
+    """({"cuobjdump": path, "nvdisasm": path}, None), or (None, what is missing and how to get it)."""
+    tools = {"cuobjdump": find_tool("cuobjdump", given_cuobjdump), "nvdisasm": find_tool("nvdisasm")}
+    missing = [name for name, path in tools.items() if not path]
+    if not missing:
+        return tools, None
+    wheels = " ".join(f"nvidia-cuda-{name}" for name in missing)
+    return None, (f"{' and '.join(missing)} not found (cuobjdump -sass needs both): run "
+                  f"scripts/install-deps.sh, which installs PyPI's {wheels} at the version pinned "
+                  "in scripts/constraints.txt, or put the tools on PATH")
 
 
 def run(command):
@@ -168,20 +183,31 @@ def short(name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("binary")
-    parser.add_argument("--rules", nargs="+", required=True, help="rule files or folders of *.txt")
+    parser.add_argument("binary", nargs="?")
+    parser.add_argument("--rules", nargs="+", help="rule files or folders of *.txt")
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--report", help="write the per-kernel resource and instruction table here")
     parser.add_argument("--cuobjdump")
+    parser.add_argument("--find-tools", action="store_true", help="say where the tools are, check nothing")
     args = parser.parse_args()
+    if args.find_tools:
+        tools, missing = find_tools(args.cuobjdump)
+        print(missing or "\n".join(f"{name}: {path}" for name, path in tools.items()))
+        return 1 if missing else 0
+    if not args.binary or not args.rules:
+        parser.error("BINARY and --rules are required")
 
-    tool = find_cuobjdump(args.cuobjdump)
-    if not tool:
-        message = "cuobjdump not found (scripts/install-deps.sh installs PyPI's nvidia-cuda-cuobjdump)"
+    tools, missing = find_tools(args.cuobjdump)
+    if missing:
         if os.environ.get("CI"):
-            sys.exit(f"sass_check: {message}")
-        print(f"SKIP: {message}")
+            sys.exit(f"sass_check: {missing}")
+        print(f"SKIP: {missing}")
         return SKIP
+    # cuobjdump runs nvdisasm from PATH (or NVDISASM_PATH): give it the one found.
+    nvdisasm_dir = os.path.dirname(os.path.abspath(tools["nvdisasm"]))
+    os.environ["PATH"] = nvdisasm_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ["NVDISASM_PATH"] = nvdisasm_dir
+    tool = tools["cuobjdump"]
     sass = parse_sass(run([tool, "-sass", "-arch", args.arch, args.binary]))
     resources = parse_resources(run([tool, "-res-usage", "-arch", args.arch, args.binary]))
     if not sass:
