@@ -8,9 +8,9 @@
 // the calling thread; a block's CUDA threads are fibers, run one at a time in a fixed order, each
 // until it waits at __syncthreads, __syncwarp or a warp-collective instruction, or ends. A wait is
 // over when its last participant arrives: deterministic, and cheap enough to emulate every warp
-// instruction lane by lane. __syncthreads waits for every thread that has not ended (threads that
-// returned count as arrived, as on the hardware); __syncwarp(mask) for the lanes of mask; a warp
-// collective (mma, ldmatrix, __shfl_xor_sync, __any_sync) for all 32 lanes at the same
+// instruction lane by lane. __syncthreads waits for every thread that has not ended (it does not
+// wait for threads that returned: the lenient reading); __syncwarp(mask) for the lanes of mask; a
+// warp collective (mma, ldmatrix, __shfl_xor_sync, __any_sync) for all 32 lanes at the same
 // instruction, or the kernel faults (divergent warp, an ended lane, a partial warp). No thread
 // able to run while some have not ended is a deadlock, reported as such.
 //
@@ -36,6 +36,11 @@
 // arrays) is not race-checked; races on global memory; atomics are the host's, done one thread at
 // a time; __threadfence and memory-order subtleties between blocks (blocks run one after another);
 // the hardware's rounding of ex2.approx and __fdividef, and the tensor cores' order of additions.
+// Approximations: the race check's unit is 2 bytes (two threads writing the two bytes of one
+// unit would be reported; the kernels' shared data is 16- and 32-bit); for the bounds check,
+// shared memory is the launch's dynamic part or any static storage (where `__shared__`
+// variables live, but so do the program's other statics: a static array passed as shared memory
+// is not caught, a heap or stack pointer is); shuffles and votes take full-warp masks only.
 #pragma once
 
 #include <atomic>
