@@ -787,3 +787,75 @@ Test(cuda_on_cpu, shuffles_and_votes) {
         cr_expect_eq(any[t], t >= 32);
     }
 }
+
+// The idiom the tile engine builds on: tiles streamed through two shared buffers by cp.async,
+// each thread copying its chunks, waiting for its own older group, the block meeting, every warp
+// reading its rows with ldmatrix, and the block meeting again before the buffer is refilled. Each
+// lane sums what its registers received; together that is the sum of every tile, whatever the
+// fragment layout. Passes as written; each classic slip is a race the check names.
+namespace {
+
+enum class Slip { none, no_trailing_barrier, wait_too_weak, no_barrier_after_wait };
+
+std::string double_buffered(Slip slip, uint64_t *total, uint64_t *want) {
+    constexpr int kTiles = 3, kRows = 64, kCols = 64, kThreads = 128;
+    std::vector<uint16_t> global((size_t)kTiles * kRows * kCols);
+    *want = 0;
+    for (size_t i = 0; i < global.size(); ++i)
+        *want += global[i] = (uint16_t)(i * 2654435761u >> 20);
+    std::vector<uint64_t> partial(kThreads, 0);
+    const std::string message = fault_of([&] {
+        launch(1, kThreads, 2 * kRows * kCols * 2, [&] {
+            const int t = (int)threadIdx.x, warp = t / 32, lane = t % 32;
+            auto *buffers = reinterpret_cast<uint16_t *>(closs_emulated_dynamic_shared);
+            auto stage = [&](int tile) {
+                uint16_t *buffer = buffers + (tile % 2) * kRows * kCols;
+                for (int c = t; c < kRows * kCols / 8; c += kThreads)
+                    cp_async_16(buffer + 8 * c,
+                                global.data() + (size_t)tile * kRows * kCols + 8 * c, 16);
+                cp_async_commit();
+            };
+            stage(0);
+            for (int tile = 0; tile < kTiles; ++tile) {
+                if (tile + 1 < kTiles) stage(tile + 1);
+                else cp_async_commit(); // an empty group keeps the count
+                if (slip == Slip::wait_too_weak) cp_async_wait<2>();
+                else cp_async_wait<1>();
+                if (slip != Slip::no_barrier_after_wait) __syncthreads();
+                const uint16_t *buffer = buffers + (tile % 2) * kRows * kCols;
+                for (int block = 0; block < kCols / 16; ++block) {
+                    uint32_t r[4];
+                    closs::tile::ldmatrix_x4(r, buffer + (16 * warp + lane % 16) * kCols +
+                                                    16 * block + 8 * (lane / 16));
+                    for (uint32_t reg : r) partial[t] += (reg & 0xffff) + (reg >> 16);
+                }
+                if (slip != Slip::no_trailing_barrier) __syncthreads();
+            }
+        });
+    });
+    *total = 0;
+    for (uint64_t p : partial) *total += p;
+    return message;
+}
+
+} // namespace
+
+Test(cuda_on_cpu, double_buffered_cp_async_pipeline) {
+    uint64_t total = 0, want = 0;
+    cr_expect_eq(double_buffered(Slip::none, &total, &want), "");
+    cr_expect_eq(total, want, "sum of what the lanes received %llu, of the tiles %llu",
+                 (unsigned long long)total, (unsigned long long)want);
+    const std::string no_trailing = double_buffered(Slip::no_trailing_barrier, &total, &want);
+    cr_expect(contains(no_trailing, "writes it through cp_async_16") &&
+                  contains(no_trailing, "read it through ldmatrix_x4"),
+              "no __syncthreads before a buffer is refilled: %s", no_trailing.c_str());
+    const std::string weak = double_buffered(Slip::wait_too_weak, &total, &want);
+    cr_expect(contains(weak, "reads it through ldmatrix_x4") && contains(weak, "is in flight"),
+              "cp_async_wait<2> for a two-deep pipeline: %s", weak.c_str());
+    const std::string no_barrier = double_buffered(Slip::no_barrier_after_wait, &total, &want);
+    cr_expect(contains(no_barrier, "reads it through ldmatrix_x4") &&
+                  (contains(no_barrier, "wrote it through cp_async_16") ||
+                   contains(no_barrier, "is in flight")),
+              "no __syncthreads between the wait and the reads: %s", no_barrier.c_str());
+    cr_log_info("no trailing barrier: %s", no_trailing.c_str());
+}
