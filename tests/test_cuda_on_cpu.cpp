@@ -773,18 +773,41 @@ Test(cuda_on_cpu, deadlocks_and_divergence) {
     cr_expect_eq(after, 64);
 }
 
-// The built-in warp exchanges.
+// The built-in warp exchanges, with CUDA's rules for a width below 32: __shfl_xor_sync may read an
+// earlier segment but not a later one, __shfl_sync takes the source modulo width within the
+// caller's segment, up/down stay in the segment; 64-bit values move whole.
 Test(cuda_on_cpu, shuffles_and_votes) {
-    float got[64];
-    int any[64];
+    float x[64];
+    int x8[64], index[64], up[64], down[64], any[64], all[64];
+    unsigned ballot[64];
+    double wide[64];
     launch(1, 64, 0, [&] {
         const int t = (int)threadIdx.x;
-        got[t] = __shfl_xor_sync(0xffffffffu, (float)t, 5);
+        x[t] = __shfl_xor_sync(0xffffffffu, (float)t, 5);
+        x8[t] = __shfl_xor_sync(0xffffffffu, t, 12, 8);
+        index[t] = __shfl_sync(0xffffffffu, t, 11, 8);
+        up[t] = __shfl_up_sync(0xffffffffu, t, 3, 16);
+        down[t] = __shfl_down_sync(0xffffffffu, t, 3, 16);
         any[t] = __any_sync(0xffffffffu, t == 40);
+        all[t] = __all_sync(0xffffffffu, t != 5);
+        ballot[t] = __ballot_sync(0xffffffffu, t % 3 == 0);
+        wide[t] = __shfl_xor_sync(0xffffffffu, 1e300 * t, 1);
     });
     for (int t = 0; t < 64; ++t) {
-        cr_expect_eq(got[t], (float)(t ^ 5));
+        const int lane = t % 32, base = t - lane;
+        cr_expect_eq(x[t], (float)(t ^ 5));
+        const int source = lane ^ 12;
+        cr_expect_eq(x8[t], source >= (lane / 8 + 1) * 8 ? t : base + source,
+                     "xor width 8, lane %d", t);
+        cr_expect_eq(index[t], base + lane / 8 * 8 + 3, "shfl width 8, lane %d", t);
+        cr_expect_eq(up[t], lane % 16 >= 3 ? t - 3 : t, "up, lane %d", t);
+        cr_expect_eq(down[t], lane % 16 < 13 ? t + 3 : t, "down, lane %d", t);
         cr_expect_eq(any[t], t >= 32);
+        cr_expect_eq(all[t], t >= 32);
+        unsigned want = 0;
+        for (int l = 0; l < 32; ++l) want |= (unsigned)((base + l) % 3 == 0) << l;
+        cr_expect_eq(ballot[t], want, "ballot, lane %d", t);
+        cr_expect_eq(wide[t], 1e300 * (t ^ 1));
     }
 }
 
