@@ -227,7 +227,8 @@ void launch(unsigned blocks, int threads, size_t dynamic_shared_bytes, Kernel ke
     for (unsigned b = 0; b < blocks; ++b) {
         sim_blockIdx.x = b;
         std::memset(closs_emulated_dynamic_shared, 0xff, dynamic_shared_bytes);
-        h.async.assign(threads, {});
+        if ((int)h.async.size() < threads) h.async.resize(threads);
+        for (AsyncGroups &groups : h.async) groups.open.clear(), groups.committed.clear();
         try {
             h.scheduler.run(threads, body, h.races, on_switch);
         } catch (const KernelFault &failure) {
