@@ -320,13 +320,16 @@ typedef struct closs_siglip_params {
  *              the whole batch, 0 with grad_negatives = 0): the layout of the rank's own
  *              cat(partners, negatives).
  *   grad_logit_scale, grad_logit_bias
- *              one value: the share of the rows P of the logit matrix, Σ_{i∈P} Σ_j
- * ∂L/∂x_ij·∂x_ij/∂s; the ranks' values sum (one all-reduce) to the full gradient. upstream   NONE:
- * N values (every pair's: every row of a meets every row of b); else 1 value. stats      CLIP only.
- * The forward writes row_stats[i] = log Σ_{j∈C(i)} exp(x_ij) and, when symmetric, column_stats[i] =
- * log Σ_{k<N} exp(x_ki), for i in P (row_count values each); the backward reads all N of each (the
- * ranks' values concatenated in rank order). SigLIP needs none: its one call gives a rank's loss
- * and gradients. */
+ *              one value: the share of the logit matrix's rows P in the gradient,
+ *              Σ_{i∈P} Σ_j (∂L/∂x_ij)·(∂x_ij/∂s); the ranks' values add up (one all-reduce).
+ *   upstream   NONE: N values (every pair's: every row of a meets every row of b); else 1.
+ *   stats      CLIP only: the log-sum-exp of each pair's negatives,
+ *                row_stats[i] = log Σ_{j∈C(i), j≠i} exp(x_ij),
+ *                column_stats[i] = log Σ_{k<N, k≠i} exp(x_ki) (symmetric only),
+ *              −∞ for none. The positive stays out of them so that ℓ = softplus(stat − x_ii)
+ *              keeps its precision for a confident pair. The forward writes them for i in P
+ *              (row_count values each); the backward reads all N of each (the ranks' values
+ *              concatenated in rank order). SigLIP needs none: one call gives a rank's share. */
 
 /* ------------------------------------------------------------------------------------------------
  * CPU reference. Inputs are host memory, CLOSS_F32 or CLOSS_F64, with a leading dimension;
@@ -402,8 +405,8 @@ CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, clo
  *  grad_negatives = 0; a range's rows with a row range) and s (one double). Any of grad_a,
  *  grad_b, grad_logit_scale may be NULL. O(N·(N + K)·D) time, O((N + K)·D) memory.
  *  closs_ref_clip_forward() : the loss and the statistics of the range's pairs (row_stats,
- *  column_stats: row_count doubles each, may be NULL; column_stats is not written when
- *  symmetric = 0).
+ *  column_stats: row_count doubles each, the log-sum-exp of each pair's negatives as in
+ *  "Two-tower row ranges"; may be NULL; column_stats is not written when symmetric = 0).
  *  closs_ref_clip_backward() : the gradients of the range from the statistics of ALL N pairs
  *  (row_stats, and column_stats when symmetric; not checked for finiteness: a NaN propagates)
  *  and the upstream gradient. Together they are one rank's share of a data-parallel step; with

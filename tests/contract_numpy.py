@@ -324,7 +324,11 @@ def _two_tower_grads(G, C, ah, bh, s, backward, grad_negatives):
 def clip(a, b, logit_scale=1.0 / 0.07, symmetric=True, in_batch_negatives=True, normalize=True,
          grad_negatives=True, reduction="mean"):
     """ℓ_i = ½(L_ab(i) + L_ba(i)) (symmetric) or L_ab(i), x_ij = s·â_i·b̂_j,
-    L_ab(i) = −x_ii + log Σ_{j∈C(i)} exp(x_ij), L_ba(j) = −x_jj + log Σ_{i<N} exp(x_ij)."""
+    L_ab(i) = −x_ii + log Σ_{j∈C(i)} exp(x_ij), L_ba(j) = −x_jj + log Σ_{i<N} exp(x_ij).
+
+    Evaluated as softplus(lse of the negatives − x_ii), and the positive's softmax gradient as
+    −σ(lse of the negatives − x_ii), so that a confident pair keeps its tiny loss and gradient to
+    full relative precision (−x + lse would cancel two large numbers)."""
     a, b = _f64(a), _f64(b)
     _check_two_tower(a, b, logit_scale, reduction)
     if symmetric and not in_batch_negatives:
@@ -335,23 +339,35 @@ def clip(a, b, logit_scale=1.0 / 0.07, symmetric=True, in_batch_negatives=True, 
     C = ah @ bh.T
     X = s * C
     idx = np.arange(n)
+    partner = np.zeros(X.shape, dtype=bool)
+    partner[idx, idx] = True
     row_set = np.ones(X.shape, dtype=bool)  # C(i)
     if not in_batch_negatives:
-        row_set[:, :n] = np.eye(n, dtype=bool)
-    r, P = _rowwise_lse(X, row_set)
+        row_set[:, :n] = partner[:, :n]
     diag = X[idx, idx]
     h = 0.5 if symmetric else 1.0
-    per = h * (r - diag)
+
+    def direction(logits, negatives):
+        """Per row: the loss softplus(n − x), the softmax over the row without the positive's
+        entry, and the positive's −σ(n − x)."""
+        lse_negatives, _ = _rowwise_lse(logits, negatives)
+        t = lse_negatives - diag
+        total = diag + np.logaddexp(0.0, t)
+        P = np.where(negatives, np.exp(logits - total[:, None]), 0.0)
+        return np.logaddexp(0.0, t), P, -np.exp(-np.logaddexp(0.0, -t))
+
+    per, P, positive = direction(X, row_set & ~partner)
+    per = h * per
+    G = h * P  # dℓ/dx, scaled by the reduction's weight below
+    g_diag = h * positive
     if symmetric:
-        q, Qt = _rowwise_lse(X[:, :n].T, np.ones((n, n), dtype=bool))
-        per = per + h * (q - diag)
+        per_ba, Q, positive_ba = direction(X[:, :n].T, ~partner[:, :n])
+        per = per + h * per_ba
+        G[:, :n] += h * Q.T
+        g_diag = g_diag + h * positive_ba
+    G[idx, idx] = g_diag
     loss, w = _reduce(per, n, reduction)
-    G = h * w * P  # dℓ/dx of L_ab, then of L_ba on the partner columns
-    G[idx, idx] -= h * w
-    if symmetric:
-        G[:, :n] += h * w * Qt.T
-        G[idx, idx] -= h * w
-    return loss, _two_tower_grads(G, C, ah, bh, s, backward, grad_negatives)
+    return loss, _two_tower_grads(w * G, C, ah, bh, s, backward, grad_negatives)
 
 
 def _log_sigmoid(t):
@@ -696,6 +712,12 @@ def _self_check(verbose=True):
     l_sym, _ = clip(a_, b_[:5], logit_scale=3.0)
     if abs(l_sym - 0.5 * (l_ab + l_ba)) > 1e-13:
         failures.append("clip symmetric != the mean of the two directions")
+    # a confident pair: ℓ = softplus(−s) and ∂L/∂s = −σ(−s) to full relative precision, far
+    # below what −x + lse could resolve (1e-18 next to logits of 40)
+    l_, g_ = clip(np.eye(2), np.eye(2), logit_scale=40.0)
+    if not (abs(l_ - np.log1p(np.exp(-40.0))) <= 1e-13 * np.log1p(np.exp(-40.0)) and
+            abs(g_["logit_scale"] + np.exp(-40.0) / (1 + np.exp(-40.0))) <= 1e-13 * np.exp(-40.0)):
+        failures.append("clip lost the relative precision of a confident pair")
     for s_ in (100.0, 1e4):
         for res in (clip(a_, b_, logit_scale=s_), clip(a_, b_, logit_scale=s_, normalize=False),
                     siglip(a_, b_, logit_scale=s_, logit_bias=-s_),

@@ -799,6 +799,30 @@ Test(cases, clip_orthogonal_pairs) {
     assert_near(one_way, softplus(-s), "symmetric = 0");
 }
 
+/* A confident pair keeps its loss and gradient to full relative precision: the same rows at
+ * s = 40 give ℓ = softplus(−40) ≈ 4.2e-18 and ∂L/∂s = −σ(−40), which −x_ii + log Σ exp(x_ij)
+ * would round to 0 next to logits of 40. */
+Test(cases, clip_confident_pairs_keep_their_precision) {
+    const double a[] = {2, 0, 0, 1}, b[] = {1, 0, 0, 3}, s = 40.0;
+    for (int symmetric = 0; symmetric <= 1; ++symmetric) {
+        closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+        params.logit_scale = s;
+        params.symmetric = symmetric;
+        double loss, grad_a[4], grad_scale;
+        cr_assert_eq(closs_ref_clip(&params, f64(a, 2, 2), f64(b, 2, 2), NULL, &loss, grad_a, NULL,
+                                    &grad_scale),
+                     CLOSS_STATUS_SUCCESS);
+        const double want_loss = log1p(exp(-s)), want_scale = -exp(-s) / (1.0 + exp(-s));
+        cr_assert(fabs(loss - want_loss) <= 1e-14 * want_loss, "loss %.17g, want %.17g", loss,
+                  want_loss);
+        cr_assert(fabs(grad_scale - want_scale) <= 1e-14 * fabs(want_scale),
+                  "∂L/∂s %.17g, want %.17g", grad_scale, want_scale);
+        const double want_a1 = s * sigmoid(-s) / 4.0;
+        cr_assert(fabs(grad_a[1] - want_a1) <= 1e-14 * want_a1, "∂L/∂a_01 %.17g, want %.17g",
+                  grad_a[1], want_a1);
+    }
+}
+
 /* a = (e1, e2), b = (e1, e2, e3): the extra negative e3 scores 0 against both rows.
  * With in-batch negatives: ℓ_i = −s + log(eˢ + 1 + 1) = log(1 + 2e⁻ˢ) (sentence-transformers'
  * MNRL with a hard negative). Without (MoCo v2, C(i) = {i, 2}): ℓ_i = log(1 + e⁻ˢ). A single pair

@@ -1,15 +1,20 @@
 /* CLIP (symmetric InfoNCE; Radford et al. 2021) with hard negatives and queues, CPU reference.
  *
- *   x_ij = s·c_ij,  c_ij = â_i·b̂_j,  r_i = log Σ_{j∈C(i)} exp(x_ij),  q_j = log Σ_{i<N} exp(x_ij),
- *   ℓ_i = h·(r_i − x_ii) + [symmetric]·h·(q_i − x_ii),  h = ½ when symmetric, else 1.
- * With w_i the weight of ℓ_i in the reduced loss (the upstream gradient included),
- *   G_ij = ∂L/∂x_ij = h·w_i·exp(x_ij − r_i) + [symmetric, j < N]·h·w_j·exp(x_ij − q_j) − [i =
- * j]·w_i for j ∈ C(i) (0 elsewhere), every exponent ≤ 0. Row i of G gives ∂/∂â_i and row i's share
- * of ∂/∂s = Σ G_ij·c_ij; column j gives ∂/∂b̂_j (two_tower.h). With in_batch_negatives = 0 (and so
+ *   x_ij = s·c_ij,  c_ij = â_i·b̂_j,  h = ½ when symmetric, else 1;
+ *   n_i = log Σ_{j∈C(i), j≠i} exp(x_ij)  (row i's negatives),  m_j = log Σ_{k<N, k≠j} exp(x_kj),
+ *   ℓ_i = h·softplus(n_i − x_ii) + [symmetric]·h·softplus(m_i − x_ii),
+ * which is −x_ii + log Σ_{j∈C(i)} exp(x_ij) (and the column's) without the cancellation of two
+ * large numbers: a confident pair (x_ii far above its negatives) keeps its small loss and
+ * gradient to double precision. With r_i = x_ii + softplus(n_i − x_ii) and q_j likewise (the full
+ * log-sum-exps) and w_i the weight of ℓ_i in the reduced loss (the upstream gradient included),
+ *   G_ij = ∂L/∂x_ij = h·w_i·exp(x_ij − r_i) + [symmetric, j < N]·h·w_j·exp(x_ij − q_j)  (j ≠ i),
+ *   G_ii = −h·w_i·σ(n_i − x_ii) − [symmetric]·h·w_i·σ(m_i − x_ii)  (−w·(1 − softmax), exactly),
+ * for j ∈ C(i) (0 elsewhere), every exponent ≤ 0. Row i of G gives ∂/∂â_i and row i's share of
+ * ∂/∂s = Σ G_ij·c_ij; column j gives ∂/∂b̂_j (two_tower.h). With in_batch_negatives = 0 (and so
  * symmetric = 0), C(i) = {i} ∪ {j ≥ N}: a row of a walks only its partner and the extra negatives,
- * and a partner's column meets only its own row.
+ * and a partner's column meets only its own row. n and m are the statistics the forward saves.
  * With a row range (closs.h, "Two-tower row ranges") the loss covers the range's pairs over the
- * global N, and the gradients the range's rows: they need every pair's r, q and weight.
+ * global N, and the gradients the range's rows: they need every pair's n, m and weight.
  */
 #include <math.h>
 #include <string.h>
@@ -52,21 +57,28 @@ static closs_status_t check_arguments(const closs_clip_params *params, closs_mat
     return closs_two_tower_check(&inputs, range);
 }
 
-/* What the visits read and write. */
+/* What the visits read and write; the arrays hold every pair's values. */
 typedef struct clip_state {
     int symmetric;
     int64_t pairs;
     double scale, half;
-    const double *row_lse, *column_lse, *weights; /* every pair's */
-    double *scale_share;                          /* per row of a: Σ_j G_ij·c_ij */
+    const double *row_lse, *column_lse;         /* r_i and q_j */
+    const double *row_sigmoid, *column_sigmoid; /* σ(n_i − x_ii), σ(m_i − x_ii) */
+    const double *weights;
+    double *scale_share; /* per row of a: Σ_j G_ij·c_ij */
 } clip_state;
 
 static double clip_gradient(const clip_state *state, int64_t i, int64_t j, double cosine) {
+    const double h = state->half;
+    if (i == j) {
+        double g = -h * state->weights[i] * state->row_sigmoid[i];
+        if (state->symmetric) g -= h * state->weights[i] * state->column_sigmoid[i];
+        return g;
+    }
     const double x = state->scale * cosine;
-    double g = state->half * state->weights[i] * exp(x - state->row_lse[i]);
+    double g = h * state->weights[i] * exp(x - state->row_lse[i]);
     if (state->symmetric && j < state->pairs)
-        g += state->half * state->weights[j] * exp(x - state->column_lse[j]);
-    if (i == j) g -= state->weights[i];
+        g += h * state->weights[j] * exp(x - state->column_lse[j]);
     return g;
 }
 
@@ -104,18 +116,18 @@ static closs_two_tower_walk walk_of(const closs_two_tower *towers, int in_batch,
     return walk;
 }
 
-/* r_i (and q_i when symmetric) for the pairs [begin, begin + count). */
+/* n_i (and m_i when symmetric) for the pairs [begin, begin + count): −∞ without a negative. */
 static void statistics(const closs_two_tower *towers, const closs_clip_params *params,
-                       int64_t begin, int64_t count, double *row_lse, double *column_lse,
-                       double *sums) {
+                       int64_t begin, int64_t count, double *row_negatives,
+                       double *column_negatives, double *sums) {
     for (int side = 0; side < 1 + params->symmetric; ++side) {
-        double *lse = side ? column_lse : row_lse;
+        double *lse = side ? column_negatives : row_negatives;
         for (int64_t i = begin; i < begin + count; ++i) {
             lse[i] = -INFINITY;
             sums[i] = 0.0;
         }
         closs_two_tower_lse accumulators = {params->logit_scale, lse, sums};
-        /* The columns q_j run over every row of a, with or without in-batch negatives in C(i). */
+        /* The columns m_j run over every row of a, with or without in-batch negatives in C(i). */
         closs_two_tower_walk walk = walk_of(towers, side ? 1 : params->in_batch_negatives, side,
                                             closs_two_tower_lse_visit, &accumulators);
         closs_two_tower_walk_rows(&walk, begin, count, NULL);
@@ -160,44 +172,73 @@ static closs_status_t clip(const closs_clip_params *params, closs_matrix_t a, cl
     closs_clear_error();
     closs_two_tower_range range = {0, 0, 0, 0};
     CLOSS_TRY(check_arguments(params, a, b, call, &range));
-    /* Per pair: r, q, the running sums of either, the weights, the losses and the scale shares. */
-    enum { ROW_LSE, COLUMN_LSE, SUMS, WEIGHTS, LOSSES, SCALE_SHARES, VALUES };
+    /* Per pair: x_ii, n, m, the running sums of either, r, q, σ(n − x_ii), σ(m − x_ii), the
+     * weights, the losses and the scale shares. */
+    enum {
+        POSITIVES,
+        ROW_NEGATIVES,
+        COLUMN_NEGATIVES,
+        SUMS,
+        ROW_LSE,
+        COLUMN_LSE,
+        ROW_SIGMOID,
+        COLUMN_SIGMOID,
+        WEIGHTS,
+        LOSSES,
+        SCALE_SHARES,
+        VALUES
+    };
     closs_two_tower towers;
     CLOSS_TRY(closs_two_tower_load(a, b, params->normalize, VALUES, &towers));
-    const int64_t pairs = towers.pairs, begin = range.begin, end = range.begin + range.count;
+    const int64_t pairs = towers.pairs, dim = towers.dim, begin = range.begin;
+    const int64_t end = range.begin + range.count;
     double *values[VALUES];
     for (int v = 0; v < VALUES; ++v) values[v] = towers.scratch + v * pairs;
     const int gradient = call->grad_a || call->grad_b || call->grad_logit_scale;
-
-    if (call->backward) {
-        memcpy(values[ROW_LSE], call->given_row_stats, (size_t)pairs * sizeof(double));
-        if (params->symmetric)
-            memcpy(values[COLUMN_LSE], call->given_column_stats, (size_t)pairs * sizeof(double));
-    } else {
-        /* A gradient needs every pair's statistics; the loss only the range's. */
-        statistics(&towers, params, gradient ? 0 : begin, gradient ? pairs : range.count,
-                   values[ROW_LSE], values[COLUMN_LSE], values[SUMS]);
-    }
     const double scale = params->logit_scale, half = params->symmetric ? 0.5 : 1.0;
+
+    /* A gradient needs every pair's values; the loss only the range's. */
+    const int64_t first = gradient ? 0 : begin, last = gradient ? pairs : end;
+    for (int64_t i = first; i < last; ++i)
+        values[POSITIVES][i] =
+            scale * closs_ref_dot(towers.a_hat + i * dim, towers.b_hat + i * dim, dim);
+    if (call->backward) {
+        memcpy(values[ROW_NEGATIVES], call->given_row_stats, (size_t)pairs * sizeof(double));
+        if (params->symmetric)
+            memcpy(values[COLUMN_NEGATIVES], call->given_column_stats,
+                   (size_t)pairs * sizeof(double));
+    } else {
+        statistics(&towers, params, first, last - first, values[ROW_NEGATIVES],
+                   values[COLUMN_NEGATIVES], values[SUMS]);
+    }
     if (call->loss) {
         for (int64_t i = begin; i < end; ++i) {
-            const double x = scale * closs_ref_dot(towers.a_hat + i * towers.dim,
-                                                   towers.b_hat + i * towers.dim, towers.dim);
-            double loss = half * (values[ROW_LSE][i] - x);
-            if (params->symmetric) loss += half * (values[COLUMN_LSE][i] - x);
+            double loss =
+                half * closs_ref_softplus(values[ROW_NEGATIVES][i] - values[POSITIVES][i]);
+            if (params->symmetric)
+                loss +=
+                    half * closs_ref_softplus(values[COLUMN_NEGATIVES][i] - values[POSITIVES][i]);
             values[LOSSES][i] = loss;
         }
         /* MEAN divides by all N pairs, whatever the range. */
         closs_ref_reduce(params->reduction, values[LOSSES] + begin, range.count, pairs, call->loss);
     }
     if (call->row_stats)
-        memcpy(call->row_stats, values[ROW_LSE] + begin, (size_t)range.count * sizeof(double));
+        memcpy(call->row_stats, values[ROW_NEGATIVES] + begin,
+               (size_t)range.count * sizeof(double));
     if (call->column_stats && params->symmetric)
-        memcpy(call->column_stats, values[COLUMN_LSE] + begin,
+        memcpy(call->column_stats, values[COLUMN_NEGATIVES] + begin,
                (size_t)range.count * sizeof(double));
     if (gradient) {
-        for (int64_t i = 0; i < pairs; ++i)
+        for (int64_t i = 0; i < pairs; ++i) {
+            const double x = values[POSITIVES][i];
             values[WEIGHTS][i] = closs_ref_row_weight(params->reduction, call->upstream, i, pairs);
+            for (int side = 0; side < 1 + params->symmetric; ++side) {
+                const double t = values[side ? COLUMN_NEGATIVES : ROW_NEGATIVES][i] - x;
+                values[side ? COLUMN_LSE : ROW_LSE][i] = x + closs_ref_softplus(t);
+                values[side ? COLUMN_SIGMOID : ROW_SIGMOID][i] = closs_ref_sigmoid(t);
+            }
+        }
         clip_state state = {
             .symmetric = params->symmetric,
             .pairs = pairs,
@@ -205,6 +246,8 @@ static closs_status_t clip(const closs_clip_params *params, closs_matrix_t a, cl
             .half = half,
             .row_lse = values[ROW_LSE],
             .column_lse = values[COLUMN_LSE],
+            .row_sigmoid = values[ROW_SIGMOID],
+            .column_sigmoid = values[COLUMN_SIGMOID],
             .weights = values[WEIGHTS],
             .scale_share = values[SCALE_SHARES],
         };

@@ -17,16 +17,6 @@
 #include "two_tower.h"
 #include "validate.h"
 
-/* log(1 + eˣ); NaN stays NaN. */
-static double softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
-
-/* 1 / (1 + e⁻ˣ); NaN stays NaN. */
-static double sigmoid(double x) {
-    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
-    const double e = exp(x);
-    return e / (1.0 + e);
-}
-
 typedef struct siglip_state {
     double scale, bias;
     const double *weights;                     /* every pair's */
@@ -39,7 +29,7 @@ static double siglip_gradient(const siglip_state *state, int64_t i, int64_t j, d
     const double x = state->scale * cosine + state->bias;
     const double z = i == j ? 1.0 : -1.0;
     *t = -z * x;
-    return -z * state->weights[i] * sigmoid(*t);
+    return -z * state->weights[i] * closs_ref_sigmoid(*t);
 }
 
 /* A row i of a meeting row j of b. */
@@ -47,7 +37,7 @@ static double a_row_visit(void *context, int64_t i, int64_t j, double cosine) {
     siglip_state *state = context;
     double t;
     const double g = siglip_gradient(state, i, j, cosine, &t);
-    state->losses[i] += softplus(t);
+    state->losses[i] += closs_ref_softplus(t);
     state->scale_share[i] += g * cosine;
     state->bias_share[i] += g;
     return state->scale * g;

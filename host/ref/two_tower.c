@@ -129,8 +129,8 @@ double closs_two_tower_sum(const double *values, int64_t begin, int64_t count) {
 }
 
 double closs_two_tower_lse_visit(void *context, int64_t row, int64_t other, double cosine) {
-    (void)other;
     closs_two_tower_lse *lse = context;
+    if (other == row) return 0.0; /* the partner */
     const double x = lse->scale * cosine;
     if (x > lse->max[row]) {
         lse->sum[row] = lse->sum[row] * exp(lse->max[row] - x) + 1.0;

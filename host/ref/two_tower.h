@@ -14,6 +14,8 @@
 #ifndef CLOSS_REF_TWO_TOWER_H
 #define CLOSS_REF_TWO_TOWER_H
 
+#include <math.h>
+
 #include "closs.h"
 #include "params.h"
 
@@ -88,12 +90,24 @@ void closs_two_tower_embed_backward(const closs_two_tower *towers, int b_tower, 
  * from its rows' shares. */
 double closs_two_tower_sum(const double *values, int64_t begin, int64_t count);
 
-/* Online log-sum-exp of every walked row over the logits s·c it meets (a visit that returns 0):
- * max and sum are per walked row, `scale` is s. lse = max + log(sum) after the walk. */
+/* Online log-sum-exp of every walked row over the logits s·c it meets but its partner's (a visit
+ * that returns 0): max and sum are per walked row, `scale` is s. lse = max + log(sum) after the
+ * walk (−∞ when the row met nothing else). */
 typedef struct closs_two_tower_lse {
     double scale;
     double *max, *sum;
 } closs_two_tower_lse;
 double closs_two_tower_lse_visit(void *context, int64_t row, int64_t other, double cosine);
+
+/* log(1 + eˣ) and 1 / (1 + e⁻ˣ), never overflowing (exp of a non-positive number only); NaN stays
+ * NaN. */
+static inline double closs_ref_softplus(double x) {
+    return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x));
+}
+static inline double closs_ref_sigmoid(double x) {
+    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
+    const double e = exp(x);
+    return e / (1.0 + e);
+}
 
 #endif
