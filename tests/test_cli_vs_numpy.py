@@ -337,53 +337,61 @@ def build_cases():
             _gen_cosinelike(5, 3, zero_row=True))
 
     # ---- CLIP and SigLIP ----------------------------------------------------------------------
+    # every variant, K, normalisation and reduction once; grad_negatives=0 on every other case
+    # with extra negatives; the dtype variants for the normalised mean
     for sym, in_batch in (("1", "1"), ("0", "1"), ("0", "0")):
         for k in ((0, 4) if in_batch == "1" else (4,)):
             for norm in ("0", "1"):
                 for red in reds:
-                    for grad_negatives in (("1", "0") if k else ("1",)):
-                        scale = "14.285714285714286" if norm == "1" else "2"
-                        dtype_variants("clip K=%d" % k, "clip",
-                                       {"symmetric": sym, "in_batch_negatives": in_batch,
-                                        "normalize": norm, "grad_negatives": grad_negatives,
-                                        "logit_scale": scale, "reduction": red},
-                                       _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4))
+                    params = {"symmetric": sym, "in_batch_negatives": in_batch, "normalize": norm,
+                              "logit_scale": "14.285714285714286" if norm == "1" else "2",
+                              "reduction": red}
+                    if k and red != "sum":
+                        params["grad_negatives"] = "0" if red == "none" else "1"
+                    make = _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4)
+                    if norm == "1":
+                        dtype_variants("clip K=%d" % k, "clip", params, make)
+                    else:
+                        add("clip K=%d" % k, "clip", params, make)
+    for k in (0, 4):
+        for norm in ("0", "1"):
+            for red in reds:
+                scale, bias = ("10", "-10") if norm == "1" else ("2", "0.5")
+                params = {"normalize": norm, "logit_scale": scale, "logit_bias": bias,
+                          "reduction": red}
+                if k:
+                    params["grad_negatives"] = "0" if red == "none" else "1"
+                make = _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4)
+                if norm == "1":
+                    dtype_variants("siglip K=%d" % k, "siglip", params, make)
+                else:
+                    add("siglip K=%d" % k, "siglip", params, make)
     add("clip defaults", "clip", {}, _gen_towers(8, 3, 6))
+    add("siglip defaults", "siglip", {}, _gen_towers(8, 3, 6))
     add("clip MNRL (s = 20, hard negatives)", "clip", {"symmetric": "0", "logit_scale": "20"},
         _gen_towers(6, 6, 8))
     add("clip MoCo v2 (queue, no gradient)", "clip",
         {"symmetric": "0", "in_batch_negatives": "0", "logit_scale": "5", "grad_negatives": "0"},
         _gen_towers(5, 16, 8))
-    for k in (0, 4):
-        for norm in ("0", "1"):
-            for red in reds:
-                for grad_negatives in (("1", "0") if k else ("1",)):
-                    scale, bias = ("10", "-10") if norm == "1" else ("2", "0.5")
-                    dtype_variants("siglip K=%d" % k, "siglip",
-                                   {"normalize": norm, "grad_negatives": grad_negatives,
-                                    "logit_scale": scale, "logit_bias": bias, "reduction": red},
-                                   _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4))
-    add("siglip defaults", "siglip", {}, _gen_towers(8, 3, 6))
+    add("clip 1 pair", "clip", {"reduction": "none"}, _gen_towers(1, 2, 3))
+    add("siglip 1 pair", "siglip", {"reduction": "sum"}, _gen_towers(1, 0, 3))
+    add("clip D=1", "clip", {"logit_scale": "3", "symmetric": "0"}, _gen_towers(5, 2, 1))
+    add("siglip D=1", "siglip", {"normalize": "0", "logit_scale": "2", "logit_bias": "0"},
+        _gen_towers(5, 2, 1, 0.5))
+    # large scales: never NaN (CLIP clamps its scale to 100); unnormalised logits in the hundreds
     for red in reds:
-        add("clip 1 pair", "clip", {"reduction": red}, _gen_towers(1, 2, 3))
-        add("siglip 1 pair", "siglip", {"reduction": red}, _gen_towers(1, 0, 3))
-        add("clip D=1", "clip", {"reduction": red, "logit_scale": "3", "symmetric": "0"},
-            _gen_towers(5, 2, 1))
-        add("siglip D=1", "siglip", {"reduction": red, "normalize": "0", "logit_scale": "2",
-                                     "logit_bias": "0"}, _gen_towers(5, 2, 1, 0.5))
-        # large scales: never NaN (CLIP clamps its scale to 100); unnormalised logits in the
-        # hundreds
-        for s_ in ("100", "1000"):
-            add("clip large scale", "clip", {"reduction": red, "logit_scale": s_},
-                _gen_towers(9, 3, 6))
-            add("siglip large scale", "siglip",
-                {"reduction": red, "logit_scale": s_, "logit_bias": "-" + s_},
-                _gen_towers(9, 3, 6))
-        add("clip large unnormalised logits", "clip",
-            {"reduction": red, "normalize": "0", "logit_scale": "100"}, _gen_towers(9, 3, 6))
-        add("siglip large unnormalised logits", "siglip",
-            {"reduction": red, "normalize": "0", "logit_scale": "100", "logit_bias": "3"},
+        add("clip large scale", "clip", {"reduction": red, "logit_scale": "100"},
             _gen_towers(9, 3, 6))
+        add("siglip large scale", "siglip",
+            {"reduction": red, "logit_scale": "100", "logit_bias": "-100"}, _gen_towers(9, 3, 6))
+    add("clip larger scale", "clip", {"logit_scale": "1000"}, _gen_towers(9, 3, 6))
+    add("siglip larger scale", "siglip", {"logit_scale": "1000", "logit_bias": "-1000"},
+        _gen_towers(9, 3, 6))
+    add("clip large unnormalised logits", "clip", {"normalize": "0", "logit_scale": "100"},
+        _gen_towers(9, 3, 6))
+    add("siglip large unnormalised logits", "siglip",
+        {"normalize": "0", "logit_scale": "100", "logit_bias": "3", "reduction": "none"},
+        _gen_towers(9, 3, 6))
     add("clip zero row (normalize eps)", "clip", {"reduction": "none"},
         lambda rng: dict(_gen_towers(5, 2, 3)(rng), a=np.vstack([np.zeros((1, 3)),
                                                                   rng.normal(size=(4, 3))])))
