@@ -9,10 +9,12 @@
 # On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
 #   tests: the whole test suite with the GPU suites (test_gpu_rowwise includes issue #14's
 #          workspace offsets, two streams, device binding and pending-error tests, and runs the
-#          templated row-wise kernels at every D of the sweep), and compute-sanitizer (memcheck,
-#          racecheck) on a subset of the GPU tests;
+#          templated row-wise kernels at every D of the sweep; test_gpu_two_tower CLIP and SigLIP
+#          on both paths), and compute-sanitizer (memcheck, racecheck) on a subset of the GPU
+#          tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
-#          chunked`), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
+#          chunked`), CLIP and SigLIP at issue #23's target (N = 65,536, D = 512, bf16 and f32, both
+#          paths), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
 #          bench/report.py's report.md with plots in results/;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
@@ -79,6 +81,16 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         step racecheck-tc 150 compute-sanitizer --tool racecheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
             --filter 'gpu_contrastive/tensor_core_shapes'
+        # CLIP's and SigLIP's walks: c tiles, G and the staged rows pass through plain shared
+        # arrays, which the CPU harness's race check does not see: this is their race check. At
+        # the simulated tier's sizes (every kernel variant, one tile each; these two tests call
+        # no cuBLAS there)
+        step memcheck-tt 150 env CLOSS_GPU_TEST_SCALE=sim compute-sanitizer --tool memcheck \
+            --target-processes all --error-exitcode 3 "$tests/test_gpu_two_tower" --jobs 1 \
+            --filter 'gpu_two_tower/@(caller_workspace|every_kernel_dtype_and_option)'
+        step racecheck-tt 150 env CLOSS_GPU_TEST_SCALE=sim compute-sanitizer --tool racecheck \
+            --target-processes all --error-exitcode 3 "$tests/test_gpu_two_tower" --jobs 1 \
+            --filter 'gpu_two_tower/@(caller_workspace|every_kernel_dtype_and_option)'
     fi
     if [[ $part != tests ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
@@ -90,10 +102,19 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         # the size of the fused path's target, beside it in the report
         step chunked 60 build-device/closs bench --loss supcon --path chunked --rows 65536 --dim 128 \
             --dtype f32,bf16 --repeats 5 --json "$out/closs-chunked.json"
+        # CLIP and SigLIP at issue #23's target, fused (AUTO at D = 512) and chunked (the GPU
+        # reference); the SIMT kernels take about a second a call there (bench/NOTES.md)
+        for loss in clip siglip; do
+            step "$loss" 90 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
+                --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
+            step "$loss-chunked" 60 build-device/closs bench --loss "$loss" --path chunked \
+                --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
+        done
         step baselines 240 python3 bench/baselines/run.py --closs build-device/closs \
             --dtype f32,bf16,f16 --budget-s 150 --json "$out/torch.json"
         inputs=()
-        for json in "$out/closs.json" "$out/closs-chunked.json" "$out/torch.json"; do
+        for json in "$out/closs.json" "$out/closs-chunked.json" "$out"/closs-clip*.json \
+            "$out"/closs-siglip*.json "$out/torch.json"; do
             [[ -s $json ]] && inputs+=("$json")
         done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
@@ -105,6 +126,7 @@ fi
     grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
     grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out"/racecheck*.log 2>/dev/null
     grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
+    grep -hE "^closs(-chunked)? +(clip|siglip) | (oom|error)" "$out"/clip*.log "$out"/siglip*.log 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
     grep -hE "^report.py" "$out/report.log" 2>/dev/null
