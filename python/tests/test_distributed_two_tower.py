@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 import closs
 import closs.distributed
-from test_distributed import _close, _free_port, _init
+from test_distributed import _close, _free_port, _init, spawn_nccl_world
 
 # (kind, options, extra negatives per rank, whether they need a gradient)
 CASES = [
@@ -137,9 +137,4 @@ def _cuda_world(rank, world, port):
 
 
 def test_nccl_two_tower_with_cuda_tensors():
-    if not torch.cuda.is_available() or not dist.is_nccl_available():
-        pytest.skip("no CUDA device (or no NCCL): the NCCL test needs a GPU")
-    if not closs.cuda_available():
-        pytest.skip("libcloss was built without CUDA")
-    world = min(2, torch.cuda.device_count())  # NCCL takes one rank per device
-    mp.spawn(_cuda_world, args=(world, _free_port()), nprocs=world, join=True)
+    spawn_nccl_world(_cuda_world)
