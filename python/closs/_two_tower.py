@@ -65,20 +65,20 @@ def _loss_result(loss, params, a):
     return loss if params.reduction == _NONE else loss.reshape(())
 
 
-def _outputs(kind, params, a, b, scale):
-    """Empty loss and gradient buffers of a call on a's device: loss (float64 on the CPU, whose
-    reference writes doubles; float32 on CUDA), grad_a, grad_b (doubles on the CPU, the input's
-    dtype on CUDA), and the scalar gradients."""
+def _loss_buffer(params, a):
+    """The loss as the call writes it: doubles from the CPU reference, floats from the GPU."""
+    return torch.empty(loss_length(params, a.shape[0]), dtype=torch.float64 if a.device.type == "cpu"
+                       else torch.float32, device=a.device)
+
+
+def _grad_buffers(kind, params, a, b):
+    """grad_a, grad_b (doubles on the CPU, the input's dtype on CUDA) and the scalar gradients."""
     cpu = a.device.type == "cpu"
-    wide = torch.float64 if cpu else None
     rows_a, rows_b = rows(params, a.shape[0], b.shape[0])
-    loss = torch.empty(loss_length(params, a.shape[0]), dtype=torch.float64 if cpu else torch.float32,
-                       device=a.device)
-    grads = [torch.empty((rows_a, a.shape[1]), dtype=wide or a.dtype, device=a.device),
-             torch.empty((rows_b, a.shape[1]), dtype=wide or a.dtype, device=a.device)]
-    grads += [torch.empty((), dtype=torch.float64 if cpu else torch.float32, device=a.device)
-              for _ in range(1 if kind == "clip" else 2)]
-    return loss, grads
+    grads = [torch.empty((count, a.shape[1]), dtype=torch.float64 if cpu else a.dtype, device=a.device)
+             for count in (rows_a, rows_b)]
+    return grads + [torch.empty((), dtype=torch.float64 if cpu else torch.float32, device=a.device)
+                    for _ in range(1 if kind == "clip" else 2)]
 
 
 def _finish_grads(grads, a, scale):
@@ -99,7 +99,7 @@ def _with_scalars(kind, params, scale, bias):
 
 def _reference_forward(kind, params, a, b, scale, bias):
     params = _with_scalars(kind, params, scale, bias)
-    loss, _ = _outputs(kind, params, a, b, scale)
+    loss = _loss_buffer(params, a)
     row_length, column_length = stats_lengths(kind, params, a.shape[0])
     row_stats = torch.empty(row_length, dtype=torch.float64)
     column_stats = torch.empty(column_length, dtype=torch.float64)
@@ -117,7 +117,7 @@ def _reference_gradients(kind, params, a, b, scale, bias, stats=None, upstream=N
     """The gradients (and, without stats, the loss) by the reference: closs_ref_clip(_backward)
     or closs_ref_siglip."""
     params = _with_scalars(kind, params, scale, bias)
-    loss, grads = _outputs(kind, params, a, b, scale)
+    loss, grads = _loss_buffer(params, a), _grad_buffers(kind, params, a, b)
     pointers = [_dispatch._pointer(g) for g in grads]
     matrices = [_dispatch._matrix(a), _dispatch._matrix(b)]
     if upstream is not None:  # kept in a name: the pointer must not outlive the tensor
@@ -163,7 +163,7 @@ def _scalars(kind, scale, bias):
 
 
 def _gpu_forward(kind, params, a, b, scale, bias):
-    loss, _ = _outputs(kind, params, a, b, scale)
+    loss = _loss_buffer(params, a)
     row_length, column_length = stats_lengths(kind, params, a.shape[0])
     row_stats = torch.empty(row_length, dtype=torch.float32, device=a.device)
     column_stats = torch.empty(column_length, dtype=torch.float32, device=a.device)
@@ -177,14 +177,14 @@ def _gpu_grad_arguments(grads):
 
 
 def _gpu_forward_backward(kind, params, a, b, scale, bias):
-    loss, grads = _outputs(kind, params, a, b, scale)
+    loss, grads = _loss_buffer(params, a), _grad_buffers(kind, params, a, b)
     _gpu_call(kind, params, "forward_backward", a, b, _scalars(kind, scale, bias), _dispatch._pointer(loss),
               *_gpu_grad_arguments(grads))
     return loss, grads
 
 
 def _gpu_backward(kind, params, a, b, scale, bias, stats, upstream):
-    _, grads = _outputs(kind, params, a, b, scale)
+    grads = _grad_buffers(kind, params, a, b)
     stats = [s.to(torch.float32).contiguous() for s in stats] if kind == "clip" else []
     upstream = upstream.to(torch.float32).contiguous()
     _gpu_call(kind, params, "backward", a, b, _scalars(kind, scale, bias), *[_dispatch._pointer(s) for s in stats],
