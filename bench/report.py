@@ -24,12 +24,17 @@ import shutil
 import sys
 
 SCHEMA = "closs-bench/1"
-LOSSES = ["pair", "triplet", "cosine", "ntxent", "supcon"]
+LOSSES = ["pair", "triplet", "cosine", "ntxent", "supcon", "clip", "siglip"]
+TWO_TOWER = {"clip", "siglip"}
 DTYPES = ["f32", "bf16", "f16", "f64"]
 # "closs" is the AUTO path; closs-fused and closs-chunked come from `closs bench --path`.
-IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "torch-eager", "torch-compile", "closs-reference"]
+# closs-torch and the libraries after it: bench/baselines/two_tower.py (CLIP, SigLIP).
+TWO_TOWER_IMPLEMENTATIONS = ["closs-torch", "openclip-eager", "openclip-compile", "inf-cl", "memeff"]
+IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "torch-eager", "torch-compile",
+                   "closs-reference"] + TWO_TOWER_IMPLEMENTATIONS
 COLORS = {"closs": "C0", "torch-eager": "C1", "torch-compile": "C2", "closs-reference": "C3", "closs-chunked": "C4",
-          "closs-fused": "C5"}
+          "closs-fused": "C5", "closs-torch": "C6", "openclip-eager": "C7", "openclip-compile": "C8",
+          "inf-cl": "C9", "memeff": "k"}
 DIM_STYLES = ["-", "--", ":", "-."]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +131,7 @@ def fmt(value, pattern):
 def gpu_tables(points):
     lines = []
     groups = grouped(points, {"closs", "closs-chunked", "torch-eager", "torch-compile"})
-    for loss in sorted(groups, key=lambda name: LOSSES.index(name) if name in LOSSES else 99):
+    for loss in sorted(set(groups) - TWO_TOWER, key=lambda name: LOSSES.index(name) if name in LOSSES else 99):
         # NT-Xent's and SupCon's chunked path (closs bench --path chunked), where it was measured
         chunked = any("closs-chunked" in row for row in groups[loss].values())
         lines += ["", "### %s" % loss, "",
@@ -144,6 +149,30 @@ def gpu_tables(points):
                 key[0], key[1], key[2], ms(closs), " %s |" % ms(row.get("closs-chunked")) if chunked else "",
                 ms(eager), ms(compiled), ratio(eager, closs), ratio(compiled, closs), percent_of_floor(closs), rate,
                 mb(closs), mb(eager), mb(compiled)))
+    return lines
+
+
+def two_tower_tables(points):
+    """CLIP and SigLIP: every implementation's time and memory side by side (bench/baselines/
+    two_tower.py; closs's own `closs bench` point beside them where it was measured), and how
+    many times closs-torch's time each other one takes."""
+    groups = grouped(points, set(TWO_TOWER_IMPLEMENTATIONS) | {"closs"})
+    lines = []
+    for loss in [name for name in ("clip", "siglip") if name in groups]:
+        present = [name for name in ["closs"] + TWO_TOWER_IMPLEMENTATIONS
+                   if any(name in row for row in groups[loss].values())]
+        others = [name for name in present if name != "closs-torch"]
+        lines += ["", "### %s" % loss, "",
+                  "| dtype | rows | dim | %s | %s | closs-torch %% of floor |" % (
+                      " | ".join("%s ms | %s MB" % (name, name) for name in present),
+                      " | ".join("× %s" % name for name in others)),
+                  "| --- | ---: | ---: |%s%s ---: |" % (" ---: | ---: |" * len(present), " ---: |" * len(others))]
+        for key in sorted(groups[loss], key=order):
+            row = groups[loss][key]
+            ours = row.get("closs-torch")
+            lines.append("| %s | %d | %d | %s | %s | %s |" % (
+                key[0], key[1], key[2], " | ".join("%s | %s" % (ms(row.get(n)), mb(row.get(n))) for n in present),
+                " | ".join(ratio(row.get(n), ours) for n in others), percent_of_floor(ours)))
     return lines
 
 
@@ -278,6 +307,15 @@ def main(argv=None):
               "Memory: closs, workspace + gradients + loss; PyTorch, the allocator's peak over the step."]
     gpu = gpu_tables(points)
     lines += gpu if gpu else ["", "No GPU points in these files."]
+    two_tower = two_tower_tables(points)
+    if two_tower:
+        lines += ["", "## CLIP and SigLIP: closs against OpenCLIP, Inf-CL and memeff", "",
+                  "Each implementation's forward+backward from raw features, normalisation included "
+                  "(bench/baselines/two_tower.py says what each computes); closs-torch is closs through its "
+                  "PyTorch package. × NAME: NAME's time over closs-torch's (above 1: closs is faster). "
+                  "% of floor: 8·N²·D flops for CLIP, 6·N²·D for SigLIP, at the measured bf16 GEMM rate, over "
+                  "closs-torch's time."] + two_tower
+
     lines += cpu_table(points) + check_table(points) + problems(points)
     lines += ["", "## Plots", ""]
     if plots is None:

@@ -87,6 +87,23 @@ class SupconParams(ctypes.Structure):
                 ("row_begin", ctypes.c_int64), ("row_count", ctypes.c_int64)]
 
 
+_TWO_TOWER_RANGE = [("row_begin", ctypes.c_int64), ("row_count", ctypes.c_int64),
+                    ("negatives_begin", ctypes.c_int64), ("negatives_count", ctypes.c_int64)]
+
+
+class ClipParams(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("logit_scale", ctypes.c_double), ("symmetric", ctypes.c_int),
+                ("in_batch_negatives", ctypes.c_int), ("normalize", ctypes.c_int),
+                ("grad_negatives", ctypes.c_int), ("reduction", ctypes.c_int), ("check_inputs", ctypes.c_int),
+                ("path", ctypes.c_int)] + _TWO_TOWER_RANGE
+
+
+class SiglipParams(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("logit_scale", ctypes.c_double), ("logit_bias", ctypes.c_double),
+                ("normalize", ctypes.c_int), ("grad_negatives", ctypes.c_int), ("reduction", ctypes.c_int),
+                ("check_inputs", ctypes.c_int), ("path", ctypes.c_int)] + _TWO_TOWER_RANGE
+
+
 def _choice(kind, table, value):
     try:
         return table[value]
@@ -122,6 +139,20 @@ def supcon_params(temperature=0.07, base_temperature=None, normalize=True, reduc
                         0.0 if base_temperature is None else base_temperature, int(normalize),
                         _choice("reduction", REDUCTIONS, reduction), int(check_inputs),
                         _choice("path", PATHS, path))
+
+
+def clip_params(logit_scale=1 / 0.07, symmetric=True, in_batch_negatives=True, normalize=True,
+                grad_negatives=True, reduction="mean", check_inputs=False, path="auto"):
+    """The whole batch (row range 0, 0, 0, 0); distributed.py sets a rank's range."""
+    return ClipParams(ctypes.sizeof(ClipParams), logit_scale, int(symmetric), int(in_batch_negatives),
+                      int(normalize), int(grad_negatives), _choice("reduction", REDUCTIONS, reduction),
+                      int(check_inputs), _choice("path", PATHS, path))
+
+
+def siglip_params(logit_scale=10.0, logit_bias=-10.0, normalize=True, grad_negatives=True, reduction="mean",
+                  check_inputs=False, path="auto"):
+    return SiglipParams(ctypes.sizeof(SiglipParams), logit_scale, logit_bias, int(normalize), int(grad_negatives),
+                        _choice("reduction", REDUCTIONS, reduction), int(check_inputs), _choice("path", PATHS, path))
 
 
 def package_version():
