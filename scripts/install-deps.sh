@@ -13,8 +13,9 @@
 #                                   jaxlib, about 350 MB; CMake builds the JAX FFI handler against
 #                                   jaxlib's headers) for closs_jax's tests, and OpenCLIP's
 #                                   loss code (open_clip_torch without its dependencies) for the
-#                                   two-tower baselines' test (all skip visibly
-#                                   without them outside CI). In CI every pinned package is brought
+#                                   two-tower baselines' test (all skip visibly without them
+#                                   outside CI); `build` for scripts/test-wheel.sh's sdist. In CI
+#                                   every pinned package is brought
 #                                   to its pinned version, even where another one is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,7 @@ if ((ci)); then
     python_need sklearn scikit-learn
     python_need jax jax
     python_need jaxlib jaxlib
+    python_need build build # scripts/test-wheel.sh's sdist
 fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]} (pinned by $constraints)"

@@ -7,12 +7,13 @@ registered operators (torch.ops.closs.*: see _ops.py) that torch.compile and tor
     loss.backward()
     loss = closs.ClipLoss()(image_features, text_features, model.logit_scale.exp())   # as OpenCLIP's
 
-The library is found through $CLOSS_LIBRARY, a copy beside this file, the source tree's build/,
-or the system's library path, in that order.
+The library is found through $CLOSS_LIBRARY, the copy `pip install` put beside this file, the
+source tree's build/, or the system's library path, in that order, and must be this package's
+version (closs.ClossVersionError otherwise).
 """
 
 from ._capi import (ClossArgumentError, ClossError, ClossNonfiniteInputError, ClossNotSupportedError,
-                    library)
+                    ClossVersionError, library, package_version)
 from .functional import (clip_loss, cosine_contrastive_loss, ntxent_loss, pair_contrastive_loss, siglip_loss,
                          supcon_loss, triplet_margin_loss)
 from .modules import (ClipLoss, ContrastiveLoss, CosineContrastiveLoss, NTXentLoss, SigLipLoss, SupConLoss,
@@ -21,7 +22,15 @@ from .modules import (ClipLoss, ContrastiveLoss, CosineContrastiveLoss, NTXentLo
 __all__ = ["ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "CosineContrastiveLoss", "ClipLoss",
            "SigLipLoss", "pair_contrastive_loss", "triplet_margin_loss", "ntxent_loss", "supcon_loss",
            "cosine_contrastive_loss", "clip_loss", "siglip_loss", "ClossError", "ClossArgumentError", "ClossNonfiniteInputError",
-           "ClossNotSupportedError", "library", "cuda_available"]
+           "ClossNotSupportedError", "ClossVersionError", "library", "library_version", "cuda_available"]
+
+__version__ = package_version()
+
+
+def library_version():
+    """The version of the libcloss this package loaded (on first use): always __version__, since a
+    library of another version raises ClossVersionError, naming both and where the library was found."""
+    return library().version()
 
 
 def cuda_available():

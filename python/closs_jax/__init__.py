@@ -19,20 +19,22 @@ bias) as arrays: jax.grad differentiates all four. They go through a second FFI 
 "closs_two_tower" (two_tower_ffi.cc).
 
 The handler (ffi.cc, built by CMake as libcloss_jax.so when jaxlib's FFI headers are found) is
-found through $CLOSS_JAX_LIBRARY, a copy beside this file or the source tree's build/python/.
+found through $CLOSS_JAX_LIBRARY, the copy `pip install` put beside this file or the source tree's
+build/python/; the libcloss it links must be this package's version (ImportError otherwise).
 """
 
+import ctypes
 import functools
 import os
 import pathlib
-import ctypes
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["pair_contrastive_loss", "triplet_margin_loss", "cosine_contrastive_loss", "ntxent_loss",
-           "supcon_loss", "clip_loss", "siglip_loss", "handler_path"]
+           "supcon_loss", "clip_loss", "siglip_loss", "handler_path", "library_version"]
 
 # include/closs.h's enums, and ffi.cc's loss and direction numbers.
 _REDUCTIONS = {"mean": 0, "sum": 1, "none": 2}
@@ -56,13 +58,51 @@ def _find_handler():
     for candidate in _handler_candidates():
         if candidate.exists():
             return str(candidate)
-    raise OSError("the closs JAX handler (libcloss_jax.so) was not found (tried %s); build it (cmake -S . -B "
-                  "build && cmake --build build, with jax installed) or set CLOSS_JAX_LIBRARY to its path"
+    raise OSError("the closs JAX handler (libcloss_jax.so) was not found (tried %s); install closs where jax is "
+                  "installed (pip install .), or build it (cmake -S . -B build && cmake --build build, with jax "
+                  "installed), or set CLOSS_JAX_LIBRARY to its path"
                   % ", ".join(map(str, _handler_candidates())))
 
 
+def _package_version():
+    """As closs's (closs/_capi.py): _version.py, written by the wheel's build from CMakeLists.txt's
+    `project(closs VERSION ...)`; in a source tree that line itself."""
+    try:
+        from ._version import __version__
+        return __version__
+    except ImportError:
+        cmake = pathlib.Path(__file__).resolve().parents[2] / "CMakeLists.txt"
+        match = re.search(r"project\(closs VERSION ([0-9.]+)", cmake.read_text() if cmake.is_file() else "")
+        return match.group(1) if match else "unknown (no _version.py, no %s)" % cmake
+
+
+def _checked_library_version(handler):
+    """The version of the libcloss the handler loaded, which must be this package's."""
+    try:
+        version_string = handler.closs_version_string  # libcloss's, found through the handler's links
+    except AttributeError:
+        raise ImportError("%s is not closs's JAX handler: no libcloss behind it" % handler_path) from None
+    version_string.restype = ctypes.c_char_p
+    version = version_string().decode(errors="replace")
+    if version != __version__:
+        raise ImportError("closs_jax %s (%s) found a handler whose libcloss is %s (%s): the two must be the same "
+                          "version; reinstall closs (pip install .), rebuild the source tree's build/, or point "
+                          "CLOSS_JAX_LIBRARY at a handler of closs %s"
+                          % (__version__, pathlib.Path(__file__).resolve().parent, version, handler_path, __version__))
+    return version
+
+
+__version__ = _package_version()
 handler_path = _find_handler()
 _handler = ctypes.CDLL(handler_path)
+_library_version = _checked_library_version(_handler)
+
+
+def library_version():
+    """The version of the libcloss behind the handler: always __version__ (the import checks it)."""
+    return _library_version
+
+
 jax.ffi.register_ffi_target("closs", jax.ffi.pycapsule(_handler.closs_jax_cpu), platform="cpu")
 jax.ffi.register_ffi_target("closs", jax.ffi.pycapsule(_handler.closs_jax_cuda), platform="CUDA")
 jax.ffi.register_ffi_target("closs_two_tower", jax.ffi.pycapsule(_handler.closs_jax_two_tower_cpu), platform="cpu")
