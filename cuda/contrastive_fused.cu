@@ -9,11 +9,13 @@
 //   lse_i = log Σ_{j≠i} e^(x_ij)      fixed shift c = 1/τ when normalised and τ ≥ 1/40, else an
 //                                     online maximum; stored as the true log-sum-exp (`stats`,
 //                                     the same meaning as on the chunked path)
-//   ℓ_i   = s·(lse_i − Σ_{k∈P(i)} x_ik/|P(i)|), the positive sum in O(D): ẑ_i·ẑ_p(i) (NT-Xent)
-//           or ẑ_i·(C_k − ẑ_i) with C_k = Σ ẑ over the anchor's class k (SupCon)
-//   dẑ_i  = Σ_{j≠i} G_ij ẑ_j − (1/τ)·Σ_{k∈P(i)} (a_i + a_k)·ẑ_k,
-//           G_ij = (1/τ)·e^(x_ij − c)·(b_i + b_j), b_i = w_i·e^(c − lse_i)   (S is symmetric: a
-//           row of dẐ needs only its row of S, so dẐ is row-stationary and needs no atomics)
+//   ℓ_i   = s·(lse_i − Σ_{k∈P(i)} x_ik/|P(i)|), the positive sum taken in the same tiles (a
+//           positive is a column whose key equals the anchor's: NT-Xent's partner, SupCon's class)
+//   dẑ_i  = Σ_{j≠i} G_ij ẑ_j,
+//           G_ij = (1/τ)·(e^(x_ij − c)·(b_i + b_j) − [j∈P(i)]·(a_i + a_j)), b_i = w_i·e^(c − lse_i)
+//           (the positives folded into G, so that a confident positive's terms cancel in one
+//           float; S is symmetric: a row of dẐ needs only its row of S, so dẐ is row-stationary
+//           and needs no atomics)
 //   dz_i  = (dẑ_i − ẑ_i(ẑ_i·dẑ_i))·r_i  (dẑ_i/eps for a zero row; dẑ_i without normalisation).
 //
 // Launch shape (one stream, in this order):
@@ -22,27 +24,23 @@
 //                    with ≥ 2 rows numbered 0..K−1 by a CUB scan of their first rows; class_of,
 //                    class_start/end, K
 //   positives        (contrastive_classes.cu) |P(i)|: 1 for NT-Xent, the class size − 1 for SupCon
-//   class sums       SupCon: C_k (and A_k = Σ a_k ẑ_k for the backward); a segmented reduction
-//                    over the sorted rows, a block per 64 of them (a thread per column), then the
-//                    classes spanning chunks merged in chunk order: parallel over rows whatever the
-//                    class sizes
 //   forward_kernel   one block of 256 threads per 64 anchor rows walks every 64-column tile:
 //                    S tile = ẑ_rows·ẑ_colsᵀ from 16-column slices of D staged in shared memory,
 //                    each thread 4 × 4 products (rows ty + 16p, columns tx + 16q), then its own
-//                    rows' partial sums; a half-warp butterfly merges the 16 lanes of a row
-//                    (f16, bf16: wmma_forward_kernel, 4 warps per 64 anchors, WMMA tiles)
-//   anchor_loss      ℓ_i from lse_i and the positive sum; one warp per anchor
+//                    rows' partial sums of e^x and of the positives' x; a half-warp butterfly
+//                    merges the 16 lanes of a row (f16, bf16: wmma_forward_kernel, 4 warps per 64
+//                    anchors, WMMA tiles)
+//   anchor_loss      ℓ_i from lse_i and the positive sum; one thread per anchor
 //   finish_loss      the reduction and `valid` (contrastive_kernels.cuh)
 //   anchor_weights   w_i, a_i (contrastive_kernels.cuh)
 //   backward_kernel  one block per 64 anchor rows: per column tile the S tile again, G into
 //                    shared memory, then dẑ_rows += G·ẑ_cols (16 rows of ẑ at a time, all of D),
-//                    held in registers (D/4 floats a thread, so D ≤ 256); last the positive part,
-//                    the normalisation's backward and the store in the input dtype
-//                    (f16, bf16: wmma_factors_kernel for each row's factor in G and their
+//                    held in registers (D/4 floats a thread, so D ≤ 256); last the
+//                    normalisation's backward and the store in the input dtype
+//                    (f16, bf16: softmax_factors_kernel for each row's factor in G and their
 //                    scale β, then wmma_backward_kernel).
 // Launches per call (forward+backward): NT-Xent 7 (+1 memset) for f32, 8 (+2 memsets) for f16 and
-// bf16; SupCon adds the label sort and numbering (a copy, 3 kernels, CUB's sort and scan) and 4
-// for the two class sums.
+// bf16; SupCon adds the label sort and numbering (a copy, 3 kernels, CUB's sort and scan).
 // With a row range (closs.h "Row ranges") the forward's blocks cover the range's anchors (all rows
 // when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
 // range's rows; the column tiles always run over all M rows.
@@ -51,36 +49,32 @@
 // chunked path), which tests/test_contrastive_kernels.cpp also runs on the CPU, a thread per CUDA
 // thread.
 // Determinism: every sum has one order (products over D in increasing k, each lane's terms in
-// increasing j, fixed butterflies, class sums in sorted order), no float atomics; CUB's radix
+// increasing j, fixed butterflies), no float atomics; CUB's radix
 // sort is stable. The file is compiled with -fmad=false: only the explicit fmaf() calls fuse,
 // exactly as tests/test_contrastive_math.c's CPU emulation of this algorithm does.
 // Cost: forward 2·M²·D flops and M² exponentials, backward 4·M²·D and M² (2·M² with the online
-// maximum). Extra memory: O(M), plus SupCon's (M/2)·D floats for each of C and A.
+// maximum). Extra memory: O(M).
 #include "contrastive_wmma_kernels.cuh"
 
 namespace closs {
 namespace {
-
-constexpr int kClassThreads = 128;
-
-// C_k (weights NULL) or A_k for every class: the chunks of sorted rows, then the classes that
-// span chunks.
-template <typename T>
-cudaError_t class_sums(const closs_contrastive_launch &job, const int *order, const float *weights, float *sums,
-                       cudaStream_t stream) {
-    const int64_t chunks = (job.rows + kSumChunk - 1) / kSumChunk;
-    class_sums_chunk_kernel<T><<<grid_for(chunks, 1), kClassThreads, 0, stream>>>(job, order, weights, sums,
-                                                                                 job.class_carry_in, job.class_carry_out);
-    class_sums_merge_kernel<<<grid_for(job.rows / 2 * job.dim, kBlock), kBlock, 0, stream>>>(
-        job, sums, job.class_carry_in, job.class_carry_out);
-    return cudaGetLastError();
-}
 
 template <typename T, bool kFixed>
 cudaError_t launch_backward(const closs_contrastive_launch &job, unsigned tiles, cudaStream_t stream) {
     if (job.dim <= 64) backward_kernel<T, kFixed, 64><<<tiles, kThreads, 0, stream>>>(job);
     else if (job.dim <= 128) backward_kernel<T, kFixed, 128><<<tiles, kThreads, 0, stream>>>(job);
     else backward_kernel<T, kFixed, CLOSS_FUSED_MAX_DIM><<<tiles, kThreads, 0, stream>>>(job);
+    return cudaGetLastError();
+}
+
+// A similarity pass by the SIMT kernels, over the job's range: the backward's rows, the forward's
+// lse.
+template <typename T, bool kFixed>
+cudaError_t simt_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    const int64_t anchors = backward ? job.row_count : job.lse_count;
+    const unsigned tiles = (unsigned)((anchors + kTile - 1) / kTile);
+    if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
+    forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
     return cudaGetLastError();
 }
 
@@ -115,23 +109,12 @@ bool bf16_wmma_on_device() {
 // A similarity pass on tensor cores; the backward's first needs each anchor's factor in G.
 template <typename T, bool kFixed>
 cudaError_t wmma_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    if (backward) wmma_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
+    if (backward) softmax_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
     switch (wmma_dim_variant(job.dim)) {
     case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
     case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
     default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
     }
-}
-
-// A similarity pass by the SIMT kernels, over the job's range: the backward's rows, the forward's
-// lse.
-template <typename T, bool kFixed>
-cudaError_t simt_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    const int64_t anchors = backward ? job.row_count : job.lse_count;
-    const unsigned tiles = (unsigned)((anchors + kTile - 1) / kTile);
-    if (backward) return launch_backward<T, kFixed>(job, tiles, stream);
-    forward_kernel<T, kFixed><<<tiles, kThreads, 0, stream>>>(job);
-    return cudaGetLastError();
 }
 
 // The similarity pass of the forward or the backward: f32 on the SIMT kernels (its contract
@@ -154,28 +137,19 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
     if (status != cudaSuccess) return status;
     const int warps_per_block = kBlock / kWarpSize;
     embed_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
-    const int *order = nullptr;
-    status = closs_launch_contrastive_classes(&job, stream, &order);
+    status = closs_launch_contrastive_classes(&job, stream);
     if (status != cudaSuccess) return status;
-    if (job.supcon) {
-        status = class_sums<T>(job, order, nullptr, job.class_sum, stream);
-        if (status != cudaSuccess) return status;
-    }
 
     if (job.forward) {
         status = similarity_pass<T, kFixed>(job, false, stream);
         if (status != cudaSuccess) return status;
-        anchor_loss_kernel<T><<<grid_for(job.row_count, warps_per_block), kBlock, 0, stream>>>(job);
+        anchor_loss_kernel<<<grid_for(job.row_count, kBlock), kBlock, 0, stream>>>(job);
     }
     // The valid count is needed by MEAN's weights in a backward-only call too.
     finish_loss_kernel<<<1, kBlock, 0, stream>>>(job);
     if (job.grad) {
         if (job.factor_max) CLOSS_TRY_CUDA(cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream));
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-        if (job.supcon) {
-            status = class_sums<T>(job, order, job.anchor_a, job.class_weighted_sum, stream);
-            if (status != cudaSuccess) return status;
-        }
         return similarity_pass<T, kFixed>(job, true, stream);
     }
     return cudaGetLastError();

@@ -207,7 +207,7 @@ template <typename T, bool kFixed>
 static void similarity_pass(const closs_contrastive_launch &job, bool backward) {
     using namespace closs;
     if constexpr (!std::is_same_v<T, float>) {
-        if (backward) launch(2, kBlock, [&] { wmma_factors_kernel<kFixed>(job); });
+        if (backward) launch(2, kBlock, [&] { softmax_factors_kernel<kFixed>(job); });
         if (backward) run_wmma<T, kFixed>(job, true, job.row_begin, job.row_begin + job.row_count);
         else run_wmma<T, kFixed>(job, false, job.lse_begin, job.lse_begin + job.lse_count);
         return;
@@ -335,8 +335,7 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
                                         : CLOSS_REDUCTION_NONE;
     job.fixed_shift = closs_fm_fixed_shift(pr.normalize, job.inv_temperature);
     job.forward = 1;
-    std::vector<float> loss(M + 1, NAN), lse(M, NAN), norms(M), inv_norm(M), row_loss(M), w(M),
-        a(M), factors(M), sums((size_t)half * D), weighted((size_t)half * D);
+    std::vector<float> loss(M + 1, NAN), lse(M, NAN), norms(M), inv_norm(M), row_loss(M), w(M), a(M), factors(M);
     std::vector<T> grad_storage((size_t)count * pr.ld, from<T>(NAN));
     std::vector<int> positives(M), class_of(M), start(half), end(half), heads(M), ids(M);
     int valid_count = 0, nonfinite = 0, class_count = 0;
@@ -356,7 +355,6 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
     if (!chunked || !kWide) job.inv_norm = inv_norm.data();
     if (!kWide) job.factor_max = &factor_max;
     if (!chunked) {
-        job.class_sum = sums.data(), job.class_weighted_sum = weighted.data();
         job.softmax_factor = factors.data();
     } else {
         job.chunk_rows = chunk_rows, job.similarity = similarity.data(), job.dzhat = dzhat.data();
@@ -377,22 +375,12 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
         launch(1, kBlock, [&] { assign_classes_kernel<int64_t>(job, keys.data(), order.data()); });
     }
     launch(1, kBlock, [&] { positives_kernel(job); });
-    // contrastive_fused.cu's class_sums(), on fewer blocks (which also runs the grid strides)
-    const int64_t chunks = (M + kSumChunk - 1) / kSumChunk;
-    std::vector<float> carry_in((size_t)chunks * D, NAN), carry_out((size_t)chunks * D, NAN);
-    auto class_sums = [&](const float *weights, float *target) {
-        launch(2, 128, [&] {
-            class_sums_chunk_kernel<T>(job, order.data(), weights, target, carry_in.data(), carry_out.data());
-        });
-        launch(2, kBlock, [&] { class_sums_merge_kernel(job, target, carry_in.data(), carry_out.data()); });
-    };
     auto forward = [&](const closs_contrastive_launch &run_job) {
         if (chunked) return chunked_forward<T>(run_job);
         similarity_pass<T>(run_job, false);
-        launch(2, kBlock, [&] { anchor_loss_kernel<T>(run_job); });
+        launch(2, kBlock, [&] { anchor_loss_kernel(run_job); });
         launch(1, kBlock, [&] { finish_loss_kernel(run_job); });
     };
-    if (pr.supcon && !chunked) class_sums(nullptr, job.class_sum);
     forward(job);
     // A forward of the range alone (as closs_*_forward with a range launches it): its lse go to
     // a range-sized buffer from the range's first anchor; lse and loss must be the full run's bits.
@@ -412,12 +400,8 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
     }
     factor_max = 0; // contrastive*.cu's memset
     launch(2, kBlock, [&] { anchor_weights_kernel(job); });
-    if (chunked) {
-        chunked_backward<T>(job);
-    } else {
-        if (pr.supcon) class_sums(job.anchor_a, job.class_weighted_sum);
-        similarity_pass<T>(job, true);
-    }
+    if (chunked) chunked_backward<T>(job);
+    else similarity_pass<T>(job, true);
     std::vector<float> grad(grad_storage.size());
     for (size_t e = 0; e < grad.size(); ++e) grad[e] = as_float(grad_storage[e]);
 
@@ -639,10 +623,10 @@ Test(contrastive_kernels, chunked_match_reference) {
 
 // Confident positives: each row's partner (NT-Xent) or class mate (SupCon, pairs) nearly equal to
 // it, τ = 0.07, MEAN and NONE. dz is then small beside the terms that make it up, and the usual
-// gradient check (against ‖dz‖ or the scale of those terms, whichever is larger) is lenient. The
-// chunked path, whose G combines the softmax and positive parts of each pair in float before
-// the 16-bit split, also meets the dtype's tolerance against ‖dz‖ alone; the fused path, which
-// adds the positive part from the class sums after the products, is logged, not held to it.
+// gradient check (against ‖dz‖ or the scale of those terms, whichever is larger) is lenient. Both
+// paths combine the softmax and positive parts of each pair in float in G, before the 16-bit
+// split and the product (the fused path folds the positives into its tiles), and must meet the
+// dtype's tolerance against ‖dz‖ alone.
 Test(contrastive_kernels, confident_positives) {
     random_state = 8642;
     for (int supcon = 0; supcon <= 1; ++supcon)
@@ -668,8 +652,9 @@ Test(contrastive_kernels, confident_positives) {
             const Errors fused = run_dtype(pr, t, Path::fused);
             expect_within(pr, -1, dtype, fused, 1e-5, 1e-4, tolerance);
             const Errors chunked = expect_chunked(pr, -1, t);
-            cr_expect(chunked.grad_to_norm <= tolerance, "%s chunked %s: gradient error %.2e against ‖dz‖",
-                      supcon ? "supcon" : "ntxent", dtype, chunked.grad_to_norm);
+            for (const Errors *e : {&fused, &chunked})
+                cr_expect(e->grad_to_norm <= tolerance, "%s %s %s: gradient error %.2e against ‖dz‖",
+                          supcon ? "supcon" : "ntxent", e == &fused ? "fused" : "chunked", dtype, e->grad_to_norm);
             cr_log_info("confident positives, %s %s: gradient error against ‖dz‖ alone: fused %.2e, chunked %.2e",
                         supcon ? "supcon" : "ntxent", dtype, fused.grad_to_norm, chunked.grad_to_norm);
         }
@@ -693,53 +678,4 @@ Test(contrastive_kernels, row_ranges) {
                 else expect_within(pr, pattern, "bf16", run<__nv_bfloat16>(pr), 1e-5, 1e-5, 1e-2);
                 expect_chunked(pr, pattern, (r + di + supcon) % 3); // one dtype a case: its row statistics cost here
             }
-}
-
-// SupCon's class sums alone at sizes past the sweep: classes across many 64-row chunks (one class
-// of every row, one huge class among singletons, random classes), against sums in double.
-Test(contrastive_kernels, class_sums_any_class_sizes) {
-    using namespace closs;
-    random_state = 777;
-    const int M = 1000, D = 5;
-    for (int pattern = 0; pattern < 3; ++pattern) {
-        std::vector<float> z((size_t)M * D), norms(M), inv_norm(M);
-        for (auto &v : z) v = (float)(2 * random_uniform() - 1);
-        std::vector<int64_t> labels(M);
-        for (int i = 0; i < M; ++i)
-            labels[i] = pattern == 0 ? 3 : pattern == 1 ? (i % 7 ? 5 : 100 + i) : (int64_t)(random_uniform() * 40);
-        std::vector<int> order(M), heads(M), ids(M), class_of(M), start(M / 2), end(M / 2);
-        std::vector<int64_t> keys(M);
-        for (int r = 0; r < M; ++r) order[r] = r;
-        std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return labels[x] < labels[y]; });
-        for (int r = 0; r < M; ++r) keys[r] = labels[order[r]];
-        int nonfinite = 0, class_count = 0;
-        closs_contrastive_launch job = {};
-        job.supcon = 1, job.dtype = CLOSS_F32, job.rows = M, job.dim = D, job.ld = D, job.z = z.data();
-        job.normalize = 1, job.norms = norms.data(), job.inv_norm = inv_norm.data(), job.nonfinite = &nonfinite;
-        job.class_heads = heads.data(), job.class_ids = ids.data(), job.class_of = class_of.data();
-        job.class_start = start.data(), job.class_end = end.data(), job.class_count = &class_count;
-        launch(2, kBlock, [&] { embed_kernel<float>(job); });
-        launch(1, kBlock, [&] { class_heads_kernel<int64_t>(job, keys.data()); });
-        std::inclusive_scan(heads.begin(), heads.end(), ids.begin());
-        launch(1, kBlock, [&] { assign_classes_kernel<int64_t>(job, keys.data(), order.data()); });
-        const int64_t chunks = (M + kSumChunk - 1) / kSumChunk;
-        std::vector<float> sums((size_t)(M / 2) * D, NAN), carry_in((size_t)chunks * D), carry_out(carry_in.size());
-        launch(3, 128, [&] {
-            class_sums_chunk_kernel<float>(job, order.data(), nullptr, sums.data(), carry_in.data(), carry_out.data());
-        });
-        launch(2, kBlock, [&] { class_sums_merge_kernel(job, sums.data(), carry_in.data(), carry_out.data()); });
-        double worst = 0.0;
-        for (int k = 0; k < class_count; ++k)
-            for (int c = 0; c < D; ++c) {
-                double want = 0.0, size = 0.0;
-                for (int i = 0; i < M; ++i)
-                    if (class_of[i] == k) {
-                        want += (double)z[(size_t)i * D + c] * inv_norm[i];
-                        size += 1.0;
-                    }
-                worst = std::fmax(worst, std::fabs(sums[(size_t)k * D + c] - want) / std::sqrt(size));
-            }
-        cr_expect(worst <= 1e-5 && class_count > 0, "labels %d: %d classes, largest error %.2e (per √rows)",
-                  pattern, class_count, worst);
-    }
 }
