@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """One benchmark report from closs's and the baselines' JSON (schema "closs-bench/1", documented
-at the top of tools/bench_report.c).
+at the top of bench/output.c).
 
     python3 bench/report.py closs.json rowwise.json contrastive.json [--out DIR]
 

@@ -70,7 +70,7 @@ static const char *check_accepted(const eval_args *parsed) {
     if (parsed->device != EVAL_DEVICE_DEFAULT && parsed->device != EVAL_DEVICE_CPU &&
         parsed->device != EVAL_DEVICE_CUDA)
         return "accepted an unknown device";
-    if (strcmp(eval_dtype_name(parsed->dtype), "?") == 0) return "accepted an unknown dtype";
+    if (strcmp(cli_dtype_name(parsed->dtype), "?") == 0) return "accepted an unknown dtype";
     return NULL;
 }
 

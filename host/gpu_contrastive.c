@@ -374,17 +374,48 @@ static closs_status_t workspace_size(int supcon, closs_path_t path, int64_t rows
 
 #endif
 
+/* What an entry point asks for: the loss (forward), the gradient (backward), or both. */
+typedef struct contrastive_outputs {
+    int forward, backward;
+    float *loss;
+    float *stats;   /* forward: optional output; backward only: required input */
+    int64_t *valid; /* SupCon's forward */
+    const float *upstream;
+    closs_grad_t grad_z;
+} contrastive_outputs;
+
+/* A loss's call with the outputs its entry point asked for. */
+static closs_status_t compute(closs_handle_t handle, contrastive_call call, contrastive_outputs out,
+                              void *workspace, size_t workspace_bytes, closs_stream_t stream) {
+    call.forward = out.forward;
+    call.backward = out.backward;
+    call.loss = out.loss;
+    call.stats = out.stats;
+    call.valid = out.valid;
+    call.upstream = out.upstream;
+    call.grad_z = out.grad_z;
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
+
+/* Each loss has one body, which its _forward, _backward and _forward_backward entry points call
+ * with their outputs: the parameters checked, then the call described. */
+
 /* ---- NT-Xent --------------------------------------------------------------------------------- */
 
-static contrastive_call ntxent_call(const closs_ntxent_params *p, closs_matrix_t z) {
-    return (contrastive_call){.z = z,
-                              .normalize = p->normalize,
-                              .temperature = p->temperature,
-                              .scale = 1.0,
-                              .reduction = p->reduction,
-                              .check_inputs = p->check_inputs,
-                              .path = p->path,
-                              .range = closs_ntxent_requested_range(p)};
+static closs_status_t ntxent(closs_handle_t handle, const closs_ntxent_params *p, closs_matrix_t z,
+                             contrastive_outputs out, void *workspace, size_t workspace_bytes,
+                             closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_ntxent_params(p));
+    contrastive_call call = {.z = z,
+                             .normalize = p->normalize,
+                             .temperature = p->temperature,
+                             .scale = 1.0,
+                             .reduction = p->reduction,
+                             .check_inputs = p->check_inputs,
+                             .path = p->path,
+                             .range = closs_ntxent_requested_range(p)};
+    return compute(handle, call, out, workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_ntxent_workspace_size(closs_handle_t handle, const closs_ntxent_params *params,
@@ -399,57 +430,52 @@ closs_status_t closs_ntxent_workspace_size(closs_handle_t handle, const closs_nt
 closs_status_t closs_ntxent_forward(closs_handle_t handle, const closs_ntxent_params *params,
                                     closs_matrix_t z, float *loss, float *stats, void *workspace,
                                     size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_ntxent_params(params));
-    contrastive_call call = ntxent_call(params, z);
-    call.forward = 1;
-    call.loss = loss;
-    call.stats = stats;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return ntxent(handle, params, z,
+                  (contrastive_outputs){.forward = 1, .loss = loss, .stats = stats}, workspace,
+                  workspace_bytes, stream);
 }
 
 closs_status_t closs_ntxent_backward(closs_handle_t handle, const closs_ntxent_params *params,
                                      closs_matrix_t z, const float *stats, const float *upstream,
                                      closs_grad_t grad_z, void *workspace, size_t workspace_bytes,
                                      closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_ntxent_params(params));
-    contrastive_call call = ntxent_call(params, z);
-    call.backward = 1;
-    call.stats = (float *)stats; /* only read on a backward-only call */
-    call.upstream = upstream;
-    call.grad_z = grad_z;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    /* stats is only read on a backward-only call */
+    return ntxent(
+        handle, params, z,
+        (contrastive_outputs){
+            .backward = 1, .stats = (float *)stats, .upstream = upstream, .grad_z = grad_z},
+        workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_ntxent_forward_backward(closs_handle_t handle,
                                              const closs_ntxent_params *params, closs_matrix_t z,
                                              float *loss, closs_grad_t grad_z, void *workspace,
                                              size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_ntxent_params(params));
-    contrastive_call call = ntxent_call(params, z);
-    call.forward = call.backward = 1;
-    call.loss = loss;
-    call.grad_z = grad_z;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return ntxent(
+        handle, params, z,
+        (contrastive_outputs){.forward = 1, .backward = 1, .loss = loss, .grad_z = grad_z},
+        workspace, workspace_bytes, stream);
 }
 
 /* ---- SupCon ---------------------------------------------------------------------------------- */
 
-static contrastive_call supcon_call(const closs_supcon_params *p, closs_matrix_t z,
-                                    closs_vector_t labels) {
+static closs_status_t supcon(closs_handle_t handle, const closs_supcon_params *p, closs_matrix_t z,
+                             closs_vector_t labels, contrastive_outputs out, void *workspace,
+                             size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_supcon_params(p));
     const double base = p->base_temperature != 0.0 ? p->base_temperature : p->temperature;
-    return (contrastive_call){.supcon = 1,
-                              .z = z,
-                              .labels = labels,
-                              .normalize = p->normalize,
-                              .temperature = p->temperature,
-                              .scale = p->temperature / base,
-                              .reduction = p->reduction,
-                              .check_inputs = p->check_inputs,
-                              .path = p->path,
-                              .range = closs_supcon_requested_range(p)};
+    contrastive_call call = {.supcon = 1,
+                             .z = z,
+                             .labels = labels,
+                             .normalize = p->normalize,
+                             .temperature = p->temperature,
+                             .scale = p->temperature / base,
+                             .reduction = p->reduction,
+                             .check_inputs = p->check_inputs,
+                             .path = p->path,
+                             .range = closs_supcon_requested_range(p)};
+    return compute(handle, call, out, workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_supcon_workspace_size(closs_handle_t handle, const closs_supcon_params *params,
@@ -465,28 +491,21 @@ closs_status_t closs_supcon_forward(closs_handle_t handle, const closs_supcon_pa
                                     closs_matrix_t z, closs_vector_t labels, float *loss,
                                     float *stats, int64_t *valid, void *workspace,
                                     size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_supcon_params(params));
-    contrastive_call call = supcon_call(params, z, labels);
-    call.forward = 1;
-    call.loss = loss;
-    call.stats = stats;
-    call.valid = valid;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return supcon(handle, params, z, labels,
+                  (contrastive_outputs){.forward = 1, .loss = loss, .stats = stats, .valid = valid},
+                  workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_supcon_backward(closs_handle_t handle, const closs_supcon_params *params,
                                      closs_matrix_t z, closs_vector_t labels, const float *stats,
                                      const float *upstream, closs_grad_t grad_z, void *workspace,
                                      size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_supcon_params(params));
-    contrastive_call call = supcon_call(params, z, labels);
-    call.backward = 1;
-    call.stats = (float *)stats; /* only read on a backward-only call */
-    call.upstream = upstream;
-    call.grad_z = grad_z;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    /* stats is only read on a backward-only call */
+    return supcon(
+        handle, params, z, labels,
+        (contrastive_outputs){
+            .backward = 1, .stats = (float *)stats, .upstream = upstream, .grad_z = grad_z},
+        workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_supcon_forward_backward(closs_handle_t handle,
@@ -494,12 +513,8 @@ closs_status_t closs_supcon_forward_backward(closs_handle_t handle,
                                              closs_vector_t labels, float *loss, int64_t *valid,
                                              closs_grad_t grad_z, void *workspace,
                                              size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_supcon_params(params));
-    contrastive_call call = supcon_call(params, z, labels);
-    call.forward = call.backward = 1;
-    call.loss = loss;
-    call.valid = valid;
-    call.grad_z = grad_z;
-    return run(handle, &call, workspace, workspace_bytes, stream);
+    return supcon(handle, params, z, labels,
+                  (contrastive_outputs){
+                      .forward = 1, .backward = 1, .loss = loss, .valid = valid, .grad_z = grad_z},
+                  workspace, workspace_bytes, stream);
 }

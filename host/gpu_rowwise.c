@@ -202,23 +202,13 @@ static closs_status_t workspace_size(closs_handle_t handle, int64_t rows, int64_
 
 #endif
 
-/* What a call computes: the loss (`loss` not NULL), the gradients (`backward`), or both. */
+/* What an entry point asks for: the loss (forward), the gradients (backward), or both. */
 typedef struct rowwise_outputs {
     int forward, backward;
     float *loss;
-    const float *upstream;
+    const float *upstream; /* backward only; NULL means 1 */
     closs_grad_t grad[3];
 } rowwise_outputs;
-
-static closs_status_t compute(closs_handle_t handle, rowwise_call call, rowwise_outputs out,
-                              void *workspace, size_t workspace_bytes, closs_stream_t stream) {
-    call.forward = out.forward;
-    call.loss = out.forward ? out.loss : NULL;
-    call.backward = out.backward;
-    call.upstream = out.upstream;
-    for (int k = 0; k < 3 && out.backward; ++k) call.grad[k] = out.grad[k];
-    return run(handle, &call, workspace, workspace_bytes, stream);
-}
 
 static rowwise_outputs forward_only(float *loss) {
     return (rowwise_outputs){.forward = 1, .loss = loss};
@@ -235,14 +225,25 @@ static rowwise_outputs both(float *loss, closs_grad_t g0, closs_grad_t g1, closs
 
 static const closs_grad_t no_grad = {NULL, 0};
 
-/* ---- pair ------------------------------------------------------------------------------------ */
+/* A loss's call with the outputs its entry point asked for. */
+static closs_status_t compute(closs_handle_t handle, rowwise_call call, rowwise_outputs out,
+                              void *workspace, size_t workspace_bytes, closs_stream_t stream) {
+    call.forward = out.forward;
+    call.loss = out.loss;
+    call.backward = out.backward;
+    call.upstream = out.upstream;
+    for (int k = 0; k < 3; ++k) call.grad[k] = out.grad[k];
+    return run(handle, &call, workspace, workspace_bytes, stream);
+}
 
-static rowwise_call pair_call(const closs_pair_params *p, closs_matrix_t x1, closs_matrix_t x2,
-                              closs_vector_t y) {
+/* The inputs of pair and cosine: rows x1 and x2 and a label y per pair. */
+static rowwise_call labelled_pairs(closs_row_params row, closs_reduction_t reduction,
+                                   int check_inputs, closs_matrix_t x1, closs_matrix_t x2,
+                                   closs_vector_t y) {
     return (rowwise_call){
-        .row = {CLOSS_ROW_PAIR, p->distance, (float)p->margin, 0, 0},
-        .reduction = p->reduction,
-        .check_inputs = p->check_inputs,
+        .row = row,
+        .reduction = reduction,
+        .check_inputs = check_inputs,
         .input_count = 2,
         .names = {"x1", "x2"},
         .grad_names = {"grad_x1", "grad_x2"},
@@ -250,6 +251,21 @@ static rowwise_call pair_call(const closs_pair_params *p, closs_matrix_t x1, clo
         .has_labels = 1,
         .y = y,
     };
+}
+
+/* Each loss has one body, which its _forward, _backward and _forward_backward entry points call
+ * with their outputs: the parameters checked, then the call described. */
+
+/* ---- pair ------------------------------------------------------------------------------------ */
+
+static closs_status_t pair(closs_handle_t handle, const closs_pair_params *p, closs_matrix_t x1,
+                           closs_matrix_t x2, closs_vector_t y, rowwise_outputs out,
+                           void *workspace, size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_pair_params(p));
+    const closs_row_params row = {CLOSS_ROW_PAIR, p->distance, (float)p->margin, 0, 0};
+    return compute(handle, labelled_pairs(row, p->reduction, p->check_inputs, x1, x2, y), out,
+                   workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_pair_workspace_size(closs_handle_t handle, const closs_pair_params *params,
@@ -264,10 +280,7 @@ closs_status_t closs_pair_forward(closs_handle_t handle, const closs_pair_params
                                   closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
                                   float *loss, void *workspace, size_t workspace_bytes,
                                   closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_pair_params(params));
-    return compute(handle, pair_call(params, x1, x2, y), forward_only(loss), workspace,
-                   workspace_bytes, stream);
+    return pair(handle, params, x1, x2, y, forward_only(loss), workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_params *params,
@@ -275,11 +288,8 @@ closs_status_t closs_pair_backward(closs_handle_t handle, const closs_pair_param
                                    const float *upstream, closs_grad_t grad_x1,
                                    closs_grad_t grad_x2, void *workspace, size_t workspace_bytes,
                                    closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_pair_params(params));
-    return compute(handle, pair_call(params, x1, x2, y),
-                   backward_only(upstream, grad_x1, grad_x2, no_grad), workspace, workspace_bytes,
-                   stream);
+    return pair(handle, params, x1, x2, y, backward_only(upstream, grad_x1, grad_x2, no_grad),
+                workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_pair_forward_backward(closs_handle_t handle, const closs_pair_params *params,
@@ -287,17 +297,19 @@ closs_status_t closs_pair_forward_backward(closs_handle_t handle, const closs_pa
                                            float *loss, closs_grad_t grad_x1, closs_grad_t grad_x2,
                                            void *workspace, size_t workspace_bytes,
                                            closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_pair_params(params));
-    return compute(handle, pair_call(params, x1, x2, y), both(loss, grad_x1, grad_x2, no_grad),
-                   workspace, workspace_bytes, stream);
+    return pair(handle, params, x1, x2, y, both(loss, grad_x1, grad_x2, no_grad), workspace,
+                workspace_bytes, stream);
 }
 
 /* ---- triplet --------------------------------------------------------------------------------- */
 
-static rowwise_call triplet_call(const closs_triplet_params *p, closs_matrix_t anchor,
-                                 closs_matrix_t positive, closs_matrix_t negative) {
-    return (rowwise_call){
+static closs_status_t triplet(closs_handle_t handle, const closs_triplet_params *p,
+                              closs_matrix_t anchor, closs_matrix_t positive,
+                              closs_matrix_t negative, rowwise_outputs out, void *workspace,
+                              size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_triplet_params(p));
+    rowwise_call call = {
         .row = {CLOSS_ROW_TRIPLET, p->distance, (float)p->margin, p->swap, 0},
         .reduction = p->reduction,
         .check_inputs = p->check_inputs,
@@ -306,6 +318,7 @@ static rowwise_call triplet_call(const closs_triplet_params *p, closs_matrix_t a
         .grad_names = {"grad_anchor", "grad_positive", "grad_negative"},
         .x = {anchor, positive, negative},
     };
+    return compute(handle, call, out, workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_triplet_workspace_size(closs_handle_t handle,
@@ -320,10 +333,8 @@ closs_status_t closs_triplet_forward(closs_handle_t handle, const closs_triplet_
                                      closs_matrix_t anchor, closs_matrix_t positive,
                                      closs_matrix_t negative, float *loss, void *workspace,
                                      size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_triplet_params(params));
-    return compute(handle, triplet_call(params, anchor, positive, negative), forward_only(loss),
-                   workspace, workspace_bytes, stream);
+    return triplet(handle, params, anchor, positive, negative, forward_only(loss), workspace,
+                   workspace_bytes, stream);
 }
 
 closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet_params *params,
@@ -332,9 +343,7 @@ closs_status_t closs_triplet_backward(closs_handle_t handle, const closs_triplet
                                       closs_grad_t grad_anchor, closs_grad_t grad_positive,
                                       closs_grad_t grad_negative, void *workspace,
                                       size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_triplet_params(params));
-    return compute(handle, triplet_call(params, anchor, positive, negative),
+    return triplet(handle, params, anchor, positive, negative,
                    backward_only(upstream, grad_anchor, grad_positive, grad_negative), workspace,
                    workspace_bytes, stream);
 }
@@ -346,28 +355,22 @@ closs_status_t closs_triplet_forward_backward(closs_handle_t handle,
                                               closs_grad_t grad_anchor, closs_grad_t grad_positive,
                                               closs_grad_t grad_negative, void *workspace,
                                               size_t workspace_bytes, closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_triplet_params(params));
-    return compute(handle, triplet_call(params, anchor, positive, negative),
+    return triplet(handle, params, anchor, positive, negative,
                    both(loss, grad_anchor, grad_positive, grad_negative), workspace,
                    workspace_bytes, stream);
 }
 
 /* ---- cosine ---------------------------------------------------------------------------------- */
 
-static rowwise_call cosine_call(const closs_cosine_params *p, closs_matrix_t x1, closs_matrix_t x2,
-                                closs_vector_t y) {
-    return (rowwise_call){
-        .row = {CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, (float)p->margin, 0, p->squared},
-        .reduction = p->reduction,
-        .check_inputs = p->check_inputs,
-        .input_count = 2,
-        .names = {"x1", "x2"},
-        .grad_names = {"grad_x1", "grad_x2"},
-        .x = {x1, x2},
-        .has_labels = 1,
-        .y = y,
-    };
+static closs_status_t cosine(closs_handle_t handle, const closs_cosine_params *p, closs_matrix_t x1,
+                             closs_matrix_t x2, closs_vector_t y, rowwise_outputs out,
+                             void *workspace, size_t workspace_bytes, closs_stream_t stream) {
+    closs_clear_error();
+    CLOSS_TRY(closs_check_cosine_params(p));
+    const closs_row_params row = {CLOSS_ROW_COSINE, CLOSS_DISTANCE_COSINE, (float)p->margin, 0,
+                                  p->squared};
+    return compute(handle, labelled_pairs(row, p->reduction, p->check_inputs, x1, x2, y), out,
+                   workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_cosine_workspace_size(closs_handle_t handle, const closs_cosine_params *params,
@@ -382,10 +385,8 @@ closs_status_t closs_cosine_forward(closs_handle_t handle, const closs_cosine_pa
                                     closs_matrix_t x1, closs_matrix_t x2, closs_vector_t y,
                                     float *loss, void *workspace, size_t workspace_bytes,
                                     closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_cosine_params(params));
-    return compute(handle, cosine_call(params, x1, x2, y), forward_only(loss), workspace,
-                   workspace_bytes, stream);
+    return cosine(handle, params, x1, x2, y, forward_only(loss), workspace, workspace_bytes,
+                  stream);
 }
 
 closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_params *params,
@@ -393,11 +394,8 @@ closs_status_t closs_cosine_backward(closs_handle_t handle, const closs_cosine_p
                                      const float *upstream, closs_grad_t grad_x1,
                                      closs_grad_t grad_x2, void *workspace, size_t workspace_bytes,
                                      closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_cosine_params(params));
-    return compute(handle, cosine_call(params, x1, x2, y),
-                   backward_only(upstream, grad_x1, grad_x2, no_grad), workspace, workspace_bytes,
-                   stream);
+    return cosine(handle, params, x1, x2, y, backward_only(upstream, grad_x1, grad_x2, no_grad),
+                  workspace, workspace_bytes, stream);
 }
 
 closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
@@ -406,8 +404,6 @@ closs_status_t closs_cosine_forward_backward(closs_handle_t handle,
                                              closs_grad_t grad_x1, closs_grad_t grad_x2,
                                              void *workspace, size_t workspace_bytes,
                                              closs_stream_t stream) {
-    closs_clear_error();
-    CLOSS_TRY(closs_check_cosine_params(params));
-    return compute(handle, cosine_call(params, x1, x2, y), both(loss, grad_x1, grad_x2, no_grad),
-                   workspace, workspace_bytes, stream);
+    return cosine(handle, params, x1, x2, y, both(loss, grad_x1, grad_x2, no_grad), workspace,
+                  workspace_bytes, stream);
 }

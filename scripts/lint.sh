@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Static analysis and formatting, every finding fatal:
-#   clang-tidy    .clang-tidy's checks on every .c file of host/, host/ref/, tools/ and fuzz/, with
+#   clang-tidy    .clang-tidy's checks on every .c file of host/, host/ref/, tools/, bench/ and fuzz/, with
 #                 the compile commands of a configured (not built) build in build-lint/;
 #   cppcheck      warning, performance and portability checks on the same files;
 #   clang-format  --dry-run against .clang-format on the C sources and headers of include/, host/,
-#                 tools/, fuzz/, tests/ and cuda/*.h (not the .cu/.cuh files).
+#                 tools/, bench/, fuzz/, tests/ and cuda/*.h (not the .cu/.cuh files).
 # Every tool runs even when an earlier one found something; the last line sums up, and the exit
 # status is non-zero when anything was found. Written for Debian 12's clang-tidy/clang-format 14
 # and cppcheck 2.10 (apt-get install clang-tidy clang-format cppcheck); other versions have other
@@ -25,8 +25,9 @@ if ((${#missing[@]})); then
 fi
 
 shopt -s nullglob
-tidy_sources=(host/*.c host/ref/*.c tools/*.c fuzz/*.c)
-format_files=(include/*.h host/*.[ch] host/ref/*.[ch] tools/*.[ch] fuzz/*.[ch] tests/*.[ch] cuda/*.h)
+tidy_sources=(host/*.c host/ref/*.c tools/*.c bench/*.c fuzz/*.c)
+format_files=(include/*.h host/*.[ch] host/ref/*.[ch] tools/*.[ch] bench/*.[ch] fuzz/*.[ch] tests/*.[ch]
+              cuda/*.h)
 shopt -u nullglob
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/closs-lint.XXXXXX")
@@ -78,10 +79,11 @@ fi
 
 # ---- cppcheck ---------------------------------------------------------------------------------
 echo "lint: cppcheck on ${#tidy_sources[@]} files"
-# -I tools -I fuzz: the fuzz sources include tools/ headers, found through these in the build.
+# -I tools -I bench -I fuzz: the bench and fuzz sources include tools/ headers (and tools/ bench/'s),
+# found through these in the build.
 # No suppressions are needed; add any with --suppress=ID:FILE and a comment saying why.
 if cppcheck --enable=warning,performance,portability --error-exitcode=1 --inline-suppr -q \
-        --std=c11 -I include -I host -I cuda -I tools -I fuzz "${tidy_sources[@]}"; then
+        --std=c11 -I include -I host -I cuda -I tools -I bench -I fuzz "${tidy_sources[@]}"; then
     summary+=("cppcheck clean")
 else
     summary+=("cppcheck: findings (above)")

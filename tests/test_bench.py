@@ -1,7 +1,7 @@
 """`closs bench` and bench/report.py, on the CPU (pytest; CTest runs it with CLOSS_CLI set).
 
 The bench runs at tiny sizes so that the whole file takes seconds: its JSON must parse and carry
-the schema's fields (tools/bench_report.c), the narrowing options must narrow, bad command lines
+the schema's fields (bench/output.c), the narrowing options must narrow, bad command lines
 must fail with one line on stderr, nothing on stdout and no file; report.py must turn that JSON
 plus a synthetic baseline record into report.md and PNGs, and without matplotlib into report.md
 that says how to add the plots.

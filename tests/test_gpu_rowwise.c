@@ -23,6 +23,7 @@
 
 #include "closs.h"
 #include "gpu.h" /* the handle's insides (host/, private): to fake a binding to another device */
+#include "dtype_range.h"
 #include "gpu_support.h"
 
 typedef enum { LOSS_PAIR, LOSS_TRIPLET, LOSS_COSINE } loss_kind;
@@ -409,6 +410,79 @@ Test(gpu_rowwise, every_option_reduction_and_dtype) {
                                       (variant + dtype) % 2};
                     check_case(handle, &c);
                 }
+}
+
+/* Outputs beyond the dtype's range (tests/dtype_range.h, docs/contract.md "Numerics"): the first
+ * input's row 2 is zero and row 4 has norm 1e-6, so that the cosine losses' gradients reach
+ * 1e7-1e16. In every dtype: nothing NaN, Inf of the exact value's sign where f16 (or another dtype)
+ * cannot hold it, every other element compared row by row. */
+Test(gpu_rowwise, gradient_beyond_the_range_is_inf) {
+    CLOSS_REQUIRE_GPU();
+    static const int variants[] = {PAIR_VARIANTS, TRIPLET_VARIANTS, COSINE_VARIANTS};
+    uint64_t seed = test_seed(), state = seed | 1;
+    size_t beyond = 0;
+    for (int loss = 0; loss < 3; ++loss)
+        for (int variant = 0; variant < variants[loss]; ++variant)
+            for (int dtype = 0; dtype < 3; ++dtype) {
+                const rowwise_case c = {(loss_kind)loss,
+                                        variant,
+                                        (closs_reduction_t)(variant % 3),
+                                        (closs_dtype_t)dtype,
+                                        6,
+                                        8,
+                                        0,
+                                        0};
+                char name[200];
+                describe(&c, seed, name, sizeof name);
+                case_data d = make_case(&c, &state);
+                const size_t element = closs_dtype_size(c.dtype),
+                             row_bytes = (size_t)c.dim * element;
+                char *staging = malloc((size_t)c.rows * row_bytes);
+                for (int64_t e = 0; e < c.dim; ++e) {
+                    d.host[0][2 * c.dim + e] = 0.0f;
+                    d.host[0][4 * c.dim + e] =
+                        (float)((e % 2 ? -1e-6 : 1e-6) / sqrt((double)c.dim));
+                }
+                round_to_dtype(d.host[0], (size_t)(c.rows * c.dim), c.dtype, staging);
+                gpu_upload(d.device[0], staging, (size_t)c.rows * row_bytes);
+                free(staging);
+                double *want[3], want_loss[1];
+                for (int k = 0; k < 3; ++k)
+                    want[k] = malloc((size_t)(c.rows * c.dim) * sizeof(double));
+                cr_assert_eq(call_reference(&c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS);
+                poison_outputs(&c, &d);
+                cr_assert_eq(call_gpu(handle, &c, &d, CALL_FORWARD_BACKWARD), CLOSS_STATUS_SUCCESS,
+                             "%s: %s", name, closs_last_error());
+                gpu_synchronize();
+                float got[8 * 6];
+                char stored[8 * 6 * 4];
+                gpu_download(stored, d.device_loss, sizeof(float));
+                memcpy(got, stored, sizeof(float));
+                cr_expect(isfinite(got[0]), "%s: loss %g", name, got[0]);
+                for (int k = 0; k < d.inputs; ++k) {
+                    gpu_download(stored, d.device_grad[k], (size_t)c.rows * row_bytes);
+                    widen_from_dtype(stored, (size_t)(c.rows * c.dim), c.dtype, got);
+                    for (int64_t row = 0; row < c.rows; ++row) {
+                        const float *got_row = got + row * c.dim;
+                        const double *want_row = want[k] + row * c.dim;
+                        const range_check check =
+                            check_range(got_row, want_row, (size_t)c.dim, c.dtype);
+                        beyond += check.beyond;
+                        cr_expect(check.first_bad < 0,
+                                  "%s: gradient %d [%lld][%lld] = %g, exact %.6g", name, k,
+                                  (long long)row, (long long)check.first_bad,
+                                  check.first_bad < 0 ? 0.0 : got_row[check.first_bad],
+                                  check.first_bad < 0 ? 0.0 : want_row[check.first_bad]);
+                        cr_expect(sqrt(check.error) <=
+                                      gradient_tolerance(c.dtype) * sqrt(check.norm) + 1e-4,
+                                  "%s: gradient %d row %lld: error %.3g of %.3g", name, k,
+                                  (long long)row, sqrt(check.error), sqrt(check.norm));
+                    }
+                }
+                for (int k = 0; k < 3; ++k) free(want[k]);
+                free_case(&d);
+            }
+    cr_expect_gt(beyond, 0, "no gradient was beyond its dtype's range: the test checks nothing");
 }
 
 /* Check mode reads the verdict back before computing: a NaN input or a label outside [0, 1] is

@@ -16,6 +16,7 @@
 
 #include "closs.h"
 #include "cuda_on_cpu.h" // before the kernels: CUDA's built-ins on the CPU
+#include "dtype_range.h"
 
 #include "rowwise_kernels.cuh"
 
@@ -89,7 +90,9 @@ template <typename T> closs_rowwise_launch run_kernels(const LossCase &loss, Pro
     closs_rowwise_launch job = {};
     job.params = loss.params;
     job.input_count = p.inputs;
-    job.dtype = std::is_same<T, float>::value ? CLOSS_F32 : CLOSS_BF16;
+    job.dtype = std::is_same<T, float>::value    ? CLOSS_F32
+                : std::is_same<T, __half>::value ? CLOSS_F16
+                                                 : CLOSS_BF16;
     job.rows = p.rows, job.dim = p.dim;
     for (int k = 0; k < p.inputs; ++k) {
         job.x[k] = p.stored[k].data();
@@ -267,4 +270,47 @@ Test(rowwise_kernels, nonfinite_input_makes_its_row_nan) {
     for (int r = 0; r < 9; ++r)
         cr_expect(std::isnan(p.loss[r]) == (r == 3), "row %d: loss %g", r, p.loss[r]);
     for (int c = 0; c < 16; ++c) cr_expect(std::isnan(p.grad[0][3 * 16 + c]), "row 3 gradient column %d", c);
+}
+
+// A gradient beyond f16's range (tests/dtype_range.h has the contract's rule): a zero row and a row
+// of norm 1e-6 in the first input, with cosines, give gradients of about 1e7 to 1e16 in the double
+// reference (norms clamped at 1e-8), which f16 returns as ±Inf; every other element as usual,
+// compared row by row, so that one row's huge values do not hide another's error.
+Test(rowwise_kernels, f16_gradient_beyond_the_range_is_inf) {
+    const int rows = 6, dim = 8;
+    uint64_t state = 0x26;
+    size_t beyond = 0;
+    for (const LossCase &loss : kLosses)
+        for (int r = 0; r < 3; ++r) {
+            const closs_reduction_t reduction = (closs_reduction_t)r;
+            Problem<__half> p = make_problem<__half>(loss, rows, dim, dim, reduction, &state);
+            for (int c = 0; c < dim; ++c) { // row 2 of the first input zero, row 4 of norm 1e-6
+                const __half tiny = to_storage<__half>((float)((c % 2 ? -1e-6 : 1e-6) / std::sqrt((double)dim)));
+                p.stored[0][2 * dim + c] = to_storage<__half>(0.0f), p.x[0][2 * dim + c] = 0.0f;
+                p.stored[0][4 * dim + c] = tiny, p.x[0][4 * dim + c] = from_storage(tiny);
+            }
+            std::vector<double> want_loss, want_grad[3];
+            std::vector<double> upstream(p.upstream.begin(), p.upstream.end());
+            run_kernels<__half>(loss, p, 2, true, true, true);  // forward+backward, upstream 1
+            run_kernels<__half>(loss, p, 2, true, false, true); // backward with the random upstream
+            cr_assert_eq(reference<__half>(loss, p, upstream.data(), want_loss, want_grad), CLOSS_STATUS_SUCCESS);
+            for (size_t i = 0; i < p.loss.size(); ++i)
+                cr_expect(std::isfinite(p.loss[i]), "%s reduction %d: loss[%zu] = %g", loss.name, r, i, p.loss[i]);
+            for (int k = 0; k < p.inputs; ++k)
+                for (int row = 0; row < rows; ++row) {
+                    float got[dim];
+                    for (int c = 0; c < dim; ++c) got[c] = from_storage(p.grad[k][(size_t)row * dim + c]);
+                    const double *want = want_grad[k].data() + (size_t)row * dim;
+                    const range_check check = check_range(got, want, dim, CLOSS_F16);
+                    beyond += check.beyond;
+                    cr_expect(check.first_bad < 0, "%s reduction %d: gradient %d [%d][%lld] = %g, exact %.6g",
+                              loss.name, r, k, row, (long long)check.first_bad,
+                              check.first_bad < 0 ? 0.0 : got[check.first_bad],
+                              check.first_bad < 0 ? 0.0 : want[check.first_bad]);
+                    cr_expect(std::sqrt(check.error) <= 1e-2 * std::sqrt(check.norm) + 1e-4,
+                              "%s reduction %d: gradient %d row %d: error %.3g of %.3g", loss.name, r, k, row,
+                              std::sqrt(check.error), std::sqrt(check.norm));
+                }
+        }
+    cr_expect_gt(beyond, 0, "no gradient element was beyond f16's range: the test checks nothing");
 }

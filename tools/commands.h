@@ -1,5 +1,6 @@
-/* The subcommands of the closs tool. Each takes the arguments from its own name on (argv[0] is
- * "eval", "bench", ...) and returns the process exit status. */
+/* The subcommands of the closs tool and their exit statuses (`closs bench`'s entry point is
+ * bench/bench.h). Each takes the arguments from its own name on (argv[0] is "eval", "bench", ...)
+ * and returns the process exit status. */
 #ifndef CLOSS_TOOLS_COMMANDS_H
 #define CLOSS_TOOLS_COMMANDS_H
 
@@ -10,7 +11,5 @@
 
 /* closs eval LOSS --in DIR --out DIR ...: a loss and its gradients on .npy files. */
 int closs_eval_main(int argc, char **argv);
-/* closs bench ...: verify and time every loss on built-in inputs (the README's main job). */
-int closs_bench_main(int argc, char **argv);
 
 #endif

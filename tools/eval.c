@@ -201,7 +201,7 @@ static void print_summary(const cli_params *params, eval_device device, closs_dt
                                                                      : "-inf");
     printf(", \"device\": \"%s\", \"dtype\": \"%s\", \"rows\": %lld, \"dim\": %lld, "
            "\"reduction\": \"%s\"",
-           device_names[device], eval_dtype_name(dtype), (long long)inputs->rows,
+           device_names[device], cli_dtype_name(dtype), (long long)inputs->rows,
            (long long)inputs->dim, cli_reduction_name(reduction));
     if (params->loss == CLI_LOSS_SUPCON) printf(", \"valid\": %lld", (long long)results->valid);
     printf("}\n");
@@ -261,7 +261,7 @@ static int run_checked(const eval_args *args) {
                       "f16 or bf16");
     if (device == EVAL_DEVICE_CPU && args->dtype != CLOSS_F64 && args->dtype != CLOSS_F32)
         return report(CLOSS_EXIT_USAGE, "--dtype %s: the CPU reference takes f64 or f32",
-                      eval_dtype_name(args->dtype));
+                      cli_dtype_name(args->dtype));
     return evaluate(args->in_dir, args->out_dir, &args->params, device, args->dtype);
 }
 

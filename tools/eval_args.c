@@ -9,28 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct {
-    const char *name;
-    closs_dtype_t dtype;
-} dtype_names[] = {
-    {"f64", CLOSS_F64}, {"f32", CLOSS_F32}, {"f16", CLOSS_F16}, {"bf16", CLOSS_BF16}};
-
-const char *eval_dtype_name(closs_dtype_t dtype) {
-    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; ++i)
-        if (dtype_names[i].dtype == dtype) return dtype_names[i].name;
-    return "?";
-}
-
-static bool parse_dtype(const char *name, closs_dtype_t *dtype) {
-    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; ++i) {
-        if (strcmp(name, dtype_names[i].name) == 0) {
-            *dtype = dtype_names[i].dtype;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* The option values as written, before they are interpreted. */
 typedef struct option_values {
     const char *in, *out, *device, *dtype;
@@ -156,7 +134,7 @@ static bool parse(int argc, char **argv, eval_args *args, char *err, size_t err_
             return false;
         }
     }
-    if (values.dtype && !parse_dtype(values.dtype, &args->dtype)) {
+    if (values.dtype && !cli_dtype_from_name(values.dtype, &args->dtype)) {
         snprintf(err, err_size, "--dtype %s: expected f64, f32, f16 or bf16", values.dtype);
         return false;
     }

@@ -30,7 +30,4 @@ typedef struct eval_args {
  * device and dtype can run is not checked here: that depends on what the library was built with. */
 bool eval_parse_args(int argc, char **argv, eval_args *args, char *err, size_t err_size);
 
-/* "f64", "f32", "f16", "bf16" (or "?"). */
-const char *eval_dtype_name(closs_dtype_t dtype);
-
 #endif

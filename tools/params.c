@@ -146,6 +146,28 @@ const char *cli_reduction_name(closs_reduction_t reduction) {
                : "?";
 }
 
+static const struct {
+    const char *name;
+    closs_dtype_t dtype;
+} dtype_names[] = {
+    {"f64", CLOSS_F64}, {"f32", CLOSS_F32}, {"f16", CLOSS_F16}, {"bf16", CLOSS_BF16}};
+
+const char *cli_dtype_name(closs_dtype_t dtype) {
+    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; ++i)
+        if (dtype_names[i].dtype == dtype) return dtype_names[i].name;
+    return "?";
+}
+
+bool cli_dtype_from_name(const char *name, closs_dtype_t *dtype) {
+    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; ++i) {
+        if (strcmp(name, dtype_names[i].name) == 0) {
+            *dtype = dtype_names[i].dtype;
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *cli_path_name(closs_path_t path) {
     return (unsigned)path < sizeof path_names / sizeof path_names[0] ? path_names[path] : "?";
 }

@@ -49,6 +49,10 @@ void cli_make_printable(char *message, size_t size);
 closs_reduction_t cli_params_reduction(const cli_params *params);
 const char *cli_reduction_name(closs_reduction_t reduction);
 
+/* The input dtypes by name: "f64", "f32", "f16", "bf16" ("?" for another value). */
+const char *cli_dtype_name(closs_dtype_t dtype);
+bool cli_dtype_from_name(const char *name, closs_dtype_t *dtype);
+
 /* NT-Xent's and SupCon's GPU paths by name: "auto", "fused", "chunked". */
 const char *cli_path_name(closs_path_t path);
 bool cli_path_from_name(const char *name, closs_path_t *path);

@@ -1,5 +1,5 @@
 """What a PyTorch user would otherwise write for each of closs's losses, with the parameters
-`closs bench` uses on the GPU (tools/bench_gpu.c), and inputs drawn the same way.
+`closs bench` uses on the GPU (bench/gpu.c), and inputs drawn the same way.
 
   pair     the contract's formula in torch ops (euclidean distance, margin 1)
   triplet  F.triplet_margin_loss(margin=1, p=2, eps=0): euclidean distance, as closs bench's

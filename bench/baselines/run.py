@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch baselines of `closs bench`: each loss as a PyTorch user would write it (losses.py),
 eager and torch.compile'd, forward+backward, on `closs bench`'s own GPU sweep, written in the same
-JSON schema ("closs-bench/1", tools/bench_report.c) for bench/report.py.
+JSON schema ("closs-bench/1", bench/output.c) for bench/report.py.
 
 The sweep is `closs bench --list-sizes` with the same narrowing options, so both sides always run
 the same points. Per (loss, dtype, implementation): a check at a small size against the same torch

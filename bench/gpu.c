@@ -1,6 +1,6 @@
 /* `closs bench`, GPU half: each loss through the public GPU entry points, as a user calls them.
  *
- * Per device: first the ceilings (bench_device.cu): a 2 GiB device-to-device copy, an 8192³
+ * Per device: first the ceilings (device.cu): a 2 GiB device-to-device copy, an 8192³
  * cuBLAS bf16 GEMM with f32 accumulation, and the ex2.approx throughput.
  * Per (loss, dtype): a check at a small size, the GPU's loss and gradients against the CPU
  * reference on the same (dtype-rounded) inputs, as the largest norm-wise relative error.
@@ -19,12 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench.h"
+#include "gpu.h"
+#include "params.h"
 
-#ifdef CLOSS_CLI_WITH_CUDA
+#ifdef CLOSS_BENCH_WITH_CUDA
 #    include <cuda_runtime_api.h>
 
-#    include "bench_device.h"
+#    include "device.h"
 #endif
 
 static const closs_dtype_t gpu_dtypes[] = {CLOSS_F32, CLOSS_BF16, CLOSS_F16};
@@ -33,7 +34,11 @@ static const int64_t default_rowwise_dims[] = {128, 512};
 static const int64_t default_contrastive_rows[] = {4096, 16384, 65536};
 static const int64_t default_contrastive_dims[] = {128};
 
-int bench_gpu_sweep(const bench_options *options, bench_visit_fn visit, void *context) {
+/* Visits every GPU sweep point: the same list for the run and for --list-sizes. */
+typedef int (*bench_visit_fn)(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
+                              int64_t dim);
+
+static int visit_sweep(const bench_options *options, bench_visit_fn visit, void *context) {
     for (int i = 0; i < BENCH_CASES; ++i) {
         const bench_case *c = &bench_cases[i];
         if (options->loss && strcmp(options->loss, c->name) != 0) continue;
@@ -66,16 +71,16 @@ int bench_gpu_sweep(const bench_options *options, bench_visit_fn visit, void *co
 
 static int print_size(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
                       int64_t dim) {
-    fprintf((FILE *)context, "%s %s %lld %lld\n", c->name, bench_dtype_name(dtype), (long long)rows,
+    fprintf((FILE *)context, "%s %s %lld %lld\n", c->name, cli_dtype_name(dtype), (long long)rows,
             (long long)dim);
     return 0;
 }
 
 void bench_gpu_list_sizes(const bench_options *options, FILE *out) {
-    bench_gpu_sweep(options, print_size, out);
+    visit_sweep(options, print_size, out);
 }
 
-#ifndef CLOSS_CLI_WITH_CUDA
+#ifndef CLOSS_BENCH_WITH_CUDA
 
 int bench_gpu_probe(bench_gpu_info *info) {
     memset(info, 0, sizeof *info);
@@ -382,7 +387,7 @@ static double gpu_check(closs_handle_t handle, const bench_case *c, closs_dtype_
     gpu_buffers b = {
         .c = c, .dtype = dtype, .rows = c->rowwise ? 1000 : 512, .dim = dim, .path = path};
     bench_point scratch;
-    bench_point_init(&scratch, implementation(c, path), c, bench_dtype_name(dtype), b.rows, b.dim);
+    bench_point_init(&scratch, implementation(c, path), c, cli_dtype_name(dtype), b.rows, b.dim);
     if (make_buffers(handle, &b, 1, &scratch) != 0) {
         snprintf(error, error_size, "%.180s", scratch.error);
         return -1.0;
@@ -536,7 +541,7 @@ static int count_point(void *context, const bench_case *c, closs_dtype_t dtype, 
 static int run_point(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
                      int64_t dim) {
     gpu_run *run = context;
-    const char *dtype_name = bench_dtype_name(dtype);
+    const char *dtype_name = cli_dtype_name(dtype);
     if (run->checked_case != c || run->checked_dtype != dtype) {
         bench_progress("gpu check %s %s", c->name, dtype_name);
         run->check_message[0] = '\0';
@@ -576,7 +581,7 @@ int bench_gpu_run(const bench_options *options, bench_gpu_info *info, bench_poin
     run.points = points;
     run.repeats = options->repeats ? options->repeats : GPU_REPEATS;
     run.path = options->path;
-    bench_gpu_sweep(options, count_point, &run);
+    visit_sweep(options, count_point, &run);
     if (!run.total) return 0;
     if (closs_create(&run.handle) != CLOSS_STATUS_SUCCESS) {
         fprintf(stderr, "closs: error: closs_create: %s\n", closs_last_error());
@@ -590,7 +595,7 @@ int bench_gpu_run(const bench_options *options, bench_gpu_info *info, bench_poin
         bench_device_gemm_bf16_tflops(GEMM_SIZE, CEILING_REPEATS, error, sizeof error);
     ceilings->exp_per_second = bench_device_exp_per_second(CEILING_REPEATS, error, sizeof error);
     if (error[0]) fprintf(stderr, "closs: warning: %s (floors unknown)\n", error);
-    bench_gpu_sweep(options, run_point, &run);
+    visit_sweep(options, run_point, &run);
     bench_progress_done();
     closs_destroy(run.handle);
     return run.failed;

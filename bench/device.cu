@@ -1,4 +1,4 @@
-/* The device side of `closs bench`: input generation and the ceilings (see bench_device.h).
+/* The device side of `closs bench`: input generation and the ceilings (see device.h).
  *
  * Ceilings, each the median of a few runs timed with CUDA events on the default stream:
  *   copy:  cudaMemcpyAsync device → device of a buffer far larger than L2; the rate counts the
@@ -19,7 +19,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "bench_device.h"
+#include "device.h"
 
 namespace {
 

@@ -1,83 +1,23 @@
 /* `closs bench`: is it right, how fast, how much memory, on whatever machine it runs on.
  *
- * The command line and the order of work: the CPU reference half (bench_cpu.c) always runs
- * unless --dtype leaves f64 out; the GPU half (bench_gpu.c) runs when this build has CUDA and a
- * device is present, and says why not otherwise; then one table on stdout (bench_report.c) and,
- * with --json, one file in the schema documented there. Progress goes to stderr. */
-#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
-#include <math.h>
-#include <stdarg.h>
+ * The command line and the order of work: the CPU reference half (cpu.c) always runs unless
+ * --dtype leaves f64 out; the GPU half (gpu.c) runs when this build has CUDA and a device is
+ * present, and says why not otherwise; then one table on stdout (output.c) and, with --json, one
+ * file in the schema documented there. Progress goes to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bench.h"
 #include "commands.h"
-#include "eval_args.h"
-
-const bench_case bench_cases[BENCH_CASES] = {
-    {"pair", 2, 1, 1},   {"triplet", 3, 1, 0}, {"ntxent", 1, 0, 0},
-    {"supcon", 1, 0, 0}, {"cosine", 2, 1, 1},
-};
+#include "cpu.h"
+#include "gpu.h"
+#include "output.h"
+#include "params.h"
+#include "points.h"
 
 /* The dtypes --dtype accepts, in the order the sweeps use. */
 static const closs_dtype_t bench_dtypes[] = {CLOSS_F32, CLOSS_BF16, CLOSS_F16, CLOSS_F64};
-
-const char *bench_dtype_name(closs_dtype_t dtype) { return eval_dtype_name(dtype); }
-
-int bench_wants_dtype(const bench_options *options, closs_dtype_t dtype) {
-    if (!options->dtypes.count) return 1;
-    for (int i = 0; i < options->dtypes.count; ++i)
-        if (options->dtypes.values[i] == (int64_t)dtype) return 1;
-    return 0;
-}
-
-bench_point *bench_points_add(bench_points *points) {
-    if (points->count == points->capacity) {
-        int capacity = points->capacity ? 2 * points->capacity : 64;
-        bench_point *items = realloc(points->items, (size_t)capacity * sizeof *items);
-        if (!items) return NULL;
-        points->items = items;
-        points->capacity = capacity;
-    }
-    return &points->items[points->count++];
-}
-
-void bench_points_free(bench_points *points) {
-    free(points->items);
-    memset(points, 0, sizeof *points);
-}
-
-void bench_point_init(bench_point *point, const char *implementation, const bench_case *c,
-                      const char *dtype, int64_t rows, int64_t dim) {
-    memset(point, 0, sizeof *point);
-    point->implementation = implementation;
-    point->loss = c->name;
-    point->dtype = dtype;
-    point->rows = rows;
-    point->dim = dim;
-    point->status = "ok";
-    point->median_ms = point->rate = point->floor_ms = point->peak_extra_bytes = NAN;
-    point->check_error = point->check_tolerance = point->loss_value = NAN;
-    point->rate_unit = point->memory_method = point->check_method = "";
-}
-
-void bench_progress(const char *format, ...) {
-    static int terminal = -1;
-    if (terminal < 0) terminal = isatty(fileno(stderr));
-    va_list args;
-    va_start(args, format);
-    char line[160];
-    vsnprintf(line, sizeof line, format, args);
-    va_end(args);
-    if (terminal) fprintf(stderr, "\r  %-76s", line);
-    else fprintf(stderr, "  %s\n", line);
-}
-
-void bench_progress_done(void) {
-    if (isatty(fileno(stderr))) fprintf(stderr, "\r%80s\r", "");
-}
 
 static void print_usage(FILE *out) {
     fprintf(out,
@@ -94,7 +34,7 @@ static void print_usage(FILE *out) {
             "  --path P       NT-Xent/SupCon GPU path: auto (default), fused or chunked\n"
             "                 (the points are then named closs-fused or closs-chunked)\n"
             "  --repeats R    timed runs, the median is reported (default: CPU 5, GPU 25)\n"
-            "  --json FILE    also write every point as JSON (schema: tools/bench_report.c)\n"
+            "  --json FILE    also write every point as JSON (schema: bench/output.c)\n"
             "  --list-sizes   print the GPU sweep, one \"loss dtype rows dim\" line per point\n");
 }
 
@@ -121,7 +61,7 @@ static int parse_dtypes(const char *text, bench_list *list) {
         size_t length = strcspn(p, ",");
         int found = 0;
         for (size_t i = 0; i < sizeof bench_dtypes / sizeof bench_dtypes[0]; ++i) {
-            const char *name = eval_dtype_name(bench_dtypes[i]);
+            const char *name = cli_dtype_name(bench_dtypes[i]);
             if (strlen(name) == length && !strncmp(p, name, length) &&
                 list->count < BENCH_MAX_LIST) {
                 list->values[list->count++] = bench_dtypes[i];

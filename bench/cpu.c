@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bench.h"
+#include "cpu.h"
 
 enum { CHECKED_COORDINATES = 6, CPU_REPEATS = 5, CPU_DEFAULT_DIM = 128 };
 /* Central differences in double agree to ~1e-7 relative; more means a wrong gradient. */

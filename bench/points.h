@@ -1,10 +1,11 @@
-/* `closs bench`'s parts: the losses it knows, the sweep it runs, one record per measured point
- * (the JSON schema, documented in bench_report.c), and the CPU and GPU halves that fill them. */
-#ifndef CLOSS_TOOLS_BENCH_H
-#define CLOSS_TOOLS_BENCH_H
+/* What `closs bench` measures, shared by its CPU and GPU halves and its output: the losses it
+ * knows, the options that narrow the sweep, one record per measured point (an element of the JSON
+ * "points" array, documented in output.c) and the progress line. Includes nothing else of the
+ * bench's, so that every other file of it stands on this one. */
+#ifndef CLOSS_BENCH_POINTS_H
+#define CLOSS_BENCH_POINTS_H
 
 #include <stdint.h>
-#include <stdio.h>
 
 #include "closs.h"
 
@@ -58,21 +59,6 @@ typedef struct bench_point {
     double loss_value;
 } bench_point;
 
-/* Measured in the same run as the GPU points; NaN when not measured. */
-typedef struct bench_ceilings {
-    double copy_gbs;         /* device-to-device copy, (bytes read + written) / time */
-    double gemm_bf16_tflops; /* cublasGemmEx bf16 × bf16 → f32 accumulate */
-    double exp_per_second;   /* ex2.approx.f32 throughput */
-    int64_t l2_bytes;
-} bench_ceilings;
-
-typedef struct bench_gpu_info {
-    int ran;          /* 1 if the GPU half ran */
-    char reason[200]; /* why it did not run */
-    char name[256];   /* the device's name */
-    bench_ceilings ceilings;
-} bench_gpu_info;
-
 /* A growing array of points. */
 typedef struct bench_points {
     bench_point *items;
@@ -88,24 +74,7 @@ void bench_point_init(bench_point *point, const char *implementation, const benc
 void bench_progress(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void bench_progress_done(void);
 
-const char *bench_dtype_name(closs_dtype_t dtype);
+/* Whether --dtype selects `dtype` (no --dtype: every dtype). */
 int bench_wants_dtype(const bench_options *options, closs_dtype_t dtype);
-
-/* The CPU reference half: verifies against finite differences and times each selected loss. */
-int bench_cpu_run(const bench_options *options, bench_points *points);
-
-/* The GPU half: fills `info` (ran, or why not); returns nonzero only on a failure to report. */
-int bench_gpu_probe(bench_gpu_info *info);
-int bench_gpu_run(const bench_options *options, bench_gpu_info *info, bench_points *points);
-/* The GPU sweep after narrowing, one "loss dtype rows dim" line per point. */
-void bench_gpu_list_sizes(const bench_options *options, FILE *out);
-/* Visit every GPU sweep point: the same list for the run and for --list-sizes. */
-typedef int (*bench_visit_fn)(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
-                              int64_t dim);
-int bench_gpu_sweep(const bench_options *options, bench_visit_fn visit, void *context);
-
-/* The table on stdout and the JSON file. */
-void bench_print_table(FILE *out, const bench_points *points, const bench_gpu_info *gpu);
-int bench_write_json(const char *path, const bench_points *points, const bench_gpu_info *gpu);
 
 #endif

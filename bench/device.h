@@ -1,9 +1,9 @@
-/* The device side of `closs bench` (bench_device.cu, built only with CUDA), C linkage: random
+/* The device side of `closs bench` (device.cu, built only with CUDA), C linkage: random
  * inputs made on the device, read back as f32 for the CPU reference, and the three ceilings the
  * floors are computed from. Each returns 0 (or a positive measurement) on success; on a CUDA or
  * cuBLAS failure a nonzero status (or NaN) and a message in `error`. */
-#ifndef CLOSS_TOOLS_BENCH_DEVICE_H
-#define CLOSS_TOOLS_BENCH_DEVICE_H
+#ifndef CLOSS_BENCH_DEVICE_H
+#define CLOSS_BENCH_DEVICE_H
 
 #include <stddef.h>
 #include <stdint.h>

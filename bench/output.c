@@ -51,7 +51,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bench.h"
+#include "output.h"
 
 static void json_string(FILE *out, const char *text) {
     if (!text) {
