@@ -1,28 +1,60 @@
-// CUDA's built-ins on the CPU, for tests that run the kernels' own code a std::thread per CUDA
-// thread (tests/test_contrastive_kernels.cpp, tests/test_rowwise_kernels.cpp): a std::barrier for
-// __syncthreads(), one per warp for __shfl_xor_sync() and __any_sync(), `static` for __shared__
-// (one block runs at a time). Include after <cuda_runtime_api.h> (which defines __shared__ and
-// friends) and before the kernels; compile with -Wno-attributes -Wno-unknown-pragmas (the CUDA
-// attributes and #pragma unroll mean nothing to g++).
+// CUDA on the CPU: the harness that runs the kernels' own device code in tests
+// (tests/test_contrastive_kernels.cpp, tests/test_rowwise_kernels.cpp, and its own self-test
+// tests/test_cuda_on_cpu.cpp). Include after <cuda_runtime_api.h> (which defines __shared__ and
+// friends) and before the kernels; compile as C++20 with -Wno-attributes -Wno-unknown-pragmas
+// (the CUDA attributes and #pragma unroll mean nothing to g++).
+//
+// Execution (tests/cuda_on_cpu_fibers.h). launch() runs the grid's blocks one after another on
+// the calling thread; a block's CUDA threads are fibers, run one at a time in a fixed order, each
+// until it waits at __syncthreads, __syncwarp or a warp-collective instruction, or ends. A wait is
+// over when its last participant arrives: deterministic, and cheap enough to emulate every warp
+// instruction lane by lane. __syncthreads waits for every thread that has not ended (threads that
+// returned count as arrived, as on the hardware); __syncwarp(mask) for the lanes of mask; a warp
+// collective (mma, ldmatrix, __shfl_xor_sync, __any_sync) for all 32 lanes at the same
+// instruction, or the kernel faults (divergent warp, an ended lane, a partial warp). No thread
+// able to run while some have not ended is a deadlock, reported as such.
+//
+// Memory. `__shared__` variables are `static` (one block runs at a time; they are not cleared
+// between blocks, as the hardware does not clear them either); dynamic shared memory is
+// closs_emulated_dynamic_shared, 227 KB (the opt-in maximum of an H100/H200 block), filled with
+// 0xff bytes (NaN) at the start of every block; a launch may name its size (launch's
+// dynamic_shared_bytes), past which an access faults. Global memory is the host's.
+//
+// Instructions. The built-ins below; cuda/tile_ptx.cuh's mma.sync, ldmatrix, cp.async and
+// shared-memory accesses emulated per lane as the PTX ISA defines them
+// (tests/cuda_on_cpu_tile.h, which says how, including the order of mma's float sum); WMMA is
+// emulated in test_contrastive_kernels.cpp on whole tiles.
+//
+// Checks. Every shared access through tile_ptx.cuh (shared_load/shared_store, ldmatrix,
+// cp_async_16) is race-checked against the hardware's happens-before (tests/cuda_on_cpu_races.h:
+// __syncthreads, __syncwarp, a thread's own cp.async waits; no barrier in warp collectives), and
+// its address checked for alignment and bounds as the hardware faults on them. A failed check, a
+// deadlock or a fault ends the launch: launch() throws cuda_on_cpu::KernelFault, whose message
+// names the block, the launch, and for a race both threads, both accesses and their source lines.
+//
+// Not covered: shared memory accessed through plain pointers (the SIMT and WMMA kernels' own
+// arrays) is not race-checked; races on global memory; atomics are the host's, done one thread at
+// a time; __threadfence and memory-order subtleties between blocks (blocks run one after another);
+// the hardware's rounding of ex2.approx and __fdividef, and the tensor cores' order of additions.
 #pragma once
 
 #include <atomic>
-#include <barrier>
 #include <cstring>
-#include <deque>
 #include <functional>
-#include <memory>
-#include <thread>
-#include <vector>
+#include <source_location>
+#include <string>
 
 #include <cuda_runtime_api.h>
+
+#include "cuda_on_cpu_fibers.h"
+#include "cuda_on_cpu_races.h"
+#include "cuda_on_cpu_tile.h"
 
 // Stand-ins for the CUDA built-ins the kernels use.
 struct sim_dim3 {
     unsigned x = 0, y = 0, z = 0;
 };
-thread_local sim_dim3 sim_threadIdx, sim_blockIdx;
-sim_dim3 sim_blockDim, sim_gridDim;
+inline sim_dim3 sim_threadIdx, sim_blockIdx, sim_blockDim, sim_gridDim;
 #define threadIdx sim_threadIdx
 #define blockIdx  sim_blockIdx
 #define blockDim  sim_blockDim
@@ -32,99 +64,123 @@ sim_dim3 sim_blockDim, sim_gridDim;
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 
-static std::barrier<> *block_barrier;
-static std::barrier<> *warp_barrier[8];
-static float exchange[8][32];
-static void __syncthreads() { block_barrier->arrive_and_wait(); }
-static float __shfl_xor_sync(unsigned, float v, int offset) {
-    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-    exchange[w][l] = v;
-    warp_barrier[w]->arrive_and_wait();
-    const float other = exchange[w][l ^ offset];
-    warp_barrier[w]->arrive_and_wait();
+// The dynamic shared memory of a launch (extern __shared__ on the GPU).
+alignas(128) inline unsigned char closs_emulated_dynamic_shared[227 << 10];
+
+inline void __syncthreads(std::source_location site = std::source_location::current()) {
+    cuda_on_cpu::harness().scheduler.block_barrier(site);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu,
+                       std::source_location site = std::source_location::current()) {
+    cuda_on_cpu::harness().scheduler.warp_barrier(mask, site);
+}
+
+namespace cuda_on_cpu {
+
+// A warp collective of one 32-bit value per lane (shuffles, votes); no memory ordering.
+struct ExchangeArguments {
+    uint32_t value;
+    int parameter; // the shuffle's lane mask
+    uint32_t result;
+};
+template <uint32_t (*kCombine)(const uint32_t (&)[32], int lane, int parameter)>
+void exchange_finish(int, CollectiveSlot (&lanes)[32]) {
+    uint32_t values[32];
+    for (int l = 0; l < 32; ++l)
+        values[l] = static_cast<ExchangeArguments *>(lanes[l].arguments)->value;
+    for (int l = 0; l < 32; ++l) {
+        auto &arguments = *static_cast<ExchangeArguments *>(lanes[l].arguments);
+        arguments.result = kCombine(values, l, arguments.parameter);
+    }
+}
+inline uint32_t xor_lane(const uint32_t (&values)[32], int lane, int offset) {
+    return values[(lane ^ offset) & 31];
+}
+inline uint32_t any_lane(const uint32_t (&values)[32], int, int) {
+    for (uint32_t v : values)
+        if (v) return 1;
+    return 0;
+}
+template <uint32_t (*kCombine)(const uint32_t (&)[32], int, int)>
+uint32_t exchange(const char *name, unsigned mask, uint32_t value, int parameter,
+                  const std::source_location &site) {
+    if (mask != 0xffffffffu)
+        fault(std::string(name) + " at " + where(site) +
+              ": the harness emulates full-warp masks only");
+    ExchangeArguments arguments{value, parameter, 0};
+    harness().scheduler.warp_collective(name, site, &arguments, &exchange_finish<kCombine>);
+    return arguments.result;
+}
+
+// A warp collective with no data: the lanes meet (as at a .sync.aligned instruction) without
+// ordering memory. For emulations of other warp instructions (WMMA).
+inline void warp_converge(const char *name,
+                          std::source_location site = std::source_location::current()) {
+    harness().scheduler.warp_collective(name, site, nullptr, [](int, CollectiveSlot(&)[32]) {});
+}
+
+} // namespace cuda_on_cpu
+
+inline float __shfl_xor_sync(unsigned mask, float v, int offset,
+                             std::source_location site = std::source_location::current()) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits =
+        cuda_on_cpu::exchange<cuda_on_cpu::xor_lane>("__shfl_xor_sync", mask, bits, offset, site);
+    float other;
+    std::memcpy(&other, &bits, 4);
     return other;
 }
-static int __any_sync(unsigned, int p) {
-    const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-    exchange[w][l] = (float)p;
-    warp_barrier[w]->arrive_and_wait();
-    int any = 0;
-    for (int lane = 0; lane < 32; ++lane) any |= exchange[w][lane] != 0.0f;
-    warp_barrier[w]->arrive_and_wait();
-    return any;
+inline int __any_sync(unsigned mask, int p,
+                      std::source_location site = std::source_location::current()) {
+    return (int)cuda_on_cpu::exchange<cuda_on_cpu::any_lane>("__any_sync", mask, p != 0, 0, site);
 }
-static int atomicOr(int *address, int value) {
+inline int atomicOr(int *address, int value) {
     return std::atomic_ref<int>(*address).fetch_or(value);
 }
-static float __int_as_float(int i) {
+inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, 4);
     return f;
 }
 
-// The CPU threads that play a block's CUDA threads, kept from one block and launch to the next
-// (starting a std::thread per CUDA thread per block cost most of these tests' time). Worker t
-// plays threadIdx.x = t; a block runs when the launcher and every worker meet at `start`, and is
-// over when they meet at `finish`; workers past the block's size only wait.
-class BlockWorkers {
-  public:
-    ~BlockWorkers() { resize(0); }
-
-    // Runs body() as threads 0..threads−1 of block `block`, and returns when all have finished.
-    void run(unsigned block, int threads, const std::function<void()> &body) {
-        if ((int)workers_.size() < threads) resize(threads);
-        block_ = block, threads_ = threads, body_ = &body;
-        start_->arrive_and_wait();
-        finish_->arrive_and_wait();
-    }
-
-  private:
-    void resize(int count) {
-        if (!workers_.empty()) { // stop the old ones
-            stop_ = true;
-            start_->arrive_and_wait();
-            for (auto &worker : workers_) worker.join();
-            workers_.clear();
-            stop_ = false;
-        }
-        if (count == 0) return;
-        start_ = std::make_unique<std::barrier<>>(count + 1);
-        finish_ = std::make_unique<std::barrier<>>(count + 1);
-        for (int t = 0; t < count; ++t)
-            workers_.emplace_back([this, t] {
-                sim_threadIdx.x = t;
-                for (;;) {
-                    start_->arrive_and_wait();
-                    if (stop_) return;
-                    if (t < threads_) {
-                        sim_blockIdx.x = block_;
-                        (*body_)();
-                    }
-                    finish_->arrive_and_wait();
-                }
-            });
-    }
-
-    std::vector<std::thread> workers_;
-    std::unique_ptr<std::barrier<>> start_, finish_;
-    unsigned block_ = 0;
-    int threads_ = 0;
-    const std::function<void()> *body_ = nullptr;
-    bool stop_ = false; // written before `start`, read after it: the barrier orders the two
-};
-
-static BlockWorkers block_workers;
-
-// Runs `kernel` on `blocks` blocks of `threads` threads, one block after another.
-template <typename Kernel> static void launch(unsigned blocks, int threads, Kernel kernel) {
-    sim_gridDim.x = blocks;
-    sim_blockDim.x = threads;
+// Runs `kernel` on `blocks` blocks of `threads` threads, one block after another, with
+// `dynamic_shared_bytes` of dynamic shared memory (closs_emulated_dynamic_shared). Throws
+// cuda_on_cpu::KernelFault when a block faults, races or deadlocks.
+template <typename Kernel>
+void launch(unsigned blocks, int threads, size_t dynamic_shared_bytes, Kernel kernel,
+            std::source_location site = std::source_location::current()) {
+    using namespace cuda_on_cpu;
+    Harness &h = harness();
+    if (dynamic_shared_bytes > sizeof closs_emulated_dynamic_shared)
+        fault("launch at " + where(site) + ": " + std::to_string(dynamic_shared_bytes) +
+              " bytes of dynamic shared memory, more than the harness's " +
+              std::to_string(sizeof closs_emulated_dynamic_shared));
+    h.races.set_dynamic_shared(closs_emulated_dynamic_shared, sizeof closs_emulated_dynamic_shared,
+                               dynamic_shared_bytes);
+    sim_gridDim = {blocks, 1, 1};
+    sim_blockDim = {(unsigned)threads, 1, 1};
     const std::function<void()> body = [&] { kernel(); };
+    const std::function<void(int)> on_switch = [](int thread) {
+        sim_threadIdx.x = (unsigned)thread;
+    };
     for (unsigned b = 0; b < blocks; ++b) {
-        std::barrier<> block(threads);
-        std::deque<std::barrier<>> warps;
-        block_barrier = &block;
-        for (int w = 0; w < threads / 32; ++w) warp_barrier[w] = &warps.emplace_back(32);
-        block_workers.run(b, threads, body);
+        sim_blockIdx.x = b;
+        std::memset(closs_emulated_dynamic_shared, 0xff, dynamic_shared_bytes);
+        h.async.assign(threads, {});
+        try {
+            h.scheduler.run(threads, body, h.races, on_switch);
+        } catch (const KernelFault &failure) {
+            throw KernelFault("CPU harness: block " + std::to_string(b) + " of " +
+                              std::to_string(blocks) + " (" + std::to_string(threads) +
+                              " threads) launched at " + where(site) + ": " + failure.what());
+        }
     }
+}
+
+// The same with the whole buffer as dynamic shared memory (kernels that do not say how much).
+template <typename Kernel>
+void launch(unsigned blocks, int threads, Kernel kernel,
+            std::source_location site = std::source_location::current()) {
+    launch(blocks, threads, sizeof closs_emulated_dynamic_shared, kernel, site);
 }

@@ -1,8 +1,7 @@
 // The NT-Xent/SupCon kernels themselves (cuda/contrastive_fused_kernels.cuh, the tensor-core
 // contrastive_wmma_kernels.cuh, the chunked path's contrastive_chunked_kernels.cuh and the shared
-// contrastive_kernels.cuh and contrastive_classes.cuh: the exact device code), run on the CPU with
-// a std::thread per CUDA thread: a std::barrier for __syncthreads(), one per warp for
-// __shfl_xor_sync() and __any_sync(), `static` for __shared__ (one block runs at a time). Each
+// contrastive_kernels.cuh and contrastive_classes.cuh: the exact device code), run on the CPU
+// harness (tests/cuda_on_cpu.h: a fiber per CUDA thread, `static` for __shared__). Each
 // path's launch sequence is repeated here with CUB's stable radix sort and inclusive scan done on
 // the host, and cuBLAS's products (chunked path) done in float on the host; the results (lse, the
 // loss in every reduction, valid, dz) are compared with closs_ref_ntxent/supcon in double, for rows
@@ -10,10 +9,10 @@
 // padding must stay untouched), both shifts and every label pattern. test_contrastive_math's
 // emulation re-implements the algorithms; this runs the kernels' own indexing, padding,
 // butterflies and barriers. The tensor-core kernels run for f16 and bf16 inputs with WMMA emulated
-// on whole tiles (below). Not covered: races (a CPU thread waits at every barrier as a GPU's would,
-// but a missing barrier shows here only by chance: compute-sanitizer's racecheck does that on a
-// device), ex2.approx and __fdividef (exact here), the order of the tensor cores' and cuBLAS's
-// additions, CUB, cuBLAS and the launches.
+// on whole tiles (below). Not covered: races in these kernels (their shared arrays are plain
+// pointers, which the harness's race check does not see: compute-sanitizer's racecheck does that
+// on a device), ex2.approx and __fdividef (exact here), the order of the tensor cores' and
+// cuBLAS's additions, CUB, cuBLAS and the launches.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -53,10 +52,6 @@ static unsigned atomicMax(unsigned *address, unsigned value) {
 }
 [[noreturn]] static void __trap() { std::abort(); }
 static float __fdividef(float a, float b) { return a / b; } // the GPU's is within 2 ulp of this
-static void __syncwarp(unsigned = 0xffffffffu) { warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
-
-// The tensor-core kernels' dynamic shared memory (one block runs at a time).
-alignas(128) static unsigned char closs_emulated_dynamic_shared[128 << 10];
 
 // WMMA, emulated on whole 16 × 16 tiles. The CUDA API defines load, store and mma on tiles in
 // memory, not on a register layout (which is unspecified), so an emulation that keeps the whole
@@ -90,7 +85,7 @@ static float value_of(float v) { return v; }
 static float value_of(__half v) { return __half2float(v); }
 static float value_of(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-static void warp_arrive() { warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
+static void warp_arrive() { cuda_on_cpu::warp_converge("a WMMA call"); }
 
 template <typename F, typename T> static void fill_fragment(F &f, T value) {
     for (auto &e : f.x) e = value;
@@ -115,18 +110,42 @@ static void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
     }
 }
 
+// One warp collective: the product is computed once for all lanes whose operands are the same
+// (all of them, unless the kernel raced on the tiles it loaded).
 template <int M, int N, int K, typename T, typename LA, typename LB>
 static void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
                      const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
-    warp_arrive();
-    float out[M * N];
-    for (int m = 0; m < M; ++m)
-        for (int n = 0; n < N; ++n) {
-            float sum = c.x[m * N + n];
-            for (int k = 0; k < K; ++k) sum += value_of(a.x[m * K + k]) * value_of(b.x[k * N + n]);
-            out[m * N + n] = sum;
+    struct Operands {
+        fragment<accumulator, M, N, K, float> *d;
+        const fragment<matrix_a, M, N, K, T, LA> *a;
+        const fragment<matrix_b, M, N, K, T, LB> *b;
+        const fragment<accumulator, M, N, K, float> *c;
+        bool same_as(const Operands &o) const {
+            return !std::memcmp(a, o.a, sizeof *a) && !std::memcmp(b, o.b, sizeof *b) && !std::memcmp(c, o.c, sizeof *c);
         }
-    std::copy(out, out + M * N, d.x);
+        void compute(float (&out)[M * N]) const {
+            for (int m = 0; m < M; ++m)
+                for (int n = 0; n < N; ++n) {
+                    float sum = c->x[m * N + n];
+                    for (int k = 0; k < K; ++k) sum += value_of(a->x[m * K + k]) * value_of(b->x[k * N + n]);
+                    out[m * N + n] = sum;
+                }
+        }
+    };
+    Operands mine{&d, &a, &b, &c};
+    cuda_on_cpu::harness().scheduler.warp_collective(
+        "a WMMA mma_sync", std::source_location::current(), &mine, [](int, cuda_on_cpu::CollectiveSlot(&lanes)[32]) {
+            const Operands &first = *static_cast<const Operands *>(lanes[0].arguments);
+            float result[M * N], own[M * N];
+            bool same[32];
+            for (int l = 0; l < 32; ++l) same[l] = static_cast<const Operands *>(lanes[l].arguments)->same_as(first);
+            first.compute(result); // before any d (which may be a lane's c) is written
+            for (int l = 0; l < 32; ++l) {
+                const Operands &o = *static_cast<const Operands *>(lanes[l].arguments);
+                if (same[l]) std::copy(result, result + M * N, o.d->x);
+                else o.compute(own), std::copy(own, own + M * N, o.d->x);
+            }
+        });
 }
 } // namespace wmma
 } // namespace nvcuda

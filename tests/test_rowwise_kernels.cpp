@@ -1,6 +1,6 @@
 // The row-wise kernels themselves (cuda/rowwise_kernels.cuh: the exact device code, each loss's
-// template chosen by the same with_loss() as the launcher), run on the CPU with a std::thread per
-// CUDA thread (tests/cuda_on_cpu.h), against closs_ref_pair/triplet/cosine in double. Every loss,
+// template chosen by the same with_loss() as the launcher), run on the CPU with a fiber per CUDA
+// thread (tests/cuda_on_cpu.h), against closs_ref_pair/triplet/cosine in double. Every loss,
 // distance and swap; D from 1 to past what a row group holds in registers (so the re-reading path
 // runs too), with 1 to 32 lanes per row and several rows per warp; 16-byte and one-element chunks;
 // ld > D (whose padding must stay untouched); rows that leave part of the last warp idle; every
