@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrasti
 // ℓ_i from lse_i and Σ_{k∈P(i)} x_ik, which the similarity pass left in row_loss[i] (every kernel
 // family sums it in its tiles); one thread per anchor of the row range.
 __global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
-    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.row_count; r += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.row_count;
+         r += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = job.row_begin + r;
         float loss = closs_cm_row_loss(job.lse[i - job.lse_begin], job.row_loss[i], job.positives[i], job.scale);
         if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)

@@ -15,9 +15,10 @@
 // with G_ij = (1/τ)(w_i·p_ij + w_j·p_ji − [j∈P(i)]·(a_i + a_j)), p the softmax probabilities
 // (≤ 1), computed as (1/τ)·(E_ij·(b_i + b_j) − …) with the fixed shift (b_k = w_k·e^(c − lse_k))
 // or from both lse with the online maximum; the positives are folded in (fused_math.h), a column
-// whose key equals the anchor's, so that a confident positive's two terms cancel in float. Dividing by β keeps |G'| ≤ 2·r_j/τ whatever the reduction's scale of the
-// weights (a MEAN over 65,536 anchors makes w ≈ 1.5e-5, whose G would be below f16's normal
-// range); β is one number per call, so it is applied to the finished rows, not to fragments of
+// whose key equals the anchor's, so that a confident positive's two terms cancel in float.
+// Dividing by β keeps |G'| ≤ 2·r_j/τ whatever the reduction's scale of the weights (a MEAN over
+// 65,536 anchors makes w ≈ 1.5e-5, whose G would be below f16's normal range); β is one number
+// per call, so it is applied to the finished rows, not to fragments of
 // unknown layout. G' goes to the second product as two 16-bit tiles, high = G' rounded and
 // low = G' − high rounded, one MMA each: a single 16-bit G' errs by 2^-9 (bf16) of each term,
 // and where a row's terms nearly cancel that error is the whole answer; high + low keep G' to
@@ -57,6 +58,7 @@
 #endif
 
 #include "contrastive_tensor_common.cuh"
+#include "dynamic_shared.cuh"
 
 namespace closs {
 namespace {
@@ -103,15 +105,6 @@ template <int kDim> struct WmmaShared {
     static constexpr size_t backward_bytes = coefficients + 2 * (size_t)kAnchorRows * kCoeffLd * 2; // G' high, low
     static_assert(columns % 32 == 0 && tile % 32 == 0 && coefficients % 32 == 0, "aligned");
 };
-
-#ifdef __CUDACC__
-__device__ __forceinline__ unsigned char *wmma_shared() {
-    extern __shared__ __align__(128) unsigned char dynamic_shared[];
-    return dynamic_shared;
-}
-#else
-inline unsigned char *wmma_shared() { return closs_emulated_dynamic_shared; } // the CPU harness's
-#endif
 
 // Rows [r0, r0 + rows) of z into `out` (rows × kDim, ld z_ld), zero past M and past D.
 template <typename T, int kDim>
@@ -235,7 +228,7 @@ __device__ __forceinline__ closs_lse_partial online_terms(const float *s_row, co
 template <typename T, bool kFixed, int kDim>
 __device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
-    unsigned char *shared = wmma_shared();
+    unsigned char *shared = dynamic_shared();
     T *anchors = reinterpret_cast<T *>(shared + Shared::anchors);
     T *columns = reinterpret_cast<T *>(shared + Shared::columns);
     const int warp = threadIdx.x / kWarpSize;
@@ -268,7 +261,8 @@ __device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job
                 if (masked) fixed_terms<true>(s_row, vectors, anchor[p], shift2, j0, job.rows, sum[p], positive_sum[p]);
                 else fixed_terms<false>(s_row, vectors, anchor[p], shift2, j0, job.rows, sum[p], positive_sum[p]);
             } else {
-                partial[p] = masked ? online_terms<true>(s_row, vectors, anchor[p], j0, job.rows, partial[p], positive_sum[p])
+                partial[p] = masked ? online_terms<true>(s_row, vectors, anchor[p], j0, job.rows, partial[p],
+                                                         positive_sum[p])
                                     : online_terms<false>(s_row, vectors, anchor[p], j0, job.rows, partial[p],
                                                           positive_sum[p]);
             }
@@ -326,7 +320,7 @@ template <typename T, bool kFixed, int kDim>
 __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
     constexpr int kDimSteps = kDim / kWmmaSide;
-    unsigned char *shared = wmma_shared();
+    unsigned char *shared = dynamic_shared();
     T *anchors = reinterpret_cast<T *>(shared + Shared::anchors);
     T *columns = reinterpret_cast<T *>(shared + Shared::columns);
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
