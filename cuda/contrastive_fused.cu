@@ -1,8 +1,10 @@
 // NT-Xent and SupCon on the GPU, the FUSED path: similarity tiles live in shared memory and
-// registers, and no M × M (or chunk × M) matrix is ever written. f16 and bf16 inputs take the
-// tensor-core kernels of contrastive_wmma_kernels.cuh (WMMA, float accumulation; their math and
-// tile schedule are at its top) for the two similarity passes; f32 takes the SIMT kernels below,
-// float throughout. Everything else is shared.
+// registers, and no M × M (or chunk × M) matrix is ever written. f16 and bf16 inputs take the tile
+// engine's kernels (contrastive_tile_kernels.cuh on tile_engine.cuh: mma.sync, float accumulation;
+// their math and tile schedule are at their tops) for the two similarity passes where the loaded
+// code and the device allow, else the WMMA kernels (contrastive_wmma_kernels.cuh) or the SIMT
+// ones (tile_dispatch.h); f32 takes the SIMT kernels, float throughout. Everything else is
+// shared.
 //
 // Math (fused_math.h, contrastive_math.h; docs/contract.md §3–4): ẑ_i = z_i·r_i with
 // r_i = 1/max(‖z_i‖, eps) (1 without normalisation), x_ij = ẑ_i·ẑ_j/τ,
@@ -28,8 +30,8 @@
 //                    S tile = ẑ_rows·ẑ_colsᵀ from 16-column slices of D staged in shared memory,
 //                    each thread 4 × 4 products (rows ty + 16p, columns tx + 16q), then its own
 //                    rows' partial sums of e^x and of the positives' x; a half-warp butterfly
-//                    merges the 16 lanes of a row (f16, bf16: wmma_forward_kernel, 4 warps per 64
-//                    anchors, WMMA tiles)
+//                    merges the 16 lanes of a row (f16, bf16: tile_forward_kernel, 8 warps per
+//                    256 anchors at D ≤ 128, per 128 at D = 256, on mma.sync)
 //   anchor_loss      ℓ_i from lse_i and the positive sum; one thread per anchor
 //   finish_loss      the reduction and `valid` (contrastive_kernels.cuh)
 //   anchor_weights   w_i, a_i (contrastive_kernels.cuh)
@@ -38,23 +40,29 @@
 //                    held in registers (D/4 floats a thread, so D ≤ 256); last the
 //                    normalisation's backward and the store in the input dtype
 //                    (f16, bf16: softmax_factors_kernel for each row's factor in G and their
-//                    scale β, then wmma_backward_kernel).
+//                    scale β, then tile_backward_kernel, 8 warps per 128 anchors).
 // Launches per call (forward+backward): NT-Xent 7 (+1 memset) for f32, 8 (+2 memsets) for f16 and
 // bf16; SupCon adds the label sort and numbering (a copy, 3 kernels, CUB's sort and scan).
 // With a row range (closs.h "Row ranges") the forward's blocks cover the range's anchors (all rows
 // when a backward follows: it needs every lse), anchor_loss the range, the backward's blocks the
 // range's rows; the column tiles always run over all M rows.
-// The kernels live in contrastive_fused_kernels.cuh (this file: the launch sequence and the C
-// entry points; SupCon's label sort and numbering are contrastive_classes.cu's, shared with the
-// chunked path), which tests/test_contrastive_kernels.cpp also runs on the CPU, a thread per CUDA
-// thread.
+// The kernels live in contrastive_fused_kernels.cuh and the tensor-core headers (this file: the
+// launch sequence, the choice of kernels and the C entry points; SupCon's label sort and numbering
+// are contrastive_classes.cu's, shared with the chunked path), which
+// tests/test_contrastive_kernels.cpp also runs on the CPU harness, a fiber per CUDA thread.
 // Determinism: every sum has one order (products over D in increasing k, each lane's terms in
 // increasing j, fixed butterflies), no float atomics; CUB's radix
 // sort is stable. The file is compiled with -fmad=false: only the explicit fmaf() calls fuse,
 // exactly as tests/test_contrastive_math.c's CPU emulation of this algorithm does.
 // Cost: forward 2·M²·D flops and M² exponentials, backward 4·M²·D and M² (2·M² with the online
 // maximum). Extra memory: O(M).
+#include <stdlib.h>
+
+#include <algorithm>
+
+#include "contrastive_tile_kernels.cuh"
 #include "contrastive_wmma_kernels.cuh"
+#include "tile_dispatch.h"
 
 namespace closs {
 namespace {
@@ -78,56 +86,85 @@ cudaError_t simt_similarity_pass(const closs_contrastive_launch &job, bool backw
     return cudaGetLastError();
 }
 
-// One tensor-core pass (f16, bf16) over the anchors [begin, end), its dynamic shared memory
-// allowed past the default 48 KB first.
-template <typename Kernel>
-cudaError_t launch_wmma(Kernel kernel, size_t shared_bytes, const closs_contrastive_launch &job, int64_t begin,
-                        int64_t end, cudaStream_t stream) {
-    cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes);
-    if (status != cudaSuccess) return status;
-    const unsigned blocks = (unsigned)((end - begin + kAnchorRows - 1) / kAnchorRows);
-    kernel<<<blocks, kWmmaThreads, shared_bytes, stream>>>(job, begin, end);
+// A tensor-core kernel with its launch shape: threads and anchor rows per block, dynamic shared
+// memory.
+struct TensorKernel {
+    void (*kernel)(closs_contrastive_launch, int64_t, int64_t);
+    int threads, anchor_rows;
+    size_t shared_bytes;
+};
+
+template <typename T, bool kFixed, int kDim> TensorKernel engine_kernel(bool backward) {
+    using Forward = TileForwardShape<kDim>;
+    using Backward = TileBackwardShape<kDim>;
+    return backward ? TensorKernel{tile_backward_kernel<T, kFixed, kDim>, Backward::kThreads, Backward::kAnchorRows,
+                                   Backward::kBytes}
+                    : TensorKernel{tile_forward_kernel<T, kFixed, kDim>, Forward::kThreads, Forward::kAnchorRows,
+                                   Forward::kBytes};
+}
+
+template <typename T, bool kFixed, int kDim> TensorKernel wmma_kernel(bool backward) {
+    using Shared = WmmaShared<kDim>;
+    return backward ? TensorKernel{wmma_backward_kernel<T, kFixed, kDim>, kWmmaThreads, kAnchorRows,
+                                   Shared::backward_bytes}
+                    : TensorKernel{wmma_forward_kernel<T, kFixed, kDim>, kWmmaThreads, kAnchorRows,
+                                   Shared::forward_bytes};
+}
+
+// What the loaded binary holds of `k` for the current device (tile_dispatch.h): the architecture
+// its code was compiled for (0 when there is none for this device), and whether the runtime
+// accepts its dynamic shared memory (more than the device's opt-in maximum is refused).
+closs_tile_candidate describe(const TensorKernel &k) {
+    cudaFuncAttributes attributes;
+    if (cudaFuncGetAttributes(&attributes, k.kernel) != cudaSuccess) {
+        (void)cudaGetLastError(); // no code for this device: not an error of the call
+        return {0, 0};
+    }
+    const int fits =
+        cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)k.shared_bytes) == cudaSuccess;
+    if (!fits) (void)cudaGetLastError();
+    const int code = std::min(attributes.ptxVersion, attributes.binaryVersion);
+    return {code, fits};
+}
+
+// One tensor-core pass over the anchors [begin, end) (describe() has allowed its dynamic shared
+// memory past the default 48 KB).
+cudaError_t launch_tensor(const TensorKernel &k, const closs_contrastive_launch &job, int64_t begin, int64_t end,
+                          cudaStream_t stream) {
+    const unsigned blocks = (unsigned)((end - begin + k.anchor_rows - 1) / k.anchor_rows);
+    k.kernel<<<blocks, k.threads, k.shared_bytes, stream>>>(job, begin, end);
     return cudaGetLastError();
 }
 
+// A similarity pass of 16-bit inputs: the tile engine, the WMMA kernels or the SIMT kernels, the
+// first of them that the loaded binary has real code for on this device and whose shared memory
+// fits (tile_dispatch.h); the tensor-core backward first needs each row's factor in G.
 template <typename T, bool kFixed, int kDim>
-cudaError_t wmma_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    using Shared = WmmaShared<kDim>;
-    return backward ? launch_wmma(wmma_backward_kernel<T, kFixed, kDim>, Shared::backward_bytes, job, job.row_begin,
-                                  job.row_begin + job.row_count, stream)
-                    : launch_wmma(wmma_forward_kernel<T, kFixed, kDim>, Shared::forward_bytes, job, job.lse_begin,
-                                  job.lse_begin + job.lse_count, stream);
-}
-
-// bf16 WMMA needs sm_80 (f16's sm_70 is below every architecture CUDA 13 builds for).
-bool bf16_wmma_on_device() {
-    int device = 0, major = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
-}
-
-// A similarity pass on tensor cores; the backward's first needs each anchor's factor in G.
-template <typename T, bool kFixed>
-cudaError_t wmma_similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+cudaError_t tensor_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
+    const TensorKernel engine = engine_kernel<T, kFixed, kDim>(backward), wmma = wmma_kernel<T, kFixed, kDim>(backward);
+    const closs_tile_kernels family = closs_choose_tile_kernels(closs_tile_preference(getenv("CLOSS_TILE_KERNELS")),
+                                                                std::is_same<T, __nv_bfloat16>::value, describe(engine),
+                                                                describe(wmma));
+    if (family == CLOSS_TILE_SIMT) return simt_similarity_pass<T, kFixed>(job, backward, stream);
     if (backward) softmax_factors_kernel<kFixed><<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-    switch (wmma_dim_variant(job.dim)) {
-    case 64: return wmma_pass<T, kFixed, 64>(job, backward, stream);
-    case 128: return wmma_pass<T, kFixed, 128>(job, backward, stream);
-    default: return wmma_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
-    }
+    const TensorKernel &k = family == CLOSS_TILE_ENGINE ? engine : wmma;
+    return backward ? launch_tensor(k, job, job.row_begin, job.row_begin + job.row_count, stream)
+                    : launch_tensor(k, job, job.lse_begin, job.lse_begin + job.lse_count, stream);
 }
 
 // The similarity pass of the forward or the backward: f32 on the SIMT kernels (its contract
-// tolerance a 16-bit product cannot meet; see the README), f16 on tensor cores (every target CUDA
-// 13 builds has them, so f16 has no SIMT kernels), bf16 on tensor cores from sm_80 and SIMT before.
+// tolerance a 16-bit product cannot meet; see the README), f16 and bf16 on tensor cores where the
+// device and the binary allow (tensor_pass).
 template <typename T, bool kFixed>
 cudaError_t similarity_pass(const closs_contrastive_launch &job, bool backward, cudaStream_t stream) {
-    if constexpr (std::is_same<T, __half>::value) {
-        return wmma_similarity_pass<T, kFixed>(job, backward, stream);
-    } else {
-        if constexpr (std::is_same<T, __nv_bfloat16>::value)
-            if (bf16_wmma_on_device()) return wmma_similarity_pass<T, kFixed>(job, backward, stream);
+    if constexpr (std::is_same<T, float>::value) {
         return simt_similarity_pass<T, kFixed>(job, backward, stream);
+    } else {
+        switch (wmma_dim_variant(job.dim)) {
+        case 64: return tensor_pass<T, kFixed, 64>(job, backward, stream);
+        case 128: return tensor_pass<T, kFixed, 128>(job, backward, stream);
+        default: return tensor_pass<T, kFixed, CLOSS_FUSED_MAX_DIM>(job, backward, stream);
+        }
     }
 }
 
@@ -161,6 +198,16 @@ template <typename T> cudaError_t run_for_shift(const closs_contrastive_launch &
 
 } // namespace
 } // namespace closs
+
+extern "C" size_t closs_tensor_kernel_shared_bytes(int wmma, int backward, int64_t dim) {
+    using namespace closs; // the sizes depend on neither the dtype nor the shift
+    auto bytes = [&](auto kernels_of_dim) { return kernels_of_dim(backward).shared_bytes; };
+    switch (wmma_dim_variant(dim)) {
+    case 64: return wmma ? bytes(wmma_kernel<__half, true, 64>) : bytes(engine_kernel<__half, true, 64>);
+    case 128: return wmma ? bytes(wmma_kernel<__half, true, 128>) : bytes(engine_kernel<__half, true, 128>);
+    default: return wmma ? bytes(wmma_kernel<__half, true, 256>) : bytes(engine_kernel<__half, true, 256>);
+    }
+}
 
 extern "C" cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *job, cudaStream_t stream) {
     switch (job->dtype) {

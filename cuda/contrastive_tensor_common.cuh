@@ -62,8 +62,7 @@ __device__ __forceinline__ int column_key(const closs_contrastive_launch &job, i
 
 // Every row's factor in G: b_k with the fixed shift, w_k with the online maximum. (β comes from
 // anchor_weights_kernel.)
-template <bool kFixed>
-__global__ void softmax_factors_kernel(const closs_contrastive_launch job) {
+template <bool kFixed> __global__ void softmax_factors_kernel(const closs_contrastive_launch job) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x)
         job.softmax_factor[i] = softmax_factor<kFixed>(job, i);
 }
@@ -98,7 +97,8 @@ template <bool kFixed>
 __device__ __forceinline__ ColumnTerms column_terms(const closs_contrastive_launch &job, int64_t j, float sigma) {
     if (j >= job.rows) return {0.0f, 0.0f, 0.0f, 0.0f, column_key(job, j)};
     const float r = job.inv_norm[j], f = job.softmax_factor[j] * sigma;
-    return {r, kFixed ? f * r : f, job.lse[j] * kLog2e, job.supcon ? job.anchor_a[j] * sigma : 0.0f, column_key(job, j)};
+    return {r, kFixed ? f * r : f, job.lse[j] * kLog2e, job.supcon ? job.anchor_a[j] * sigma : 0.0f,
+            column_key(job, j)};
 }
 
 } // namespace

@@ -1,8 +1,11 @@
 // The FUSED path on tensor cores, for f16 and bf16 inputs with D ≤ 256: the similarity tiles
 // S = Z_i·Z_jᵀ and the gradient products dZ_i += G·Z_j by WMMA (nvcuda::wmma, 16-bit operands,
-// float accumulation; sm_80 and later). contrastive_fused.cu launches these kernels in place of
-// the SIMT forward_kernel/backward_kernel; everything else (norms, classes, losses, weights) is
-// shared with the SIMT path. A header of its own so that
+// float accumulation; f16 from sm_70, bf16 from sm_80). The tile engine
+// (contrastive_tile_kernels.cuh) replaced them where the code is for sm_80 or later;
+// contrastive_fused.cu launches them where it is older (f16 in the simulated tier's compute_70
+// build) or CLOSS_TILE_KERNELS=wmma asks (benchmarks), in place of the SIMT
+// forward_kernel/backward_kernel (tile_dispatch.h); everything else (norms, classes, losses,
+// weights) is shared with the SIMT path. A header of its own so that
 // tests/test_contrastive_kernels.cpp runs these very kernels on the CPU, with a whole-tile
 // emulation of WMMA.
 //

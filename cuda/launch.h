@@ -116,6 +116,11 @@ cudaError_t closs_launch_contrastive(const closs_contrastive_launch *launch, cud
 cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *launch,
                                            cudaStream_t stream);
 
+/* The dynamic shared memory per block of the fused path's tensor-core kernel for D = dim (≤ 256):
+ * the tile engine's or (wmma) the WMMA kernels', of the backward or the forward pass; what
+ * tile_dispatch.h compares with a device's opt-in limit. No device needed. */
+size_t closs_tensor_kernel_shared_bytes(int wmma, int backward, int64_t dim);
+
 /* Enqueues, for either path, SupCon's label sort and class numbering and every anchor's |P(i)|
  * (NT-Xent: 1). */
 cudaError_t closs_launch_contrastive_classes(const closs_contrastive_launch *launch,
