@@ -12,8 +12,10 @@
 #          templated row-wise kernels at every D of the sweep), and compute-sanitizer (memcheck,
 #          racecheck) on a subset of the GPU tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
-#          chunked`), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
-#          bench/report.py's report.md with plots in results/;
+#          chunked`), NT-Xent and SupCon on the WMMA kernels at M = 65,536 (CLOSS_TILE_KERNELS=wmma:
+#          the tile engine's predecessor, timed beside it), the PyTorch baselines eager and
+#          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
+#          report.md with plots in results/;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
 # commit them under bench/results/<date>-<gpu>/.
@@ -90,10 +92,16 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         # the size of the fused path's target, beside it in the report
         step chunked 60 build-device/closs bench --loss supcon --path chunked --rows 65536 --dim 128 \
             --dtype f32,bf16 --repeats 5 --json "$out/closs-chunked.json"
+        # the fused path's WMMA kernels (what the tile engine replaced; cuda/tile_dispatch.h) at the
+        # engine's target size, beside it in the report ("closs-wmma")
+        for loss in ntxent supcon; do
+            step "wmma-$loss" 60 env CLOSS_TILE_KERNELS=wmma build-device/closs bench --loss "$loss" --rows 65536 \
+                --dim 128 --dtype bf16,f16 --repeats 5 --json "$out/closs-wmma-$loss.json"
+        done
         step baselines 240 python3 bench/baselines/run.py --closs build-device/closs \
             --dtype f32,bf16,f16 --budget-s 150 --json "$out/torch.json"
         inputs=()
-        for json in "$out/closs.json" "$out/closs-chunked.json" "$out/torch.json"; do
+        for json in "$out/closs.json" "$out/closs-chunked.json" "$out"/closs-wmma-*.json "$out/torch.json"; do
             [[ -s $json ]] && inputs+=("$json")
         done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
