@@ -2,7 +2,11 @@
 // that the engine's kernels name every warp-collective or asynchronous step explicitly and the CPU
 // harness (tests/cuda_on_cpu.h) can put an exact emulation of each in its place: under nvcc these
 // are inline PTX; compiled by g++ for the harness (no __CUDACC__) this header declares nothing,
-// and the harness defines the same functions.
+// and the harness defines the same functions (tests/cuda_on_cpu_tile.h; each with a trailing
+// defaulted std::source_location, so that its race and fault messages name the line: the call
+// sites are the same). There the kernel's dynamic shared memory is closs_emulated_dynamic_shared
+// (extern __shared__ under nvcc), and a test launches with launch(blocks, threads,
+// dynamic_shared_bytes, kernel), past which an access faults.
 //
 // Fragments are plain 32-bit registers as the PTX ISA's fragment tables name them ("Matrix
 // Fragments for mma.m16n8k16", "Warp-level matrix load instruction: ldmatrix"): a register holds

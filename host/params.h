@@ -10,6 +10,8 @@ closs_status_t closs_check_triplet_params(const closs_triplet_params *params);
 closs_status_t closs_check_cosine_params(const closs_cosine_params *params);
 closs_status_t closs_check_ntxent_params(const closs_ntxent_params *params);
 closs_status_t closs_check_supcon_params(const closs_supcon_params *params);
+closs_status_t closs_check_clip_params(const closs_clip_params *params);
+closs_status_t closs_check_siglip_params(const closs_siglip_params *params);
 
 /* NT-Xent's and SupCon's anchor row range (closs.h, "Row ranges"): first as the caller set it
  * (0 and 0 from a struct older than the fields), then resolved against z's rows. */
@@ -24,5 +26,20 @@ closs_row_range closs_supcon_requested_range(const closs_supcon_params *params);
  * row_begin or row_count otherwise). */
 closs_status_t closs_resolve_row_range(closs_row_range requested, int64_t rows,
                                        closs_row_range *range);
+
+/* A two-tower call's share (closs.h, "Two-tower row ranges"): the pairs [begin, begin + count) and
+ * the extra negatives [negatives_begin, negatives_begin + negatives_count) (indices among the K
+ * negatives, so rows N + those of b) whose gradient rows the call writes. */
+typedef struct closs_two_tower_range {
+    int64_t begin, count;
+    int64_t negatives_begin, negatives_count;
+} closs_two_tower_range;
+
+/* The requested fields (all 0: the whole batch, whose negatives are all K when grad_negatives is
+ * 1 and none otherwise) resolved against N pairs and K negatives; INVALID_ARGUMENT naming the
+ * field otherwise. */
+closs_status_t closs_resolve_two_tower_range(closs_two_tower_range requested, int grad_negatives,
+                                             int64_t pairs, int64_t negatives,
+                                             closs_two_tower_range *range);
 
 #endif

@@ -15,8 +15,9 @@
  *     the reduced loss times the upstream gradient (see `upstream` below).
  *   - NaN or Inf in an input propagates to the loss: it makes NaN every loss it reaches (its own
  *     row's for pair, triplet and cosine; every anchor's for NT-Xent and SupCon, whose
- *     denominators sum over all rows), even where max(0, −∞) or exp(−∞) would hide it, and the
- *     gradients with it. With `check_inputs = 1` in the parameters,
+ *     denominators sum over all rows; for CLIP and SigLIP every ℓ_i whose terms hold that row of
+ *     a or b), even where max(0, −∞), exp(−∞) or softplus(−∞) would hide it, and the gradients
+ *     with it. With `check_inputs = 1` in the parameters,
  *     an entry point first verifies that every floating input is finite and returns
  *     CLOSS_STATUS_NONFINITE_INPUT naming the first bad element instead.
  *   - The CPU reference entry points (closs_ref_*) take host f32 or f64 inputs and accumulate in
@@ -248,6 +249,88 @@ typedef struct closs_cosine_params {
 #define CLOSS_COSINE_PARAMS_INIT                                                                   \
     { sizeof(closs_cosine_params), 0.0, 0, CLOSS_REDUCTION_MEAN, 0 }
 
+/* Two-tower losses (CLIP, SigLIP) take a: N × D and b: (N + K) × D, N ≥ 1, K ≥ 0: row i < N of b
+ * is the partner of row i of a, rows N ≤ j < N + K of b are extra negatives (hard negatives, a
+ * queue). â, b̂ are the rows normalised when `normalize` is on, else the rows themselves, and
+ * s = logit_scale > 0 (OpenCLIP's logit_scale.exp()). Both give ∂/∂a, ∂/∂b and ∂/∂s (and SigLIP
+ * ∂/∂β): the scale and the bias are inputs with a gradient. */
+
+/* CLIP (symmetric InfoNCE), x_ij = s·â_i·b̂_j:
+ *   L_ab(i) = −x_ii + log Σ_{j∈C(i)} exp(x_ij),  C(i) = every j < N + K, or {i} ∪ {j ≥ N} when
+ *             in_batch_negatives = 0 (MoCo v1/v2: the positive key and the queue);
+ *   L_ba(j) = −x_jj + log Σ_{i<N} exp(x_ij)  for j < N (b → a);
+ *   ℓ_i = ½(L_ab(i) + L_ba(i)) when symmetric, else L_ab(i); MEAN is over the N pairs.
+ * OpenCLIP's ClipLoss is the defaults; sentence-transformers' MultipleNegativesRankingLoss is
+ * symmetric = 0, logit_scale = 20 with b = cat(positives, hard negatives) (docs/contract.md §6). */
+typedef struct closs_clip_params {
+    size_t size;
+    double logit_scale;     /* s, finite and > 0 */
+    int symmetric;          /* 1: ½(a → b + b → a) (CLIP); 0: a → b only (MNRL, MoCo) */
+    int in_batch_negatives; /* 1: every row of b is in C(i); 0: only b_i and the extra negatives
+                               (needs symmetric = 0) */
+    int normalize;          /* 1: cosine similarity (default); 0: dot product */
+    int grad_negatives;     /* 1: grad_b covers the extra negatives too; 0: only the N partners
+                               (a queue without a gradient costs no gradient work) */
+    closs_reduction_t reduction;
+    int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    closs_path_t path; /* GPU algorithm (phase 2 of issue #23); the CPU reference ignores it */
+    /* One rank's share ("Two-tower row ranges" below); all four 0 mean the whole batch. */
+    int64_t row_begin, row_count;             /* the rank's pairs [row_begin, + row_count) */
+    int64_t negatives_begin, negatives_count; /* its extra negatives, rows N + [begin, + count) */
+} closs_clip_params;
+#define CLOSS_CLIP_PARAMS_INIT                                                                     \
+    {                                                                                              \
+        sizeof(closs_clip_params), 1.0 / 0.07, 1, 1, 1, 1, CLOSS_REDUCTION_MEAN, 0,                \
+            CLOSS_PATH_AUTO, 0, 0, 0, 0                                                            \
+    }
+
+/* SigLIP (sigmoid loss), x_ij = s·â_i·b̂_j + β, z_ij = 1 if i = j < N, else −1:
+ *   ℓ_i = −Σ_{j<N+K} log σ(z_ij·x_ij) = Σ_{j<N+K} softplus(−z_ij·x_ij);  MEAN is (1/N)·Σ_i ℓ_i
+ * (OpenCLIP's SigLipLoss). The defaults are the SigLIP paper's initialisation. */
+typedef struct closs_siglip_params {
+    size_t size;
+    double logit_scale; /* s, finite and > 0 */
+    double logit_bias;  /* β, finite */
+    int normalize;      /* 1: cosine similarity (default); 0: dot product */
+    int grad_negatives; /* as for CLIP */
+    closs_reduction_t reduction;
+    int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
+    closs_path_t path; /* GPU algorithm (phase 2 of issue #23); the CPU reference ignores it */
+    int64_t row_begin, row_count;             /* as for CLIP */
+    int64_t negatives_begin, negatives_count; /* as for CLIP */
+} closs_siglip_params;
+#define CLOSS_SIGLIP_PARAMS_INIT                                                                   \
+    {                                                                                              \
+        sizeof(closs_siglip_params), 10.0, -10.0, 1, 1, CLOSS_REDUCTION_MEAN, 0, CLOSS_PATH_AUTO,  \
+            0, 0, 0, 0                                                                             \
+    }
+
+/* Two-tower row ranges (CLIP and SigLIP): one call computes one rank's share of a batch whose
+ * a (N rows) and b (N + K rows: every rank's partners in rank order, then every rank's extra
+ * negatives) every rank holds, gathered, so that the ranks' results add up to the full-batch
+ * answer. The rank owns the pairs P = [row_begin, row_begin + row_count) (rows of a and their
+ * partners in b) and the extra negatives Q = rows N + [negatives_begin, negatives_begin +
+ * negatives_count) of b. All four 0 mean the whole batch (P = all N pairs, Q = all K negatives);
+ * otherwise 0 ≤ row_begin < N, 1 ≤ row_count ≤ N − row_begin, negatives_begin ≥ 0,
+ * negatives_count ≥ 0 (0: the rank owns no negative), negatives_begin + negatives_count ≤ K, and
+ * negatives_count = 0 when grad_negatives = 0.
+ *   loss       NONE: ℓ_i for i in P; SUM: Σ_{i∈P} ℓ_i; MEAN: Σ_{i∈P} ℓ_i / N (the GLOBAL N).
+ *   grad_a     row_count × D: the gradient of the full reduced loss with respect to a's rows P.
+ *   grad_b     (row_count + |Q|) × D: with respect to b's rows P, then b's rows Q (|Q| = K for
+ *              the whole batch, 0 with grad_negatives = 0): the layout of the rank's own
+ *              cat(partners, negatives).
+ *   grad_logit_scale, grad_logit_bias
+ *              one value: the share of the logit matrix's rows P in the gradient,
+ *              Σ_{i∈P} Σ_j (∂L/∂x_ij)·(∂x_ij/∂s); the ranks' values add up (one all-reduce).
+ *   upstream   NONE: N values (every pair's: every row of a meets every row of b); else 1.
+ *   stats      CLIP only: the log-sum-exp of each pair's negatives,
+ *                row_stats[i] = log Σ_{j∈C(i), j≠i} exp(x_ij),
+ *                column_stats[i] = log Σ_{k<N, k≠i} exp(x_ki) (symmetric only),
+ *              −∞ for none. The positive stays out of them so that ℓ = softplus(stat − x_ii)
+ *              keeps its precision for a confident pair. The forward writes them for i in P
+ *              (row_count values each); the backward reads all N of each (the ranks' values
+ *              concatenated in rank order). SigLIP needs none: one call gives a rank's share. */
+
 /* ------------------------------------------------------------------------------------------------
  * CPU reference. Inputs are host memory, CLOSS_F32 or CLOSS_F64, with a leading dimension;
  * everything is accumulated in double. NT-Xent and SupCon take O(M²·D) time and O(M·D) extra
@@ -316,6 +399,37 @@ CLOSS_API closs_status_t closs_ref_cosine(const closs_cosine_params *params, clo
                                           closs_matrix_t x2, closs_vector_t y,
                                           const double *upstream, double *loss, double *grad_x1,
                                           double *grad_x2);
+
+/*! closs_ref_clip() : CLIP of a (N × D) against b ((N + K) × D, K = b.rows − a.rows ≥ 0), with
+ *  s = params->logit_scale; gradients with respect to a, b (all N + K rows, or N with
+ *  grad_negatives = 0; a range's rows with a row range) and s (one double). Any of grad_a,
+ *  grad_b, grad_logit_scale may be NULL. O(N·(N + K)·D) time, O((N + K)·D) memory.
+ *  closs_ref_clip_forward() : the loss and the statistics of the range's pairs (row_stats,
+ *  column_stats: row_count doubles each, the log-sum-exp of each pair's negatives as in
+ *  "Two-tower row ranges"; may be NULL; column_stats is not written when symmetric = 0).
+ *  closs_ref_clip_backward() : the gradients of the range from the statistics of ALL N pairs
+ *  (row_stats, and column_stats when symmetric; not checked for finiteness: a NaN propagates)
+ *  and the upstream gradient. Together they are one rank's share of a data-parallel step; with
+ *  the whole batch they split closs_ref_clip() in two. */
+CLOSS_API closs_status_t closs_ref_clip(const closs_clip_params *params, closs_matrix_t a,
+                                        closs_matrix_t b, const double *upstream, double *loss,
+                                        double *grad_a, double *grad_b, double *grad_logit_scale);
+CLOSS_API closs_status_t closs_ref_clip_forward(const closs_clip_params *params, closs_matrix_t a,
+                                                closs_matrix_t b, double *loss, double *row_stats,
+                                                double *column_stats);
+CLOSS_API closs_status_t closs_ref_clip_backward(const closs_clip_params *params, closs_matrix_t a,
+                                                 closs_matrix_t b, const double *row_stats,
+                                                 const double *column_stats, const double *upstream,
+                                                 double *grad_a, double *grad_b,
+                                                 double *grad_logit_scale);
+
+/*! closs_ref_siglip() : SigLIP of a (N × D) against b ((N + K) × D), with s = params->logit_scale
+ *  and β = params->logit_bias; gradients with respect to a, b, s and β as for CLIP (any may be
+ *  NULL). With a row range it is one rank's whole share: SigLIP needs no statistics. */
+CLOSS_API closs_status_t closs_ref_siglip(const closs_siglip_params *params, closs_matrix_t a,
+                                          closs_matrix_t b, const double *upstream, double *loss,
+                                          double *grad_a, double *grad_b, double *grad_logit_scale,
+                                          double *grad_logit_bias);
 
 /* ------------------------------------------------------------------------------------------------
  * GPU entry points (built when the CUDA toolkit is found; otherwise they check their arguments and

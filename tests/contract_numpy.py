@@ -8,8 +8,10 @@ Every function returns ``(loss, grads)``:
     per row (anchor) for ``'none'``;
   * ``grads`` is a dict of float64 arrays, the gradients of the reduced loss (for ``'none'``: of the
     sum of the per-row losses). Keys: ``x1, x2`` (pair, cosine), ``anchor, positive, negative``
-    (triplet), ``z`` (ntxent, supcon); supcon also puts the number of anchors with at least one
-    positive under ``'valid'`` (an int).
+    (triplet), ``z`` (ntxent, supcon), ``a, b, logit_scale`` (clip, siglip) and ``logit_bias``
+    (siglip); supcon also puts the number of anchors with at least one positive under ``'valid'``
+    (an int). With ``grad_negatives=False``, clip's and siglip's ``b`` gradient has only the N
+    partner rows.
 
 Conventions kept (see contract.md):
   * ``normalize(x) = x / max(‖x‖, 1e-12)``; ``cos(a, b) = a·b / (max(‖a‖,1e-8)·max(‖b‖,1e-8))``; the
@@ -20,6 +22,8 @@ Conventions kept (see contract.md):
   * NT-Xent partner p(i) = (i + N) mod 2N, mean over all 2N anchors.
   * triplet swap: negative distance min(d(a,n), d(p,n)); the gradient goes to the selected pair;
     a tie selects (a, n).
+  * clip and siglip: a is (N, D), b is (N + K, D): row i of b is the partner of row i of a, the
+    K rows after them extra negatives; the mean is over the N pairs.
 
 ``python3 tests/contract_numpy.py --self-check`` compares every analytic gradient with central finite
 differences (and every vectorised value with a plain-loop transcription of the formulas) for every
@@ -38,7 +42,7 @@ except ImportError:  # pragma: no cover
 NORMALIZE_EPS = 1e-12
 COSINE_EPS = 1e-8
 
-__all__ = ["pair", "triplet", "ntxent", "supcon", "cosine"]
+__all__ = ["pair", "triplet", "ntxent", "supcon", "cosine", "clip", "siglip"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,6 +292,112 @@ def cosine(x1, x2, y, margin=0.0, squared=False, reduction="mean"):
 
 
 # ------------------------------------------------------------------------------------------------
+# 6. CLIP and 7. SigLIP (two towers)
+# ------------------------------------------------------------------------------------------------
+def _check_two_tower(a, b, logit_scale, reduction):
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] < 1 or a.shape[1] != b.shape[1]:
+        raise ValueError("a must be (N, D) with N >= 1 and b (N + K, D)")
+    if b.shape[0] < a.shape[0]:
+        raise ValueError("b needs at least the N partner rows of a")
+    _check_reduction(reduction)
+    if not (np.isfinite(logit_scale) and logit_scale > 0.0):
+        raise ValueError("logit_scale must be finite and > 0")
+
+
+def _towers(a, b, normalize):
+    """(â, b̂, backward) with backward(gâ, gb̂) -> (ga, gb) through the normalisation."""
+    if not normalize:
+        return a, b, lambda ga, gb: (ga, gb)
+    ah, na, da = _normalize_fwd(a)
+    bh, nb, db = _normalize_fwd(b)
+    return ah, bh, lambda ga, gb: (_normalize_bwd(ga, ah, na, da), _normalize_bwd(gb, bh, nb, db))
+
+
+def _two_tower_grads(G, C, ah, bh, s, backward, grad_negatives):
+    """∂/∂a, ∂/∂b, ∂/∂s from G = ∂L/∂x (N, N + K), C = Â B̂ᵀ and x = s·C (+ β)."""
+    ga, gb = backward(s * G @ bh, s * G.T @ ah)
+    if not grad_negatives:
+        gb = gb[: ah.shape[0]]
+    return {"a": ga, "b": gb, "logit_scale": float(np.sum(G * C))}
+
+
+def clip(a, b, logit_scale=1.0 / 0.07, symmetric=True, in_batch_negatives=True, normalize=True,
+         grad_negatives=True, reduction="mean"):
+    """ℓ_i = ½(L_ab(i) + L_ba(i)) (symmetric) or L_ab(i), x_ij = s·â_i·b̂_j,
+    L_ab(i) = −x_ii + log Σ_{j∈C(i)} exp(x_ij), L_ba(j) = −x_jj + log Σ_{i<N} exp(x_ij).
+
+    Evaluated as softplus(lse of the negatives − x_ii), and the positive's softmax gradient as
+    −σ(lse of the negatives − x_ii), so that a confident pair keeps its tiny loss and gradient to
+    full relative precision (−x + lse would cancel two large numbers)."""
+    a, b = _f64(a), _f64(b)
+    _check_two_tower(a, b, logit_scale, reduction)
+    if symmetric and not in_batch_negatives:
+        raise ValueError("symmetric needs in_batch_negatives")
+    n = a.shape[0]
+    s = float(logit_scale)
+    ah, bh, backward = _towers(a, b, normalize)
+    C = ah @ bh.T
+    X = s * C
+    idx = np.arange(n)
+    partner = np.zeros(X.shape, dtype=bool)
+    partner[idx, idx] = True
+    row_set = np.ones(X.shape, dtype=bool)  # C(i)
+    if not in_batch_negatives:
+        row_set[:, :n] = partner[:, :n]
+    diag = X[idx, idx]
+    h = 0.5 if symmetric else 1.0
+
+    def direction(logits, negatives):
+        """Per row: the loss softplus(n − x), the softmax over the row without the positive's
+        entry, and the positive's −σ(n − x)."""
+        lse_negatives, _ = _rowwise_lse(logits, negatives)
+        t = lse_negatives - diag
+        total = diag + np.logaddexp(0.0, t)
+        P = np.where(negatives, np.exp(logits - total[:, None]), 0.0)
+        return np.logaddexp(0.0, t), P, -np.exp(-np.logaddexp(0.0, -t))
+
+    per, P, positive = direction(X, row_set & ~partner)
+    per = h * per
+    G = h * P  # dℓ/dx, scaled by the reduction's weight below
+    g_diag = h * positive
+    if symmetric:
+        per_ba, Q, positive_ba = direction(X[:, :n].T, ~partner[:, :n])
+        per = per + h * per_ba
+        G[:, :n] += h * Q.T
+        g_diag = g_diag + h * positive_ba
+    G[idx, idx] = g_diag
+    loss, w = _reduce(per, n, reduction)
+    return loss, _two_tower_grads(w * G, C, ah, bh, s, backward, grad_negatives)
+
+
+def _log_sigmoid(t):
+    """log σ(t) = −softplus(−t), without overflow."""
+    return -np.logaddexp(0.0, -t)
+
+
+def siglip(a, b, logit_scale=10.0, logit_bias=-10.0, normalize=True, grad_negatives=True,
+           reduction="mean"):
+    """ℓ_i = −Σ_{j<N+K} log σ(z_ij·x_ij), x_ij = s·â_i·b̂_j + β, z_ij = 1 if i = j else −1."""
+    a, b = _f64(a), _f64(b)
+    _check_two_tower(a, b, logit_scale, reduction)
+    if not np.isfinite(logit_bias):
+        raise ValueError("logit_bias must be finite")
+    n = a.shape[0]
+    s = float(logit_scale)
+    ah, bh, backward = _towers(a, b, normalize)
+    C = ah @ bh.T
+    X = s * C + float(logit_bias)
+    Z = -np.ones(X.shape)
+    Z[np.arange(n), np.arange(n)] = 1.0
+    per = -np.sum(_log_sigmoid(Z * X), axis=1)
+    loss, w = _reduce(per, n, reduction)
+    G = -w * Z * np.exp(_log_sigmoid(-Z * X))  # d softplus(−z·x)/dx = −z·σ(−z·x)
+    grads = _two_tower_grads(G, C, ah, bh, s, backward, grad_negatives)
+    grads["logit_bias"] = float(np.sum(G))
+    return loss, grads
+
+
+# ------------------------------------------------------------------------------------------------
 # self-check: finite differences and a plain-loop transcription of the formulas
 # ------------------------------------------------------------------------------------------------
 def _loop_values(kind, inputs, params):
@@ -333,6 +443,8 @@ def _loop_values(kind, inputs, params):
                 dn = min(dn, dist(p, n, dk))
             out.append(max(0.0, dist(a, p, dk) - dn + params.get("margin", 1.0)))
         return out, None
+    if kind in ("clip", "siglip"):
+        return _loop_two_tower(kind, inputs, params, nrmz), None
     z = inputs["z"].tolist()
     if params.get("normalize", True):
         z = [nrmz(v) for v in z]
@@ -360,6 +472,36 @@ def _loop_values(kind, inputs, params):
     return out, valid
 
 
+def _loop_two_tower(kind, inputs, params, nrmz):
+    """CLIP's and SigLIP's per-pair losses, term by term."""
+    import math
+
+    a, b = inputs["a"].tolist(), inputs["b"].tolist()
+    if params.get("normalize", True):
+        a, b = [nrmz(v) for v in a], [nrmz(v) for v in b]
+    n = len(a)
+    s = params.get("logit_scale", 1.0 / 0.07 if kind == "clip" else 10.0)
+    x = [[s * sum(p * q for p, q in zip(u, v)) for v in b] for u in a]
+    out = []
+    if kind == "siglip":
+        beta = params.get("logit_bias", -10.0)
+        for i in range(n):
+            # −log σ(z·(x + β)) = log(1 + exp(−z·(x + β)))
+            out.append(sum(math.log1p(math.exp(-(1.0 if j == i else -1.0) * (x[i][j] + beta)))
+                           for j in range(len(b))))
+        return out
+    in_batch = params.get("in_batch_negatives", True)
+    for i in range(n):
+        negatives = [j for j in range(len(b)) if in_batch or j == i or j >= n]
+        l_ab = -x[i][i] + math.log(sum(math.exp(x[i][j]) for j in negatives))
+        if params.get("symmetric", True):
+            l_ba = -x[i][i] + math.log(sum(math.exp(x[k][i]) for k in range(n)))
+            out.append(0.5 * (l_ab + l_ba))
+        else:
+            out.append(l_ab)
+    return out
+
+
 def _call(kind, inputs, params):
     if kind == "pair":
         return pair(inputs["x1"], inputs["x2"], inputs["y"], **params)
@@ -369,6 +511,8 @@ def _call(kind, inputs, params):
         return ntxent(inputs["z"], **params)
     if kind == "supcon":
         return supcon(inputs["z"], inputs["labels"], **params)
+    if kind in ("clip", "siglip"):
+        return (clip if kind == "clip" else siglip)(inputs["a"], inputs["b"], **params)
     return cosine(inputs["x1"], inputs["x2"], inputs["y"], **params)
 
 
@@ -383,19 +527,34 @@ def _fd_check(kind, inputs, params, h=1e-6):
     for key, g in grads.items():
         if key == "valid":
             continue
-        x = inputs[key]
+        # an input array, or a scalar parameter with a gradient (logit_scale, logit_bias)
+        x = inputs[key] if key in inputs else np.array([params.get(key, _call_default(kind, key))])
         num = np.zeros_like(x)
         for idx in np.ndindex(*x.shape):
             old = x[idx]
-            x[idx] = old + h
-            lp = _scalar(_call(kind, inputs, params)[0])
-            x[idx] = old - h
-            lm = _scalar(_call(kind, inputs, params)[0])
+            vals = []
+            for step in (h, -h):
+                x[idx] = old + step
+                if key not in inputs:
+                    params = dict(params, **{key: float(x[idx])})
+                vals.append(_scalar(_call(kind, inputs, params)[0]))
             x[idx] = old
-            num[idx] = (lp - lm) / (2.0 * h)
-        err = np.linalg.norm(g - num) / max(np.linalg.norm(num), 1e-6)
+            if key not in inputs:
+                params = dict(params, **{key: float(old)})
+            num[idx] = (vals[0] - vals[1]) / (2.0 * h)
+        if np.ndim(g) == 2 and g.shape[0] < num.shape[0]:
+            num = num[: g.shape[0]]  # grad_negatives=False: the partner rows only
+        err = np.linalg.norm(np.asarray(g) - num.reshape(np.shape(g))) / max(np.linalg.norm(num),
+                                                                            1e-6)
         worst = max(worst, err)
     return worst
+
+
+def _call_default(kind, key):
+    """The default of a scalar parameter that has a gradient."""
+    import inspect
+
+    return inspect.signature(clip if kind == "clip" else siglip).parameters[key].default
 
 
 def _self_check_cases(rng):
@@ -441,6 +600,24 @@ def _self_check_cases(rng):
                                      "labels": labels}, \
                         {"temperature": t, "base_temperature": tb, "normalize": norm,
                          "reduction": red}
+    for sym, in_batch in ((True, True), (False, True), (False, False)):
+        for k in (0, 3) if in_batch else (3,):  # (K = 0 without in-batch negatives: loss 0)
+            for norm in (False, True):
+                for red in reds:
+                    n, dim = 5, 3
+                    scale = 1.0 if norm else 0.5
+                    yield "clip", {"a": rng.normal(size=(n, dim)) * scale,
+                                   "b": rng.normal(size=(n + k, dim)) * scale}, \
+                        {"logit_scale": 2.5 if norm else 1.5, "symmetric": sym,
+                         "in_batch_negatives": in_batch, "normalize": norm,
+                         "grad_negatives": k == 0 or red != "sum", "reduction": red}
+    for k in (0, 3):
+        for norm in (False, True):
+            for red in reds:
+                n, dim = 5, 3
+                yield "siglip", {"a": rng.normal(size=(n, dim)), "b": rng.normal(size=(n + k, dim))}, \
+                    {"logit_scale": 3.0, "logit_bias": -1.5 if norm else 0.5, "normalize": norm,
+                     "grad_negatives": k == 0 or red != "none", "reduction": red}
     for sq in (False, True):
         for margin in (-0.5, 0.0, 0.3):
             for red in reds:
@@ -527,6 +704,27 @@ def _self_check(verbose=True):
         vals = [np.asarray(res[0])] + [np.asarray(v) for v in res[1].values()]
         if not all(np.all(np.isfinite(v)) for v in vals):
             failures.append("zero vectors gave a non-finite value")
+    # two towers: CLIP without symmetry or extra negatives is NT-Xent-like cross-entropy; the
+    # default CLIP is the mean of the two directions; large scales stay finite
+    a_, b_ = rng.normal(size=(5, 4)), rng.normal(size=(8, 4))
+    l_ab, _ = clip(a_, b_[:5], symmetric=False, logit_scale=3.0)
+    l_ba, _ = clip(b_[:5], a_, symmetric=False, logit_scale=3.0)
+    l_sym, _ = clip(a_, b_[:5], logit_scale=3.0)
+    if abs(l_sym - 0.5 * (l_ab + l_ba)) > 1e-13:
+        failures.append("clip symmetric != the mean of the two directions")
+    # a confident pair: ℓ = softplus(−s) and ∂L/∂s = −σ(−s) to full relative precision, far
+    # below what −x + lse could resolve (1e-18 next to logits of 40)
+    l_, g_ = clip(np.eye(2), np.eye(2), logit_scale=40.0)
+    if not (abs(l_ - np.log1p(np.exp(-40.0))) <= 1e-13 * np.log1p(np.exp(-40.0)) and
+            abs(g_["logit_scale"] + np.exp(-40.0) / (1 + np.exp(-40.0))) <= 1e-13 * np.exp(-40.0)):
+        failures.append("clip lost the relative precision of a confident pair")
+    for s_ in (100.0, 1e4):
+        for res in (clip(a_, b_, logit_scale=s_), clip(a_, b_, logit_scale=s_, normalize=False),
+                    siglip(a_, b_, logit_scale=s_, logit_bias=-s_),
+                    siglip(a_, b_, logit_scale=s_, normalize=False)):
+            vals = [np.asarray(res[0])] + [np.asarray(v) for v in res[1].values()]
+            if not all(np.all(np.isfinite(v)) for v in vals):
+                failures.append("clip/siglip at logit_scale %g gave a non-finite value" % s_)
     # large logits: the log-sum-exp must stay finite
     l, g = ntxent(rng.normal(size=(4, 3)) * 30.0, temperature=0.01, normalize=False)
     if not (np.isfinite(l) and np.all(np.isfinite(g["z"]))):

@@ -8,9 +8,9 @@
 // the calling thread; a block's CUDA threads are fibers, run one at a time in a fixed order, each
 // until it waits at __syncthreads, __syncwarp or a warp-collective instruction, or ends. A wait is
 // over when its last participant arrives: deterministic, and cheap enough to emulate every warp
-// instruction lane by lane. __syncthreads waits for every thread that has not ended (threads that
-// returned count as arrived, as on the hardware); __syncwarp(mask) for the lanes of mask; a warp
-// collective (mma, ldmatrix, __shfl_xor_sync, __any_sync) for all 32 lanes at the same
+// instruction lane by lane. __syncthreads waits for every thread that has not ended (it does not
+// wait for threads that returned: the lenient reading); __syncwarp(mask) for the lanes of mask; a
+// warp collective (mma, ldmatrix, __shfl_xor_sync, __any_sync) for all 32 lanes at the same
 // instruction, or the kernel faults (divergent warp, an ended lane, a partial warp). No thread
 // able to run while some have not ended is a deadlock, reported as such.
 //
@@ -36,6 +36,11 @@
 // arrays) is not race-checked; races on global memory; atomics are the host's, done one thread at
 // a time; __threadfence and memory-order subtleties between blocks (blocks run one after another);
 // the hardware's rounding of ex2.approx and __fdividef, and the tensor cores' order of additions.
+// Approximations: the race check's unit is 2 bytes (two threads writing the two bytes of one
+// unit would be reported; the kernels' shared data is 16- and 32-bit); for the bounds check,
+// shared memory is the launch's dynamic part or any static storage (where `__shared__`
+// variables live, but so do the program's other statics: a static array passed as shared memory
+// is not caught, a heap or stack pointer is); shuffles and votes take full-warp masks only.
 #pragma once
 
 #include <atomic>
@@ -43,6 +48,7 @@
 #include <functional>
 #include <source_location>
 #include <string>
+#include <type_traits>
 
 #include <cuda_runtime_api.h>
 
@@ -77,39 +83,69 @@ inline void __syncwarp(unsigned mask = 0xffffffffu,
 
 namespace cuda_on_cpu {
 
-// A warp collective of one 32-bit value per lane (shuffles, votes); no memory ordering.
+// A warp collective of one value per lane (shuffles, votes); no memory ordering. CUDA's rules for
+// `width` (a power of two up to 32: the warp is split into segments of that many lanes) are
+// in each source-lane function: a shuffle outside what the segment allows gives the lane's own
+// value.
+using Combine = uint64_t (*)(const uint64_t (&values)[32], int lane, int parameter, int width);
 struct ExchangeArguments {
-    uint32_t value;
-    int parameter; // the shuffle's lane mask
-    uint32_t result;
+    uint64_t value;
+    int parameter, width;
+    uint64_t result;
 };
-template <uint32_t (*kCombine)(const uint32_t (&)[32], int lane, int parameter)>
-void exchange_finish(int, CollectiveSlot (&lanes)[32]) {
-    uint32_t values[32];
+template <Combine kCombine> void exchange_finish(int, CollectiveSlot (&lanes)[32]) {
+    uint64_t values[32];
     for (int l = 0; l < 32; ++l)
         values[l] = static_cast<ExchangeArguments *>(lanes[l].arguments)->value;
     for (int l = 0; l < 32; ++l) {
         auto &arguments = *static_cast<ExchangeArguments *>(lanes[l].arguments);
-        arguments.result = kCombine(values, l, arguments.parameter);
+        arguments.result = kCombine(values, l, arguments.parameter, arguments.width);
     }
 }
-inline uint32_t xor_lane(const uint32_t (&values)[32], int lane, int offset) {
-    return values[(lane ^ offset) & 31];
-}
-inline uint32_t any_lane(const uint32_t (&values)[32], int, int) {
-    for (uint32_t v : values)
-        if (v) return 1;
-    return 0;
-}
-template <uint32_t (*kCombine)(const uint32_t (&)[32], int, int)>
-uint32_t exchange(const char *name, unsigned mask, uint32_t value, int parameter,
+template <Combine kCombine>
+uint64_t exchange(const char *name, unsigned mask, uint64_t value, int parameter, int width,
                   const std::source_location &site) {
     if (mask != 0xffffffffu)
         fault(std::string(name) + " at " + where(site) +
               ": the harness emulates full-warp masks only");
-    ExchangeArguments arguments{value, parameter, 0};
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        fault(std::string(name) + " at " + where(site) + ": width " + std::to_string(width) +
+              " is not a power of two up to 32");
+    ExchangeArguments arguments{value, parameter, width, 0};
     harness().scheduler.warp_collective(name, site, &arguments, &exchange_finish<kCombine>);
     return arguments.result;
+}
+// __shfl_xor_sync: lane ^ m; a later segment cannot be read.
+inline uint64_t xor_lane(const uint64_t (&v)[32], int lane, int m, int width) {
+    const int source = lane ^ m;
+    return source >= (lane / width + 1) * width ? v[lane] : v[source & 31];
+}
+// __shfl_sync: lane (source mod width) of the caller's segment.
+inline uint64_t index_lane(const uint64_t (&v)[32], int lane, int source, int width) {
+    return v[lane / width * width + (source & (width - 1))];
+}
+// __shfl_up_sync / __shfl_down_sync: lane ∓ delta inside the caller's segment.
+inline uint64_t up_lane(const uint64_t (&v)[32], int lane, int delta, int width) {
+    return lane - delta >= lane / width * width ? v[lane - delta] : v[lane];
+}
+inline uint64_t down_lane(const uint64_t (&v)[32], int lane, int delta, int width) {
+    return lane + delta < (lane / width + 1) * width ? v[lane + delta] : v[lane];
+}
+inline uint64_t ballot(const uint64_t (&v)[32], int, int, int) {
+    uint64_t bits = 0;
+    for (int l = 0; l < 32; ++l) bits |= (uint64_t)(v[l] != 0) << l;
+    return bits;
+}
+
+template <Combine kCombine, typename T>
+T shuffle(const char *name, unsigned mask, T value, int parameter, int width,
+          const std::source_location &site) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "a 32- or 64-bit value");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    bits = exchange<kCombine>(name, mask, bits, parameter, width, site);
+    std::memcpy(&value, &bits, sizeof(T));
+    return value;
 }
 
 // A warp collective with no data: the lanes meet (as at a .sync.aligned instruction) without
@@ -121,19 +157,43 @@ inline void warp_converge(const char *name,
 
 } // namespace cuda_on_cpu
 
-inline float __shfl_xor_sync(unsigned mask, float v, int offset,
-                             std::source_location site = std::source_location::current()) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bits =
-        cuda_on_cpu::exchange<cuda_on_cpu::xor_lane>("__shfl_xor_sync", mask, bits, offset, site);
-    float other;
-    std::memcpy(&other, &bits, 4);
-    return other;
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32,
+                  std::source_location site = std::source_location::current()) {
+    return cuda_on_cpu::shuffle<cuda_on_cpu::xor_lane>("__shfl_xor_sync", mask, v, lane_mask, width,
+                                                       site);
+}
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int source_lane, int width = 32,
+              std::source_location site = std::source_location::current()) {
+    return cuda_on_cpu::shuffle<cuda_on_cpu::index_lane>("__shfl_sync", mask, v, source_lane, width,
+                                                         site);
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32,
+                 std::source_location site = std::source_location::current()) {
+    return cuda_on_cpu::shuffle<cuda_on_cpu::up_lane>("__shfl_up_sync", mask, v, (int)delta, width,
+                                                      site);
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32,
+                   std::source_location site = std::source_location::current()) {
+    return cuda_on_cpu::shuffle<cuda_on_cpu::down_lane>("__shfl_down_sync", mask, v, (int)delta,
+                                                        width, site);
+}
+inline unsigned __ballot_sync(unsigned mask, int p,
+                              std::source_location site = std::source_location::current()) {
+    return (unsigned)cuda_on_cpu::exchange<cuda_on_cpu::ballot>("__ballot_sync", mask, p != 0, 0,
+                                                                32, site);
 }
 inline int __any_sync(unsigned mask, int p,
                       std::source_location site = std::source_location::current()) {
-    return (int)cuda_on_cpu::exchange<cuda_on_cpu::any_lane>("__any_sync", mask, p != 0, 0, site);
+    return cuda_on_cpu::exchange<cuda_on_cpu::ballot>("__any_sync", mask, p != 0, 0, 32, site) != 0;
+}
+inline int __all_sync(unsigned mask, int p,
+                      std::source_location site = std::source_location::current()) {
+    return cuda_on_cpu::exchange<cuda_on_cpu::ballot>("__all_sync", mask, p != 0, 0, 32, site) ==
+           0xffffffffu;
 }
 inline int atomicOr(int *address, int value) {
     return std::atomic_ref<int>(*address).fetch_or(value);
@@ -167,7 +227,8 @@ void launch(unsigned blocks, int threads, size_t dynamic_shared_bytes, Kernel ke
     for (unsigned b = 0; b < blocks; ++b) {
         sim_blockIdx.x = b;
         std::memset(closs_emulated_dynamic_shared, 0xff, dynamic_shared_bytes);
-        h.async.assign(threads, {});
+        if ((int)h.async.size() < threads) h.async.resize(threads);
+        for (AsyncGroups &groups : h.async) groups.open.clear(), groups.committed.clear();
         try {
             h.scheduler.run(threads, body, h.races, on_switch);
         } catch (const KernelFault &failure) {

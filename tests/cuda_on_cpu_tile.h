@@ -6,14 +6,16 @@
 // against CUTLASS CuTe's independent encoding of the same layouts.
 //
 //   mma_m16n8k16<T>  a warp collective: the last lane to arrive gathers A (16 × 16), B (16 × 8)
-//       and C (16 × 8) from the 32 lanes' registers, computes D and scatters it. The products of
-//       two f16 or bf16 values are exact in float (11 + 11 and 8 + 8 significant bits); each
-//       D[m][n] is C[m][n] plus the 16 products added one at a time in order k = 0..15, in float
-//       (round to nearest even). The PTX ISA leaves the order and rounding of the tensor cores' sum
-//       unspecified (the hardware adds aligned products with truncation); a float sum in k order
-//       has an error of the same order as the hardware's and no more accuracy, so a tolerance that
-//       holds here is not one only a double sum would meet. Subnormal inputs are kept (the f16 and
-//       bf16 mma does not flush them).
+//       and C (16 × 8) from the 32 lanes' registers, computes D and scatters it. The product of
+//       two f16 values is exact in float (11 + 11 significant bits, exponents well inside float's),
+//       as is that of two bf16 values (8 + 8 bits) unless it leaves float's range; each D[m][n] is
+//       C[m][n] plus the 16 products added one at a time in order k = 0..15, in float (round to
+//       nearest even). The PTX ISA leaves the order and rounding of the tensor cores' sum
+//       unspecified (measurements of V100 to A100 tensor cores, Fasi et al., "Numerical behavior
+//       of NVIDIA tensor cores", PeerJ CS 2021, found exact products and a sum of aligned
+//       significands truncated, not rounded). A float sum in k order errs by about as much, and
+//       is no more accurate, so a tolerance that holds here is not one that only a double sum (or
+//       one rounding at the end) would meet; and it is deterministic, so a test's numbers repeat.
 //   ldmatrix_x{1,2,4}[_trans]  a warp collective: lanes 8q..8q+7 give the row addresses of matrix
 //       q (the other lanes' addresses are not read); each must be 16-byte aligned and its 16 bytes
 //       inside shared memory, or the kernel faults, as on the hardware. Register q of lane l gets

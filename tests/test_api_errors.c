@@ -17,6 +17,7 @@
 
 #include "closs.h"
 #include "test_support.h"
+#include "two_tower_support.h"
 
 enum { PAIR, TRIPLET, NTXENT, SUPCON, COSINE, KIND_COUNT };
 static const char *kind_names[] = {"pair", "triplet", "ntxent", "supcon", "cosine"};
@@ -624,4 +625,319 @@ Test(errors, working_buffers_that_overflow) {
                  CLOSS_STATUS_INVALID_ARGUMENT);
     cr_expect(strstr(closs_last_error(), "SupCon buffers"), "%s", closs_last_error());
     cr_expect(loss == 0.0, "the loss was written");
+}
+
+/* ---- CLIP and SigLIP ------------------------------------------------------------------------- */
+
+enum { TT_ROWS = 4, TT_EXTRA = 2, TT_COLS = 3 };
+enum { CLIP_CALL, CLIP_FORWARD, CLIP_BACKWARD, SIGLIP_CALL, TOWER_ENTRY_COUNT };
+static const char *const tower_entry_names[] = {"closs_ref_clip", "closs_ref_clip_forward",
+                                                "closs_ref_clip_backward", "closs_ref_siglip"};
+
+/* One call of a two-tower entry point, with its storage; outputs poisoned. */
+typedef struct tower_call {
+    int entry;
+    closs_clip_params clip;
+    closs_siglip_params sig;
+    int params_null;
+    closs_matrix_t a, b;
+    double a_data[TT_ROWS * TT_COLS], b_data[(TT_ROWS + TT_EXTRA) * TT_COLS];
+    double stats[2][TT_ROWS];
+    const double *row_stats, *column_stats; /* the backward's */
+    double loss[TT_ROWS], grad_a[TT_ROWS * TT_COLS], grad_b[(TT_ROWS + TT_EXTRA) * TT_COLS];
+    double grad_scale, grad_bias, out_stats[2][TT_ROWS];
+    double *loss_out, *grad_a_out, *grad_b_out, *grad_scale_out;
+} tower_call;
+
+static void tower_poison(tower_call *c) {
+    ct_poison(c->loss, TT_ROWS);
+    ct_poison(c->grad_a, TT_ROWS * TT_COLS);
+    ct_poison(c->grad_b, (TT_ROWS + TT_EXTRA) * TT_COLS);
+    ct_poison(&c->grad_scale, 1);
+    ct_poison(&c->grad_bias, 1);
+    ct_poison(&c->out_stats[0][0], 2 * TT_ROWS);
+}
+
+static void tower_assert_untouched(const tower_call *c, const char *what) {
+    cr_assert_eq(ct_first_unpoisoned(c->loss, TT_ROWS), -1, "%s: loss written", what);
+    cr_assert_eq(ct_first_unpoisoned(c->grad_a, TT_ROWS * TT_COLS), -1, "%s: grad_a written", what);
+    cr_assert_eq(ct_first_unpoisoned(c->grad_b, (TT_ROWS + TT_EXTRA) * TT_COLS), -1,
+                 "%s: grad_b written", what);
+    cr_assert_eq(ct_first_unpoisoned(&c->grad_scale, 1), -1, "%s: grad_logit_scale written", what);
+    cr_assert_eq(ct_first_unpoisoned(&c->grad_bias, 1), -1, "%s: grad_logit_bias written", what);
+    cr_assert_eq(ct_first_unpoisoned(&c->out_stats[0][0], 2 * TT_ROWS), -1, "%s: stats written",
+                 what);
+}
+
+static void tower_valid_call(tower_call *c, int entry, ct_rng *rng) {
+    memset(c, 0, sizeof *c);
+    c->entry = entry;
+    c->clip = (closs_clip_params)CLOSS_CLIP_PARAMS_INIT;
+    c->sig = (closs_siglip_params)CLOSS_SIGLIP_PARAMS_INIT;
+    ct_fill_normal(rng, c->a_data, TT_ROWS * TT_COLS, 1.0);
+    ct_fill_normal(rng, c->b_data, (TT_ROWS + TT_EXTRA) * TT_COLS, 1.0);
+    c->a = closs_matrix(c->a_data, CLOSS_F64, TT_ROWS, TT_COLS);
+    c->b = closs_matrix(c->b_data, CLOSS_F64, TT_ROWS + TT_EXTRA, TT_COLS);
+    for (int i = 0; i < TT_ROWS; ++i) c->stats[0][i] = c->stats[1][i] = 3.0;
+    c->row_stats = c->stats[0];
+    c->column_stats = c->stats[1];
+    c->loss_out = c->loss;
+    c->grad_a_out = c->grad_a;
+    c->grad_b_out = c->grad_b;
+    c->grad_scale_out = &c->grad_scale;
+    tower_poison(c);
+}
+
+static closs_status_t tower_run(const tower_call *c) {
+    const closs_clip_params *clip = c->params_null ? NULL : &c->clip;
+    switch (c->entry) {
+    case CLIP_CALL:
+        return closs_ref_clip(clip, c->a, c->b, NULL, c->loss_out, c->grad_a_out, c->grad_b_out,
+                              c->grad_scale_out);
+    case CLIP_FORWARD:
+        return closs_ref_clip_forward(clip, c->a, c->b, c->loss_out, (double *)c->out_stats[0],
+                                      (double *)c->out_stats[1]);
+    case CLIP_BACKWARD:
+        return closs_ref_clip_backward(clip, c->a, c->b, c->row_stats, c->column_stats, NULL,
+                                       c->grad_a_out, c->grad_b_out, c->grad_scale_out);
+    default:
+        return closs_ref_siglip(c->params_null ? NULL : &c->sig, c->a, c->b, NULL, c->loss_out,
+                                c->grad_a_out, c->grad_b_out, c->grad_scale_out,
+                                (double *)&c->grad_bias);
+    }
+}
+
+/* clang-format off */
+typedef enum tower_mutation {
+    T_PARAMS_NULL, T_SIZE_ZERO, T_SIZE_SMALLER, T_SIZE_LARGER,
+    T_SCALE_ZERO, T_SCALE_NEGATIVE, T_SCALE_NAN, T_SCALE_INF, T_BIAS_NAN, T_BIAS_INF,
+    T_SYMMETRIC_TWO, T_IN_BATCH_NEGATIVE, T_SYMMETRIC_WITHOUT_IN_BATCH, T_NORMALIZE_TWO,
+    T_GRAD_NEGATIVES_TWO, T_REDUCTION_THREE, T_REDUCTION_NEGATIVE, T_CHECK_INPUTS_TWO, T_PATH_SEVEN,
+    T_A_DATA_NULL, T_B_DATA_NULL, T_A_ROWS_ZERO, T_A_ROWS_NEGATIVE, T_B_FEWER_ROWS,
+    T_B_OTHER_COLS, T_A_COLS_ZERO, T_A_LD_SMALLER, T_B_LD_SMALLER,
+    T_A_F16, T_B_BF16, T_A_I32, T_B_UNKNOWN, T_A_OVERFLOW, T_B_BYTES_OVERFLOW,
+    T_LOSS_NULL, T_ROW_STATS_NULL, T_COLUMN_STATS_NULL, T_NO_GRADIENT,
+} tower_mutation;
+/* clang-format on */
+
+typedef struct tower_error {
+    int entry;
+    tower_mutation change;
+    char expect[2][48];
+    char name[128];
+} tower_error;
+
+static double *tower_scale(tower_call *c) {
+    return c->entry == SIGLIP_CALL ? &c->sig.logit_scale : &c->clip.logit_scale;
+}
+
+static void tower_apply(tower_call *c, tower_mutation change) {
+    const int sig = c->entry == SIGLIP_CALL;
+#define FIELD(field) (*(sig ? &c->sig.field : &c->clip.field))
+    switch (change) {
+    case T_PARAMS_NULL: c->params_null = 1; break;
+    case T_SIZE_ZERO: FIELD(size) = 0; break;
+    case T_SIZE_SMALLER: FIELD(size) -= sizeof(int64_t); break;
+    case T_SIZE_LARGER: FIELD(size) += 8; break;
+    case T_SCALE_ZERO: *tower_scale(c) = 0.0; break;
+    case T_SCALE_NEGATIVE: *tower_scale(c) = -14.0; break;
+    case T_SCALE_NAN: *tower_scale(c) = NAN; break;
+    case T_SCALE_INF: *tower_scale(c) = INFINITY; break;
+    case T_BIAS_NAN: c->sig.logit_bias = NAN; break;
+    case T_BIAS_INF: c->sig.logit_bias = -INFINITY; break;
+    case T_SYMMETRIC_TWO: c->clip.symmetric = 2; break;
+    case T_IN_BATCH_NEGATIVE: c->clip.in_batch_negatives = -1; break;
+    case T_SYMMETRIC_WITHOUT_IN_BATCH: c->clip.in_batch_negatives = 0; break;
+    case T_NORMALIZE_TWO: FIELD(normalize) = 2; break;
+    case T_GRAD_NEGATIVES_TWO: FIELD(grad_negatives) = 2; break;
+    case T_REDUCTION_THREE: FIELD(reduction) = (closs_reduction_t)3; break;
+    case T_REDUCTION_NEGATIVE: FIELD(reduction) = (closs_reduction_t)-1; break;
+    case T_CHECK_INPUTS_TWO: FIELD(check_inputs) = 2; break;
+    case T_PATH_SEVEN: FIELD(path) = (closs_path_t)7; break;
+    case T_A_DATA_NULL: c->a.data = NULL; break;
+    case T_B_DATA_NULL: c->b.data = NULL; break;
+    case T_A_ROWS_ZERO: c->a.rows = 0; break;
+    case T_A_ROWS_NEGATIVE: c->a.rows = -1; break;
+    case T_B_FEWER_ROWS: c->b.rows = TT_ROWS - 1; break;
+    case T_B_OTHER_COLS: c->b.cols = c->b.ld = TT_COLS - 1; break;
+    case T_A_COLS_ZERO: c->a.cols = 0; break;
+    case T_A_LD_SMALLER: c->a.ld = TT_COLS - 1; break;
+    case T_B_LD_SMALLER: c->b.ld = TT_COLS - 1; break;
+    case T_A_F16: c->a.dtype = CLOSS_F16; break;
+    case T_B_BF16: c->b.dtype = CLOSS_BF16; break;
+    case T_A_I32: c->a.dtype = CLOSS_I32; break;
+    case T_B_UNKNOWN: c->b.dtype = (closs_dtype_t)77; break;
+    case T_A_OVERFLOW:
+        /* (rows − 1)·ld overflows int64; the data stays the small valid buffer */
+        c->a.rows = INT64_MAX / 2;
+        c->a.ld = 4;
+        c->b.rows = INT64_MAX / 2 + 1;
+        break;
+    case T_B_BYTES_OVERFLOW:
+        c->b.rows = INT64_MAX / 8;
+        c->b.cols = c->b.ld = c->a.cols;
+        break;
+    case T_LOSS_NULL: c->loss_out = NULL; break;
+    case T_ROW_STATS_NULL: c->row_stats = NULL; break;
+    case T_COLUMN_STATS_NULL: c->column_stats = NULL; break;
+    case T_NO_GRADIENT: c->grad_a_out = c->grad_b_out = c->grad_scale_out = NULL; break;
+    }
+#undef FIELD
+}
+
+static int tower_add(tower_error *cases, int n, int entry, tower_mutation change, const char *first,
+                     const char *second, const char *name) {
+    tower_error *e = &cases[n];
+    memset(e, 0, sizeof *e);
+    e->entry = entry;
+    e->change = change;
+    snprintf(e->expect[0], sizeof e->expect[0], "%s", first);
+    snprintf(e->expect[1], sizeof e->expect[1], "%s", second ? second : "");
+    snprintf(e->name, sizeof e->name, "%s: %s", tower_entry_names[entry], name);
+    return n + 1;
+}
+
+ParameterizedTestParameters(errors, two_tower_invalid_argument) {
+    static tower_error cases[256];
+    int n = 0;
+    for (int entry = 0; entry < TOWER_ENTRY_COUNT; ++entry) {
+        const int sig = entry == SIGLIP_CALL;
+        n = tower_add(cases, n, entry, T_PARAMS_NULL, "params", NULL, "params NULL");
+        n = tower_add(cases, n, entry, T_SIZE_ZERO, "params->size", NULL, "size 0");
+        n = tower_add(cases, n, entry, T_SIZE_SMALLER, "params->size", NULL, "size smaller");
+        n = tower_add(cases, n, entry, T_SIZE_LARGER, "params->size", NULL, "size larger");
+        n = tower_add(cases, n, entry, T_SCALE_ZERO, "logit_scale = 0", NULL, "s = 0");
+        n = tower_add(cases, n, entry, T_SCALE_NEGATIVE, "logit_scale = -14", NULL, "s < 0");
+        n = tower_add(cases, n, entry, T_SCALE_NAN, "logit_scale = nan", NULL, "s NaN");
+        n = tower_add(cases, n, entry, T_SCALE_INF, "logit_scale = inf", NULL, "s inf");
+        if (sig) {
+            n = tower_add(cases, n, entry, T_BIAS_NAN, "logit_bias = nan", NULL, "bias NaN");
+            n = tower_add(cases, n, entry, T_BIAS_INF, "logit_bias = -inf", NULL, "bias -inf");
+        } else {
+            n = tower_add(cases, n, entry, T_SYMMETRIC_TWO, "symmetric = 2", NULL, "symmetric 2");
+            n = tower_add(cases, n, entry, T_IN_BATCH_NEGATIVE, "in_batch_negatives = -1", NULL,
+                          "in_batch_negatives -1");
+            n = tower_add(cases, n, entry, T_SYMMETRIC_WITHOUT_IN_BATCH, "symmetric = 1",
+                          "in_batch_negatives = 0", "symmetric without in-batch negatives");
+        }
+        n = tower_add(cases, n, entry, T_NORMALIZE_TWO, "normalize = 2", NULL, "normalize 2");
+        n = tower_add(cases, n, entry, T_GRAD_NEGATIVES_TWO, "grad_negatives = 2", NULL,
+                      "grad_negatives 2");
+        n = tower_add(cases, n, entry, T_REDUCTION_THREE, "reduction = 3", NULL, "reduction 3");
+        n = tower_add(cases, n, entry, T_REDUCTION_NEGATIVE, "reduction = -1", NULL,
+                      "reduction -1");
+        n = tower_add(cases, n, entry, T_CHECK_INPUTS_TWO, "check_inputs = 2", NULL,
+                      "check_inputs 2");
+        n = tower_add(cases, n, entry, T_PATH_SEVEN, "path = 7", NULL, "path 7");
+        n = tower_add(cases, n, entry, T_A_DATA_NULL, "a.data", NULL, "a data NULL");
+        n = tower_add(cases, n, entry, T_B_DATA_NULL, "b.data", NULL, "b data NULL");
+        n = tower_add(cases, n, entry, T_A_ROWS_ZERO, "a.rows = 0", NULL, "N = 0");
+        n = tower_add(cases, n, entry, T_A_ROWS_NEGATIVE, "a.rows = -1", NULL, "N < 0");
+        n = tower_add(cases, n, entry, T_B_FEWER_ROWS, "b.rows = 3", "a.rows = 4", "K < 0");
+        n = tower_add(cases, n, entry, T_B_OTHER_COLS, "b.cols = 2", "a.cols = 3", "D differs");
+        n = tower_add(cases, n, entry, T_A_COLS_ZERO, "a.cols = 0", NULL, "D = 0");
+        n = tower_add(cases, n, entry, T_A_LD_SMALLER, "a.ld", NULL, "a ld < cols");
+        n = tower_add(cases, n, entry, T_B_LD_SMALLER, "b.ld", NULL, "b ld < cols");
+        n = tower_add(cases, n, entry, T_A_F16, "a.dtype", "f16", "a f16");
+        n = tower_add(cases, n, entry, T_B_BF16, "b.dtype", "bf16", "b bf16");
+        n = tower_add(cases, n, entry, T_A_I32, "a.dtype", "i32", "a i32");
+        n = tower_add(cases, n, entry, T_B_UNKNOWN, "b.dtype", NULL, "b dtype 77");
+        n = tower_add(cases, n, entry, T_A_OVERFLOW, "a", "overflow", "a's span overflows");
+        n = tower_add(cases, n, entry, T_B_BYTES_OVERFLOW, "b", "overflow", "b's bytes overflow");
+        if (entry != CLIP_BACKWARD)
+            n = tower_add(cases, n, entry, T_LOSS_NULL, "loss", NULL, "loss NULL");
+    }
+    n = tower_add(cases, n, CLIP_BACKWARD, T_ROW_STATS_NULL, "row_stats", NULL, "row_stats NULL");
+    n = tower_add(cases, n, CLIP_BACKWARD, T_COLUMN_STATS_NULL, "column_stats", NULL,
+                  "column_stats NULL with symmetric = 1");
+    n = tower_add(cases, n, CLIP_BACKWARD, T_NO_GRADIENT, "grad_a, grad_b and grad_logit_scale",
+                  NULL, "no gradient asked for");
+    return cr_make_param_array(tower_error, cases, n);
+}
+
+ParameterizedTest(tower_error *e, errors, two_tower_invalid_argument) {
+    ct_rng rng = ct_rng_fresh();
+    tower_call c;
+    tower_valid_call(&c, e->entry, &rng);
+    closs_status_t status = tower_run(&c);
+    cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s: the valid call failed: %s", e->name,
+                 closs_last_error());
+    tower_poison(&c);
+    tower_apply(&c, e->change);
+    status = tower_run(&c);
+    const char *message = closs_last_error();
+    cr_assert_eq(status, CLOSS_STATUS_INVALID_ARGUMENT, "%s: status %d (%s), message \"%s\"",
+                 e->name, (int)status, closs_status_string(status), message);
+    for (int s = 0; s < 2; ++s)
+        if (e->expect[s][0])
+            cr_assert(strstr(message, e->expect[s]) != NULL,
+                      "%s: the message \"%s\" does not contain \"%s\"", e->name, message,
+                      e->expect[s]);
+    tower_assert_untouched(&c, e->name);
+}
+
+/* Check mode: NaN or Inf anywhere in a or b is NONFINITE_INPUT naming the input, nothing written;
+ * without check mode the same inputs are computed (and the loss is NaN). */
+Test(errors, two_tower_check_mode_reports_nonfinite_inputs) {
+    ct_rng rng = ct_rng_fresh();
+    for (int entry = 0; entry < TOWER_ENTRY_COUNT; ++entry)
+        for (int in_b = 0; in_b <= 1; ++in_b)
+            for (int inf = 0; inf <= 1; ++inf) {
+                tower_call c;
+                tower_valid_call(&c, entry, &rng);
+                double *data = in_b ? c.b_data : c.a_data;
+                const int64_t rows = in_b ? TT_ROWS + TT_EXTRA : TT_ROWS;
+                data[ct_int(&rng, 0, rows * TT_COLS - 1)] = inf ? INFINITY : NAN;
+                c.clip.check_inputs = c.sig.check_inputs = 1;
+                closs_status_t status = tower_run(&c);
+                cr_assert_eq(status, CLOSS_STATUS_NONFINITE_INPUT, "%s: status %d (%s)",
+                             tower_entry_names[entry], (int)status, closs_last_error());
+                cr_assert(strstr(closs_last_error(), in_b ? "b[" : "a[") != NULL,
+                          "%s: \"%s\" does not name the input", tower_entry_names[entry],
+                          closs_last_error());
+                tower_assert_untouched(&c, tower_entry_names[entry]);
+                c.clip.check_inputs = c.sig.check_inputs = 0;
+                cr_assert_eq(tower_run(&c), CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+            }
+}
+
+/* The edges of the ranges are accepted: N = 1, K = 0, a tiny and a huge scale, a zero bias,
+ * grad_negatives = 0 with K > 0, f32 inputs and ld > cols, every gradient NULL (the one call), no
+ * statistics wanted from a forward, column_stats NULL in a backward with symmetric = 0. */
+Test(errors, two_tower_edge_values_are_accepted) {
+    ct_rng rng = ct_rng_fresh();
+    static const float a32[2 * 5] = {1, 2, 3, 0, 0, -1, 0.5f, 0, 0, 0};
+    for (int entry = 0; entry < TOWER_ENTRY_COUNT; ++entry)
+        for (int edge = 0; edge < 8; ++edge) {
+            tower_call c;
+            tower_valid_call(&c, entry, &rng);
+            switch (edge) {
+            case 0: c.a.rows = 1; break;
+            case 1: c.b.rows = TT_ROWS; break;
+            case 2: *tower_scale(&c) = 1e-300; break;
+            case 3: *tower_scale(&c) = 1e6; break;
+            case 4:
+                c.sig.logit_bias = 0.0;
+                c.clip.grad_negatives = c.sig.grad_negatives = 0;
+                break;
+            case 5:
+                c.a = closs_matrix_ld(a32, CLOSS_F32, 2, 3, 5);
+                c.b = closs_matrix_ld(a32, CLOSS_F32, 2, 3, 5);
+                break;
+            case 6:
+                if (entry != CLIP_BACKWARD) c.grad_a_out = c.grad_b_out = c.grad_scale_out = NULL;
+                break;
+            default:
+                c.clip.symmetric = 0;
+                c.column_stats = NULL;
+                break;
+            }
+            closs_status_t status = tower_run(&c);
+            cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s, edge %d: %s", tower_entry_names[entry],
+                         edge, closs_last_error());
+            cr_assert_str_empty(closs_last_error());
+            if (entry != CLIP_BACKWARD)
+                cr_assert(isfinite(c.loss[0]), "%s, edge %d: loss %g", tower_entry_names[entry],
+                          edge, c.loss[0]);
+        }
 }

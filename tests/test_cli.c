@@ -189,7 +189,11 @@ typedef struct expected {
     int grad_count;
     const char *grad_names[3];
     double grads[3][CELLS];
-    int64_t valid; /* SupCon only: -1 for the others */
+    int64_t grad_rows[3]; /* 0: rows */
+    int64_t valid;        /* SupCon only: -1 for the others */
+    int scalar_count;     /* CLIP and SigLIP: grad_logit_scale.npy (and grad_logit_bias.npy) */
+    double scalars[2];
+    int64_t negatives; /* CLIP and SigLIP: K; -1 for the others */
 } expected;
 
 static expected expect(const char *reduction, int grad_count, const char *const *grad_names) {
@@ -197,7 +201,8 @@ static expected expect(const char *reduction, int grad_count, const char *const 
                   .reduction = reduction,
                   .rows = ROWS,
                   .grad_count = grad_count,
-                  .valid = -1};
+                  .valid = -1,
+                  .negatives = -1};
     e.per_row_loss = strcmp(reduction, "none") == 0;
     for (int i = 0; i < grad_count; ++i) e.grad_names[i] = grad_names[i];
     return e;
@@ -272,14 +277,21 @@ static void check_outputs(const cli_result *r, const expected *e) {
     if (e->valid >= 0) snprintf(text, sizeof text, "%lld", (long long)e->valid);
     else text[0] = '\0';
     expect_json(r->out, "valid", text);
+    if (e->negatives >= 0) snprintf(text, sizeof text, "%lld", (long long)e->negatives);
+    else text[0] = '\0';
+    expect_json(r->out, "negatives", text);
 
     expect_output_file("loss", e->per_row_loss ? 1 : 0, e->rows, e->loss);
     for (int i = 0; i < e->grad_count; ++i) {
         char name[32];
         snprintf(name, sizeof name, "grad_%s", e->grad_names[i]);
-        expect_output_file(name, 2, e->rows, e->grads[i]);
+        expect_output_file(name, 2, e->grad_rows[i] ? e->grad_rows[i] : e->rows, e->grads[i]);
     }
-    cr_expect_eq(count_entries(out_dir), 1 + e->grad_count, "the out directory has extra files");
+    static const char *const scalar_files[] = {"grad_logit_scale", "grad_logit_bias"};
+    for (int k = 0; k < e->scalar_count; ++k)
+        expect_output_file(scalar_files[k], 0, 0, &e->scalars[k]);
+    cr_expect_eq(count_entries(out_dir), 1 + e->grad_count + e->scalar_count,
+                 "the out directory has extra files");
 }
 
 static const char *const pair_grads[] = {"x1", "x2"};
@@ -409,6 +421,86 @@ Test(cli_eval, cosine_squared) {
     params.margin = -0.2;
     cr_assert_eq(closs_ref_cosine(&params, matrix64(in.x1, ROWS), matrix64(in.x2, ROWS),
                                   vector64(in.y, ROWS), NULL, e.loss, e.grads[0], e.grads[1]),
+                 CLOSS_STATUS_SUCCESS);
+    check_outputs(&r, &e);
+}
+
+/* a: PAIRS × DIM and b: ROWS × DIM (ROWS − PAIRS extra negatives), as CLIP and SigLIP read them. */
+enum { PAIRS = ROWS - 2 };
+static const char *const tower_grads[] = {"a", "b"};
+
+typedef struct tower_inputs {
+    double a[PAIRS * DIM], b[CELLS];
+} tower_inputs;
+
+static tower_inputs write_tower_inputs(void) {
+    tower_inputs in;
+    fill_random(in.a, PAIRS * DIM, 13);
+    fill_random(in.b, CELLS, 14);
+    write_input("a", NPY_F8, 2, PAIRS, DIM, in.a);
+    write_input("b", NPY_F8, 2, ROWS, DIM, in.b);
+    return in;
+}
+
+static expected expect_tower(const char *reduction, int scalars, int64_t b_rows) {
+    expected e = expect(reduction, 2, tower_grads);
+    e.rows = PAIRS;
+    e.grad_rows[1] = b_rows;
+    e.scalar_count = scalars;
+    e.negatives = ROWS - PAIRS;
+    return e;
+}
+
+Test(cli_eval, clip_defaults_and_parameters) {
+    tower_inputs in = write_tower_inputs();
+    cli_result r;
+    RUN(&r, "eval", "clip", "--in", in_dir, "--out", out_dir);
+    expected e = expect_tower("mean", 1, ROWS);
+    closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+    cr_assert_eq(closs_ref_clip(&params, matrix64(in.a, PAIRS), matrix64(in.b, ROWS), NULL, e.loss,
+                                e.grads[0], e.grads[1], &e.scalars[0]),
+                 CLOSS_STATUS_SUCCESS);
+    check_outputs(&r, &e);
+
+    remove_tree(out_dir);
+    RUN(&r, "eval", "clip", "--in", in_dir, "--out", out_dir, "logit_scale=20", "symmetric=0",
+        "in_batch_negatives=0", "normalize=0", "grad_negatives=0", "reduction=none",
+        "check_inputs=1");
+    e = expect_tower("none", 1, PAIRS);
+    params.logit_scale = 20;
+    params.symmetric = params.in_batch_negatives = params.normalize = params.grad_negatives = 0;
+    params.reduction = CLOSS_REDUCTION_NONE;
+    params.check_inputs = 1;
+    cr_assert_eq(closs_ref_clip(&params, matrix64(in.a, PAIRS), matrix64(in.b, ROWS), NULL, e.loss,
+                                e.grads[0], e.grads[1], &e.scalars[0]),
+                 CLOSS_STATUS_SUCCESS);
+    check_outputs(&r, &e);
+}
+
+Test(cli_eval, siglip_with_parameters) {
+    tower_inputs in = write_tower_inputs();
+    cli_result r;
+    RUN(&r, "eval", "siglip", "--in", in_dir, "--out", out_dir, "logit_scale=5", "logit_bias=-2.5",
+        "reduction=sum");
+    expected e = expect_tower("sum", 2, ROWS);
+    closs_siglip_params params = CLOSS_SIGLIP_PARAMS_INIT;
+    params.logit_scale = 5;
+    params.logit_bias = -2.5;
+    params.reduction = CLOSS_REDUCTION_SUM;
+    cr_assert_eq(closs_ref_siglip(&params, matrix64(in.a, PAIRS), matrix64(in.b, ROWS), NULL,
+                                  e.loss, e.grads[0], e.grads[1], &e.scalars[0], &e.scalars[1]),
+                 CLOSS_STATUS_SUCCESS);
+    check_outputs(&r, &e);
+    /* Without extra negatives (b as many rows as a). */
+    remove_tree(out_dir);
+    write_input("b", NPY_F8, 2, PAIRS, DIM, in.b);
+    RUN(&r, "eval", "siglip", "--in", in_dir, "--out", out_dir, "grad_negatives=0");
+    e = expect_tower("mean", 2, PAIRS);
+    e.negatives = 0;
+    params = (closs_siglip_params)CLOSS_SIGLIP_PARAMS_INIT;
+    params.grad_negatives = 0;
+    cr_assert_eq(closs_ref_siglip(&params, matrix64(in.a, PAIRS), matrix64(in.b, PAIRS), NULL,
+                                  e.loss, e.grads[0], e.grads[1], &e.scalars[0], &e.scalars[1]),
                  CLOSS_STATUS_SUCCESS);
     check_outputs(&r, &e);
 }
@@ -694,9 +786,33 @@ Test(cli_reject, bad_labels_and_rows) {
            "labels.npy has shape (5,) but z.npy has 6 rows: one label per row", NULL);
 }
 
+/* CLIP's and SigLIP's b: its rows and dim are the library's to judge, its file the tool's. */
+Test(cli_reject, bad_towers) {
+    tower_inputs in = write_tower_inputs();
+    write_input("b", NPY_F8, 2, PAIRS - 1, DIM, in.b);
+    REJECT("b shorter than a", "clip", "clip: b.rows = 3: must be >= a.rows = 4", NULL);
+    write_input("b", NPY_F8, 2, ROWS, DIM - 1, in.b);
+    REJECT("b of another dim", "siglip", "siglip: b.cols = 4: must equal a.cols = 5", NULL);
+    write_input("b", NPY_F8, 1, ROWS, 0, in.b);
+    REJECT("1-D b", "clip", "b must be float32 or float64 (rows + negatives, dim), got shape (6,)",
+           NULL);
+    const int32_t ints[CELLS] = {0};
+    write_input("b", NPY_I4, 2, ROWS, DIM, ints);
+    REJECT("integer b", "siglip", "b must be float32 or float64", NULL);
+    char path[160];
+    snprintf(path, sizeof path, "%s/a.npy", in_dir);
+    cr_assert_eq(unlink(path), 0);
+    REJECT("missing a", "clip", "/in/a.npy: cannot open", NULL);
+    write_tower_inputs();
+    in.b[3] = NAN;
+    write_input("b", NPY_F8, 2, ROWS, DIM, in.b);
+    REJECT("NaN with check_inputs", "clip", "clip: b[0][3] = nan", "check_inputs=1");
+}
+
 /* Every input of every loss, valid, for the parameter tests. */
 static void write_all_inputs(void) {
     write_pair_inputs();
+    write_tower_inputs();
     double data[CELLS];
     fill_random(data, CELLS, 12);
     write_matrix("anchor", data);
@@ -743,6 +859,16 @@ Test(cli_reject, bad_parameters) {
         {"cosine", "margin=1.5", "cosine: margin = 1.5"},
         {"ntxent", "temperature=0", "ntxent: temperature = 0"},
         {"supcon", "base_temperature=-0.5", "supcon: base_temperature = -0.5"},
+        {"clip", "logit_bias=1",
+         "parameter 'logit_bias' does not apply to clip (it takes logit_scale, symmetric, "
+         "in_batch_negatives, normalize, grad_negatives, reduction, check_inputs)"},
+        {"clip", "temperature=0.07", "parameter 'temperature' does not apply to clip"},
+        {"siglip", "symmetric=0", "parameter 'symmetric' does not apply to siglip"},
+        {"clip", "logit_scale=abc", "logit_scale=abc: not a finite number"},
+        {"siglip", "grad_negatives=yes", "grad_negatives=yes: must be 0 or 1"},
+        {"clip", "logit_scale=0", "clip: logit_scale = 0: must be finite and > 0"},
+        {"siglip", "logit_scale=-10", "siglip: logit_scale = -10"},
+        {"clip", "in_batch_negatives=0", "clip: symmetric = 1 with in_batch_negatives = 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
         REJECT(cases[i].argument, cases[i].loss, cases[i].expected, cases[i].argument);
@@ -767,9 +893,15 @@ Test(cli_reject, bad_command_lines) {
     REJECT("bf16 on cpu", "supcon", "--dtype bf16: the CPU reference takes f64 or f32", "--dtype",
            "bf16");
     REJECT("unknown loss", "hinge",
-           "unknown loss 'hinge' (expected pair, triplet, ntxent, supcon or cosine)", NULL);
+           "unknown loss 'hinge' (expected pair, triplet, ntxent, supcon, cosine, clip or siglip)",
+           NULL);
     check_rejection("no loss", (const char *const[]){"eval", "--in", "IN", "--out", "OUT", NULL},
-                    "missing LOSS (pair, triplet, ntxent, supcon or cosine)");
+                    "missing LOSS (pair, triplet, ntxent, supcon, cosine, clip or siglip)");
+    /* Until the GPU phase of issue #23, with or without a device. */
+    REJECT("clip on cuda", "clip", "--device cuda: clip has no GPU entry points yet", "--device",
+           "cuda", "--dtype", "f32");
+    REJECT("siglip on cuda", "siglip", "--device cuda: siglip has no GPU entry points yet",
+           "--device", "cuda", "--dtype", "bf16");
     check_rejection("no --in", (const char *const[]){"eval", "pair", "--out", "OUT", NULL},
                     "missing --in DIR");
     check_rejection("no --out", (const char *const[]){"eval", "pair", "--in", "IN", NULL},
@@ -906,6 +1038,14 @@ Test(cli_usage, eval_help_lists_losses_options_and_defaults) {
         "  pair     x1, x2 (rows, dim); y (rows) in [0, 1]",
         "  triplet  anchor, positive, negative (rows, dim)",
         "  supcon   z (rows, dim); labels (rows)",
+        "  clip     a (rows, dim); b (rows + negatives, dim)",
+        "  siglip   a (rows, dim); b (rows + negatives, dim)",
+        "logit_scale=14.2857 ",
+        "logit_scale=10 ",
+        "logit_bias=-10 ",
+        "symmetric=1 ",
+        "in_batch_negatives=1 ",
+        "grad_negatives=1 ",
         "--device DEV",
         "--dtype TYPE",
         "margin=1 ",

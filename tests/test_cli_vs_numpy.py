@@ -43,6 +43,8 @@ INPUT_NAMES = {
     "triplet": ("anchor", "positive", "negative"),
     "ntxent": ("z",),
     "supcon": ("z", "labels"),
+    "clip": ("a", "b"),
+    "siglip": ("a", "b"),
 }
 GRAD_NAMES = {
     "pair": ("x1", "x2"),
@@ -50,7 +52,10 @@ GRAD_NAMES = {
     "triplet": ("anchor", "positive", "negative"),
     "ntxent": ("z",),
     "supcon": ("z",),
+    "clip": ("a", "b", "logit_scale"),
+    "siglip": ("a", "b", "logit_scale", "logit_bias"),
 }
+FLAGS = ("swap", "squared", "normalize", "symmetric", "in_batch_negatives", "grad_negatives")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def _numpy_kwargs(loss, params):
     for k, v in params.items():
         if k == "reduction" or k == "distance":
             kw[k] = v
-        elif k in ("swap", "squared", "normalize"):
+        elif k in FLAGS:
             kw[k] = bool(int(v))
         else:
             kw[k] = float(v)
@@ -100,6 +105,8 @@ def _expected(case, inputs):
         return cn.triplet(inputs["anchor"], inputs["positive"], inputs["negative"], **kw)
     if case.loss == "ntxent":
         return cn.ntxent(inputs["z"], **kw)
+    if case.loss in ("clip", "siglip"):
+        return getattr(cn, case.loss)(inputs["a"], inputs["b"], **kw)
     return cn.supcon(inputs["z"], inputs["labels"], **kw)
 
 
@@ -178,6 +185,16 @@ def _gen_supcon(labels, d, scale=1.0, zero_row=False):
         if zero_row:
             z[0] = 0.0
         return {"z": _d1(z), "labels": labels.copy()}
+    return make
+
+
+def _gen_towers(n, k, d, scale=1.0):
+    """a (n, d) and b (n + k, d), each partner b_i leaning towards a_i."""
+    def make(rng):
+        a = rng.normal(size=(n, d)) * scale
+        b = rng.normal(size=(n + k, d)) * scale
+        b[:n] += 0.7 * a
+        return {"a": _d1(a), "b": _d1(b)}
     return make
 
 
@@ -319,6 +336,68 @@ def build_cases():
                                                 "reduction": "sum"},
             _gen_cosinelike(5, 3, zero_row=True))
 
+    # ---- CLIP and SigLIP ----------------------------------------------------------------------
+    # every variant, K, normalisation and reduction once; grad_negatives=0 on every other case
+    # with extra negatives; the dtype variants for the normalised mean
+    for sym, in_batch in (("1", "1"), ("0", "1"), ("0", "0")):
+        for k in ((0, 4) if in_batch == "1" else (4,)):
+            for norm in ("0", "1"):
+                for red in reds:
+                    params = {"symmetric": sym, "in_batch_negatives": in_batch, "normalize": norm,
+                              "logit_scale": "14.285714285714286" if norm == "1" else "2",
+                              "reduction": red}
+                    if k and red != "sum":
+                        params["grad_negatives"] = "0" if red == "none" else "1"
+                    make = _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4)
+                    if norm == "1":
+                        dtype_variants("clip K=%d" % k, "clip", params, make)
+                    else:
+                        add("clip K=%d" % k, "clip", params, make)
+    for k in (0, 4):
+        for norm in ("0", "1"):
+            for red in reds:
+                scale, bias = ("10", "-10") if norm == "1" else ("2", "0.5")
+                params = {"normalize": norm, "logit_scale": scale, "logit_bias": bias,
+                          "reduction": red}
+                if k:
+                    params["grad_negatives"] = "0" if red == "none" else "1"
+                make = _gen_towers(7, k, 5, 1.0 if norm == "1" else 0.4)
+                if norm == "1":
+                    dtype_variants("siglip K=%d" % k, "siglip", params, make)
+                else:
+                    add("siglip K=%d" % k, "siglip", params, make)
+    add("clip defaults", "clip", {}, _gen_towers(8, 3, 6))
+    add("siglip defaults", "siglip", {}, _gen_towers(8, 3, 6))
+    add("clip MNRL (s = 20, hard negatives)", "clip", {"symmetric": "0", "logit_scale": "20"},
+        _gen_towers(6, 6, 8))
+    add("clip MoCo v2 (queue, no gradient)", "clip",
+        {"symmetric": "0", "in_batch_negatives": "0", "logit_scale": "5", "grad_negatives": "0"},
+        _gen_towers(5, 16, 8))
+    add("clip 1 pair", "clip", {"reduction": "none"}, _gen_towers(1, 2, 3))
+    add("siglip 1 pair", "siglip", {"reduction": "sum"}, _gen_towers(1, 0, 3))
+    add("clip D=1", "clip", {"logit_scale": "3", "symmetric": "0"}, _gen_towers(5, 2, 1))
+    add("siglip D=1", "siglip", {"normalize": "0", "logit_scale": "2", "logit_bias": "0"},
+        _gen_towers(5, 2, 1, 0.5))
+    # large scales: never NaN (CLIP clamps its scale to 100); unnormalised logits in the hundreds
+    for red in reds:
+        add("clip large scale", "clip", {"reduction": red, "logit_scale": "100"},
+            _gen_towers(9, 3, 6))
+        add("siglip large scale", "siglip",
+            {"reduction": red, "logit_scale": "100", "logit_bias": "-100"}, _gen_towers(9, 3, 6))
+    add("clip larger scale", "clip", {"logit_scale": "1000"}, _gen_towers(9, 3, 6))
+    add("siglip larger scale", "siglip", {"logit_scale": "1000", "logit_bias": "-1000"},
+        _gen_towers(9, 3, 6))
+    add("clip large unnormalised logits", "clip", {"normalize": "0", "logit_scale": "100"},
+        _gen_towers(9, 3, 6))
+    add("siglip large unnormalised logits", "siglip",
+        {"normalize": "0", "logit_scale": "100", "logit_bias": "3", "reduction": "none"},
+        _gen_towers(9, 3, 6))
+    add("clip zero row (normalize eps)", "clip", {"reduction": "none"},
+        lambda rng: dict(_gen_towers(5, 2, 3)(rng), a=np.vstack([np.zeros((1, 3)),
+                                                                  rng.normal(size=(4, 3))])))
+    add("clip large batch", "clip", {"logit_scale": "20"}, _gen_towers(48, 16, 12))
+    add("siglip large batch", "siglip", {}, _gen_towers(48, 16, 12))
+
     # ---- empty batches (pair, triplet, cosine accept rows == 0: loss 0) ----------------------
     for red in reds:
         add("pair rows=0", "pair", {"reduction": red}, _gen_pairlike(0, 3))
@@ -348,6 +427,12 @@ def build_cases():
             expect_nonfinite=True)
         add("cosine NaN input", "cosine", {"reduction": red},
             poisoned(_gen_cosinelike(4, 3), "x2", np.nan), expect_nonfinite=True)
+        # (an Inf without normalisation: exp(−∞) and softplus(−∞) must not hide it)
+        for loss in ("clip", "siglip"):
+            add("%s NaN input" % loss, loss, {"reduction": red},
+                poisoned(_gen_towers(4, 2, 3), "b", np.nan), expect_nonfinite=True)
+            add("%s Inf input" % loss, loss, {"reduction": red, "normalize": "0"},
+                poisoned(_gen_towers(4, 2, 3), "a", np.inf), expect_nonfinite=True)
 
     # ---- invalid arguments: the CLI must reject them (non-zero exit, no loss.npy) ------------
     add("pair NaN input with check_inputs=1", "pair", {"check_inputs": "1"},
@@ -372,6 +457,17 @@ def build_cases():
         expect_ok=False)
     add("triplet unknown reduction", "triplet", {"reduction": "max"}, _gen_triplet(3, 2),
         expect_ok=False)
+    add("clip symmetric without in-batch negatives", "clip", {"in_batch_negatives": "0"},
+        _gen_towers(4, 2, 3), expect_ok=False)
+    add("clip logit_scale 0", "clip", {"logit_scale": "0"}, _gen_towers(4, 2, 3), expect_ok=False)
+    add("siglip negative logit_scale", "siglip", {"logit_scale": "-1"}, _gen_towers(4, 2, 3),
+        expect_ok=False)
+    add("clip b with fewer rows than a", "clip", {},
+        lambda rng: {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(3, 3))}, expect_ok=False)
+    add("siglip b of another dim", "siglip", {},
+        lambda rng: {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(5, 2))}, expect_ok=False)
+    add("siglip NaN input with check_inputs=1", "siglip", {"check_inputs": "1"},
+        poisoned(_gen_towers(4, 2, 3), "a", np.nan), expect_ok=False)
 
     for i, c in enumerate(cases):
         c.index = i
@@ -513,7 +609,8 @@ def run_case(cli, case, seed, root):
         elif not close(got_loss, exp_loss):
             msgs += diff_text("loss", got_loss, exp_loss)
 
-    # grad_*.npy
+    # grad_*.npy (b's gradient has the shape NumPy gives: only the partner rows with
+    # grad_negatives=0; the logit scale's and bias's are 0-d)
     want = {"grad_%s.npy" % g for g in GRAD_NAMES[case.loss]}
     present = {f for f in os.listdir(dout) if f.startswith("grad_")}
     if present != want:
@@ -527,9 +624,10 @@ def run_case(cli, case, seed, root):
         except (OSError, ValueError) as e:
             msgs.append("    grad_%s.npy: cannot load (%s)" % (g, e))
             continue
-        if got.dtype != np.float64 or got.shape != used[g].shape:
+        want_shape = np.shape(exp_grads[g])
+        if got.dtype != np.float64 or got.shape != want_shape:
             msgs.append("    grad_%s.npy: dtype %s shape %s, expected float64 %s"
-                        % (g, got.dtype, got.shape, used[g].shape))
+                        % (g, got.dtype, got.shape, want_shape))
         elif not close(got, exp_grads[g]):
             msgs += diff_text("grad_" + g, got, exp_grads[g])
 
@@ -572,6 +670,10 @@ def run_case(cli, case, seed, root):
         if case.loss == "supcon":
             if js.get("valid") != exp_grads["valid"]:
                 msgs.append("    JSON: valid %r, expected %d" % (js.get("valid"), exp_grads["valid"]))
+        if case.loss in ("clip", "siglip"):
+            negatives = used["b"].shape[0] - rows
+            if js.get("negatives") != negatives:
+                msgs.append("    JSON: negatives %r, expected %d" % (js.get("negatives"), negatives))
 
     if msgs:
         return False, head + msgs + tail

@@ -773,17 +773,112 @@ Test(cuda_on_cpu, deadlocks_and_divergence) {
     cr_expect_eq(after, 64);
 }
 
-// The built-in warp exchanges.
+// The built-in warp exchanges, with CUDA's rules for a width below 32: __shfl_xor_sync may read an
+// earlier segment but not a later one, __shfl_sync takes the source modulo width within the
+// caller's segment, up/down stay in the segment; 64-bit values move whole.
 Test(cuda_on_cpu, shuffles_and_votes) {
-    float got[64];
-    int any[64];
+    float x[64];
+    int x8[64], index[64], up[64], down[64], any[64], all[64];
+    unsigned ballot[64];
+    double wide[64];
     launch(1, 64, 0, [&] {
         const int t = (int)threadIdx.x;
-        got[t] = __shfl_xor_sync(0xffffffffu, (float)t, 5);
+        x[t] = __shfl_xor_sync(0xffffffffu, (float)t, 5);
+        x8[t] = __shfl_xor_sync(0xffffffffu, t, 12, 8);
+        index[t] = __shfl_sync(0xffffffffu, t, 11, 8);
+        up[t] = __shfl_up_sync(0xffffffffu, t, 3, 16);
+        down[t] = __shfl_down_sync(0xffffffffu, t, 3, 16);
         any[t] = __any_sync(0xffffffffu, t == 40);
+        all[t] = __all_sync(0xffffffffu, t != 5);
+        ballot[t] = __ballot_sync(0xffffffffu, t % 3 == 0);
+        wide[t] = __shfl_xor_sync(0xffffffffu, 1e300 * t, 1);
     });
     for (int t = 0; t < 64; ++t) {
-        cr_expect_eq(got[t], (float)(t ^ 5));
+        const int lane = t % 32, base = t - lane;
+        cr_expect_eq(x[t], (float)(t ^ 5));
+        const int source = lane ^ 12;
+        cr_expect_eq(x8[t], source >= (lane / 8 + 1) * 8 ? t : base + source,
+                     "xor width 8, lane %d", t);
+        cr_expect_eq(index[t], base + lane / 8 * 8 + 3, "shfl width 8, lane %d", t);
+        cr_expect_eq(up[t], lane % 16 >= 3 ? t - 3 : t, "up, lane %d", t);
+        cr_expect_eq(down[t], lane % 16 < 13 ? t + 3 : t, "down, lane %d", t);
         cr_expect_eq(any[t], t >= 32);
+        cr_expect_eq(all[t], t >= 32);
+        unsigned want = 0;
+        for (int l = 0; l < 32; ++l) want |= (unsigned)((base + l) % 3 == 0) << l;
+        cr_expect_eq(ballot[t], want, "ballot, lane %d", t);
+        cr_expect_eq(wide[t], 1e300 * (t ^ 1));
     }
+}
+
+// The idiom the tile engine builds on: tiles streamed through two shared buffers by cp.async,
+// each thread copying its chunks, waiting for its own older group, the block meeting, every warp
+// reading its rows with ldmatrix, and the block meeting again before the buffer is refilled. Each
+// lane sums what its registers received; together that is the sum of every tile, whatever the
+// fragment layout. Passes as written; each classic slip is a race the check names.
+namespace {
+
+enum class Slip { none, no_trailing_barrier, wait_too_weak, no_barrier_after_wait };
+
+std::string double_buffered(Slip slip, uint64_t *total, uint64_t *want) {
+    constexpr int kTiles = 3, kRows = 64, kCols = 64, kThreads = 128;
+    std::vector<uint16_t> global((size_t)kTiles * kRows * kCols);
+    *want = 0;
+    for (size_t i = 0; i < global.size(); ++i)
+        *want += global[i] = (uint16_t)(i * 2654435761u >> 20);
+    std::vector<uint64_t> partial(kThreads, 0);
+    const std::string message = fault_of([&] {
+        launch(1, kThreads, 2 * kRows * kCols * 2, [&] {
+            const int t = (int)threadIdx.x, warp = t / 32, lane = t % 32;
+            auto *buffers = reinterpret_cast<uint16_t *>(closs_emulated_dynamic_shared);
+            auto stage = [&](int tile) {
+                uint16_t *buffer = buffers + (tile % 2) * kRows * kCols;
+                for (int c = t; c < kRows * kCols / 8; c += kThreads)
+                    cp_async_16(buffer + 8 * c,
+                                global.data() + (size_t)tile * kRows * kCols + 8 * c, 16);
+                cp_async_commit();
+            };
+            stage(0);
+            for (int tile = 0; tile < kTiles; ++tile) {
+                if (tile + 1 < kTiles) stage(tile + 1);
+                else cp_async_commit(); // an empty group keeps the count
+                if (slip == Slip::wait_too_weak) cp_async_wait<2>();
+                else cp_async_wait<1>();
+                if (slip != Slip::no_barrier_after_wait) __syncthreads();
+                const uint16_t *buffer = buffers + (tile % 2) * kRows * kCols;
+                for (int block = 0; block < kCols / 16; ++block) {
+                    uint32_t r[4];
+                    closs::tile::ldmatrix_x4(r, buffer + (16 * warp + lane % 16) * kCols +
+                                                    16 * block + 8 * (lane / 16));
+                    for (uint32_t reg : r) partial[t] += (reg & 0xffff) + (reg >> 16);
+                }
+                if (slip != Slip::no_trailing_barrier) __syncthreads();
+            }
+        });
+    });
+    *total = 0;
+    for (uint64_t p : partial) *total += p;
+    return message;
+}
+
+} // namespace
+
+Test(cuda_on_cpu, double_buffered_cp_async_pipeline) {
+    uint64_t total = 0, want = 0;
+    cr_expect_eq(double_buffered(Slip::none, &total, &want), "");
+    cr_expect_eq(total, want, "sum of what the lanes received %llu, of the tiles %llu",
+                 (unsigned long long)total, (unsigned long long)want);
+    const std::string no_trailing = double_buffered(Slip::no_trailing_barrier, &total, &want);
+    cr_expect(contains(no_trailing, "writes it through cp_async_16") &&
+                  contains(no_trailing, "read it through ldmatrix_x4"),
+              "no __syncthreads before a buffer is refilled: %s", no_trailing.c_str());
+    const std::string weak = double_buffered(Slip::wait_too_weak, &total, &want);
+    cr_expect(contains(weak, "reads it through ldmatrix_x4") && contains(weak, "is in flight"),
+              "cp_async_wait<2> for a two-deep pipeline: %s", weak.c_str());
+    const std::string no_barrier = double_buffered(Slip::no_barrier_after_wait, &total, &want);
+    cr_expect(contains(no_barrier, "reads it through ldmatrix_x4") &&
+                  (contains(no_barrier, "wrote it through cp_async_16") ||
+                   contains(no_barrier, "is in flight")),
+              "no __syncthreads between the wait and the reads: %s", no_barrier.c_str());
+    cr_log_info("no trailing barrier: %s", no_trailing.c_str());
 }

@@ -1,7 +1,9 @@
 /* Small cases of the CPU reference worked out by hand (the arithmetic is in the comments), and
  * the contract's conventions: the gradient at a hinge exactly 0 and at a Euclidean distance exactly
  * 0 is 0 (never NaN), zero rows with normalisation give finite results, NaN in any input reaches
- * the loss, and empty batches give 0 without writing anything. */
+ * the loss, and empty batches give 0 without writing anything. CLIP and SigLIP: hand cases on
+ * orthogonal rows, the losses NaN reaches (and those it must not), and finite results at large
+ * logit scales. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 
 #include "closs.h"
 #include "test_support.h"
+#include "two_tower_support.h"
 
 /* Hand-computed values are exact up to a few roundings. */
 static const double TIGHT = 1e-13;
@@ -746,4 +749,223 @@ Test(cases, empty_batch) {
                                  "kind %d: gradient %d written for an empty batch", kind, k);
             }
         }
+}
+
+/* ---- CLIP and SigLIP ----------------------------------------------------------------------- */
+
+Test(cases, two_tower_init_macros_hold_the_contract_defaults) {
+    closs_clip_params clip = CLOSS_CLIP_PARAMS_INIT;
+    cr_assert(clip.size == sizeof clip && clip.logit_scale == 1.0 / 0.07 && clip.symmetric == 1 &&
+              clip.in_batch_negatives == 1 && clip.normalize == 1 && clip.grad_negatives == 1 &&
+              clip.reduction == CLOSS_REDUCTION_MEAN && clip.check_inputs == 0 &&
+              clip.path == CLOSS_PATH_AUTO && clip.row_begin == 0 && clip.row_count == 0 &&
+              clip.negatives_begin == 0 && clip.negatives_count == 0);
+    closs_siglip_params siglip = CLOSS_SIGLIP_PARAMS_INIT;
+    cr_assert(siglip.size == sizeof siglip && siglip.logit_scale == 10.0 &&
+              siglip.logit_bias == -10.0 && siglip.normalize == 1 && siglip.grad_negatives == 1 &&
+              siglip.reduction == CLOSS_REDUCTION_MEAN && siglip.check_inputs == 0 &&
+              siglip.path == CLOSS_PATH_AUTO && siglip.row_begin == 0 && siglip.row_count == 0 &&
+              siglip.negatives_begin == 0 && siglip.negatives_count == 0);
+}
+
+static double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* a = (2e1, e2), b = (e1, 3e2), normalised: x = s·I. Every direction of every pair has the
+ * positive s and one negative 0, so ℓ_i = −s + log(eˢ + 1) = softplus(−s) and
+ * ∂L/∂s = −σ(−s). With w = ½ (the mean) and h = ½, G_ii = h·w·(σ(s) + σ(s)) − w = −w·σ(−s) and
+ * G_ij = w·σ(−s) off the diagonal, so ∂L/∂â_0 = s·w·σ(−s)·(e2 − e1); through the normalisation
+ * (the e1 part drops, ÷ ‖a_0‖ = 2): ∂L/∂a_0 = (s/4)·σ(−s)·e2, ∂L/∂a_1 = (s/2)·σ(−s)·e1. Likewise
+ * ∂L/∂b_0 = (s/2)·σ(−s)·e2 and ∂L/∂b_1 = (s/6)·σ(−s)·e1. */
+Test(cases, clip_orthogonal_pairs) {
+    const double a[] = {2, 0, 0, 1}, b[] = {1, 0, 0, 3}, s = 3.0, g = s * sigmoid(-s);
+    closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+    params.logit_scale = s;
+    double loss, grad_a[4], grad_b[4], grad_scale;
+    cr_assert_eq(closs_ref_clip(&params, f64(a, 2, 2), f64(b, 2, 2), NULL, &loss, grad_a, grad_b,
+                                &grad_scale),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    assert_near(loss, softplus(-s), "loss");
+    assert_near(grad_scale, -sigmoid(-s), "∂L/∂s");
+    const double want_a[] = {0, g / 4, g / 2, 0}, want_b[] = {0, g / 2, g / 6, 0};
+    assert_all_near(grad_a, want_a, 4, "∂L/∂a");
+    assert_all_near(grad_b, want_b, 4, "∂L/∂b");
+    /* One direction (symmetric = 0) on these rows is the same loss. */
+    params.symmetric = 0;
+    double one_way;
+    cr_assert_eq(
+        closs_ref_clip(&params, f64(a, 2, 2), f64(b, 2, 2), NULL, &one_way, NULL, NULL, NULL),
+        CLOSS_STATUS_SUCCESS);
+    assert_near(one_way, softplus(-s), "symmetric = 0");
+}
+
+/* A confident pair keeps its loss and gradient to full relative precision: the same rows at
+ * s = 40 give ℓ = softplus(−40) ≈ 4.2e-18 and ∂L/∂s = −σ(−40), which −x_ii + log Σ exp(x_ij)
+ * would round to 0 next to logits of 40. */
+Test(cases, clip_confident_pairs_keep_their_precision) {
+    const double a[] = {2, 0, 0, 1}, b[] = {1, 0, 0, 3}, s = 40.0;
+    for (int symmetric = 0; symmetric <= 1; ++symmetric) {
+        closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+        params.logit_scale = s;
+        params.symmetric = symmetric;
+        double loss, grad_a[4], grad_scale;
+        cr_assert_eq(closs_ref_clip(&params, f64(a, 2, 2), f64(b, 2, 2), NULL, &loss, grad_a, NULL,
+                                    &grad_scale),
+                     CLOSS_STATUS_SUCCESS);
+        const double want_loss = log1p(exp(-s)), want_scale = -exp(-s) / (1.0 + exp(-s));
+        cr_assert(fabs(loss - want_loss) <= 1e-14 * want_loss, "loss %.17g, want %.17g", loss,
+                  want_loss);
+        cr_assert(fabs(grad_scale - want_scale) <= 1e-14 * fabs(want_scale),
+                  "∂L/∂s %.17g, want %.17g", grad_scale, want_scale);
+        const double want_a1 = s * sigmoid(-s) / 4.0;
+        cr_assert(fabs(grad_a[1] - want_a1) <= 1e-14 * want_a1, "∂L/∂a_01 %.17g, want %.17g",
+                  grad_a[1], want_a1);
+    }
+}
+
+/* a = (e1, e2), b = (e1, e2, e3): the extra negative e3 scores 0 against both rows.
+ * With in-batch negatives: ℓ_i = −s + log(eˢ + 1 + 1) = log(1 + 2e⁻ˢ) (sentence-transformers'
+ * MNRL with a hard negative). Without (MoCo v2, C(i) = {i, 2}): ℓ_i = log(1 + e⁻ˢ). A single pair
+ * without extra negatives has ℓ = 0 and a zero gradient, exactly. */
+Test(cases, clip_hard_negatives_and_queues) {
+    const double a[] = {1, 0, 0, 0, 1, 0}, b[] = {1, 0, 0, 0, 1, 0, 0, 0, 1}, s = 20.0;
+    closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+    params.logit_scale = s;
+    params.symmetric = 0;
+    params.reduction = CLOSS_REDUCTION_NONE;
+    double loss[2];
+    cr_assert_eq(closs_ref_clip(&params, f64(a, 2, 3), f64(b, 3, 3), NULL, loss, NULL, NULL, NULL),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    assert_near(loss[0], log1p(2.0 * exp(-s)), "MNRL row 0");
+    assert_near(loss[1], log1p(2.0 * exp(-s)), "MNRL row 1");
+    params.in_batch_negatives = 0;
+    cr_assert_eq(closs_ref_clip(&params, f64(a, 2, 3), f64(b, 3, 3), NULL, loss, NULL, NULL, NULL),
+                 CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+    assert_near(loss[0], log1p(exp(-s)), "MoCo row 0");
+    assert_near(loss[1], log1p(exp(-s)), "MoCo row 1");
+
+    closs_clip_params single = CLOSS_CLIP_PARAMS_INIT;
+    const double u[] = {0.3, -1.2, 0.7}, v[] = {2.0, 0.1, -0.4};
+    double one, grad_a[3], grad_b[3], grad_scale;
+    cr_assert_eq(closs_ref_clip(&single, f64(u, 1, 3), f64(v, 1, 3), NULL, &one, grad_a, grad_b,
+                                &grad_scale),
+                 CLOSS_STATUS_SUCCESS);
+    cr_assert(one == 0.0, "a single pair: loss %.17g, want 0", one);
+    assert_all_zero(grad_a, 3, "single pair ∂L/∂a");
+    assert_all_zero(grad_b, 3, "single pair ∂L/∂b");
+    assert_all_zero(&grad_scale, 1, "single pair ∂L/∂s");
+}
+
+/* a = (e1, e2), b = (e1, e2, e3): x_ii = s + β, every other x_ij = β, so
+ * ℓ_i = softplus(−(s + β)) + 2·softplus(β), ∂L/∂s = −σ(−(s + β)) (the mean of two equal rows) and
+ * ∂L/∂β = −σ(−(s + β)) + 2·σ(β). At the defaults s = 10, β = −10: ℓ_i = log 2 + 2·softplus(−10).
+ * Without gradients for the extra negative, ∂L/∂b has two rows, equal to the first two of the
+ * full gradient. */
+Test(cases, siglip_orthogonal_rows) {
+    const double a[] = {1, 0, 0, 0, 1, 0}, b[] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    const double scales[][2] = {{10.0, -10.0}, {3.0, 0.5}};
+    for (int k = 0; k < 2; ++k) {
+        const double s = scales[k][0], beta = scales[k][1];
+        closs_siglip_params params = CLOSS_SIGLIP_PARAMS_INIT;
+        params.logit_scale = s;
+        params.logit_bias = beta;
+        double loss, grad_a[6], grad_b[9], grad_scale, grad_bias, partners[9];
+        cr_assert_eq(closs_ref_siglip(&params, f64(a, 2, 3), f64(b, 3, 3), NULL, &loss, grad_a,
+                                      grad_b, &grad_scale, &grad_bias),
+                     CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+        assert_near(loss, softplus(-(s + beta)) + 2.0 * softplus(beta), "loss");
+        assert_near(grad_scale, -sigmoid(-(s + beta)), "∂L/∂s");
+        assert_near(grad_bias, -sigmoid(-(s + beta)) + 2.0 * sigmoid(beta), "∂L/∂β");
+        params.grad_negatives = 0;
+        ct_poison(partners, 9);
+        cr_assert_eq(closs_ref_siglip(&params, f64(a, 2, 3), f64(b, 3, 3), NULL, &loss, NULL,
+                                      partners, NULL, NULL),
+                     CLOSS_STATUS_SUCCESS);
+        cr_assert_eq(ct_first_bit_difference(partners, grad_b, 6), -1);
+        cr_assert_eq(ct_first_unpoisoned(partners + 6, 3), -1, "the negative's row was written");
+    }
+}
+
+/* Which losses a NaN or an Inf in one row reaches (NONE, N = 5, K = 2): with in-batch negatives
+ * every row of b is in every C(i), so a bad row of b reaches every loss; a bad row i of a reaches
+ * ℓ_i, and every loss when symmetric (it is in every column's log-sum-exp); without in-batch
+ * negatives a bad partner b_j reaches only ℓ_j, a bad extra negative every loss. SigLIP sums every
+ * row of b: a bad row of b reaches every loss, a bad row of a its own. Unnormalised, a row at −∞
+ * similarity would vanish from exp(−∞) = 0 and softplus(−∞) = 0: it must still be NaN. The
+ * gradient of every reached loss is NaN somewhere too. */
+Test(cases, two_tower_nan_reaches_exactly_the_losses_it_enters) {
+    ct_rng rng = ct_rng_fresh();
+    enum { N = 5, K = 2, D = 3 };
+    static const int variants[][3] = {/* siglip, symmetric, in_batch_negatives */
+                                      {0, 1, 1},
+                                      {0, 0, 1},
+                                      {0, 0, 0},
+                                      {1, 0, 0}};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; ++v)
+        for (int normalize = 0; normalize <= 1; ++normalize)
+            for (int in_b = 0; in_b <= 1; ++in_b)
+                for (int row = 0; row < (in_b ? N + K : N); ++row)
+                    for (int inf = 0; inf <= 1; ++inf) {
+                        tt_problem p = tt_new(variants[v][0], N, K, D);
+                        p.clip.symmetric = variants[v][1];
+                        p.clip.in_batch_negatives = variants[v][2];
+                        TT_FIELD(&p, normalize) = normalize;
+                        TT_FIELD(&p, reduction) = CLOSS_REDUCTION_NONE;
+                        tt_fill(&p, &rng);
+                        tt_describe(&p);
+                        double *bad = (in_b ? p.b : p.a) + row * D + ct_int(&rng, 0, D - 1);
+                        *bad = inf ? -INFINITY : NAN;
+                        tt_outputs o = tt_outputs_new(&p);
+                        tt_run(&p, NULL, &o);
+                        for (int i = 0; i < N; ++i) {
+                            const int whole =
+                                in_b ? (p.siglip || p.clip.in_batch_negatives || row >= N)
+                                     : (!p.siglip && p.clip.symmetric);
+                            const int reached = whole || row == i;
+                            cr_assert(reached ? isnan(o.loss[i]) : isfinite(o.loss[i]),
+                                      "%s: %s in %s row %d: loss[%d] = %g%s", p.name,
+                                      inf ? "-inf" : "NaN", in_b ? "b" : "a", row, i, o.loss[i],
+                                      ct_seed_text(&rng));
+                        }
+                        cr_assert_geq(ct_first_nonfinite(o.grad_a, N * D), 0, "%s: ∂L/∂a is finite",
+                                      p.name);
+                        cr_assert_geq(ct_first_nonfinite(o.grad_b, (N + K) * D), 0,
+                                      "%s: ∂L/∂b is finite", p.name);
+                        cr_assert(isnan(o.grad_scale), "%s: ∂L/∂s = %g", p.name, o.grad_scale);
+                        tt_outputs_free(&o);
+                        tt_free(&p);
+                    }
+}
+
+/* Large logit scales never give NaN or Inf for finite inputs: s = 100 (CLIP's clamp) and beyond,
+ * near-duplicate rows (a negative as close as the positive), the SigLIP bias at −s, and
+ * unnormalised rows whose logits reach the thousands. */
+Test(cases, two_tower_large_scales_stay_finite) {
+    ct_rng rng = ct_rng_fresh();
+    const double scales[] = {100.0, 1e4, 1e8};
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int normalize = 0; normalize <= 1; ++normalize)
+            for (size_t k = 0; k < 3; ++k)
+                for (int r = 0; r < 3; ++r) {
+                    tt_problem p = tt_new(siglip, 6, 3, 8);
+                    TT_FIELD(&p, normalize) = normalize;
+                    TT_FIELD(&p, reduction) = (closs_reduction_t)r;
+                    TT_FIELD(&p, logit_scale) = scales[k];
+                    p.sig.logit_bias = -scales[k];
+                    ct_fill_normal(&rng, p.a, 6 * 8, normalize ? 1.0 : 3.0);
+                    ct_fill_normal(&rng, p.b, 9 * 8, normalize ? 1.0 : 3.0);
+                    memcpy(p.b + 7 * 8, p.a + 2 * 8, 8 * sizeof(double)); /* a duplicate */
+                    p.b[7 * 8] += 1e-9;
+                    tt_describe(&p);
+                    tt_outputs o = tt_outputs_new(&p);
+                    tt_run(&p, NULL, &o);
+                    cr_assert_eq(ct_first_nonfinite(o.loss, tt_loss_count(&p)), -1, "%s: loss",
+                                 p.name);
+                    cr_assert_eq(ct_first_nonfinite(o.grad_a, 6 * 8), -1, "%s: ∂L/∂a", p.name);
+                    cr_assert_eq(ct_first_nonfinite(o.grad_b, 9 * 8), -1, "%s: ∂L/∂b", p.name);
+                    cr_assert(isfinite(o.grad_scale) && (!siglip || isfinite(o.grad_bias)),
+                              "%s: ∂L/∂s = %g, ∂L/∂β = %g", p.name, o.grad_scale, o.grad_bias);
+                    tt_outputs_free(&o);
+                    tt_free(&p);
+                }
 }

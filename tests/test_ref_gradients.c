@@ -8,6 +8,8 @@
  * same values in one of four layouts (f64 or f32, ld == cols or ld > cols with NaN padding), so f32
  * inputs are checked as "the gradient at the f32-rounded point".
  *
+ * CLIP and SigLIP add their logit scale (and SigLIP its bias) to the differentiated variables.
+ *
  * Inputs stay away from the points where a loss is not differentiable: every hinge argument (and,
  * with triplet swap, the gap between the two candidate negative distances) is at least KINK_GAP
  * from 0, and the rows alternate between an open and a closed hinge wherever the margin allows
@@ -21,6 +23,7 @@
 
 #include "closs.h"
 #include "test_support.h"
+#include "two_tower_support.h"
 
 enum { PAIR, TRIPLET, NTXENT, SUPCON, COSINE };
 enum { DENSE_F64, STRIDED_F64, DENSE_F32, STRIDED_F32, LAYOUT_COUNT };
@@ -576,4 +579,168 @@ ParameterizedTest(grad_case *c, gradients, cosine) {
     }
     check_gradients(&p);
     free_problem(&p);
+}
+
+/* ---- CLIP and SigLIP ----------------------------------------------------------------------- */
+
+typedef struct tower_case {
+    int siglip, symmetric, in_batch_negatives, normalize, grad_negatives;
+    int64_t negatives;
+    double scale, bias;
+    closs_reduction_t reduction;
+    int layout;
+} tower_case;
+
+/* The variables x = [a, b, s, β] (dense f64) and the per-row upstream of NONE. */
+typedef struct tower_problem {
+    tt_problem p;
+    double *x;
+    double *row_upstream;
+} tower_problem;
+
+static tt_problem at_point(const tower_problem *t, const double *x) {
+    tt_problem q = t->p; /* the same options, on the variables x */
+    const int64_t a_size = q.pairs * q.dim, b_size = (q.pairs + q.negatives) * q.dim;
+    q.a = (double *)x;
+    q.b = (double *)x + a_size;
+    TT_FIELD(&q, logit_scale) = x[a_size + b_size];
+    q.sig.logit_bias = x[a_size + b_size + 1];
+    return q;
+}
+
+static double tower_objective(void *context, const double *x) {
+    const tower_problem *t = context;
+    const tt_problem q = at_point(t, x);
+    double loss[16];
+    closs_status_t status = tt_call(&q, NULL, loss, NULL, NULL, NULL, NULL);
+    cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s: %s", q.name, closs_last_error());
+    if (TT_FIELD(&q, reduction) != CLOSS_REDUCTION_NONE) return loss[0];
+    double total = 0.0;
+    for (int64_t i = 0; i < q.pairs; ++i) total += t->row_upstream[i] * loss[i];
+    return total;
+}
+
+ParameterizedTestParameters(gradients, two_tower) {
+    static tower_case cases[64];
+    static const int variants[][2] = {{1, 1}, {0, 1}, {0, 0}}; /* symmetric, in_batch_negatives */
+    int n = 0;
+    for (int v = 0; v < 3; ++v)
+        for (int k = 0; k < 2; ++k)
+            for (int normalize = 0; normalize < 2; ++normalize)
+                for (int r = 0; r < 3; ++r, ++n)
+                    cases[n] = (tower_case){.symmetric = variants[v][0],
+                                            .in_batch_negatives = variants[v][1],
+                                            .normalize = normalize,
+                                            .grad_negatives = (n / 3) % 2,
+                                            /* without in-batch negatives K ≥ 1 (else loss 0) */
+                                            .negatives = k == 0 ? !variants[v][1] : 3,
+                                            .scale = normalize ? (r == 2 ? 1.0 / 0.07 : 2.5) : 1.5,
+                                            .reduction = reductions[r],
+                                            .layout = n % LAYOUT_COUNT};
+    for (int k = 0; k < 2; ++k)
+        for (int normalize = 0; normalize < 2; ++normalize)
+            for (int r = 0; r < 3; ++r, ++n)
+                cases[n] = (tower_case){.siglip = 1,
+                                        .normalize = normalize,
+                                        .grad_negatives = (n / 3) % 2,
+                                        .negatives = k == 0 ? 0 : 3,
+                                        .scale = normalize ? (r == 2 ? 10.0 : 3.0) : 1.5,
+                                        .bias = normalize ? (r == 2 ? -10.0 : -1.5) : 0.5,
+                                        .reduction = reductions[r],
+                                        .layout = n % LAYOUT_COUNT};
+    return cr_make_param_array(tower_case, cases, n);
+}
+
+ParameterizedTest(tower_case *c, gradients, two_tower) {
+    ct_rng rng = ct_rng_fresh();
+    tower_problem t = {.p =
+                           tt_new(c->siglip, ct_int(&rng, 3, 7), c->negatives, ct_int(&rng, 2, 6))};
+    tt_problem *p = &t.p;
+    TT_FIELD(p, logit_scale) = c->scale;
+    TT_FIELD(p, normalize) = c->normalize;
+    TT_FIELD(p, grad_negatives) = c->grad_negatives;
+    TT_FIELD(p, reduction) = c->reduction;
+    p->sig.logit_bias = c->bias;
+    p->clip.symmetric = c->symmetric;
+    p->clip.in_batch_negatives = c->in_batch_negatives;
+    tt_fill(p, &rng);
+    tt_describe(p);
+    char name[200];
+    snprintf(name, sizeof name, "%s [%s]", p->name, layout_name(c->layout));
+
+    const int f32 = c->layout == DENSE_F32 || c->layout == STRIDED_F32;
+    const int strided = c->layout == STRIDED_F64 || c->layout == STRIDED_F32;
+    const int64_t pairs = p->pairs, dim = p->dim, rows_b = pairs + p->negatives;
+    const int64_t a_size = pairs * dim, b_size = rows_b * dim, n = a_size + b_size + 2;
+    const int64_t b_written = tt_grad_b_rows(p) * dim;
+    if (f32) {
+        ct_round_to_f32(p->a, a_size);
+        ct_round_to_f32(p->b, b_size);
+    }
+    t.x = ct_doubles(n);
+    memcpy(t.x, p->a, (size_t)a_size * sizeof(double));
+    memcpy(t.x + a_size, p->b, (size_t)b_size * sizeof(double));
+    t.x[a_size + b_size] = c->scale;
+    t.x[a_size + b_size + 1] = c->bias;
+    if (c->reduction == CLOSS_REDUCTION_NONE) {
+        t.row_upstream = ct_doubles(pairs);
+        for (int64_t i = 0; i < pairs; ++i) t.row_upstream[i] = non_unit(&rng);
+    }
+    double *numeric = ct_doubles(n);
+    ct_central_differences(tower_objective, &t, t.x, n, numeric);
+    cr_assert_gt(ct_max_abs(numeric, a_size + b_size), 1e-4,
+                 "%s: the finite-difference gradient is ~0: the inputs test nothing%s", name,
+                 ct_seed_text(&rng));
+
+    const int64_t ld = strided ? dim + 1 + ct_int(&rng, 0, 4) : dim;
+    const closs_dtype_t dtype = f32 ? CLOSS_F32 : CLOSS_F64;
+    ct_matrix a = ct_matrix_pack(p->a, pairs, dim, dtype, ld);
+    ct_matrix b = ct_matrix_pack(p->b, rows_b, dim, dtype, ld);
+    double *grad_a = ct_doubles(a_size), *grad_b = ct_doubles(b_size), *want = ct_doubles(n);
+    double loss[16], grad_scale, grad_bias;
+    char what[320];
+    const int passes = c->reduction == CLOSS_REDUCTION_NONE ? 1 : 2;
+    for (int pass = 0; pass < passes; ++pass) {
+        double scalar = pass == 0 ? 1.0 : non_unit(&rng);
+        const double *upstream = c->reduction == CLOSS_REDUCTION_NONE ? t.row_upstream
+                                 : pass == 0                          ? NULL
+                                                                      : &scalar;
+        ct_poison(grad_a, a_size);
+        ct_poison(grad_b, b_size);
+        ct_poison(&grad_scale, 1);
+        ct_poison(&grad_bias, 1);
+        closs_status_t status = tt_call_views(p, a.view, b.view, upstream, loss, grad_a, grad_b,
+                                              &grad_scale, &grad_bias);
+        cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s: %s", name, closs_last_error());
+        cr_assert_eq(ct_first_poisoned(grad_a, a_size), -1, "%s: grad_a not all written", name);
+        cr_assert_eq(ct_first_poisoned(grad_b, b_written), -1, "%s: grad_b not all written", name);
+        cr_assert_eq(ct_first_unpoisoned(grad_b + b_written, b_size - b_written), -1,
+                     "%s: grad_b written past its %lld rows", name, (long long)(b_written / dim));
+        cr_assert(c->siglip || ct_first_unpoisoned(&grad_bias, 1) == -1,
+                  "%s: CLIP wrote a bias gradient", name);
+        for (int64_t e = 0; e < n; ++e) want[e] = scalar * numeric[e];
+        snprintf(what, sizeof what, "%s, upstream %s: ∂/∂a vs finite differences", name,
+                 upstream ? "given" : "NULL");
+        ct_assert_close(grad_a, want, a_size, RTOL, ATOL, &rng, what);
+        snprintf(what, sizeof what, "%s, upstream %s: ∂/∂b vs finite differences", name,
+                 upstream ? "given" : "NULL");
+        ct_assert_close(grad_b, want + a_size, b_written, RTOL, ATOL, &rng, what);
+        snprintf(what, sizeof what, "%s, upstream %s: ∂/∂s vs finite differences", name,
+                 upstream ? "given" : "NULL");
+        ct_assert_close(&grad_scale, want + a_size + b_size, 1, RTOL, ATOL, &rng, what);
+        if (c->siglip) {
+            snprintf(what, sizeof what, "%s, upstream %s: ∂/∂β vs finite differences", name,
+                     upstream ? "given" : "NULL");
+            ct_assert_close(&grad_bias, want + a_size + b_size + 1, 1, RTOL, ATOL, &rng, what);
+        }
+    }
+    ct_matrix_free(&a);
+    ct_matrix_free(&b);
+    free(grad_a);
+    free(grad_b);
+    free(want);
+    free(numeric);
+    free(t.x);
+    free(t.row_upstream);
+    tt_free(p);
 }

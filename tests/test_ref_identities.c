@@ -7,7 +7,13 @@
  *   - the layout does not matter: ld > cols, f32 vs f64 holding the same values, NULL gradient
  *     pointers (bitwise), and repeated calls (bitwise);
  *   - SupCon's `valid` is the number of anchors with a positive; the official SupContrast mean is
- *     mean × valid / M. */
+ *     mean × valid / M;
+ *   - CLIP: symmetric is the mean of the two one-way losses (b's extra negatives only in a → b);
+ *     without in-batch negatives (MoCo) it is one call per pair against [partner; negatives];
+ *     SigLIP's sum over rows equals the sum over columns (swap a and b); for both, permuting
+ *     pairs or negatives, scaling rows (normalised), s·∂L/∂s = Σ a·∂L/∂a = Σ b·∂L/∂b (not
+ *     normalised), the reductions, the layouts, grad_negatives = 0, and the CLIP forward and
+ *     backward against the one call. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +22,7 @@
 
 #include "closs.h"
 #include "test_support.h"
+#include "two_tower_support.h"
 
 enum { PAIR, TRIPLET, NTXENT, SUPCON, COSINE, KIND_COUNT };
 
@@ -657,4 +664,358 @@ Test(identities, official_supcontrast_mean_is_mean_times_valid_over_m) {
         free_outcome(&mean);
         free_instance(&p);
     }
+}
+
+/* ---- CLIP and SigLIP ----------------------------------------------------------------------- */
+
+/* A random problem of the loss: random valid options (CLIP's three variants), scale and bias. */
+static tt_problem random_tower(ct_rng *rng, int siglip, int64_t pairs, int64_t negatives,
+                               int64_t dim, closs_reduction_t reduction) {
+    tt_problem p = tt_new(siglip, pairs, negatives, dim);
+    const int variant = (int)ct_int(rng, 0, negatives > 0 ? 2 : 1);
+    p.clip.symmetric = variant == 0;
+    p.clip.in_batch_negatives = variant != 2;
+    TT_FIELD(&p, normalize) = (int)ct_int(rng, 0, 1);
+    TT_FIELD(&p, reduction) = reduction;
+    TT_FIELD(&p, logit_scale) =
+        TT_FIELD(&p, normalize) ? ct_uniform(rng, 1.0, 20.0) : ct_uniform(rng, 0.5, 3.0);
+    p.sig.logit_bias = ct_uniform(rng, -5.0, 2.0);
+    tt_fill(&p, rng);
+    tt_describe(&p);
+    return p;
+}
+
+static double *random_pair_upstream(ct_rng *rng, const tt_problem *p) {
+    double *upstream = ct_doubles(p->pairs);
+    for (int64_t i = 0; i < p->pairs; ++i) upstream[i] = ct_uniform(rng, -2.0, 2.0);
+    return upstream;
+}
+
+static void assert_close_towers(const tt_problem *p, const tt_outputs *got, const tt_outputs *want,
+                                ct_rng *rng, const char *what) {
+    char text[320];
+    snprintf(text, sizeof text, "%s: %s", p->name, what);
+    ct_assert_close(got->loss, want->loss, tt_loss_count(p), CLOSE, CLOSE, rng, text);
+    ct_assert_close(got->grad_a, want->grad_a, p->pairs * p->dim, CLOSE, CLOSE, rng, text);
+    ct_assert_close(got->grad_b, want->grad_b, tt_grad_b_rows(p) * p->dim, CLOSE, CLOSE, rng, text);
+    ct_assert_close(&got->grad_scale, &want->grad_scale, 1, CLOSE, CLOSE, rng, text);
+    if (p->siglip) ct_assert_close(&got->grad_bias, &want->grad_bias, 1, CLOSE, CLOSE, rng, text);
+}
+
+/* ℓ_i = ½(L_ab(i) + L_ba(i)): the symmetric loss of (a, b) is the mean of the one-way losses of
+ * (a, b) and of (b's partners, a), per pair (NONE) and for every gradient; b's extra negatives
+ * are in the first direction only. */
+Test(identities, clip_symmetric_is_the_mean_of_both_directions) {
+    ct_rng rng = ct_rng_fresh();
+    for (int trial = 0; trial < 12; ++trial) {
+        const int64_t pairs = ct_int(&rng, 1, 12), negatives = ct_int(&rng, 0, 5);
+        tt_problem p =
+            random_tower(&rng, 0, pairs, negatives, ct_int(&rng, 1, 8), CLOSS_REDUCTION_NONE);
+        p.clip.symmetric = p.clip.in_batch_negatives = 1;
+        double *upstream = random_pair_upstream(&rng, &p);
+        tt_outputs both = tt_outputs_new(&p), ab = tt_outputs_new(&p);
+        tt_run(&p, upstream, &both);
+        p.clip.symmetric = 0;
+        tt_run(&p, upstream, &ab);
+        tt_problem q = tt_new(0, pairs, 0, p.dim); /* (b's partners, a) */
+        q.clip = p.clip;
+        memcpy(q.a, p.b, (size_t)(pairs * p.dim) * sizeof(double));
+        memcpy(q.b, p.a, (size_t)(pairs * p.dim) * sizeof(double));
+        tt_outputs ba = tt_outputs_new(&q), mean = tt_outputs_new(&p);
+        tt_run(&q, upstream, &ba);
+        for (int64_t i = 0; i < pairs; ++i) mean.loss[i] = 0.5 * (ab.loss[i] + ba.loss[i]);
+        for (int64_t e = 0; e < pairs * p.dim; ++e) {
+            mean.grad_a[e] = 0.5 * (ab.grad_a[e] + ba.grad_b[e]);
+            mean.grad_b[e] = 0.5 * (ab.grad_b[e] + ba.grad_a[e]);
+        }
+        for (int64_t e = pairs * p.dim; e < (pairs + negatives) * p.dim; ++e)
+            mean.grad_b[e] = 0.5 * ab.grad_b[e];
+        mean.grad_scale = 0.5 * (ab.grad_scale + ba.grad_scale);
+        p.clip.symmetric = 1;
+        assert_close_towers(&p, &both, &mean, &rng, "symmetric vs ½(a → b + b → a)");
+        tt_outputs_free(&both);
+        tt_outputs_free(&ab);
+        tt_outputs_free(&ba);
+        tt_outputs_free(&mean);
+        free(upstream);
+        tt_free(&q);
+        tt_free(&p);
+    }
+}
+
+/* Without in-batch negatives (MoCo v2), pair i sees only its partner and the extra negatives Q:
+ * the loss is that of N one-pair calls on (a_i, [b_i; Q]), whose ∂/∂Q add up. */
+Test(identities, clip_without_in_batch_negatives_is_one_pair_at_a_time) {
+    ct_rng rng = ct_rng_fresh();
+    for (int trial = 0; trial < 10; ++trial) {
+        const int64_t pairs = ct_int(&rng, 1, 10), negatives = ct_int(&rng, 1, 6);
+        const int64_t dim = ct_int(&rng, 1, 8);
+        tt_problem p = random_tower(&rng, 0, pairs, negatives, dim, CLOSS_REDUCTION_NONE);
+        p.clip.symmetric = p.clip.in_batch_negatives = 0;
+        double *upstream = random_pair_upstream(&rng, &p);
+        tt_outputs whole = tt_outputs_new(&p), assembled = tt_outputs_new(&p);
+        tt_run(&p, upstream, &whole);
+        memset(assembled.grad_b + pairs * dim, 0, (size_t)(negatives * dim) * sizeof(double));
+        assembled.grad_scale = 0.0;
+        tt_problem one = tt_new(0, 1, negatives, dim);
+        one.clip = p.clip;
+        one.clip.in_batch_negatives = 1; /* one pair: C(0) is every row either way */
+        memcpy(one.b + dim, p.b + pairs * dim, (size_t)(negatives * dim) * sizeof(double));
+        tt_outputs part = tt_outputs_new(&one);
+        for (int64_t i = 0; i < pairs; ++i) {
+            memcpy(one.a, p.a + i * dim, (size_t)dim * sizeof(double));
+            memcpy(one.b, p.b + i * dim, (size_t)dim * sizeof(double));
+            tt_run(&one, upstream + i, &part);
+            assembled.loss[i] = part.loss[0];
+            memcpy(assembled.grad_a + i * dim, part.grad_a, (size_t)dim * sizeof(double));
+            memcpy(assembled.grad_b + i * dim, part.grad_b, (size_t)dim * sizeof(double));
+            for (int64_t e = 0; e < negatives * dim; ++e)
+                assembled.grad_b[pairs * dim + e] += part.grad_b[dim + e];
+            assembled.grad_scale += part.grad_scale;
+        }
+        assert_close_towers(&p, &whole, &assembled, &rng, "MoCo vs one call per pair");
+        tt_outputs_free(&whole);
+        tt_outputs_free(&assembled);
+        tt_outputs_free(&part);
+        free(upstream);
+        tt_free(&one);
+        tt_free(&p);
+    }
+}
+
+/* z is symmetric, so with K = 0 SigLIP's sum over the pairs (rows) equals the sum over columns:
+ * swapping a and b changes neither the SUM loss nor ∂/∂s, ∂/∂β, and swaps ∂/∂a and ∂/∂b. */
+Test(identities, siglip_rows_and_columns_sum_alike) {
+    ct_rng rng = ct_rng_fresh();
+    for (int trial = 0; trial < 10; ++trial) {
+        const int64_t pairs = ct_int(&rng, 1, 12), dim = ct_int(&rng, 1, 8);
+        tt_problem p = random_tower(&rng, 1, pairs, 0, dim, CLOSS_REDUCTION_SUM);
+        tt_problem q = tt_new(1, pairs, 0, dim);
+        q.sig = p.sig;
+        memcpy(q.a, p.b, (size_t)(pairs * dim) * sizeof(double));
+        memcpy(q.b, p.a, (size_t)(pairs * dim) * sizeof(double));
+        tt_outputs ab = tt_outputs_new(&p), ba = tt_outputs_new(&q), swapped = tt_outputs_new(&p);
+        const double u = ct_uniform(&rng, 0.5, 2.0);
+        tt_run(&p, &u, &ab);
+        tt_run(&q, &u, &ba);
+        swapped.loss[0] = ba.loss[0];
+        memcpy(swapped.grad_a, ba.grad_b, (size_t)(pairs * dim) * sizeof(double));
+        memcpy(swapped.grad_b, ba.grad_a, (size_t)(pairs * dim) * sizeof(double));
+        swapped.grad_scale = ba.grad_scale;
+        swapped.grad_bias = ba.grad_bias;
+        assert_close_towers(&p, &ab, &swapped, &rng, "siglip(a, b) vs siglip(b, a)");
+        tt_outputs_free(&ab);
+        tt_outputs_free(&ba);
+        tt_outputs_free(&swapped);
+        tt_free(&q);
+        tt_free(&p);
+    }
+}
+
+/* Moves pair i to perm[i] (a's row and its partner) and negative k to perm_q[k]. */
+static void permute_tower(tt_problem *p, const int64_t *perm, const int64_t *perm_q) {
+    const int64_t dim = p->dim, pairs = p->pairs;
+    double *scratch = ct_doubles((pairs + p->negatives) * dim);
+    for (int tower = 0; tower < 2; ++tower) {
+        double *x = tower ? p->b : p->a;
+        const int64_t rows = tower ? pairs + p->negatives : pairs;
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t to = r < pairs ? perm[r] : pairs + perm_q[r - pairs];
+            memcpy(scratch + to * dim, x + r * dim, (size_t)dim * sizeof(double));
+        }
+        memcpy(x, scratch, (size_t)(rows * dim) * sizeof(double));
+    }
+    free(scratch);
+}
+
+/* Permuting the pairs (with the NONE upstream) and the extra negatives permutes the NONE losses
+ * and the gradient rows, and leaves the reduced loss and ∂/∂s, ∂/∂β unchanged, to rounding. */
+Test(identities, two_tower_permutations_change_nothing) {
+    ct_rng rng = ct_rng_fresh();
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int trial = 0; trial < 6; ++trial) {
+            const int64_t pairs = ct_int(&rng, 2, 12), negatives = ct_int(&rng, 0, 6);
+            const int64_t dim = ct_int(&rng, 1, 8);
+            tt_problem p =
+                random_tower(&rng, siglip, pairs, negatives, dim, (closs_reduction_t)(trial % 3));
+            int64_t perm[16], perm_q[8];
+            ct_permutation(&rng, perm, pairs);
+            ct_permutation(&rng, perm_q, negatives);
+            double *upstream = random_pair_upstream(&rng, &p), moved_upstream[16];
+            for (int64_t i = 0; i < pairs; ++i)
+                moved_upstream[perm[i]] =
+                    TT_FIELD(&p, reduction) == CLOSS_REDUCTION_NONE ? upstream[i] : upstream[0];
+            tt_outputs before = tt_outputs_new(&p), after = tt_outputs_new(&p);
+            tt_outputs expected = tt_outputs_new(&p);
+            tt_run(&p, upstream, &before);
+            permute_tower(&p, perm, perm_q);
+            tt_run(&p, moved_upstream, &after);
+            expected.loss[0] = before.loss[0];
+            expected.grad_scale = before.grad_scale;
+            expected.grad_bias = before.grad_bias;
+            for (int64_t r = 0; r < pairs + negatives; ++r) {
+                const int64_t to = r < pairs ? perm[r] : pairs + perm_q[r - pairs];
+                if (r < pairs) {
+                    if (TT_FIELD(&p, reduction) == CLOSS_REDUCTION_NONE)
+                        expected.loss[to] = before.loss[r];
+                    memcpy(expected.grad_a + to * dim, before.grad_a + r * dim,
+                           (size_t)dim * sizeof(double));
+                }
+                memcpy(expected.grad_b + to * dim, before.grad_b + r * dim,
+                       (size_t)dim * sizeof(double));
+            }
+            assert_close_towers(&p, &after, &expected, &rng, "pairs and negatives permuted");
+            tt_outputs_free(&before);
+            tt_outputs_free(&after);
+            tt_outputs_free(&expected);
+            free(upstream);
+            tt_free(&p);
+        }
+}
+
+/* Normalised, scaling any row of a or b by c > 0 changes no loss, nor ∂/∂s, ∂/∂β, and divides
+ * that row's gradient by c (bitwise for powers of two). Not normalised, x is bilinear in (a, b)
+ * and linear in s: s·∂L/∂s = Σ_i a_i·∂L/∂a_i = Σ_j b_j·∂L/∂b_j. */
+Test(identities, two_tower_scales) {
+    ct_rng rng = ct_rng_fresh();
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int trial = 0; trial < 6; ++trial) {
+            const int64_t pairs = ct_int(&rng, 1, 10), negatives = ct_int(&rng, 0, 5);
+            const int64_t dim = ct_int(&rng, 1, 8), rows = 2 * pairs + negatives;
+            tt_problem p =
+                random_tower(&rng, siglip, pairs, negatives, dim, (closs_reduction_t)(trial % 3));
+            double *upstream = random_pair_upstream(&rng, &p), factors[32];
+            tt_outputs before = tt_outputs_new(&p), after = tt_outputs_new(&p);
+            TT_FIELD(&p, normalize) = 1;
+            tt_run(&p, upstream, &before);
+            for (int64_t r = 0; r < rows; ++r) {
+                factors[r] = ldexp(1.0, (int)ct_int(&rng, -6, 6));
+                double *row = r < pairs ? p.a + r * dim : p.b + (r - pairs) * dim;
+                for (int64_t c = 0; c < dim; ++c) row[c] *= factors[r];
+            }
+            tt_run(&p, upstream, &after);
+            for (int64_t r = 0; r < rows; ++r) {
+                double *g = r < pairs ? after.grad_a + r * dim : after.grad_b + (r - pairs) * dim;
+                for (int64_t c = 0; c < dim; ++c) g[c] *= factors[r];
+            }
+            tt_describe(&p);
+            tt_assert_same_bits(&p, &after, &before, &rng, "rows scaled by powers of two");
+
+            TT_FIELD(&p, normalize) = 0;
+            tt_run(&p, upstream, &after);
+            const double want = TT_FIELD(&p, logit_scale) * after.grad_scale;
+            const double by_a = ct_dot(p.a, after.grad_a, pairs * dim);
+            const double by_b = ct_dot(p.b, after.grad_b, (pairs + negatives) * dim);
+            cr_assert(fabs(by_a - want) <= CLOSE * (1.0 + fabs(want)) &&
+                          fabs(by_b - want) <= CLOSE * (1.0 + fabs(want)),
+                      "%s: s·∂L/∂s = %.17g, Σ a·∂L/∂a = %.17g, Σ b·∂L/∂b = %.17g%s", p.name, want,
+                      by_a, by_b, ct_seed_text(&rng));
+            tt_outputs_free(&before);
+            tt_outputs_free(&after);
+            free(upstream);
+            tt_free(&p);
+        }
+}
+
+/* sum = Σ none, mean = sum / N, and the gradients follow (∇none with upstream u each = ∇sum with
+ * upstream u = ∇mean with upstream N·u). */
+Test(identities, two_tower_reductions_agree) {
+    ct_rng rng = ct_rng_fresh();
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int trial = 0; trial < 6; ++trial) {
+            const int64_t pairs = ct_int(&rng, 1, 12), negatives = ct_int(&rng, 0, 5);
+            tt_problem p = random_tower(&rng, siglip, pairs, negatives, ct_int(&rng, 1, 8),
+                                        CLOSS_REDUCTION_NONE);
+            const double u = ct_uniform(&rng, -2.0, 2.0);
+            double all_u[16];
+            for (int64_t i = 0; i < pairs; ++i) all_u[i] = u;
+            tt_outputs none = tt_outputs_new(&p), sum = tt_outputs_new(&p);
+            tt_outputs mean = tt_outputs_new(&p);
+            tt_run(&p, all_u, &none);
+            TT_FIELD(&p, reduction) = CLOSS_REDUCTION_SUM;
+            tt_run(&p, &u, &sum);
+            const double n = (double)pairs, w = u * n;
+            TT_FIELD(&p, reduction) = CLOSS_REDUCTION_MEAN;
+            tt_run(&p, &w, &mean);
+            double total = 0.0;
+            for (int64_t i = 0; i < pairs; ++i) total += none.loss[i];
+            none.loss[0] = total;
+            mean.loss[0] *= n;
+            TT_FIELD(&p, reduction) = CLOSS_REDUCTION_SUM;
+            assert_close_towers(&p, &none, &sum, &rng, "Σ none (upstream u each) vs sum (u)");
+            assert_close_towers(&p, &mean, &sum, &rng, "N·mean (upstream N·u) vs sum (u)");
+            tt_outputs_free(&none);
+            tt_outputs_free(&sum);
+            tt_outputs_free(&mean);
+            tt_free(&p);
+        }
+}
+
+/* Bitwise, against the dense f64 call: f32 inputs holding the same values, ld > cols, NULL
+ * gradients (the others unchanged), grad_negatives = 0 (the partner rows of grad_b), repeated
+ * calls at a size that spreads over blocks and threads, and the CLIP forward then backward. */
+Test(identities, two_tower_layouts_and_calls_give_the_same_bits) {
+    ct_rng rng = ct_rng_fresh();
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int r = 0; r < 3; ++r) {
+            const int64_t pairs = 70, negatives = 9, dim = 24, rows_b = pairs + negatives;
+            tt_problem p = random_tower(&rng, siglip, pairs, negatives, dim, (closs_reduction_t)r);
+            ct_round_to_f32(p.a, pairs * dim);
+            ct_round_to_f32(p.b, rows_b * dim);
+            double *upstream = random_pair_upstream(&rng, &p);
+            tt_outputs want = tt_outputs_new(&p), got = tt_outputs_new(&p);
+            tt_run(&p, upstream, &want);
+            for (int repeat = 0; repeat < 2; ++repeat) {
+                tt_run(&p, upstream, &got);
+                tt_assert_same_bits(&p, &got, &want, &rng, "repeated call");
+            }
+            ct_matrix a = ct_matrix_pack(p.a, pairs, dim, CLOSS_F32, dim + 3);
+            ct_matrix b = ct_matrix_pack(p.b, rows_b, dim, CLOSS_F32, dim);
+            ct_poison(got.grad_a, pairs * dim);
+            cr_assert_eq(tt_call_views(&p, a.view, b.view, upstream, got.loss, got.grad_a,
+                                       got.grad_b, &got.grad_scale, &got.grad_bias),
+                         CLOSS_STATUS_SUCCESS);
+            tt_assert_same_bits(&p, &got, &want, &rng, "f32 a with ld > cols, f32 b");
+            ct_matrix_free(&a);
+            ct_matrix_free(&b);
+            for (unsigned mask = 0; mask < 4; ++mask) {
+                tt_outputs partial = tt_outputs_new(&p);
+                cr_assert_eq(tt_call(&p, upstream, partial.loss, mask & 1 ? partial.grad_a : NULL,
+                                     mask & 2 ? partial.grad_b : NULL, NULL, NULL),
+                             CLOSS_STATUS_SUCCESS);
+                ct_assert_bitwise(partial.loss, want.loss, tt_loss_count(&p), &rng, "loss");
+                if (mask & 1)
+                    ct_assert_bitwise(partial.grad_a, want.grad_a, pairs * dim, &rng, "grad_a");
+                if (mask & 2)
+                    ct_assert_bitwise(partial.grad_b, want.grad_b, rows_b * dim, &rng, "grad_b");
+                tt_outputs_free(&partial);
+            }
+            TT_FIELD(&p, grad_negatives) = 0;
+            tt_outputs partners = tt_outputs_new(&p);
+            tt_run(&p, upstream, &partners);
+            tt_assert_same_bits(&p, &partners, &want, &rng, "grad_negatives = 0");
+            cr_assert_eq(ct_first_unpoisoned(partners.grad_b + pairs * dim, negatives * dim), -1,
+                         "grad_negatives = 0 wrote the negatives' rows");
+            TT_FIELD(&p, grad_negatives) = 1;
+            if (!siglip) {
+                double row_stats[70], column_stats[70];
+                tt_outputs split = tt_outputs_new(&p);
+                const closs_matrix_t av = closs_matrix(p.a, CLOSS_F64, pairs, dim);
+                const closs_matrix_t bv = closs_matrix(p.b, CLOSS_F64, rows_b, dim);
+                cr_assert_eq(
+                    closs_ref_clip_forward(&p.clip, av, bv, split.loss, row_stats, column_stats),
+                    CLOSS_STATUS_SUCCESS);
+                cr_assert_eq(closs_ref_clip_backward(&p.clip, av, bv, row_stats, column_stats,
+                                                     upstream, split.grad_a, split.grad_b,
+                                                     &split.grad_scale),
+                             CLOSS_STATUS_SUCCESS, "%s", closs_last_error());
+                tt_assert_same_bits(&p, &split, &want, &rng, "forward then backward");
+                tt_outputs_free(&split);
+            }
+            tt_outputs_free(&partners);
+            tt_outputs_free(&want);
+            tt_outputs_free(&got);
+            free(upstream);
+            tt_free(&p);
+        }
 }

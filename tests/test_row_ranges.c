@@ -6,14 +6,21 @@
  * forward statistics and the gradient rows (concatenated). Every option is swept: normalisation,
  * reductions, τ, τ_b, NT-Xent pairs that straddle ranges, SupCon classes that span ranges or sit
  * in one, anchors without a positive. Then the range's argument checks (reference and GPU entry
- * points, which check before touching a device) and the older, smaller parameter structs. */
+ * points, which check before touching a device) and the older, smaller parameter structs.
+ *
+ * CLIP and SigLIP the same way: each range owns some pairs and some of the extra negatives (none
+ * for some ranges), and the ranges' losses, gradient rows of a and b and shares of ∂/∂s and ∂/∂β
+ * must give back the whole batch's to 1e-12; CLIP both in one call per range and through
+ * forward → every range's statistics → backward. */
 #include <criterion/criterion.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "closs.h"
 #include "test_support.h"
+#include "two_tower_support.h"
 
 enum { ROWS = 22, DIM = 5 };
 
@@ -326,4 +333,218 @@ Test(row_ranges, older_parameter_structs_mean_all_rows) {
     cr_expect(ct_first_bit_difference(grad_got, grad_want, ROWS * DIM) < 0);
     ct_matrix_free(&pr.z);
     ct_vector_free(&pr.labels);
+}
+
+/* ---- CLIP and SigLIP: each rank's pairs and extra negatives -------------------------------- */
+
+enum { TT_PAIRS = 13, TT_NEGATIVES = 9, TT_DIM = 4 };
+
+/* Whole-batch outputs assembled from the ranges'. */
+typedef struct tower_results {
+    double loss[TT_PAIRS];
+    double grad_a[TT_PAIRS * TT_DIM], grad_b[(TT_PAIRS + TT_NEGATIVES) * TT_DIM];
+    double grad_scale, grad_bias;
+    double row_stats[TT_PAIRS], column_stats[TT_PAIRS];
+} tower_results;
+
+static void set_range(tt_problem *p, int64_t begin, int64_t count, int64_t negatives_begin,
+                      int64_t negatives_count) {
+    TT_FIELD(p, row_begin) = begin;
+    TT_FIELD(p, row_count) = count;
+    TT_FIELD(p, negatives_begin) = negatives_begin;
+    TT_FIELD(p, negatives_count) = negatives_count;
+}
+
+/* The range's outputs: through one call, or (CLIP, `stats` not NULL) through the backward from
+ * every pair's statistics; `forward` (CLIP) runs only the forward, for the statistics. */
+static void tower_range(const tt_problem *p, const double *upstream, int forward,
+                        const tower_results *stats, double *loss, double *grad_a, double *grad_b,
+                        double *grad_scale, double *grad_bias, double *row_stats,
+                        double *column_stats) {
+    closs_status_t status;
+    const closs_matrix_t a = closs_matrix(p->a, CLOSS_F64, p->pairs, p->dim);
+    const closs_matrix_t b = closs_matrix(p->b, CLOSS_F64, p->pairs + p->negatives, p->dim);
+    if (forward) status = closs_ref_clip_forward(&p->clip, a, b, loss, row_stats, column_stats);
+    else if (stats)
+        status = closs_ref_clip_backward(&p->clip, a, b, stats->row_stats,
+                                         p->clip.symmetric ? stats->column_stats : NULL, upstream,
+                                         grad_a, grad_b, grad_scale);
+    else status = tt_call(p, upstream, loss, grad_a, grad_b, grad_scale, grad_bias);
+    cr_assert_eq(status, CLOSS_STATUS_SUCCESS, "%s, range [%lld, +%lld): %s", p->name,
+                 (long long)TT_FIELD(p, row_begin), (long long)TT_FIELD(p, row_count),
+                 closs_last_error());
+}
+
+/* The batch cut at `cuts` (pairs) and `negative_cuts` (extra negatives), the ranges' results
+ * combined as the ranks' would be: losses summed or concatenated, gradient rows put back in
+ * place, scalar shares summed. `split` 0: one call per range; 1: forward, then backward. */
+static tower_results tower_split_run(tt_problem *p, const double *upstream, const int64_t *cuts,
+                                     const int64_t *negative_cuts, int ranges, int split) {
+    tower_results out;
+    ct_poison(out.loss, TT_PAIRS);
+    ct_poison(out.grad_a, TT_PAIRS * TT_DIM);
+    ct_poison(out.grad_b, (TT_PAIRS + TT_NEGATIVES) * TT_DIM);
+    const int none = TT_FIELD(p, reduction) == CLOSS_REDUCTION_NONE;
+    const int negatives_grad = TT_FIELD(p, grad_negatives);
+    double total = 0.0;
+    out.grad_scale = out.grad_bias = 0.0;
+    for (int pass = 0; pass < 1 + split; ++pass)
+        for (int r = 0; r < ranges; ++r) {
+            const int64_t begin = cuts[r], count = cuts[r + 1] - cuts[r];
+            const int64_t negatives_begin = negatives_grad ? negative_cuts[r] : 0;
+            const int64_t negatives_count =
+                negatives_grad ? negative_cuts[r + 1] - negative_cuts[r] : 0;
+            set_range(p, begin, count, negatives_begin, negatives_count);
+            double loss[TT_PAIRS], grad_a[TT_PAIRS * TT_DIM];
+            double grad_b[(TT_PAIRS + TT_NEGATIVES) * TT_DIM], grad_scale = 0.0, grad_bias = 0.0;
+            const int forward = split && pass == 0, backward = split && pass == 1;
+            tower_range(p, upstream, forward, backward ? &out : NULL, loss, grad_a, grad_b,
+                        &grad_scale, &grad_bias, out.row_stats + begin, out.column_stats + begin);
+            if (!backward) {
+                if (none) memcpy(out.loss + begin, loss, (size_t)count * sizeof(double));
+                else total += loss[0];
+            }
+            if (forward) continue;
+            memcpy(out.grad_a + begin * TT_DIM, grad_a, (size_t)(count * TT_DIM) * sizeof(double));
+            memcpy(out.grad_b + begin * TT_DIM, grad_b, (size_t)(count * TT_DIM) * sizeof(double));
+            memcpy(out.grad_b + (TT_PAIRS + negatives_begin) * TT_DIM, grad_b + count * TT_DIM,
+                   (size_t)(negatives_count * TT_DIM) * sizeof(double));
+            out.grad_scale += grad_scale;
+            out.grad_bias += grad_bias;
+        }
+    if (!none) out.loss[0] = total;
+    set_range(p, 0, 0, 0, 0);
+    return out;
+}
+
+static void check_tower_splits(tt_problem *p, ct_rng *rng) {
+    double upstream[TT_PAIRS];
+    for (int64_t i = 0; i < TT_PAIRS; ++i) upstream[i] = ct_uniform(rng, 0.25, 1.75);
+    tower_results want;
+    ct_poison(want.grad_b, (TT_PAIRS + TT_NEGATIVES) * TT_DIM);
+    tower_range(p, upstream, 0, NULL, want.loss, want.grad_a, want.grad_b, &want.grad_scale,
+                &want.grad_bias, NULL, NULL);
+    const int64_t k = p->negatives;
+    /* Uneven ranges; some own no negative, one owns all of them. */
+    const int64_t whole[] = {0, TT_PAIRS}, whole_negatives[] = {0, k};
+    const int64_t two[] = {0, 5, TT_PAIRS}, two_negatives[] = {0, k, k};
+    const int64_t three[] = {0, 4, 9, TT_PAIRS}, three_negatives[] = {0, k / 3, k / 3, k};
+    const int64_t seven[] = {0, 1, 3, 6, 7, 9, 12, TT_PAIRS};
+    const int64_t seven_negatives[] = {0, 2 * k / 9, 2 * k / 9, 4 * k / 9, 5 * k / 9, k, k, k};
+    const struct {
+        const int64_t *cuts, *negative_cuts;
+        int ranges;
+    } splits[] = {{whole, whole_negatives, 1},
+                  {two, two_negatives, 2},
+                  {three, three_negatives, 3},
+                  {seven, seven_negatives, 7}};
+    const int64_t losses = TT_FIELD(p, reduction) == CLOSS_REDUCTION_NONE ? TT_PAIRS : 1;
+    const int64_t b_rows = tt_grad_b_rows(p);
+    for (size_t s = 0; s < sizeof splits / sizeof splits[0]; ++s)
+        for (int split = 0; split <= !p->siglip; ++split) {
+            const tower_results got = tower_split_run(
+                p, upstream, splits[s].cuts, splits[s].negative_cuts, splits[s].ranges, split);
+            char what[320];
+            snprintf(what, sizeof what, "%s: %d ranges (%s)", p->name, splits[s].ranges,
+                     split ? "forward, gathered statistics, backward" : "one call per range");
+            ct_assert_close(got.loss, want.loss, losses, 1e-12, 1e-12, rng, what);
+            ct_assert_close(got.grad_a, want.grad_a, TT_PAIRS * TT_DIM, 1e-12, 1e-12, rng, what);
+            ct_assert_close(got.grad_b, want.grad_b, b_rows * TT_DIM, 1e-12, 1e-12, rng, what);
+            ct_assert_close(&got.grad_scale, &want.grad_scale, 1, 1e-12, 1e-12, rng, what);
+            if (p->siglip)
+                ct_assert_close(&got.grad_bias, &want.grad_bias, 1, 1e-12, 1e-12, rng, what);
+        }
+}
+
+Test(row_ranges, clip_every_option) {
+    ct_rng rng = ct_rng_fresh();
+    static const int variants[][2] = {{1, 1}, {0, 1}, {0, 0}}; /* symmetric, in_batch_negatives */
+    for (int v = 0; v < 3; ++v)
+        for (int with_negatives = !variants[v][1]; with_negatives <= 1; ++with_negatives)
+            for (int normalize = 0; normalize <= 1; ++normalize)
+                for (int r = 0; r < 3; ++r) {
+                    tt_problem p = tt_new(0, TT_PAIRS, with_negatives ? TT_NEGATIVES : 0, TT_DIM);
+                    p.clip.symmetric = variants[v][0];
+                    p.clip.in_batch_negatives = variants[v][1];
+                    p.clip.normalize = normalize;
+                    p.clip.reduction = (closs_reduction_t)r;
+                    p.clip.grad_negatives = (v + r) % 2;
+                    p.clip.logit_scale = normalize ? 1.0 / 0.07 : 2.0;
+                    tt_fill(&p, &rng);
+                    tt_describe(&p);
+                    check_tower_splits(&p, &rng);
+                    tt_free(&p);
+                }
+}
+
+Test(row_ranges, siglip_every_option) {
+    ct_rng rng = ct_rng_fresh();
+    for (int with_negatives = 0; with_negatives <= 1; ++with_negatives)
+        for (int normalize = 0; normalize <= 1; ++normalize)
+            for (int r = 0; r < 3; ++r)
+                for (int grad_negatives = 0; grad_negatives <= 1; ++grad_negatives) {
+                    tt_problem p = tt_new(1, TT_PAIRS, with_negatives ? TT_NEGATIVES : 0, TT_DIM);
+                    p.sig.normalize = normalize;
+                    p.sig.reduction = (closs_reduction_t)r;
+                    p.sig.grad_negatives = grad_negatives;
+                    p.sig.logit_scale = normalize ? 10.0 : 2.0;
+                    p.sig.logit_bias = normalize ? -10.0 : 0.5;
+                    tt_fill(&p, &rng);
+                    tt_describe(&p);
+                    check_tower_splits(&p, &rng);
+                    tt_free(&p);
+                }
+}
+
+/* Bad ranges: INVALID_ARGUMENT naming the field, and nothing written, from every CLIP and SigLIP
+ * reference entry point. */
+Test(row_ranges, bad_two_tower_ranges_are_refused_and_nothing_is_written) {
+    ct_rng rng = ct_rng_fresh();
+    const struct {
+        int64_t begin, count, negatives_begin, negatives_count;
+        int grad_negatives;
+        const char *field;
+    } bad[] = {
+        {-1, 3, 0, 0, 1, "row_begin = -1"},
+        {TT_PAIRS, 1, 0, 0, 1, "row_begin = 13"},
+        {5, 0, 0, 0, 1, "row_count = 0"},
+        {4, TT_PAIRS - 3, 0, 0, 1, "row_count = 10"},
+        {2, 3, -1, 2, 1, "negatives_begin = -1"},
+        {2, 3, TT_NEGATIVES + 1, 0, 1, "negatives_begin = 10"},
+        {2, 3, 4, -1, 1, "negatives_count = -1"},
+        {2, 3, 4, TT_NEGATIVES - 3, 1, "negatives_count = 6"},
+        {2, 3, 0, 2, 0, "negatives_count = 2 with grad_negatives = 0"},
+        {0, 0, 0, 1, 1, "negatives_count = 1: a whole-batch call"},
+        {0, 0, 3, 0, 1, "negatives_begin = 3"},
+    };
+    double loss[TT_PAIRS], grad[(TT_PAIRS + TT_NEGATIVES) * TT_DIM], scale, bias;
+    double stats[TT_PAIRS] = {0};
+    for (int siglip = 0; siglip <= 1; ++siglip) {
+        tt_problem p = tt_new(siglip, TT_PAIRS, TT_NEGATIVES, TT_DIM);
+        tt_fill(&p, &rng);
+        const closs_matrix_t a = closs_matrix(p.a, CLOSS_F64, TT_PAIRS, TT_DIM);
+        const closs_matrix_t b = closs_matrix(p.b, CLOSS_F64, TT_PAIRS + TT_NEGATIVES, TT_DIM);
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; ++k) {
+            set_range(&p, bad[k].begin, bad[k].count, bad[k].negatives_begin,
+                      bad[k].negatives_count);
+            TT_FIELD(&p, grad_negatives) = bad[k].grad_negatives;
+            for (int entry = 0; entry < (siglip ? 1 : 3); ++entry) {
+                ct_poison(loss, TT_PAIRS);
+                ct_poison(grad, (TT_PAIRS + TT_NEGATIVES) * TT_DIM);
+                ct_poison(&scale, 1);
+                ct_poison(&bias, 1);
+                closs_status_t status =
+                    entry == 0
+                        ? tt_call(&p, NULL, loss, grad, grad + TT_PAIRS * TT_DIM, &scale, &bias)
+                    : entry == 1 ? closs_ref_clip_forward(&p.clip, a, b, loss, stats, stats)
+                                 : closs_ref_clip_backward(&p.clip, a, b, stats, stats, NULL, grad,
+                                                           NULL, &scale);
+                expect_invalid(status, bad[k].field, loss, grad,
+                               (TT_PAIRS + TT_NEGATIVES) * TT_DIM);
+                cr_expect(ct_first_unpoisoned(&scale, 1) < 0 && ct_first_unpoisoned(&bias, 1) < 0,
+                          "%s: a scalar gradient was written on error", bad[k].field);
+            }
+        }
+        tt_free(&p);
+    }
 }

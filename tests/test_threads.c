@@ -3,11 +3,19 @@
  * purpose with a message that names the thread's own argument value. Every result must equal the
  * one computed alone, and every thread must read back its own message.
  *
+ * Then, in a build with OpenMP: the reference's results do not depend on the number of OpenMP
+ * threads (NT-Xent, SupCon, CLIP and SigLIP above the size at which they spread over threads, on
+ * 1 thread and on 4, bit for bit).
+ *
  * A plain program rather than a Criterion suite: scripts/sanitize.sh runs it under
  * ThreadSanitizer, whose memory layout Criterion's process arena cannot live with. */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#    include <omp.h>
+#endif
 
 #include "closs.h"
 
@@ -22,14 +30,19 @@ typedef struct worker {
     char first_failure[256];
 } worker;
 
-static void fill(worker *w) {
-    uint64_t state = 0x9E3779B97F4A7C15ull * (uint64_t)(w->index + 1);
-    for (int e = 0; e < ROWS * DIM; ++e) {
+/* Values in [−0.5, 0.5) from a seed. */
+static void fill_values(double *x, int64_t count, uint64_t seed) {
+    uint64_t state = 0x9E3779B97F4A7C15ull * (seed + 1);
+    for (int64_t e = 0; e < count; ++e) {
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
-        w->z[e] = (double)((state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53 - 0.5;
+        x[e] = (double)((state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53 - 0.5;
     }
+}
+
+static void fill(worker *w) {
+    fill_values(w->z, ROWS * DIM, (uint64_t)w->index);
     for (int i = 0; i < ROWS; ++i) w->labels[i] = (i + w->index) % 5;
 }
 
@@ -64,6 +77,79 @@ static void *work(void *opaque) {
     return NULL;
 }
 
+#ifdef _OPENMP
+/* One loss's outputs for a problem: the loss values and every gradient, in one buffer. */
+enum { BIG_PAIRS = 96, BIG_EXTRA = 32, BIG_DIM = 96, BIG_ROWS = BIG_PAIRS + BIG_EXTRA };
+enum { OUTPUT_COUNT = BIG_PAIRS + (BIG_PAIRS + BIG_ROWS) * BIG_DIM + 2 };
+
+static closs_status_t run_loss(int loss, const double *x, const double *upstream, double *out) {
+    const closs_matrix_t a = closs_matrix(x, CLOSS_F64, BIG_PAIRS, BIG_DIM);
+    const closs_matrix_t b = closs_matrix(x + BIG_PAIRS * BIG_DIM, CLOSS_F64, BIG_ROWS, BIG_DIM);
+    const closs_matrix_t z = closs_matrix(x, CLOSS_F64, 2 * BIG_PAIRS, BIG_DIM);
+    double *grad_a = out + BIG_PAIRS, *grad_b = grad_a + BIG_PAIRS * BIG_DIM;
+    double *scalars = grad_b + BIG_ROWS * BIG_DIM;
+    static int64_t labels[2 * BIG_PAIRS];
+    for (int i = 0; i < 2 * BIG_PAIRS; ++i) labels[i] = i % 7;
+    switch (loss) {
+    case 0: {
+        closs_ntxent_params params = CLOSS_NTXENT_PARAMS_INIT;
+        params.reduction = CLOSS_REDUCTION_SUM;
+        return closs_ref_ntxent(&params, z, NULL, out, grad_a);
+    }
+    case 1: {
+        closs_supcon_params params = CLOSS_SUPCON_PARAMS_INIT;
+        return closs_ref_supcon(&params, z, closs_vector(labels, CLOSS_I64, 2 * BIG_PAIRS), NULL,
+                                out, grad_a, NULL);
+    }
+    case 2: {
+        closs_clip_params params = CLOSS_CLIP_PARAMS_INIT;
+        params.reduction = CLOSS_REDUCTION_NONE;
+        return closs_ref_clip(&params, a, b, upstream, out, grad_a, grad_b, scalars);
+    }
+    default: {
+        closs_siglip_params params = CLOSS_SIGLIP_PARAMS_INIT;
+        params.reduction = CLOSS_REDUCTION_NONE;
+        return closs_ref_siglip(&params, a, b, upstream, out, grad_a, grad_b, scalars, scalars + 1);
+    }
+    }
+}
+
+/* Every loss on 1 and on 4 OpenMP threads: the same bits. Returns the number of losses that
+ * differ (or fail). */
+static int thread_count_independence(void) {
+    static const char *const names[] = {"ntxent", "supcon", "clip", "siglip"};
+    double *x = malloc((BIG_PAIRS + BIG_ROWS) * BIG_DIM * sizeof(double));
+    double *one = malloc(OUTPUT_COUNT * sizeof(double)),
+           *four = malloc(OUTPUT_COUNT * sizeof(double));
+    double upstream[BIG_PAIRS];
+    if (!x || !one || !four) return 1;
+    fill_values(x, (BIG_PAIRS + BIG_ROWS) * BIG_DIM, 77);
+    fill_values(upstream, BIG_PAIRS, 78);
+    int failed = 0;
+    for (int loss = 0; loss < 4; ++loss) {
+        memset(one, 0, OUTPUT_COUNT * sizeof(double));
+        memset(four, 0, OUTPUT_COUNT * sizeof(double));
+        omp_set_num_threads(1);
+        closs_status_t first = run_loss(loss, x, upstream, one);
+        omp_set_num_threads(4);
+        closs_status_t second = run_loss(loss, x, upstream, four);
+        if (first != CLOSS_STATUS_SUCCESS || second != CLOSS_STATUS_SUCCESS) {
+            fprintf(stderr, "threads: %s failed: %s\n", names[loss], closs_last_error());
+            ++failed;
+        } else if (memcmp(one, four, OUTPUT_COUNT * sizeof(double)) != 0) {
+            fprintf(stderr, "threads: %s differs between 1 and 4 OpenMP threads\n", names[loss]);
+            ++failed;
+        }
+    }
+    printf("threads: the reference's bits on 1 and 4 OpenMP threads: %d of 4 losses differ\n",
+           failed);
+    free(x);
+    free(one);
+    free(four);
+    return failed;
+}
+#endif
+
 int main(void) {
     static worker workers[THREADS];
     for (int t = 0; t < THREADS; ++t) {
@@ -88,5 +174,8 @@ int main(void) {
                 workers[t].first_failure);
     }
     printf("threads: %d passed, %d failed\n", THREADS - failed, failed);
+#ifdef _OPENMP
+    failed += thread_count_independence();
+#endif
     return failed ? 1 : 0;
 }

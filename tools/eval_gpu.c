@@ -106,6 +106,8 @@ static closs_status_t forward_backward(closs_handle_t handle, const cli_params *
     case CLI_LOSS_COSINE:
         return closs_cosine_forward_backward(handle, &params->as.cosine, m[0], m[1], v, d->loss,
                                              g[0], g[1], NULL, 0, NULL);
+    case CLI_LOSS_CLIP: /* no GPU entry points yet: eval.c refuses --device cuda for them */
+    case CLI_LOSS_SIGLIP: return CLOSS_STATUS_NOT_SUPPORTED;
     case CLI_LOSS_COUNT: break;
     }
     return CLOSS_STATUS_INVALID_ARGUMENT;

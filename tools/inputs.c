@@ -27,13 +27,20 @@ static const struct {
     [CLI_LOSS_SUPCON] = {2, {{"z", CLI_INPUT_MATRIX}, {"labels", CLI_INPUT_LABELS}}},
     [CLI_LOSS_COSINE] =
         {3, {{"x1", CLI_INPUT_MATRIX}, {"x2", CLI_INPUT_MATRIX}, {"y", CLI_INPUT_TARGETS}}},
+    [CLI_LOSS_CLIP] = {2, {{"a", CLI_INPUT_MATRIX}, {"b", CLI_INPUT_CANDIDATES}}},
+    [CLI_LOSS_SIGLIP] = {2, {{"a", CLI_INPUT_MATRIX}, {"b", CLI_INPUT_CANDIDATES}}},
 };
+
+bool cli_input_is_matrix(const cli_input *input) {
+    return input->kind == CLI_INPUT_MATRIX || input->kind == CLI_INPUT_CANDIDATES;
+}
 
 static const char *kind_shape(cli_input_kind kind) {
     switch (kind) {
     case CLI_INPUT_MATRIX: return "(rows, dim)";
     case CLI_INPUT_TARGETS: return "(rows) in [0, 1]";
     case CLI_INPUT_LABELS: return "(rows)";
+    case CLI_INPUT_CANDIDATES: return "(rows + negatives, dim)";
     }
     return "?";
 }
@@ -108,7 +115,7 @@ static bool load_input(const char *dir, const input_spec *spec, closs_dtype_t co
         return false;
     }
     bool want_float = spec->kind != CLI_INPUT_LABELS;
-    int want_ndim = spec->kind == CLI_INPUT_MATRIX ? 2 : 1;
+    int want_ndim = spec->kind == CLI_INPUT_MATRIX || spec->kind == CLI_INPUT_CANDIDATES ? 2 : 1;
     if (array.ndim != want_ndim || is_float(array.dtype) != want_float) {
         char shape[64];
         npy_format_shape(array.shape, array.ndim, shape, sizeof shape);
@@ -130,13 +137,15 @@ static bool load_input(const char *dir, const input_spec *spec, closs_dtype_t co
     return true;
 }
 
-/* Every matrix has the first one's shape and every vector one element per row. */
+/* Every matrix has the first one's shape and every vector one element per row. Candidates (b)
+ * have rows of their own, and their dim and row count are the library's to check. */
 static bool check_agreement(cli_inputs *inputs, char *err, size_t err_size) {
     const cli_input *first = &inputs->items[0];
     inputs->rows = first->array.shape[0];
     inputs->dim = first->array.shape[1];
     for (int i = 1; i < inputs->count; ++i) {
         const cli_input *input = &inputs->items[i];
+        if (input->kind == CLI_INPUT_CANDIDATES) continue;
         char shape[64], first_shape[64];
         npy_format_shape(input->array.shape, input->array.ndim, shape, sizeof shape);
         npy_format_shape(first->array.shape, first->array.ndim, first_shape, sizeof first_shape);
@@ -181,7 +190,8 @@ void cli_free_inputs(cli_inputs *inputs) {
 
 closs_matrix_t cli_input_matrix(const cli_inputs *inputs, int index) {
     const cli_input *input = &inputs->items[index];
-    return closs_matrix(input->array.data, input->dtype, inputs->rows, inputs->dim);
+    return closs_matrix(input->array.data, input->dtype, input->array.shape[0],
+                        input->array.shape[1]);
 }
 
 closs_vector_t cli_input_vector(const cli_inputs *inputs, int index) {

@@ -14,9 +14,11 @@
 #define CLI_MAX_INPUTS 3
 
 typedef enum cli_input_kind {
-    CLI_INPUT_MATRIX,  /* float (rows, dim); the loss has a gradient for it */
-    CLI_INPUT_TARGETS, /* float (rows): pair and cosine labels y in [0, 1] */
-    CLI_INPUT_LABELS   /* integer (rows): SupCon class labels */
+    CLI_INPUT_MATRIX,     /* float (rows, dim); the loss has a gradient for it */
+    CLI_INPUT_TARGETS,    /* float (rows): pair and cosine labels y in [0, 1] */
+    CLI_INPUT_LABELS,     /* integer (rows): SupCon class labels */
+    CLI_INPUT_CANDIDATES, /* float (rows + negatives, dim): CLIP's and SigLIP's b, whose rows
+                             after the partners are extra negatives; it has a gradient */
 } cli_input_kind;
 
 typedef struct cli_input {
@@ -29,10 +31,13 @@ typedef struct cli_input {
 typedef struct cli_inputs {
     int count;
     cli_input items[CLI_MAX_INPUTS]; /* in the order the closs_ref_* function takes them */
-    int64_t rows, dim;               /* of every matrix */
+    int64_t rows, dim;               /* of the first matrix (and every other but candidates) */
 } cli_inputs;
 
-/* "x1 (rows, dim), x2 (rows, dim), y (rows)": what `loss` reads, for the help text. */
+/* Whether an input is a float matrix with a gradient (CLI_INPUT_MATRIX or _CANDIDATES). */
+bool cli_input_is_matrix(const cli_input *input);
+
+/* "x1, x2 (rows, dim); y (rows) in [0, 1]": what `loss` reads, for the help text. */
 void cli_describe_inputs(cli_loss loss, char *out, size_t out_size);
 
 /* Reads every input of `loss` from dir, converting float arrays to compute_dtype (CLOSS_F64 or

@@ -25,8 +25,11 @@ typedef struct param_spec {
     unsigned distances; /* PARAM_DISTANCE: the distances the loss takes, one bit each */
 } param_spec;
 
-#define CHECK_INPUTS_MEANING "1: NaN or Inf in an input is an error instead of a NaN loss"
-#define PATH_MEANING         "the GPU algorithm: auto, fused or chunked (the CPU ignores it)"
+#define CHECK_INPUTS_MEANING    "1: NaN or Inf in an input is an error instead of a NaN loss"
+#define PATH_MEANING            "the GPU algorithm: auto, fused or chunked (the CPU ignores it)"
+#define NORMALIZE_MEANING       "1: cosine similarity; 0: dot product"
+#define GRAD_NEGATIVES_MEANING  "1: grad_b has b's extra rows too; 0: only the partners' rows"
+#define PAIRS_REDUCTION_MEANING "mean (over the pairs, rows of a), sum or none"
 
 #define PARAM(loss_id, type, field, spec_kind, text)                                               \
     {                                                                                              \
@@ -79,12 +82,29 @@ static const param_spec param_specs[] = {
           "1: the dissimilar term is squared"),
     PARAM(CLI_LOSS_COSINE, closs_cosine_params, reduction, PARAM_REDUCTION, "mean, sum or none"),
     PARAM(CLI_LOSS_COSINE, closs_cosine_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, logit_scale, PARAM_REAL,
+          "s, finite and > 0 (OpenCLIP's logit_scale.exp())"),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, symmetric, PARAM_FLAG,
+          "1: the mean of a -> b and b -> a; 0: a -> b only"),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, in_batch_negatives, PARAM_FLAG,
+          "1: every row of b is a negative; 0: the partner and b's extra rows only (MoCo)"),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, normalize, PARAM_FLAG, NORMALIZE_MEANING),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, grad_negatives, PARAM_FLAG, GRAD_NEGATIVES_MEANING),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, reduction, PARAM_REDUCTION, PAIRS_REDUCTION_MEANING),
+    PARAM(CLI_LOSS_CLIP, closs_clip_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, logit_scale, PARAM_REAL, "s, finite and > 0"),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, logit_bias, PARAM_REAL, "beta, finite"),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, normalize, PARAM_FLAG, NORMALIZE_MEANING),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, grad_negatives, PARAM_FLAG, GRAD_NEGATIVES_MEANING),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, reduction, PARAM_REDUCTION,
+          PAIRS_REDUCTION_MEANING),
+    PARAM(CLI_LOSS_SIGLIP, closs_siglip_params, check_inputs, PARAM_FLAG, CHECK_INPUTS_MEANING),
 };
 #define PARAM_COUNT (sizeof param_specs / sizeof param_specs[0])
-_Static_assert(PARAM_COUNT <= 32, "cli_params.given has one bit per parameter");
+_Static_assert(PARAM_COUNT <= 64, "cli_params.given has one bit per parameter");
 
-static const char *const loss_names[CLI_LOSS_COUNT] = {"pair", "triplet", "ntxent", "supcon",
-                                                       "cosine"};
+static const char *const loss_names[CLI_LOSS_COUNT] = {"pair",   "triplet", "ntxent", "supcon",
+                                                       "cosine", "clip",    "siglip"};
 
 static const char *const distance_names[] = {
     [CLOSS_DISTANCE_EUCLIDEAN] = "euclidean",
@@ -128,7 +148,7 @@ const char *cli_loss_name(cli_loss loss) {
     return (unsigned)loss < CLI_LOSS_COUNT ? loss_names[loss] : "?";
 }
 
-const char *cli_loss_names(void) { return "pair, triplet, ntxent, supcon or cosine"; }
+const char *cli_loss_names(void) { return "pair, triplet, ntxent, supcon, cosine, clip or siglip"; }
 
 bool cli_loss_from_name(const char *name, cli_loss *loss) {
     for (int l = 0; l < CLI_LOSS_COUNT; ++l) {
@@ -190,6 +210,8 @@ void cli_params_init(cli_params *params, cli_loss loss) {
     case CLI_LOSS_NTXENT: params->as.ntxent = (closs_ntxent_params)CLOSS_NTXENT_PARAMS_INIT; break;
     case CLI_LOSS_SUPCON: params->as.supcon = (closs_supcon_params)CLOSS_SUPCON_PARAMS_INIT; break;
     case CLI_LOSS_COSINE: params->as.cosine = (closs_cosine_params)CLOSS_COSINE_PARAMS_INIT; break;
+    case CLI_LOSS_CLIP: params->as.clip = (closs_clip_params)CLOSS_CLIP_PARAMS_INIT; break;
+    case CLI_LOSS_SIGLIP: params->as.siglip = (closs_siglip_params)CLOSS_SIGLIP_PARAMS_INIT; break;
     case CLI_LOSS_COUNT: break;
     }
 }
@@ -293,11 +315,11 @@ static bool set_parameter(cli_params *params, const char *assignment, char *err,
             known_elsewhere = true;
             continue;
         }
-        if (params->given & (UINT32_C(1) << i)) {
+        if (params->given & (UINT64_C(1) << i)) {
             snprintf(err, err_size, "parameter '%s' given twice", spec->name);
             return false;
         }
-        params->given |= UINT32_C(1) << i;
+        params->given |= UINT64_C(1) << i;
         return set_value(params, spec, equals + 1, err, err_size);
     }
     if (known_elsewhere)

@@ -17,6 +17,8 @@ typedef enum cli_loss {
     CLI_LOSS_NTXENT,
     CLI_LOSS_SUPCON,
     CLI_LOSS_COSINE,
+    CLI_LOSS_CLIP,
+    CLI_LOSS_SIGLIP,
     CLI_LOSS_COUNT
 } cli_loss;
 
@@ -28,12 +30,14 @@ typedef struct cli_params {
         closs_ntxent_params ntxent;
         closs_supcon_params supcon;
         closs_cosine_params cosine;
+        closs_clip_params clip;
+        closs_siglip_params siglip;
     } as;           /* the member named by `loss` */
-    uint32_t given; /* bit i: the i-th parameter of the table was set, to refuse setting it twice */
+    uint64_t given; /* bit i: the i-th parameter of the table was set, to refuse setting it twice */
 } cli_params;
 
 const char *cli_loss_name(cli_loss loss);
-/* "pair, triplet, ntxent, supcon or cosine", for messages. */
+/* "pair, triplet, ntxent, supcon, cosine, clip or siglip", for messages. */
 const char *cli_loss_names(void);
 bool cli_loss_from_name(const char *name, cli_loss *loss);
 
