@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The device check: everything that needs a GPU, in one or two calls of about five minutes.
 #
-#   here:   bench/prepare-device-deps.sh             (Criterion for the device, into .device-deps/)
+#   here:   bench/prepare-device-deps.sh             (Criterion, pytest and the two-tower baselines
+#                                                     for the device, into .device-deps/)
 #   device: run  command "bash bench/device-check.sh tests"  carry [".device-deps"]  timeout_s 560
 #           run  command "bash bench/device-check.sh bench"  carry [".device-deps"]  timeout_s 560
-#           (or "all" for both in one call, when the budget allows ~10 minutes)
+#           run  command "bash bench/device-check.sh two-tower"  carry [".device-deps"]  timeout_s 560
+#           (or "all" for the three in one call, when the budget allows ~15 minutes)
 #
 # On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
 #   tests: the whole test suite with the GPU suites (test_gpu_rowwise includes issue #14's
@@ -16,6 +18,9 @@
 #          the tile engine's predecessor, timed beside it), the PyTorch baselines eager and
 #          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
 #          report.md with plots in results/;
+#   two-tower: CLIP and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package)
+#          beside OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
+#          (bench/baselines/two_tower.py), and their report;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
 # commit them under bench/results/<date>-<gpu>/.
@@ -23,8 +28,8 @@ set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
 part=${1:-all}
-case $part in tests | bench | all) ;; *)
-    echo "usage: bench/device-check.sh [tests|bench|all]" >&2
+case $part in tests | bench | two-tower | all) ;; *)
+    echo "usage: bench/device-check.sh [tests|bench|two-tower|all]" >&2
     exit 2
     ;;
 esac
@@ -60,6 +65,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 tests=build-device/tests
 targets=()
 [[ $part == bench ]] && targets=(--target closs_cli) # the bench needs only the tool and library
+[[ $part == two-tower ]] && targets=(--target closs)  # closs's PyTorch package needs the library
 if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16 "${targets[@]}"; then
     if [[ $part != bench ]]; then
@@ -82,11 +88,11 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
             --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
             --filter 'gpu_contrastive/tensor_core_shapes'
     fi
-    if [[ $part != tests ]]; then
+    if [[ $part == bench || $part == all ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
-        # SupCon's chunked path at one size, the PyTorch baselines on the same sweep (eager, then
-        # torch.compile until the budget is spent), then the merged report with plots.
-        # ~1 + 0.5 + 3 + 0.5 minutes after the build.
+        # SupCon's chunked path at one size, NT-Xent's and SupCon's WMMA kernels at one size, the
+        # PyTorch baselines on the same sweep (eager, then torch.compile until the budget is spent),
+        # then the merged report with plots. ~1 + 0.5 + 1 + 3 + 0.5 minutes after the build.
         step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
         # SupCon's chunked path (cuBLAS: SGEMM for f32, tensor cores for bf16; the label sort) at
         # the size of the fused path's target, beside it in the report
@@ -106,6 +112,15 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
     fi
+    if [[ $part == two-tower || $part == all ]]; then
+        # Smallest sizes first; each implementation compiles (torch.compile, Triton) in its first
+        # point's warm-up. ~4 minutes after the build.
+        step two-tower 300 env CLOSS_LIBRARY="$PWD/build-device/host/libcloss.so" python3 \
+            bench/baselines/two_tower.py --rows 8192,16384,32768,65536 --dim 512 --dtype bf16 \
+            --budget-s 240 --json "$out/two-tower.json"
+        [[ -s $out/two-tower.json ]] &&
+            step report-2t 60 python3 bench/report.py "$out/two-tower.json" --out "$out/results-two-tower"
+    fi
 fi
 
 {
@@ -115,9 +130,10 @@ fi
     grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
-    grep -hE "^report.py" "$out/report.log" 2>/dev/null
+    grep -hE "^report.py" "$out/report.log" "$out/report-2t.log" 2>/dev/null
+    grep -hE "^(closs-torch|openclip|inf-cl|memeff) .* 65536 |^[0-9]+ points in" "$out/two-tower.log" 2>/dev/null
     printf '%s\n' "${summary[@]}"
 } >"$out/summary-$part.txt"
-(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json ./results 2>/dev/null)
+(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json ./results* 2>/dev/null)
 echo
 cat "$out/summary-$part.txt"

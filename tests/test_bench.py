@@ -1,4 +1,5 @@
-"""`closs bench` and bench/report.py, on the CPU (pytest; CTest runs it with CLOSS_CLI set).
+"""`closs bench`, bench/report.py and the two-tower baselines, on the CPU (pytest; CTest runs it with
+CLOSS_CLI and CLOSS_LIBRARY set).
 
 The bench runs at tiny sizes so that the whole file takes seconds: its JSON must parse and carry
 the schema's fields (bench/output.c), the narrowing options must narrow, bad command lines
@@ -186,3 +187,41 @@ def test_report_rejects_other_json(tmp_path):
     result = subprocess.run([sys.executable, REPORT, str(path), "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "schema" in result.stderr
+
+
+# ---- bench/baselines/two_tower.py -----------------------------------------------------------------
+
+TWO_TOWER = os.path.join(os.path.dirname(REPORT), "baselines", "two_tower.py")
+
+
+def test_two_tower_baselines_run_and_report_on_the_cpu(tmp_path):
+    """The logic of the two-tower run without a GPU: closs (its PyTorch package, the CPU reference)
+    and OpenCLIP's own loss code on tiny float64 inputs, each checked against float64 torch; Inf-CL
+    and memeff, which need a GPU, recorded as errors; then report.py's side-by-side tables."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (scripts/install-deps.sh --ci installs it)")
+    path = tmp_path / "two-tower.json"
+    result = subprocess.run([sys.executable, TWO_TOWER, "--device", "cpu", "--rows", "64", "--dim", "16",
+                             "--dtype", "f64", "--repeats", "1", "--json", str(path), "--implementations",
+                             "closs-torch,openclip-eager,inf-cl,memeff"],  # torch.compile: minutes here
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(path.read_text())
+    assert TOP_FIELDS <= set(document) and document["schema"] == "closs-bench/1"
+    points = {(p["implementation"], p["loss"]): p for p in document["points"]}
+    assert all(set(p) == POINT_FIELDS for p in points.values())
+    assert set(points) == {(name, loss) for name in ("closs-torch", "openclip-eager") for loss in ("clip", "siglip")
+                           } | {("inf-cl", "clip"), ("memeff", "clip")}
+    for loss in ("clip", "siglip"):
+        ours = points[("closs-torch", loss)]
+        assert ours["status"] == "ok" and ours["check_error"] < 1e-12, ours
+        openclip = points[("openclip-eager", loss)]
+        if os.environ.get("CI") or openclip["status"] == "ok":  # CI installs open_clip_torch
+            assert openclip["status"] == "ok" and openclip["check_error"] < 1e-12, openclip
+            assert abs(openclip["loss_value"] - ours["loss_value"]) < 1e-12 * abs(ours["loss_value"])
+    out = tmp_path / "report"
+    report_run = subprocess.run([sys.executable, REPORT, str(path), "--out", str(out)], capture_output=True,
+                                text=True, timeout=120)
+    assert report_run.returncode == 0, report_run.stderr
+    report = (out / "report.md").read_text()
+    assert "## CLIP and SigLIP: closs against OpenCLIP" in report
+    assert "| f64 | 64 | 16 | " in report.split("### clip")[1] and "× openclip-eager" in report
