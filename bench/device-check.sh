@@ -14,8 +14,10 @@
 #          templated row-wise kernels at every D of the sweep), and compute-sanitizer (memcheck,
 #          racecheck) on a subset of the GPU tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
-#          chunked`), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
-#          bench/report.py's report.md with plots in results/;
+#          chunked`), NT-Xent and SupCon on the WMMA kernels at M = 65,536 (CLOSS_TILE_KERNELS=wmma:
+#          the tile engine's predecessor, timed beside it), the PyTorch baselines eager and
+#          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
+#          report.md with plots in results/;
 #   two-tower: CLIP and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package)
 #          beside OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
 #          (bench/baselines/two_tower.py), and their report;
@@ -88,18 +90,24 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
     fi
     if [[ $part == bench || $part == all ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
-        # SupCon's chunked path at one size, the PyTorch baselines on the same sweep (eager, then
-        # torch.compile until the budget is spent), then the merged report with plots.
-        # ~1 + 0.5 + 3 + 0.5 minutes after the build.
+        # SupCon's chunked path at one size, NT-Xent's and SupCon's WMMA kernels at one size, the
+        # PyTorch baselines on the same sweep (eager, then torch.compile until the budget is spent),
+        # then the merged report with plots. ~1 + 0.5 + 1 + 3 + 0.5 minutes after the build.
         step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
         # SupCon's chunked path (cuBLAS: SGEMM for f32, tensor cores for bf16; the label sort) at
         # the size of the fused path's target, beside it in the report
         step chunked 60 build-device/closs bench --loss supcon --path chunked --rows 65536 --dim 128 \
             --dtype f32,bf16 --repeats 5 --json "$out/closs-chunked.json"
+        # the fused path's WMMA kernels (what the tile engine replaced; cuda/tile_dispatch.h) at the
+        # engine's target size, beside it in the report ("closs-wmma")
+        for loss in ntxent supcon; do
+            step "wmma-$loss" 60 env CLOSS_TILE_KERNELS=wmma build-device/closs bench --loss "$loss" --rows 65536 \
+                --dim 128 --dtype bf16,f16 --repeats 5 --json "$out/closs-wmma-$loss.json"
+        done
         step baselines 240 python3 bench/baselines/run.py --closs build-device/closs \
             --dtype f32,bf16,f16 --budget-s 150 --json "$out/torch.json"
         inputs=()
-        for json in "$out/closs.json" "$out/closs-chunked.json" "$out/torch.json"; do
+        for json in "$out/closs.json" "$out/closs-chunked.json" "$out"/closs-wmma-*.json "$out/torch.json"; do
             [[ -s $json ]] && inputs+=("$json")
         done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"

@@ -27,14 +27,17 @@ SCHEMA = "closs-bench/1"
 LOSSES = ["pair", "triplet", "cosine", "ntxent", "supcon", "clip", "siglip"]
 TWO_TOWER = {"clip", "siglip"}
 DTYPES = ["f32", "bf16", "f16", "f64"]
-# "closs" is the AUTO path; closs-fused and closs-chunked come from `closs bench --path`.
+# "closs" is the AUTO path; closs-fused and closs-chunked come from `closs bench --path`, closs-wmma
+# and closs-simt from CLOSS_TILE_KERNELS (the fused path's kernels other than the tile engine).
 # closs-torch and the libraries after it: bench/baselines/two_tower.py (CLIP, SigLIP).
 TWO_TOWER_IMPLEMENTATIONS = ["closs-torch", "openclip-eager", "openclip-compile", "inf-cl", "memeff"]
-IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "torch-eager", "torch-compile",
+IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "closs-wmma", "closs-simt", "torch-eager", "torch-compile",
                    "closs-reference"] + TWO_TOWER_IMPLEMENTATIONS
 COLORS = {"closs": "C0", "torch-eager": "C1", "torch-compile": "C2", "closs-reference": "C3", "closs-chunked": "C4",
           "closs-fused": "C5", "closs-torch": "C6", "openclip-eager": "C7", "openclip-compile": "C8",
-          "inf-cl": "C9", "memeff": "k"}
+          "inf-cl": "C9", "memeff": "k", "closs-wmma": "tab:olive", "closs-simt": "tab:gray"}
+# The other closs implementations a GPU table shows beside "closs" where they were measured.
+ALTERNATIVES = [("closs-chunked", "chunked"), ("closs-wmma", "WMMA"), ("closs-simt", "SIMT")]
 DIM_STYLES = ["-", "--", ":", "-."]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,15 +133,16 @@ def fmt(value, pattern):
 
 def gpu_tables(points):
     lines = []
-    groups = grouped(points, {"closs", "closs-chunked", "torch-eager", "torch-compile"})
+    groups = grouped(points, {"closs", "torch-eager", "torch-compile"} | {name for name, _ in ALTERNATIVES})
     for loss in sorted(set(groups) - TWO_TOWER, key=lambda name: LOSSES.index(name) if name in LOSSES else 99):
-        # NT-Xent's and SupCon's chunked path (closs bench --path chunked), where it was measured
-        chunked = any("closs-chunked" in row for row in groups[loss].values())
+        # NT-Xent's and SupCon's chunked path (closs bench --path chunked) and other fused kernels
+        # (CLOSS_TILE_KERNELS), where they were measured
+        extra = [(name, title) for name, title in ALTERNATIVES if any(name in row for row in groups[loss].values())]
         lines += ["", "### %s" % loss, "",
                   "| dtype | rows | dim | closs ms |%s eager ms | compile ms | × eager | × compile | closs %% of floor "
-                  "| rate | closs MB | eager MB | compile MB |" % (" chunked ms |" if chunked else ""),
+                  "| rate | closs MB | eager MB | compile MB |" % "".join(" %s ms |" % title for _, title in extra),
                   "| --- | ---: | ---: | ---: |%s ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-                  % (" ---: |" if chunked else "")]
+                  % (" ---: |" * len(extra))]
         for key in sorted(groups[loss], key=order):
             row = groups[loss][key]
             closs, eager, compiled = row.get("closs"), row.get("torch-eager"), row.get("torch-compile")
@@ -146,7 +150,7 @@ def gpu_tables(points):
             if closs and closs["status"] == "ok" and closs.get("rate") is not None:
                 rate = "%.3g %s" % (closs["rate"], closs["rate_unit"])
             lines.append("| %s | %d | %d | %s |%s %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                key[0], key[1], key[2], ms(closs), " %s |" % ms(row.get("closs-chunked")) if chunked else "",
+                key[0], key[1], key[2], ms(closs), "".join(" %s |" % ms(row.get(name)) for name, _ in extra),
                 ms(eager), ms(compiled), ratio(eager, closs), ratio(compiled, closs), percent_of_floor(closs), rate,
                 mb(closs), mb(eager), mb(compiled)))
     return lines

@@ -135,8 +135,9 @@ def closs_and_baseline(tmp_path):
                                        memory_method="torch.max_memory_allocated"))
     baseline["points"].append(dict(gpu, implementation="torch-compile", status="oom", median_ms=None,
                                    error="out of memory"))
-    # and the chunked path of NT-Xent at one of the sizes (`closs bench --path chunked`)
-    for implementation, median in (("closs", 2.0), ("closs-chunked", 5.0)):
+    # and the chunked path and the WMMA kernels of NT-Xent at one of the sizes (`closs bench --path
+    # chunked`, CLOSS_TILE_KERNELS=wmma)
+    for implementation, median in (("closs", 2.0), ("closs-chunked", 5.0), ("closs-wmma", 4.0)):
         baseline["points"].append(dict(gpu, implementation=implementation, loss="ntxent", median_ms=median))
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
@@ -157,7 +158,7 @@ def test_report_writes_tables_and_plots(tmp_path):
     assert "| 3.00× |" in row and "| 50 % |" in row and "| 0.0 | 0.1 |" in row, row
     assert "chunked ms" not in report.split("### pair")[1].split("###")[0]  # no chunked points for pair
     ntxent = report.split("### ntxent")[1]
-    assert "| closs ms | chunked ms |" in ntxent and "| 2.000 | 5.000 |" in ntxent, ntxent
+    assert "| closs ms | chunked ms | WMMA ms |" in ntxent and "| 2.000 | 5.000 | 4.000 |" in ntxent, ntxent
     assert "![pair](pair.png)" in report
     png = (out / "pair.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
