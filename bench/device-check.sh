@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The device check: everything that needs a GPU, in one or two calls of about five minutes.
 #
-#   here:   bench/prepare-device-deps.sh             (Criterion for the device, into .device-deps/)
+#   here:   bench/prepare-device-deps.sh             (Criterion, pytest and the two-tower baselines
+#                                                     for the device, into .device-deps/)
 #   device: run  command "bash bench/device-check.sh tests"  carry [".device-deps"]  timeout_s 560
 #           run  command "bash bench/device-check.sh bench"  carry [".device-deps"]  timeout_s 560
-#           (or "all" for both in one call, when the budget allows ~10 minutes)
+#           run  command "bash bench/device-check.sh two-tower"  carry [".device-deps"]  timeout_s 560
+#           (or "all" for the three in one call, when the budget allows ~15 minutes)
 #
 # On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
 #   tests: the whole test suite with the GPU suites (test_gpu_rowwise includes issue #14's
@@ -13,9 +15,15 @@
 #          on both paths), and compute-sanitizer (memcheck, racecheck) on a subset of the GPU
 #          tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
-#          chunked`), CLIP and SigLIP at issue #23's target (N = 65,536, D = 512, bf16 and f32, both
-#          paths), the PyTorch baselines on the same sweep (bench/baselines/run.py), and
-#          bench/report.py's report.md with plots in results/;
+#          chunked`), NT-Xent and SupCon on the WMMA kernels at M = 65,536 (CLOSS_TILE_KERNELS=wmma:
+#          the tile engine's predecessor, timed beside it), the PyTorch baselines eager and
+#          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
+#          report.md with plots in results/;
+#   two-tower: `closs bench --loss clip|siglip` at issue #23's target (N = 65,536, D = 512; bf16
+#          and f32 on AUTO, i.e. the fused SIMT kernels, and bf16 on the chunked path), then CLIP
+#          and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package) beside
+#          OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
+#          (bench/baselines/two_tower.py), and their report;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
 # commit them under bench/results/<date>-<gpu>/.
@@ -23,8 +31,8 @@ set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
 part=${1:-all}
-case $part in tests | bench | all) ;; *)
-    echo "usage: bench/device-check.sh [tests|bench|all]" >&2
+case $part in tests | bench | two-tower | all) ;; *)
+    echo "usage: bench/device-check.sh [tests|bench|two-tower|all]" >&2
     exit 2
     ;;
 esac
@@ -60,6 +68,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 tests=build-device/tests
 targets=()
 [[ $part == bench ]] && targets=(--target closs_cli) # the bench needs only the tool and library
+[[ $part == two-tower ]] && targets=(--target closs)  # closs's PyTorch package needs the library
 if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16 "${targets[@]}"; then
     if [[ $part != bench ]]; then
@@ -92,32 +101,50 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
             --target-processes all --error-exitcode 3 "$tests/test_gpu_two_tower" --jobs 1 \
             --filter 'gpu_two_tower/@(caller_workspace|every_kernel_dtype_and_option)'
     fi
-    if [[ $part != tests ]]; then
+    if [[ $part == bench || $part == all ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
-        # SupCon's chunked path at one size, the PyTorch baselines on the same sweep (eager, then
-        # torch.compile until the budget is spent), then the merged report with plots.
-        # ~1 + 0.5 + 3 + 0.5 minutes after the build.
+        # SupCon's chunked path at one size, NT-Xent's and SupCon's WMMA kernels at one size, the
+        # PyTorch baselines on the same sweep (eager, then torch.compile until the budget is spent),
+        # then the merged report with plots. ~1 + 0.5 + 1 + 3 + 0.5 minutes after the build.
         step bench 150 build-device/closs bench --dtype f32,bf16,f16 --json "$out/closs.json"
         # SupCon's chunked path (cuBLAS: SGEMM for f32, tensor cores for bf16; the label sort) at
         # the size of the fused path's target, beside it in the report
         step chunked 60 build-device/closs bench --loss supcon --path chunked --rows 65536 --dim 128 \
             --dtype f32,bf16 --repeats 5 --json "$out/closs-chunked.json"
-        # CLIP and SigLIP at issue #23's target, fused (AUTO at D = 512) and chunked (the GPU
-        # reference); the SIMT kernels take about a second a call there (bench/NOTES.md)
-        for loss in clip siglip; do
-            step "$loss" 90 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
-                --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
-            step "$loss-chunked" 60 build-device/closs bench --loss "$loss" --path chunked \
-                --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
+        # the fused path's WMMA kernels (what the tile engine replaced; cuda/tile_dispatch.h) at the
+        # engine's target size, beside it in the report ("closs-wmma")
+        for loss in ntxent supcon; do
+            step "wmma-$loss" 60 env CLOSS_TILE_KERNELS=wmma build-device/closs bench --loss "$loss" --rows 65536 \
+                --dim 128 --dtype bf16,f16 --repeats 5 --json "$out/closs-wmma-$loss.json"
         done
         step baselines 240 python3 bench/baselines/run.py --closs build-device/closs \
             --dtype f32,bf16,f16 --budget-s 150 --json "$out/torch.json"
         inputs=()
-        for json in "$out/closs.json" "$out/closs-chunked.json" "$out"/closs-clip*.json \
-            "$out"/closs-siglip*.json "$out/torch.json"; do
+        for json in "$out/closs.json" "$out/closs-chunked.json" "$out"/closs-wmma-*.json "$out/torch.json"; do
             [[ -s $json ]] && inputs+=("$json")
         done
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
+    fi
+    if [[ $part == two-tower || $part == all ]]; then
+        # closs's C entry points at issue #23's target, fused (AUTO at D = 512) and chunked (the GPU
+        # reference); the SIMT kernels are predicted at about a second a call there (bench/NOTES.md)
+        for loss in clip siglip; do
+            step "$loss" 75 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
+                --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
+            step "$loss-chunked" 45 build-device/closs bench --loss "$loss" --path chunked \
+                --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
+        done
+        # Smallest sizes first; each implementation compiles (torch.compile, Triton) in its first
+        # point's warm-up. ~4 minutes after the build.
+        step two-tower 300 env CLOSS_LIBRARY="$PWD/build-device/host/libcloss.so" python3 \
+            bench/baselines/two_tower.py --rows 8192,16384,32768,65536 --dim 512 --dtype bf16 \
+            --budget-s 240 --json "$out/two-tower.json"
+        inputs=()
+        for json in "$out"/closs-clip*.json "$out"/closs-siglip*.json "$out/two-tower.json"; do
+            [[ -s $json ]] && inputs+=("$json")
+        done
+        ((${#inputs[@]})) &&
+            step report-2t 60 python3 bench/report.py "${inputs[@]}" --out "$out/results-two-tower"
     fi
 fi
 
@@ -129,9 +156,10 @@ fi
     grep -hE "^closs(-chunked)? +(clip|siglip) | (oom|error)" "$out"/clip*.log "$out"/siglip*.log 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
-    grep -hE "^report.py" "$out/report.log" 2>/dev/null
+    grep -hE "^report.py" "$out/report.log" "$out/report-2t.log" 2>/dev/null
+    grep -hE "^(closs-torch|openclip|inf-cl|memeff) .* 65536 |^[0-9]+ points in" "$out/two-tower.log" 2>/dev/null
     printf '%s\n' "${summary[@]}"
 } >"$out/summary-$part.txt"
-(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json ./results 2>/dev/null)
+(cd "$out" && tar -czf "device-check-$part.tar.gz" --remove-files device.txt ./*.log ./*.json ./results* 2>/dev/null)
 echo
 cat "$out/summary-$part.txt"

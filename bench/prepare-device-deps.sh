@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run HERE (Debian, with libcriterion-dev installed) before a device check: gathers what the
-# device machine lacks and cannot download into .device-deps/ (git-ignored; the device tool's
+# device machine lacks and cannot download into .device-deps/ (in .gitignore; the device tool's
 # `carry` takes it along): Criterion's headers, its shared library with every library it needs
-# beyond glibc, and a pkg-config file pointing at them; and pytest (pure-Python wheels, unpacked
-# into python/) for the Python package's tests. bench/device-check.sh uses it there.
+# beyond glibc, and a pkg-config file pointing at them; pytest (pure-Python wheels, unpacked into
+# python/) for the Python package's tests; and the two-tower baselines OpenCLIP, Inf-CL and memeff
+# (pure-Python wheels too). bench/device-check.sh uses it there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,11 @@ python3 -m pip download -q --no-deps --only-binary :all: --implementation py --p
     -c scripts/constraints.txt \
     --python-version 3.10 -d "$deps/wheels" pytest pluggy iniconfig packaging \
     pygments exceptiongroup tomli # the last two for Python 3.10
+# The two-tower baselines (bench/baselines/two_tower.py): OpenCLIP (only its loss.py is loaded: the
+# package's own imports need torchvision and timm), Inf-CL and memeff (Triton kernels: they use the
+# device's torch and triton), without their dependencies.
+python3 -m pip download -q --no-deps --only-binary :all: -c scripts/constraints.txt -d "$deps/wheels" \
+    open_clip_torch inf-cl memeff
 for wheel in "$deps"/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$deps/python"; done
 rm -rf "$deps/wheels"
-grep -qx '/.device-deps/' .git/info/exclude 2>/dev/null || echo '/.device-deps/' >>.git/info/exclude
 du -sh "$deps"

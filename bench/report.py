@@ -24,12 +24,20 @@ import shutil
 import sys
 
 SCHEMA = "closs-bench/1"
-LOSSES = ["pair", "triplet", "cosine", "ntxent", "supcon"]
+LOSSES = ["pair", "triplet", "cosine", "ntxent", "supcon", "clip", "siglip"]
+TWO_TOWER = {"clip", "siglip"}
 DTYPES = ["f32", "bf16", "f16", "f64"]
-# "closs" is the AUTO path; closs-fused and closs-chunked come from `closs bench --path`.
-IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "torch-eager", "torch-compile", "closs-reference"]
+# "closs" is the AUTO path; closs-fused and closs-chunked come from `closs bench --path`, closs-wmma
+# and closs-simt from CLOSS_TILE_KERNELS (the fused path's kernels other than the tile engine).
+# closs-torch and the libraries after it: bench/baselines/two_tower.py (CLIP, SigLIP).
+TWO_TOWER_IMPLEMENTATIONS = ["closs-torch", "openclip-eager", "openclip-compile", "inf-cl", "memeff"]
+IMPLEMENTATIONS = ["closs", "closs-fused", "closs-chunked", "closs-wmma", "closs-simt", "torch-eager", "torch-compile",
+                   "closs-reference"] + TWO_TOWER_IMPLEMENTATIONS
 COLORS = {"closs": "C0", "torch-eager": "C1", "torch-compile": "C2", "closs-reference": "C3", "closs-chunked": "C4",
-          "closs-fused": "C5"}
+          "closs-fused": "C5", "closs-torch": "C6", "openclip-eager": "C7", "openclip-compile": "C8",
+          "inf-cl": "C9", "memeff": "k", "closs-wmma": "tab:olive", "closs-simt": "tab:gray"}
+# The other closs implementations a GPU table shows beside "closs" where they were measured.
+ALTERNATIVES = [("closs-chunked", "chunked"), ("closs-wmma", "WMMA"), ("closs-simt", "SIMT")]
 DIM_STYLES = ["-", "--", ":", "-."]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,15 +133,16 @@ def fmt(value, pattern):
 
 def gpu_tables(points):
     lines = []
-    groups = grouped(points, {"closs", "closs-chunked", "torch-eager", "torch-compile"})
-    for loss in sorted(groups, key=lambda name: LOSSES.index(name) if name in LOSSES else 99):
-        # NT-Xent's and SupCon's chunked path (closs bench --path chunked), where it was measured
-        chunked = any("closs-chunked" in row for row in groups[loss].values())
+    groups = grouped(points, {"closs", "torch-eager", "torch-compile"} | {name for name, _ in ALTERNATIVES})
+    for loss in sorted(set(groups) - TWO_TOWER, key=lambda name: LOSSES.index(name) if name in LOSSES else 99):
+        # NT-Xent's and SupCon's chunked path (closs bench --path chunked) and other fused kernels
+        # (CLOSS_TILE_KERNELS), where they were measured
+        extra = [(name, title) for name, title in ALTERNATIVES if any(name in row for row in groups[loss].values())]
         lines += ["", "### %s" % loss, "",
                   "| dtype | rows | dim | closs ms |%s eager ms | compile ms | × eager | × compile | closs %% of floor "
-                  "| rate | closs MB | eager MB | compile MB |" % (" chunked ms |" if chunked else ""),
+                  "| rate | closs MB | eager MB | compile MB |" % "".join(" %s ms |" % title for _, title in extra),
                   "| --- | ---: | ---: | ---: |%s ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-                  % (" ---: |" if chunked else "")]
+                  % (" ---: |" * len(extra))]
         for key in sorted(groups[loss], key=order):
             row = groups[loss][key]
             closs, eager, compiled = row.get("closs"), row.get("torch-eager"), row.get("torch-compile")
@@ -141,9 +150,33 @@ def gpu_tables(points):
             if closs and closs["status"] == "ok" and closs.get("rate") is not None:
                 rate = "%.3g %s" % (closs["rate"], closs["rate_unit"])
             lines.append("| %s | %d | %d | %s |%s %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                key[0], key[1], key[2], ms(closs), " %s |" % ms(row.get("closs-chunked")) if chunked else "",
+                key[0], key[1], key[2], ms(closs), "".join(" %s |" % ms(row.get(name)) for name, _ in extra),
                 ms(eager), ms(compiled), ratio(eager, closs), ratio(compiled, closs), percent_of_floor(closs), rate,
                 mb(closs), mb(eager), mb(compiled)))
+    return lines
+
+
+def two_tower_tables(points):
+    """CLIP and SigLIP: every implementation's time and memory side by side (bench/baselines/
+    two_tower.py; closs's own `closs bench` point beside them where it was measured), and how
+    many times closs-torch's time each other one takes."""
+    groups = grouped(points, set(TWO_TOWER_IMPLEMENTATIONS) | {"closs"})
+    lines = []
+    for loss in [name for name in ("clip", "siglip") if name in groups]:
+        present = [name for name in ["closs"] + TWO_TOWER_IMPLEMENTATIONS
+                   if any(name in row for row in groups[loss].values())]
+        others = [name for name in present if name != "closs-torch"]
+        lines += ["", "### %s" % loss, "",
+                  "| dtype | rows | dim | %s | %s | closs-torch %% of floor |" % (
+                      " | ".join("%s ms | %s MB" % (name, name) for name in present),
+                      " | ".join("× %s" % name for name in others)),
+                  "| --- | ---: | ---: |%s%s ---: |" % (" ---: | ---: |" * len(present), " ---: |" * len(others))]
+        for key in sorted(groups[loss], key=order):
+            row = groups[loss][key]
+            ours = row.get("closs-torch")
+            lines.append("| %s | %d | %d | %s | %s | %s |" % (
+                key[0], key[1], key[2], " | ".join("%s | %s" % (ms(row.get(n)), mb(row.get(n))) for n in present),
+                " | ".join(ratio(row.get(n), ours) for n in others), percent_of_floor(ours)))
     return lines
 
 
@@ -278,6 +311,15 @@ def main(argv=None):
               "Memory: closs, workspace + gradients + loss; PyTorch, the allocator's peak over the step."]
     gpu = gpu_tables(points)
     lines += gpu if gpu else ["", "No GPU points in these files."]
+    two_tower = two_tower_tables(points)
+    if two_tower:
+        lines += ["", "## CLIP and SigLIP: closs against OpenCLIP, Inf-CL and memeff", "",
+                  "Each implementation's forward+backward from raw features, normalisation included "
+                  "(bench/baselines/two_tower.py says what each computes); closs-torch is closs through its "
+                  "PyTorch package. × NAME: NAME's time over closs-torch's (above 1: closs is faster). "
+                  "% of floor: 8·N²·D flops for CLIP, 6·N²·D for SigLIP, at the measured bf16 GEMM rate, over "
+                  "closs-torch's time."] + two_tower
+
     lines += cpu_table(points) + check_table(points) + problems(points)
     lines += ["", "## Plots", ""]
     if plots is None:

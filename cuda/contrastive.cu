@@ -99,8 +99,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     const int warps_per_block = kBlock / kWarpSize;
     embed_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
     CLOSS_RETURN_IF_LAUNCH_FAILED();
-    const int *order = nullptr; // the sorted rows: the fused path's class sums use them, not this one
-    CLOSS_TRY_CUDA(closs_launch_contrastive_classes(&job, stream, &order));
+    CLOSS_TRY_CUDA(closs_launch_contrastive_classes(&job, stream));
 
     const int64_t lse_end = job.lse_begin + job.lse_count, row_end = job.row_begin + job.row_count;
     for (int64_t first = job.lse_begin; job.forward && first < lse_end; first += job.chunk_rows) {

@@ -14,9 +14,8 @@
 namespace closs {
 namespace {
 
-// Sorts (label, row) and numbers the classes; *order receives the sorted rows.
-template <typename L>
-cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, const int **order) {
+// Sorts (label, row) and numbers the classes.
+template <typename L> cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream) {
     const int rows = (int)job.rows;
     CLOSS_TRY_CUDA(cudaMemcpyAsync(job.sort_keys[0], job.labels, (size_t)rows * sizeof(L), cudaMemcpyDeviceToDevice,
                                    stream));
@@ -32,7 +31,6 @@ cudaError_t classes(const closs_contrastive_launch &job, cudaStream_t stream, co
     bytes = job.cub_temp_bytes;
     CLOSS_TRY_CUDA(cub::DeviceScan::InclusiveSum(job.cub_temp, bytes, job.class_heads, job.class_ids, rows, stream));
     assign_classes_kernel<L><<<grid_for(rows, kBlock), kBlock, 0, stream>>>(job, keys.Current(), index.Current());
-    *order = index.Current();
     return cudaGetLastError();
 }
 
@@ -50,12 +48,10 @@ template <typename L> cudaError_t cub_bytes(int rows, size_t *bytes) {
 } // namespace
 } // namespace closs
 
-extern "C" cudaError_t closs_launch_contrastive_classes(const closs_contrastive_launch *job, cudaStream_t stream,
-                                                        const int **order) {
-    *order = nullptr;
+extern "C" cudaError_t closs_launch_contrastive_classes(const closs_contrastive_launch *job, cudaStream_t stream) {
     if (job->supcon)
-        CLOSS_TRY_CUDA(job->label_dtype == CLOSS_I32 ? closs::classes<int32_t>(*job, stream, order)
-                                                     : closs::classes<int64_t>(*job, stream, order));
+        CLOSS_TRY_CUDA(job->label_dtype == CLOSS_I32 ? closs::classes<int32_t>(*job, stream)
+                                                     : closs::classes<int64_t>(*job, stream));
     closs::positives_kernel<<<closs::grid_for(job->rows, closs::kBlock), closs::kBlock, 0, stream>>>(*job);
     return cudaGetLastError();
 }

@@ -1,6 +1,7 @@
 // The fused path's kernels (contrastive_fused.cu has the math, the launch shape and the C entry
-// points): SupCon's class sums, the similarity tiles, the forward's log-sum-exp and loss, the
-// backward's row-stationary dz (the class numbering both paths share is contrastive_classes.cuh).
+// points): the similarity tiles, the forward's log-sum-exp, positive sums and loss, the backward's
+// row-stationary dz with the positives folded into G (the class numbering both paths share is
+// contrastive_classes.cuh).
 // A header of its own so that tests/test_contrastive_kernels.cpp can run these very kernels on the
 // CPU, a thread per CUDA thread.
 #pragma once
@@ -67,20 +68,33 @@ __device__ __forceinline__ void similarity_tile(const closs_contrastive_launch &
     }
 }
 
-// Computes the tile at (i0, j0) and calls visit(p, q, pair, x) for each of the thread's elements
-// (row i0 + ty + 16p, column j0 + tx + 16q): pair is j < M and j ≠ i, x = s_ij/τ.
+// The anchor's key (fused_math.h): a column j ≠ i is one of its positives when their keys agree.
+__device__ __forceinline__ int anchor_key(const closs_contrastive_launch &job, int64_t i) {
+    return closs_fm_row_key(job.supcon, i, job.rows, job.supcon && i < job.rows ? job.class_of[i] : -1);
+}
+
+// Computes the tile at (i0, j0) and calls visit(p, q, pair, positive, x) for each of the thread's
+// elements (row i0 + ty + 16p, column j0 + tx + 16q): pair is j < M and j ≠ i, positive that j is
+// also in P(i), x = s_ij/τ. row_key[p] is anchor_key() of row i0 + ty + 16p.
 template <typename T, typename Visit>
 __device__ __forceinline__ void visit_tile(const closs_contrastive_launch &job, int64_t i0, int64_t j0,
-                                          TileShared &shared, Visit visit) {
+                                          const int (&row_key)[kPerThread], TileShared &shared, Visit visit) {
     const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
     float s[kPerThread][kPerThread];
+    int column_key[kPerThread];
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+        const int64_t j = j0 + tx + kLanes * q;
+        column_key[q] = j < job.rows ? closs_fm_column_key(job.supcon, j, job.supcon ? job.class_of[j] : 0) : -3;
+    }
     similarity_tile<T>(job, i0, j0, shared, s);
 #pragma unroll
     for (int p = 0; p < kPerThread; ++p)
 #pragma unroll
         for (int q = 0; q < kPerThread; ++q) {
             const int64_t i = i0 + ty + kLanes * p, j = j0 + tx + kLanes * q;
-            visit(p, q, j < job.rows && j != i, s[p][q] * job.inv_temperature);
+            const bool pair = j < job.rows && j != i;
+            visit(p, q, pair, pair && column_key[q] == row_key[p], s[p][q] * job.inv_temperature);
         }
 }
 
@@ -101,55 +115,6 @@ __device__ __forceinline__ closs_lse_partial lanes_merge(closs_lse_partial value
     return value;
 }
 
-// C_k = Σ ẑ (weights NULL) or A_k = Σ a·ẑ over class k's rows, a segmented reduction over the
-// sorted order that is parallel over rows whatever the class sizes (one class of a million rows
-// included). The sorted positions are cut into chunks of kSumChunk rows; a block sums a chunk's
-// rows in order, a thread per column, and writes each class segment it holds: a class wholly
-// inside the chunk straight to sums[k]; the chunk's first segment, when its class began in an
-// earlier chunk, to carry_in[chunk]; its last segment, when its class goes on, to
-// carry_out[chunk] (a class covering the whole chunk: carry_in). class_sums_merge_kernel then
-// adds, for each class spanning chunks, carry_out of its first chunk and carry_in of the next
-// ones, in order. Every sum has one order and there are no atomics, so the bits repeat.
-constexpr int kSumChunk = 64;
-
-template <typename T>
-__global__ void class_sums_chunk_kernel(const closs_contrastive_launch job, const int *order, const float *weights,
-                                        float *sums, float *carry_in, float *carry_out) {
-    const int64_t chunks = (job.rows + kSumChunk - 1) / kSumChunk;
-    for (int64_t b = blockIdx.x; b < chunks; b += gridDim.x) {
-        const int64_t first = b * kSumChunk, last = (first + kSumChunk < job.rows ? first + kSumChunk : job.rows) - 1;
-        for (int64_t c = threadIdx.x; c < job.dim; c += blockDim.x) {
-            float acc = 0.0f;
-            for (int64_t r = first; r <= last; ++r) {
-                const int row = order[r], k = job.class_of[row];
-                if (k < 0) continue; // a singleton: no class sum
-                const float unit = unit_element<T>(job, row, c);
-                acc = weights ? fmaf(weights[row], unit, acc) : acc + unit;
-                if (job.class_end[k] != r && r != last) continue; // the segment goes on in this chunk
-                const bool began_before = job.class_start[k] < first, goes_on = job.class_end[k] > r;
-                float *target = began_before ? carry_in + b * job.dim : goes_on ? carry_out + b * job.dim
-                                                                                : sums + (int64_t)k * job.dim;
-                target[c] = acc;
-                acc = 0.0f;
-            }
-        }
-    }
-}
-
-__global__ void class_sums_merge_kernel(const closs_contrastive_launch job, float *sums, const float *carry_in,
-                                        const float *carry_out) {
-    const int classes = *job.class_count;
-    const int64_t count = (int64_t)classes * job.dim;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t k = e / job.dim, c = e % job.dim;
-        const int64_t first = job.class_start[k] / kSumChunk, last = job.class_end[k] / kSumChunk;
-        if (first == last) continue; // summed whole by its chunk
-        float acc = carry_out[first * job.dim + c];
-        for (int64_t b = first + 1; b <= last; ++b) acc += carry_in[b * job.dim + c];
-        sums[e] = acc;
-    }
-}
-
 // ---- forward -----------------------------------------------------------------------------------
 
 template <typename T, bool kFixed>
@@ -158,18 +123,21 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrasti
     const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
     const int64_t i0 = job.lse_begin + (int64_t)blockIdx.x * kTile;
     const float shift = job.inv_temperature;
-    float sum[kPerThread];
+    float sum[kPerThread], positive_sum[kPerThread];
     closs_lse_partial partial[kPerThread];
+    int row_key[kPerThread];
 #pragma unroll
     for (int p = 0; p < kPerThread; ++p) {
-        sum[p] = 0.0f;
+        sum[p] = positive_sum[p] = 0.0f;
         partial[p] = closs_cm_lse_empty();
+        row_key[p] = anchor_key(job, i0 + ty + kLanes * p);
     }
     for (int64_t j0 = 0; j0 < job.rows; j0 += kTile)
-        visit_tile<T>(job, i0, j0, shared, [&](int p, int, bool pair, float x) {
+        visit_tile<T>(job, i0, j0, row_key, shared, [&](int p, int, bool pair, bool positive, float x) {
             if (!pair) return;
             if constexpr (kFixed) sum[p] = closs_fm_push_fixed(sum[p], x, shift);
             else partial[p] = closs_fm_push_online(partial[p], x);
+            if (positive) positive_sum[p] += x;
         });
     const bool nonfinite = *job.nonfinite != 0;
 #pragma unroll
@@ -177,40 +145,25 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const closs_contrasti
         float lse;
         if constexpr (kFixed) lse = closs_fm_lse_fixed(lanes_sum(sum[p]), shift);
         else lse = closs_cm_lse_value(lanes_merge(partial[p]));
+        const float positives = lanes_sum(positive_sum[p]);
         const int64_t i = i0 + ty + kLanes * p;
-        if (tx == 0 && i < job.lse_begin + job.lse_count)
+        if (tx == 0 && i < job.lse_begin + job.lse_count) {
             job.lse[i - job.lse_begin] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+            job.row_loss[i] = positives; // anchor_loss_kernel turns it into ℓ_i
+        }
     }
 }
 
-// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p(i)/τ or ẑ_i·(C_k − ẑ_i)/τ; one warp per anchor of
-// the row range.
-template <typename T>
+// ℓ_i from lse_i and Σ_{k∈P(i)} x_ik, which the similarity pass left in row_loss[i] (every kernel
+// family sums it in its tiles); one thread per anchor of the row range.
 __global__ void anchor_loss_kernel(const closs_contrastive_launch job) {
-    const int lane = threadIdx.x % kWarpSize;
-    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
-    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize; r < job.row_count;
-         r += warps) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < job.row_count;
+         r += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = job.row_begin + r;
-        const int positives = job.positives[i];
-        float dot = 0.0f;
-        if (positives > 0) {
-            const int64_t partner = (i + job.rows / 2) % job.rows;
-            const float *class_sum = job.supcon ? job.class_sum + (int64_t)job.class_of[i] * job.dim : nullptr;
-            for (int64_t c = lane; c < job.dim; c += kWarpSize) {
-                const float unit = unit_element<T>(job, i, c);
-                const float other = class_sum ? class_sum[c] - unit : unit_element<T>(job, partner, c);
-                dot = fmaf(unit, other, dot);
-            }
-        }
-        dot = warp_sum(dot);
-        if (lane == 0) {
-            float loss = closs_cm_row_loss(job.lse[i - job.lse_begin], dot * job.inv_temperature, positives,
-                                           job.scale);
-            if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)
-            job.row_loss[i] = loss;
-            if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[r] = loss;
-        }
+        float loss = closs_cm_row_loss(job.lse[i - job.lse_begin], job.row_loss[i], job.positives[i], job.scale);
+        if (*job.nonfinite) loss = __int_as_float(0x7fc00000); // every anchor (contract)
+        job.row_loss[i] = loss;
+        if (job.reduction == CLOSS_REDUCTION_NONE) job.loss[r] = loss;
     }
 }
 
@@ -223,34 +176,26 @@ __device__ __forceinline__ float softmax_factor(const closs_contrastive_launch &
     return kFixed ? closs_fm_softmax_weight(w, job.lse[i], job.inv_temperature) : w;
 }
 
-// Column c of row i's positive part Σ_{k∈P(i)} (a_i + a_k)·ẑ_k: a_pair·ẑ_partner (NT-Xent, a_pair =
-// a_i + a_partner), or from the sums of class k (SupCon; none for k < 0); unit = ẑ_i[c].
-template <typename T>
-__device__ __forceinline__ float positive_element(const closs_contrastive_launch &job, int64_t partner, float a_i,
-                                                  float a_pair, int k, int64_t c, float unit) {
-    if (!job.supcon) return a_pair * unit_element<T>(job, partner, c);
-    if (k < 0) return 0.0f;
-    return closs_fm_supcon_positive(a_i, unit, job.class_sum[(int64_t)k * job.dim + c],
-                                    job.class_weighted_sum[(int64_t)k * job.dim + c]);
-}
-
 template <typename T, bool kFixed, int kMaxDim>
 __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrastive_launch job) {
     constexpr int kDimPerThread = kMaxDim / kLanes; // dẑ columns tx + 16q of each of the 4 rows
     __shared__ TileShared shared;
     __shared__ float coefficients[kTile][kTile + 1];
     __shared__ float units[kSlice][kMaxDim];
-    __shared__ float column_factor[kTile], column_lse[kTile];
+    __shared__ float column_factor[kTile], column_lse[kTile], column_a[kTile];
     const int tx = threadIdx.x % kLanes, ty = threadIdx.x / kLanes;
     const int64_t i0 = job.row_begin + (int64_t)blockIdx.x * kTile, row_end = job.row_begin + job.row_count;
     const float inv_t = job.inv_temperature, shift = inv_t;
 
-    float row_factor[kPerThread], row_lse[kPerThread];
+    float row_factor[kPerThread], row_lse[kPerThread], row_a[kPerThread];
+    int row_key[kPerThread];
 #pragma unroll
     for (int p = 0; p < kPerThread; ++p) {
         const int64_t i = i0 + ty + kLanes * p;
         row_factor[p] = i < job.rows ? softmax_factor<kFixed>(job, i) : 0.0f;
         row_lse[p] = i < job.rows ? job.lse[i] : 0.0f;
+        row_a[p] = i < job.rows ? job.anchor_a[i] : 0.0f;
+        row_key[p] = anchor_key(job, i);
     }
     float grad[kPerThread][kDimPerThread];
 #pragma unroll
@@ -265,14 +210,16 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
             const int64_t j = j0 + threadIdx.x;
             column_factor[threadIdx.x] = j < job.rows ? softmax_factor<kFixed>(job, j) : 0.0f;
             column_lse[threadIdx.x] = j < job.rows ? job.lse[j] : 0.0f;
+            column_a[threadIdx.x] = j < job.rows ? job.anchor_a[j] : 0.0f;
         }
-        visit_tile<T>(job, i0, j0, shared, [&](int p, int q, bool pair, float x) {
+        visit_tile<T>(job, i0, j0, row_key, shared, [&](int p, int q, bool pair, bool positive, float x) {
             const int col = tx + kLanes * q;
+            const float fold = positive ? row_a[p] + column_a[col] : 0.0f;
             float g = 0.0f;
             if (pair)
-                g = kFixed ? closs_fm_coefficient_fixed(x, shift, row_factor[p], column_factor[col], inv_t)
+                g = kFixed ? closs_fm_coefficient_fixed(x, shift, row_factor[p], column_factor[col], fold, inv_t)
                            : closs_fm_coefficient_online(x, row_lse[p], column_lse[col], row_factor[p],
-                                                         column_factor[col], inv_t);
+                                                         column_factor[col], fold, inv_t);
             coefficients[ty + kLanes * p][col] = g;
         });
         __syncthreads();
@@ -296,25 +243,18 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const closs_contrast
         }
     }
 
-    // The positive part, the normalisation's backward and the store. Rows past M compute on row 0
-    // (every lane must take part in the butterfly); rows past the range store nothing.
+    // The normalisation's backward and the store. Rows past M compute on row 0 (every lane must
+    // take part in the butterfly); rows past the range store nothing.
 #pragma unroll
     for (int p = 0; p < kPerThread; ++p) {
         const int64_t i = i0 + ty + kLanes * p;
         const int64_t row = i < job.rows ? i : 0;
-        const float a_i = job.anchor_a[row];
-        const int64_t partner = (row + job.rows / 2) % job.rows;
-        const float a_pair = job.supcon ? 0.0f : a_i + job.anchor_a[partner];
-        const int k = job.supcon ? job.class_of[row] : -1;
         float radial = 0.0f;
 #pragma unroll
         for (int q = 0; q < kDimPerThread; ++q) {
             const int64_t c = tx + kLanes * q;
             if (c >= job.dim) continue;
-            const float unit = unit_element<T>(job, row, c);
-            const float positive = positive_element<T>(job, partner, a_i, a_pair, k, c, unit);
-            grad[p][q] = fmaf(-inv_t, positive, grad[p][q]);
-            radial = fmaf(unit, grad[p][q], radial);
+            radial = fmaf(unit_element<T>(job, row, c), grad[p][q], radial);
         }
         radial = lanes_sum(radial);
         if (i >= row_end) continue;

@@ -51,14 +51,14 @@ __global__ void embed_kernel(const closs_contrastive_launch job) {
 // ‖z_j‖ < 4/(65504·τ), in practice a zero row, whose z_j = 0 adds nothing anyway), and a NaN stays
 // NaN (fminf would drop it). G' goes to the product as high = G' rounded and low = G' − high
 // rounded, one product each: a single 16-bit G' errs by 2^-9 (bf16) of each term, which is the
-// whole answer where the terms of a row cancel (on the fused path, a confident positive's softmax
-// part against the positive part added after the products; bench/NOTES.md, "Accuracy where
-// positives are confident").
-template <typename T> __device__ __forceinline__ T to_operand(float g) {
+// whole answer where the terms of a row cancel (bench/NOTES.md, "Accuracy where positives are
+// confident").
+template <typename T> __device__ __forceinline__ float operand_range(float g) {
     constexpr float kHalfMax = 65504.0f;
     if constexpr (std::is_same<T, __half>::value) g = g > kHalfMax ? kHalfMax : g < -kHalfMax ? -kHalfMax : g;
-    return from_float<T>(g);
+    return g;
 }
+template <typename T> __device__ __forceinline__ T to_operand(float g) { return from_float<T>(operand_range<T>(g)); }
 
 // Sums `value` over the block in a fixed tree; the result is valid in thread 0.
 template <typename V, typename Merge>

@@ -1,7 +1,10 @@
 // The FUSED path on tensor cores, for f16 and bf16 inputs with D ≤ 256: the similarity tiles
 // S = Z_i·Z_jᵀ and the gradient products dZ_i += G·Z_j by WMMA (nvcuda::wmma, 16-bit operands,
-// float accumulation; sm_80 and later). contrastive_fused.cu launches these kernels in place of
-// the SIMT forward_kernel/backward_kernel; everything else (norms, classes, class sums, losses,
+// float accumulation; f16 from sm_70, bf16 from sm_80). The tile engine
+// (contrastive_tile_kernels.cuh) replaced them where the code is for sm_80 or later;
+// contrastive_fused.cu launches them where it is older (f16 in the simulated tier's compute_70
+// build) or CLOSS_TILE_KERNELS=wmma asks (benchmarks), in place of the SIMT
+// forward_kernel/backward_kernel (tile_dispatch.h); everything else (norms, classes, losses,
 // weights) is shared with the SIMT path. A header of its own so that
 // tests/test_contrastive_kernels.cpp runs these very kernels on the CPU, with a whole-tile
 // emulation of WMMA.
@@ -12,15 +15,17 @@
 //   fixed shift:   Σ_j 2^(x_ij·log2e − c·log2e) = Σ_j e^(x_ij − c),  lse_i = c + log Σ
 //   online max:    (max, Σ 2^(t − max)) per lane in base 2, merged across lanes in base e
 //   dẑ_i = Σ_j G_ij ẑ_j = β·Σ_j G'_ij z_j,  G'_ij = G_ij·r_j/β,  β = max_k |w_k|
-// with G_ij = (1/τ)(w_i·p_ij + w_j·p_ji), p the softmax probabilities (≤ 1), computed as
-// (1/τ)·E_ij·(b_i + b_j) with the fixed shift (b_k = w_k·e^(c − lse_k)) or from both lse with the
-// online maximum. Dividing by β keeps |G'| ≤ 2·r_j/τ whatever the reduction's scale of the
-// weights (a MEAN over 65,536 anchors makes w ≈ 1.5e-5, whose G would be below f16's normal
-// range); β is one number per call, so it is applied to the finished rows, not to fragments of
+// with G_ij = (1/τ)(w_i·p_ij + w_j·p_ji − [j∈P(i)]·(a_i + a_j)), p the softmax probabilities
+// (≤ 1), computed as (1/τ)·(E_ij·(b_i + b_j) − …) with the fixed shift (b_k = w_k·e^(c − lse_k))
+// or from both lse with the online maximum; the positives are folded in (fused_math.h), a column
+// whose key equals the anchor's, so that a confident positive's two terms cancel in float.
+// Dividing by β keeps |G'| ≤ 2·r_j/τ whatever the reduction's scale of the weights (a MEAN over
+// 65,536 anchors makes w ≈ 1.5e-5, whose G would be below f16's normal range); β is one number
+// per call, so it is applied to the finished rows, not to fragments of
 // unknown layout. G' goes to the second product as two 16-bit tiles, high = G' rounded and
 // low = G' − high rounded, one MMA each: a single 16-bit G' errs by 2^-9 (bf16) of each term,
-// and where the softmax and positive parts cancel (a confident positive, p → 1) that error is
-// the whole answer; high + low keep G' to about 2^-17. f16 saturates at ±65504 (reached only by
+// and where a row's terms nearly cancel that error is the whole answer; high + low keep G' to
+// about 2^-17. f16 saturates at ±65504 (reached only by
 // rows with ‖z_j‖ < 2/(65504·τ), in practice zero rows, whose z_j = 0 adds nothing anyway).
 //
 // Tile schedule (both kernels): a block of 4 warps owns 64 anchor rows [i0, i0 + 64) of the range
@@ -33,17 +38,17 @@
 // l/4 + 8 of the slice and columns l%4 + 4k (k < 16), so a row's four lanes are one quad and the
 // 32 lanes hit 32 banks. Masks (j = i, j ≥ M) are applied only on tiles that overlap the block's
 // anchor rows or pass M; every other tile runs the unmasked loop.
-//   forward:  e^(x − c) summed, or the online max, per lane; the quad merged by shuffles; one
-//             lse write per anchor.
+//   forward:  e^(x − c) summed, or the online max, per lane, and the positives' x; the quad
+//             merged by shuffles; one lse and one positive sum (row_loss) write per anchor.
 //   backward: G' per element into the warp's two 16 × 64 tiles of 16-bit values, then
 //             dZ_w += (G'high_w + G'low_w)·Z_cols by WMMA (4 steps of k, each B fragment used by
 //             both; kDim/16 accumulators that stay in
 //             registers for the whole column walk). At the end the accumulators go through
 //             shared memory (which then no longer holds z), and each warp finishes its 16 rows:
-//             β·dZ, the positive part, the normalisation's backward, one store per element. No
+//             β·dZ, the normalisation's backward, one store per element. No
 //             atomics; every sum has one order.
 // Shared memory (dynamic, bytes at kDim = 128): anchors 17.4 K + columns 17.4 K, S 17.4 K,
-// column vectors 0.8 K: 53 K for the forward; the backward adds G' high and low, 18.4 K, and its
+// column vectors 1.3 K: 53.5 K for the forward; the backward adds G' high and low, 18.4 K, and its
 // finished dZ rows reuse the first 34.8 K.
 #pragma once
 
@@ -55,7 +60,8 @@
 #    include <mma.h>
 #endif
 
-#include "contrastive_fused_kernels.cuh"
+#include "contrastive_tensor_common.cuh"
+#include "dynamic_shared.cuh"
 
 namespace closs {
 namespace {
@@ -71,8 +77,7 @@ constexpr int kColumnSteps = kColumnRows / kWmmaSide;
 constexpr int kTileLd = kColumnRows + 4;   // floats: 16-byte multiple, rows 4 banks apart
 constexpr int kCoeffLd = kColumnRows + 8;  // 16-bit: 16-byte multiple, rows 16 bytes apart
 constexpr int kLaneColumns = kColumnRows / 4; // columns of a tile row per lane
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kColumnVectors = 5;             // r_j, factor, lse, a_j (backward) and key_j, a tile's
 
 // Whether this compilation pass has WMMA for T: f16 from sm_70, bf16 from sm_80 (the host pass
 // and the CPU harness say yes). Older targets compile the bf16 kernels as a trap, and
@@ -98,32 +103,11 @@ template <int kDim> struct WmmaShared {
     static constexpr size_t dz_bytes = (size_t)kAnchorRows * dz_ld * 4; // backward, at the end
     static constexpr size_t tile = operands_end > dz_bytes ? operands_end : dz_bytes;
     static constexpr size_t vectors = tile + (size_t)kAnchorRows * kTileLd * 4;
-    static constexpr size_t coefficients = vectors + 3 * kColumnRows * sizeof(float);
+    static constexpr size_t coefficients = vectors + kColumnVectors * kColumnRows * sizeof(float);
     static constexpr size_t forward_bytes = coefficients; // the forward has no G'
     static constexpr size_t backward_bytes = coefficients + 2 * (size_t)kAnchorRows * kCoeffLd * 2; // G' high, low
     static_assert(columns % 32 == 0 && tile % 32 == 0 && coefficients % 32 == 0, "aligned");
 };
-
-#ifdef __CUDACC__
-__device__ __forceinline__ unsigned char *wmma_shared() {
-    extern __shared__ __align__(128) unsigned char dynamic_shared[];
-    return dynamic_shared;
-}
-#else
-inline unsigned char *wmma_shared() { return closs_emulated_dynamic_shared; } // the CPU harness's
-#endif
-
-// 2^x by the special function unit (ex2.approx, 2 ulp; the fixed shift keeps every term ≥ 2^-116,
-// a normal float, so flushing subnormals loses nothing there).
-__device__ __forceinline__ float exp2_fast(float x) {
-#ifdef __CUDA_ARCH__
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return exp2f(x);
-#endif
-}
 
 // Rows [r0, r0 + rows) of z into `out` (rows × kDim, ld z_ld), zero past M and past D.
 template <typename T, int kDim>
@@ -179,36 +163,57 @@ __device__ __forceinline__ bool tile_masked(const closs_contrastive_launch &job,
     return j0 + kColumnRows > job.rows || (j0 < i0 + kAnchorRows && i0 < j0 + kColumnRows);
 }
 
+// The column tile's vectors in shared memory: r_j, the factor and lse of G (backward), a_j·σ (the
+// positives' fold, backward) and the key that tells positives (fused_math.h); 0 and −3 past M.
+struct ColumnVectors {
+    float *r, *f, *l, *a;
+    int *key;
+};
+__device__ __forceinline__ ColumnVectors column_vectors(unsigned char *at) {
+    float *r = reinterpret_cast<float *>(at);
+    return {r, r + kColumnRows, r + 2 * kColumnRows, r + 3 * kColumnRows, reinterpret_cast<int *>(r + 4 * kColumnRows)};
+}
+
 // This lane's anchors: rows lane/4 and lane/4 + 8 of its warp's 16.
 __device__ __forceinline__ int lane_row(int pass) { return threadIdx.x % kWarpSize / 4 + 8 * pass; }
 __device__ __forceinline__ int lane_column(int k) { return threadIdx.x % 4 + 4 * k; }
 
 // ---- forward -----------------------------------------------------------------------------------
 
-// One tile row of the lane: the fixed-shift sum of e^(x − c), in base 2.
+// Whether column c of the tile at j0 pairs with anchor i (j < M, j ≠ i: masked tiles only), and
+// whether it is also one of its positives.
 template <bool kMasked>
-__device__ __forceinline__ float fixed_terms(const float *s_row, const float *column_r, float row_scale, float shift2,
-                                             int64_t i, int64_t j0, int64_t rows, float sum) {
+__device__ __forceinline__ bool pairs(const LaneAnchor &anchor, int64_t j0, int c, int64_t rows) {
+    return !kMasked || (j0 + c < rows && j0 + c != anchor.i);
+}
+
+// One tile row of the lane: the fixed-shift sum of e^(x − c), in base 2, and its positives' x.
+template <bool kMasked>
+__device__ __forceinline__ void fixed_terms(const float *s_row, const ColumnVectors &columns, const LaneAnchor &anchor,
+                                            float shift2, int64_t j0, int64_t rows, float &sum, float &positive_sum) {
 #pragma unroll
     for (int k = 0; k < kLaneColumns; ++k) {
         const int c = lane_column(k);
-        const float term = exp2_fast(fmaf(s_row[c] * row_scale, column_r[c], -shift2));
-        if (!kMasked || (j0 + c < rows && j0 + c != i)) sum += term;
+        const float term = exp2_fast(fmaf(s_row[c] * anchor.scale2, columns.r[c], -shift2));
+        if (!pairs<kMasked>(anchor, j0, c, rows)) continue;
+        sum += term;
+        if (columns.key[c] == anchor.key) positive_sum += s_row[c] * anchor.scale * columns.r[c];
     }
-    return sum;
 }
 
 // One tile row of the lane into its online (max, Σ 2^(t − max)), base 2: the tile's maximum
-// first, so the running sum is rescaled at most once per tile.
+// first, so the running sum is rescaled at most once per tile; and its positives' x.
 template <bool kMasked>
-__device__ __forceinline__ closs_lse_partial online_terms(const float *s_row, const float *column_r, float row_scale,
-                                                          int64_t i, int64_t j0, int64_t rows, closs_lse_partial p) {
+__device__ __forceinline__ closs_lse_partial online_terms(const float *s_row, const ColumnVectors &columns,
+                                                          const LaneAnchor &anchor, int64_t j0, int64_t rows,
+                                                          closs_lse_partial p, float &positive_sum) {
     float t[kLaneColumns], tile_max = -INFINITY;
 #pragma unroll
     for (int k = 0; k < kLaneColumns; ++k) {
         const int c = lane_column(k);
-        t[k] = s_row[c] * row_scale * column_r[c];
-        if (kMasked && !(j0 + c < rows && j0 + c != i)) t[k] = -INFINITY;
+        t[k] = s_row[c] * anchor.scale2 * columns.r[c];
+        if (!pairs<kMasked>(anchor, j0, c, rows)) t[k] = -INFINITY;
+        else if (columns.key[c] == anchor.key) positive_sum += s_row[c] * anchor.scale * columns.r[c];
         tile_max = fmaxf(tile_max, t[k]);
     }
     if (tile_max == -INFINITY) return p;
@@ -221,60 +226,49 @@ __device__ __forceinline__ closs_lse_partial online_terms(const float *s_row, co
     return p;
 }
 
-// The four lanes of a quad hold one row: xor 1 and 2 stay within it.
-__device__ __forceinline__ float quad_sum(float value) {
-    value += __shfl_xor_sync(kFullMask, value, 1);
-    return value + __shfl_xor_sync(kFullMask, value, 2);
-}
-
-__device__ __forceinline__ closs_lse_partial quad_merge(closs_lse_partial value) {
-#pragma unroll
-    for (int offset = 1; offset <= 2; offset <<= 1) {
-        closs_lse_partial other = {__shfl_xor_sync(kFullMask, value.max, offset),
-                                   __shfl_xor_sync(kFullMask, value.sum, offset)};
-        value = closs_cm_lse_merge(value, other);
-    }
-    return value;
-}
-
-// lse_i for the anchors [row_begin, row_end), against all M rows.
+// lse_i and the positives' Σ x_ik (into row_loss, for anchor_loss_kernel) for the anchors
+// [row_begin, row_end), against all M rows.
 template <typename T, bool kFixed, int kDim>
 __device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
-    unsigned char *shared = wmma_shared();
+    unsigned char *shared = dynamic_shared();
     T *anchors = reinterpret_cast<T *>(shared + Shared::anchors);
     T *columns = reinterpret_cast<T *>(shared + Shared::columns);
     const int warp = threadIdx.x / kWarpSize;
     float *tile = reinterpret_cast<float *>(shared + Shared::tile) + warp * kWmmaSide * kTileLd;
-    float *column_r = reinterpret_cast<float *>(shared + Shared::vectors);
+    const ColumnVectors vectors = column_vectors(shared + Shared::vectors);
     const int64_t i0 = row_begin + (int64_t)blockIdx.x * kAnchorRows;
-    const float scale2 = job.inv_temperature * kLog2e, shift2 = scale2; // c·log2 e with c = 1/τ
+    const float shift2 = job.inv_temperature * kLog2e; // c·log2 e with c = 1/τ
 
     stage_rows<T, kDim>(job, i0, kAnchorRows, anchors);
-    float row_scale[2], sum[2] = {0.0f, 0.0f};
+    float sum[2] = {0.0f, 0.0f}, positive_sum[2] = {0.0f, 0.0f};
     closs_lse_partial partial[2] = {closs_cm_lse_empty(), closs_cm_lse_empty()};
-    int64_t anchor[2];
+    LaneAnchor anchor[2];
 #pragma unroll
-    for (int p = 0; p < 2; ++p) {
-        anchor[p] = i0 + warp * kWmmaSide + lane_row(p);
-        row_scale[p] = anchor[p] < job.rows ? job.inv_norm[anchor[p]] * scale2 : 0.0f;
-    }
+    for (int p = 0; p < 2; ++p) anchor[p] = lane_anchor(job, i0 + warp * kWmmaSide + lane_row(p));
     for (int64_t j0 = 0; j0 < job.rows; j0 += kColumnRows) {
         __syncthreads(); // every warp is done with the previous tile
         stage_rows<T, kDim>(job, j0, kColumnRows, columns);
-        if (threadIdx.x < kColumnRows) column_r[threadIdx.x] = j0 + threadIdx.x < job.rows ? job.inv_norm[j0 + threadIdx.x] : 0.0f;
+        if (threadIdx.x < kColumnRows) {
+            const int64_t j = j0 + threadIdx.x;
+            vectors.r[threadIdx.x] = j < job.rows ? job.inv_norm[j] : 0.0f;
+            vectors.key[threadIdx.x] = column_key(job, j);
+        }
         __syncthreads();
         similarity_slice<T, kDim>(anchors + warp * kWmmaSide * Shared::z_ld, columns, tile);
         const bool masked = tile_masked(job, i0, j0);
 #pragma unroll
         for (int p = 0; p < 2; ++p) {
             const float *s_row = tile + lane_row(p) * kTileLd;
-            if constexpr (kFixed)
-                sum[p] = masked ? fixed_terms<true>(s_row, column_r, row_scale[p], shift2, anchor[p], j0, job.rows, sum[p])
-                                : fixed_terms<false>(s_row, column_r, row_scale[p], shift2, anchor[p], j0, job.rows, sum[p]);
-            else
-                partial[p] = masked ? online_terms<true>(s_row, column_r, row_scale[p], anchor[p], j0, job.rows, partial[p])
-                                    : online_terms<false>(s_row, column_r, row_scale[p], anchor[p], j0, job.rows, partial[p]);
+            if constexpr (kFixed) {
+                if (masked) fixed_terms<true>(s_row, vectors, anchor[p], shift2, j0, job.rows, sum[p], positive_sum[p]);
+                else fixed_terms<false>(s_row, vectors, anchor[p], shift2, j0, job.rows, sum[p], positive_sum[p]);
+            } else {
+                partial[p] = masked ? online_terms<true>(s_row, vectors, anchor[p], j0, job.rows, partial[p],
+                                                         positive_sum[p])
+                                    : online_terms<false>(s_row, vectors, anchor[p], j0, job.rows, partial[p],
+                                                          positive_sum[p]);
+            }
         }
     }
     const bool nonfinite = *job.nonfinite != 0;
@@ -287,77 +281,67 @@ __device__ __forceinline__ void wmma_forward(const closs_contrastive_launch &job
             closs_lse_partial natural = {partial[p].max * kLn2, partial[p].sum}; // 2^m = e^(m·ln 2)
             lse = closs_cm_lse_value(quad_merge(natural));
         }
-        if (threadIdx.x % 4 == 0 && anchor[p] < row_end && anchor[p] < job.rows)
-            job.lse[anchor[p] - job.lse_begin] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+        const float positives = quad_sum(positive_sum[p]);
+        const int64_t i = anchor[p].i;
+        if (threadIdx.x % 4 == 0 && i < row_end && i < job.rows) {
+            job.lse[i - job.lse_begin] = nonfinite ? __int_as_float(0x7fc00000) : lse;
+            job.row_loss[i] = positives; // anchor_loss_kernel turns it into ℓ_i
+        }
     }
 }
 
 // ---- backward ----------------------------------------------------------------------------------
 
-// Every row's factor in G: b_k with the fixed shift, w_k with the online maximum. (β comes from
-// anchor_weights_kernel.)
-template <bool kFixed>
-__global__ void wmma_factors_kernel(const closs_contrastive_launch job) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < job.rows; i += (int64_t)gridDim.x * blockDim.x)
-        job.softmax_factor[i] = softmax_factor<kFixed>(job, i);
-}
-
-// One tile row of the lane's G' (see the top) into the warp's two 16-bit tiles, G' = high + low.
+// One tile row of the lane's G' (see the top) into the warp's two 16-bit tiles, G' = high + low;
+// a positive's fold −(a_i + a_j)·σ·r_j is added in float before the split.
 template <typename T, bool kFixed, bool kMasked>
-__device__ __forceinline__ void coefficient_row(const float *s_row, const float *column_r, const float *column_f,
-                                                const float *column_l, float row_scale, float row_f, float row_l,
-                                                float shift2, int64_t i, int64_t j0, int64_t rows, T *g_high,
-                                                T *g_low) {
+__device__ __forceinline__ void coefficient_row(const float *s_row, const ColumnVectors &columns,
+                                                const LaneAnchor &anchor, const AnchorTerms &terms, float shift2,
+                                                int64_t j0, int64_t rows, T *g_high, T *g_low) {
 #pragma unroll
     for (int k = 0; k < kLaneColumns; ++k) {
         const int c = lane_column(k);
         float g;
         if constexpr (kFixed) {
-            const float e = exp2_fast(fmaf(s_row[c] * row_scale, column_r[c], -shift2));
-            g = e * fmaf(row_f, column_r[c], column_f[c]); // (b_i·r_j + b_j·r_j)·σ/τ
+            const float e = exp2_fast(fmaf(s_row[c] * anchor.scale2, columns.r[c], -shift2));
+            g = e * fmaf(terms.f, columns.r[c], columns.f[c]); // (b_i·r_j + b_j·r_j)·σ/τ
         } else {
-            const float t = s_row[c] * row_scale * column_r[c];
-            g = fmaf(row_f, exp2_fast(t - row_l), column_f[c] * exp2_fast(t - column_l[c])) * column_r[c];
+            const float t = s_row[c] * anchor.scale2 * columns.r[c];
+            g = fmaf(terms.f, exp2_fast(t - terms.l), columns.f[c] * exp2_fast(t - columns.l[c])) * columns.r[c];
         }
-        if (kMasked && !(j0 + c < rows && j0 + c != i)) g = 0.0f;
+        if (columns.key[c] == anchor.key) g = fmaf(-(terms.a + columns.a[c]), columns.r[c], g);
+        if (!pairs<kMasked>(anchor, j0, c, rows)) g = 0.0f;
         const T high = to_operand<T>(g);
         g_high[c] = high;
         g_low[c] = to_operand<T>(g - to_float(high));
     }
 }
 
-// dz for the anchors [row_begin, row_end), against all M rows. Needs wmma_factors_kernel and β
+// dz for the anchors [row_begin, row_end), against all M rows. Needs softmax_factors_kernel and β
 // (anchor_weights_kernel) first.
 template <typename T, bool kFixed, int kDim>
 __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &job, int64_t row_begin, int64_t row_end) {
     using Shared = WmmaShared<kDim>;
     constexpr int kDimSteps = kDim / kWmmaSide;
-    unsigned char *shared = wmma_shared();
+    unsigned char *shared = dynamic_shared();
     T *anchors = reinterpret_cast<T *>(shared + Shared::anchors);
     T *columns = reinterpret_cast<T *>(shared + Shared::columns);
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     float *tile = reinterpret_cast<float *>(shared + Shared::tile) + warp * kWmmaSide * kTileLd;
     T *g_high = reinterpret_cast<T *>(shared + Shared::coefficients) + warp * kWmmaSide * kCoeffLd;
     T *g_low = g_high + kAnchorRows * kCoeffLd;
-    float *column_r = reinterpret_cast<float *>(shared + Shared::vectors);
-    float *column_f = column_r + kColumnRows, *column_l = column_f + kColumnRows;
+    const ColumnVectors vectors = column_vectors(shared + Shared::vectors);
     const int64_t i0 = row_begin + (int64_t)blockIdx.x * kAnchorRows;
-    const float inv_t = job.inv_temperature, scale2 = inv_t * kLog2e, shift2 = scale2;
-    const float beta = __uint_as_float(*job.factor_max);
-    // All weights 0: G is 0 anyway. The approximate division (2 ulp) scales G' and is undone by
-    // β at the end; an exact one would be a call that costs the kernel a stack frame.
-    const float sigma = beta > 0.0f ? __fdividef(inv_t, beta) : inv_t;
+    const float inv_t = job.inv_temperature, shift2 = inv_t * kLog2e;
+    const float beta = __uint_as_float(*job.factor_max), sigma = coefficient_scale(job, beta);
 
     stage_rows<T, kDim>(job, i0, kAnchorRows, anchors);
-    float row_scale[2], row_f[2], row_l[2];
-    int64_t anchor[2];
+    LaneAnchor anchor[2];
+    AnchorTerms terms[2];
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
-        anchor[p] = i0 + warp * kWmmaSide + lane_row(p);
-        const bool inside = anchor[p] < job.rows;
-        row_scale[p] = inside ? job.inv_norm[anchor[p]] * scale2 : 0.0f;
-        row_f[p] = inside ? job.softmax_factor[anchor[p]] * sigma : 0.0f;
-        row_l[p] = inside ? job.lse[anchor[p]] * kLog2e : 0.0f;
+        anchor[p] = lane_anchor(job, i0 + warp * kWmmaSide + lane_row(p));
+        terms[p] = anchor_terms(job, anchor[p], sigma);
     }
     wmma::fragment<wmma::accumulator, kWmmaSide, kWmmaSide, kWmmaSide, float> dz[kDimSteps];
 #pragma unroll
@@ -367,12 +351,12 @@ __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &jo
         __syncthreads(); // every warp is done with the previous tile
         stage_rows<T, kDim>(job, j0, kColumnRows, columns);
         if (threadIdx.x < kColumnRows) {
-            const int64_t j = j0 + threadIdx.x;
-            const bool inside = j < job.rows;
-            const float r = inside ? job.inv_norm[j] : 0.0f, f = inside ? job.softmax_factor[j] * sigma : 0.0f;
-            column_r[threadIdx.x] = r;
-            column_f[threadIdx.x] = kFixed ? f * r : f;
-            column_l[threadIdx.x] = inside ? job.lse[j] * kLog2e : 0.0f;
+            const ColumnTerms column = column_terms<kFixed>(job, j0 + threadIdx.x, sigma);
+            vectors.r[threadIdx.x] = column.r;
+            vectors.f[threadIdx.x] = column.f;
+            vectors.l[threadIdx.x] = column.l;
+            vectors.a[threadIdx.x] = column.a;
+            vectors.key[threadIdx.x] = column.key;
         }
         __syncthreads();
         similarity_slice<T, kDim, kDim <= 128 ? kColumnSteps : 2>(anchors + warp * kWmmaSide * Shared::z_ld, columns,
@@ -383,11 +367,11 @@ __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &jo
             const float *s_row = tile + lane_row(p) * kTileLd;
             const int row = lane_row(p) * kCoeffLd;
             if (masked)
-                coefficient_row<T, kFixed, true>(s_row, column_r, column_f, column_l, row_scale[p], row_f[p], row_l[p],
-                                                 shift2, anchor[p], j0, job.rows, g_high + row, g_low + row);
+                coefficient_row<T, kFixed, true>(s_row, vectors, anchor[p], terms[p], shift2, j0, job.rows,
+                                                 g_high + row, g_low + row);
             else
-                coefficient_row<T, kFixed, false>(s_row, column_r, column_f, column_l, row_scale[p], row_f[p], row_l[p],
-                                                  shift2, anchor[p], j0, job.rows, g_high + row, g_low + row);
+                coefficient_row<T, kFixed, false>(s_row, vectors, anchor[p], terms[p], shift2, j0, job.rows,
+                                                  g_high + row, g_low + row);
         }
         __syncwarp(); // the whole G' slice is written before any lane loads it
 #pragma unroll
@@ -407,7 +391,7 @@ __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &jo
     }
 
     // The finished rows through shared memory (the staged z is dead: every warp passed the last
-    // product), then the positive part, the normalisation's backward and the store.
+    // product), then the normalisation's backward and the store.
     __syncthreads();
     float *dz_rows = reinterpret_cast<float *>(shared) + warp * kWmmaSide * Shared::dz_ld;
 #pragma unroll
@@ -418,18 +402,12 @@ __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &jo
         const int64_t i = i0 + warp * kWmmaSide + r;
         if (i >= row_end || i >= job.rows) break; // warp-uniform
         float *row = dz_rows + r * Shared::dz_ld;
-        const float a_i = job.anchor_a[i];
-        const int64_t partner = i + job.rows / 2 < job.rows ? i + job.rows / 2 : i - job.rows / 2; // no 64-bit %
-        const float a_pair = job.supcon ? 0.0f : a_i + job.anchor_a[partner];
-        const int k = job.supcon ? job.class_of[i] : -1;
         const float softmax_scale = beta > 0.0f ? beta : 1.0f;
         float radial = 0.0f;
         for (int64_t c = lane; c < job.dim; c += kWarpSize) {
-            const float unit = unit_element<T>(job, i, c);
-            const float positive = positive_element<T>(job, partner, a_i, a_pair, k, c, unit);
-            const float g = fmaf(-inv_t, positive, row[c] * softmax_scale);
+            const float g = row[c] * softmax_scale;
             row[c] = g;
-            radial = fmaf(unit, g, radial);
+            radial = fmaf(unit_element<T>(job, i, c), g, radial);
         }
         radial = warp_sum(radial);
         // closs_fm_unnormalize() with its division by max(‖z‖, eps) as the product with r_i (1 ulp

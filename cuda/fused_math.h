@@ -9,17 +9,21 @@
  *     Every term e^(x_ij − c) ≥ e^(−2/τ) ≥ e^(−80) stays a normal float, and so does
  *     e^(c − lse_i) ≤ e^(2/τ) ≤ e^80 below.
  *   online maximum otherwise (unnormalised, or τ < 1/40): lse_i from (max, Σ e^(x − max)).
- * Backward, softmax part of dẑ_i = Σ_j G_ij ẑ_j with, for j ≠ i,
- *   G_ij = (1/τ)·(w_i e^(x_ij − lse_i) + w_j e^(x_ij − lse_j))
- *        = (1/τ)·E_ij·(b_i + b_j),  E_ij = e^(x_ij − c),  b_i = w_i·e^(c − lse_i)  (fixed shift:
- *          one exponential per pair; the online case keeps the two exponentials).
- * Positive part, O(M·D) outside the pair loop (P(i) is symmetric: k ∈ P(i) ⇔ i ∈ P(k)):
- *   dẑ_i −= (1/τ)·Σ_{k∈P(i)} (a_i + a_k)·ẑ_k
- *         = (1/τ)·(a_i + a_p)·ẑ_p                        NT-Xent, p = p(i)
- *         = (1/τ)·(a_i·(C − ẑ_i) + (A − a_i·ẑ_i))        SupCon, C = Σ_{class} ẑ_k, A = Σ a_k ẑ_k
- * and forward Σ_{k∈P(i)} x_ik = ẑ_i·ẑ_p/τ or ẑ_i·(C − ẑ_i)/τ. */
+ * Backward: dẑ_i = Σ_{j≠i} G_ij ẑ_j with the positives folded into G (P(i) is symmetric:
+ * k ∈ P(i) ⇔ i ∈ P(k)),
+ *   G_ij = (1/τ)·(w_i e^(x_ij − lse_i) + w_j e^(x_ij − lse_j) − [j∈P(i)]·(a_i + a_j))
+ *        = (1/τ)·(E_ij·(b_i + b_j) − [j∈P(i)]·(a_i + a_j)),  E_ij = e^(x_ij − c),
+ *          b_i = w_i·e^(c − lse_i)  (fixed shift: one exponential per pair; the online case keeps
+ *          the two exponentials).
+ * A confident positive (p_ij → 1) makes its softmax and positive terms cancel: folded, they cancel
+ * in one float per pair, before any product rounds them (bench/NOTES.md, "Accuracy where
+ * positives are confident"). The forward's Σ_{k∈P(i)} x_ik is summed in the same tiles, so the
+ * fused path needs no class sums: a positive is a column whose key equals the anchor's
+ * (closs_fm_row_key). */
 #ifndef CLOSS_CUDA_FUSED_MATH_H
 #define CLOSS_CUDA_FUSED_MATH_H
+
+#include <stdint.h>
 
 #include "contrastive_math.h"
 
@@ -64,22 +68,28 @@ CLOSS_CM_HD float closs_fm_softmax_weight(float w, float lse, float shift) {
     return lse == -INFINITY ? 0.0f : w * expf(shift - lse);
 }
 
-/* G_ij (j ≠ i) with the fixed shift, from b_i and b_j. */
+/* G_ij (j ≠ i) with the fixed shift, from b_i and b_j; `positive` is a_i + a_j for j ∈ P(i), else
+ * 0. */
 CLOSS_CM_HD float closs_fm_coefficient_fixed(float x, float shift, float b_i, float b_j,
-                                             float inv_temperature) {
-    return inv_temperature * (expf(x - shift) * (b_i + b_j));
+                                             float positive, float inv_temperature) {
+    return inv_temperature * (expf(x - shift) * (b_i + b_j) - positive);
 }
 
-/* G_ij (j ≠ i) with the online maximum, from w and lse of both anchors. */
+/* G_ij (j ≠ i) with the online maximum, from w and lse of both anchors; `positive` as above. */
 CLOSS_CM_HD float closs_fm_coefficient_online(float x, float lse_i, float lse_j, float w_i,
-                                              float w_j, float inv_temperature) {
-    return inv_temperature * (w_i * expf(x - lse_i) + w_j * expf(x - lse_j));
+                                              float w_j, float positive, float inv_temperature) {
+    return inv_temperature * (w_i * expf(x - lse_i) + w_j * expf(x - lse_j) - positive);
 }
 
-/* One element of SupCon's positive part Σ_{k∈P(i)} (a_i + a_k)·ẑ_k, from the class sums. */
-CLOSS_CM_HD float closs_fm_supcon_positive(float a_i, float unit_i, float class_sum,
-                                           float weighted_sum) {
-    return a_i * (class_sum - unit_i) + (weighted_sum - a_i * unit_i);
+/* The keys that tell a positive pair (j ∈ P(i) ⇔ key of column j = key of anchor i, j ≠ i): for
+ * NT-Xent the anchor's key is its partner's index and a column's its own; for SupCon both are the
+ * row's class (class_of: −1 for a row without a positive, whose anchor key −2 matches nothing). */
+CLOSS_CM_HD int closs_fm_row_key(int supcon, int64_t row, int64_t rows, int class_of_row) {
+    if (supcon) return class_of_row < 0 ? -2 : class_of_row;
+    return (int)(row < rows / 2 ? row + rows / 2 : row - rows / 2);
+}
+CLOSS_CM_HD int closs_fm_column_key(int supcon, int64_t column, int class_of_column) {
+    return supcon ? class_of_column : (int)column;
 }
 
 /* dz from dẑ: (dẑ − ẑ·radial)/‖z‖ while ‖z‖ > eps, dẑ/eps below, dẑ without normalisation. */

@@ -77,10 +77,11 @@ typedef struct closs_contrastive_launch {
     void *grad;            /* NULL: no backward */
     int64_t grad_ld;
     /* workspace */
-    float *norms, *row_loss, *weights, *anchor_a; /* M each */
-    int *positives;                               /* M */
-    int *valid_count;                             /* 1 */
-    int *nonfinite;                               /* 1 */
+    /* M each; row_loss: ℓ_i, which the fused path's forward first holds Σ_{k∈P(i)} x_ik in */
+    float *norms, *row_loss, *weights, *anchor_a;
+    int *positives;       /* M */
+    int *valid_count;     /* 1 */
+    int *nonfinite;       /* 1 */
     float *inv_norm;      /* M: r_i = 1/max(‖z_i‖, eps), 1 unnormalised; NULL: chunked f32 */
     unsigned *factor_max; /* 1, 16-bit backward of either path: β = max |w| as float bits */
     /* SupCon's classes (both paths): the labels sorted with their row indices, then the classes
@@ -103,9 +104,7 @@ typedef struct closs_contrastive_launch {
     size_t cublas_workspace_bytes;
     void *cublas; /* the handle's cublasHandle_t */
     /* FUSED path */
-    int fixed_shift; /* closs_fm_fixed_shift(): c = 1/τ, else an online maximum */
-    float *class_sum, *class_weighted_sum; /* SupCon, (M/2) × D each: C_k = Σ ẑ, A_k = Σ a·ẑ */
-    float *class_carry_in, *class_carry_out; /* ⌈M/64⌉ × D each: the class sums' chunk partials */
+    int fixed_shift;       /* closs_fm_fixed_shift(): c = 1/τ, else an online maximum */
     float *softmax_factor; /* M, tensor-core backward: each anchor's factor in G */
 } closs_contrastive_launch;
 
@@ -117,10 +116,15 @@ cudaError_t closs_launch_contrastive(const closs_contrastive_launch *launch, cud
 cudaError_t closs_launch_contrastive_fused(const closs_contrastive_launch *launch,
                                            cudaStream_t stream);
 
-/* Enqueues, for either path, SupCon's label sort and class numbering (*order: the rows in sorted
- * order, in the workspace) and every anchor's |P(i)| (NT-Xent: 1; *order NULL). */
+/* The dynamic shared memory per block of the fused path's tensor-core kernel for D = dim (≤ 256):
+ * the tile engine's or (wmma) the WMMA kernels', of the backward or the forward pass; what
+ * tile_dispatch.h compares with a device's opt-in limit. No device needed. */
+size_t closs_tensor_kernel_shared_bytes(int wmma, int backward, int64_t dim);
+
+/* Enqueues, for either path, SupCon's label sort and class numbering and every anchor's |P(i)|
+ * (NT-Xent: 1). */
 cudaError_t closs_launch_contrastive_classes(const closs_contrastive_launch *launch,
-                                             cudaStream_t stream, const int **order);
+                                             cudaStream_t stream);
 
 /* The bytes of CUB temporary storage SupCon's label sort and scan need for `rows` labels of
  * `label_dtype` (asks CUB, which needs the current device). */

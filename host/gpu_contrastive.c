@@ -186,25 +186,15 @@ static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows, int
     return CLOSS_STATUS_SUCCESS;
 }
 
-/* FUSED: 1/‖z_i‖, the tensor-core backward's factors and β (16-bit), and for SupCon the class
- * sums C and A of the at most M/2 classes with two rows or more. */
-static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
+/* FUSED: 1/‖z_i‖, and the tensor-core backward's factors and β (16-bit). O(M) whatever D: the
+ * positives are summed and folded in the similarity tiles, so SupCon needs no class sums. */
+static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int supcon,
                                     closs_dtype_t dtype, closs_contrastive_launch *job) {
     CLOSS_TRY(lay_out_common(layout, rows, supcon, job));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
-    if (dtype != CLOSS_F32) {
-        CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
-        CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
-    }
-    if (!supcon) return CLOSS_STATUS_SUCCESS;
-    int64_t sums = 0;
-    CLOSS_TRY(closs_mul_size("workspace", rows / 2, dim, &sums));
-    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_sum));
-    CLOSS_TRY(take(layout, sums, sizeof(float), (void **)&job->class_weighted_sum));
-    int64_t carries = 0; /* the class sums' partials: one row per chunk of 64 sorted rows */
-    CLOSS_TRY(closs_mul_size("workspace", (rows + 63) / 64, dim, &carries));
-    CLOSS_TRY(take(layout, carries, sizeof(float), (void **)&job->class_carry_in));
-    return take(layout, carries, sizeof(float), (void **)&job->class_carry_out);
+    if (dtype == CLOSS_F32) return CLOSS_STATUS_SUCCESS;
+    CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
+    return take(layout, 1, sizeof(unsigned), (void **)&job->factor_max);
 }
 
 /* CHUNKED: one block of C rows of S and its gradient rows, cuBLAS's workspace; for f32 the ẑ copy,
@@ -236,7 +226,7 @@ static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, in
 
 static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
                               closs_dtype_t dtype, int fused, closs_contrastive_launch *job) {
-    CLOSS_TRY(fused ? lay_out_fused(layout, rows, dim, supcon, dtype, job)
+    CLOSS_TRY(fused ? lay_out_fused(layout, rows, supcon, dtype, job)
                     : lay_out_chunked(layout, rows, dim, supcon, dtype, job));
     if ((uint64_t)layout->used > (uint64_t)SIZE_MAX)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "workspace: %lld bytes exceed size_t",

@@ -556,8 +556,8 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
 /* NT-Xent and SupCon on the GPU (closs_ref_ntxent's and closs_ref_supcon's math) without an M×M
  * matrix in memory. z is M × D (f32, f16 or bf16, M ≤ INT_MAX); labels are device int32 or
  * int64, any values. Two paths (`path` in the parameters):
- *   FUSED    similarity tiles stay on chip; workspace O(M) floats, plus for SupCon the label sort
- *            and M·D floats of class sums; D ≤ 256 (NOT_SUPPORTED above).
+ *   FUSED    similarity tiles stay on chip; workspace O(M) whatever D (for SupCon with the label
+ *            sort); D ≤ 256 (NOT_SUPPORTED above).
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows into C·M floats (for f16 and bf16,
  *            on tensor cores, with C·M 16-bit pairs of coefficients beside them), within 256 MiB
  *            (the whole matrix only when M ≤ 8192 for f32, 5792 for 16-bit); f32 adds a float

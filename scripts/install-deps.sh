@@ -11,8 +11,11 @@
 #                                   PyPI wheel, about 5 GB with its CUDA libraries) and scikit-learn
 #                                   for the tests of the Python package, and JAX (jax with its CPU
 #                                   jaxlib, about 350 MB; CMake builds the JAX FFI handler against
-#                                   jaxlib's headers) for closs_jax's tests (all skip visibly
-#                                   without them outside CI). In CI every pinned package is brought
+#                                   jaxlib's headers) for closs_jax's tests, and OpenCLIP's
+#                                   loss code (open_clip_torch without its dependencies) for the
+#                                   two-tower baselines' test (all skip visibly without them
+#                                   outside CI); `build` for scripts/test-wheel.sh's sdist. In CI
+#                                   every pinned package is brought
 #                                   to its pinned version, even where another one is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,10 +58,17 @@ if ((ci)); then
     python_need sklearn scikit-learn
     python_need jax jax
     python_need jaxlib jaxlib
+    python_need build build # scripts/test-wheel.sh's sdist
 fi
 if ((${#python_packages[@]})); then
     echo "install-deps: pip install ${python_packages[*]} (pinned by $constraints)"
     python3 -m pip install -q -c "$constraints" "${python_packages[@]}"
+fi
+# OpenCLIP's own loss code for the two-tower baselines' test (bench/baselines/two_tower.py loads its
+# loss.py alone, which needs only torch): without the package's dependencies (torchvision, timm...).
+if ((ci)); then
+    echo "install-deps: pip install --no-deps open_clip_torch (pinned by $constraints)"
+    python3 -m pip install -q --no-deps -c "$constraints" open_clip_torch
 fi
 
 # cuobjdump and nvdisasm (cuobjdump -sass runs nvdisasm) for tests/sass_check.py, from PyPI: the

@@ -14,12 +14,13 @@ no kernel is an error, so a renamed kernel cannot pass silently. Rules:
     spill=0        no local-memory loads or stores (LDL/STL) in the kernel
     stack=0        no stack frame (cuobjdump -res-usage STACK:0)
     has:OPCODE     at least one instruction whose opcode starts with OPCODE (e.g. has:HMMA)
-    lacks:OPCODE   no such instruction
+    lacks:OPCODE   no such instruction (lacks:LD. is a generic load: LD.E…, not LDG, LDS, LDSM)
 
 --report writes, for every kernel a rule names, its registers, stack, local-memory instructions
-and the static HMMA/FFMA/MUFU counts of the whole kernel and of its outermost loop that holds
-an HMMA (else its largest loop): the per-iteration instruction mix the benchmark notes predict
-from. Static counts: a loop body's instructions once, whatever the trip count.
+and the static counts of the whole kernel and of its outermost loop that holds an HMMA (else its
+largest loop): all instructions, and HMMA, FFMA, MUFU, LDSM (ldmatrix), LDS, LDGSTS (cp.async),
+SHFL and BAR by opcode; the per-iteration instruction mix the benchmark notes predict from.
+Static counts: a loop body's instructions once, whatever the trip count, and every branch of it.
 
 cuobjdump comes from --cuobjdump, $CUOBJDUMP, PATH, or PyPI's nvidia-cuda-cuobjdump; nvdisasm,
 which `cuobjdump -sass` runs, from $NVDISASM, PATH, or PyPI's nvidia-cuda-nvdisasm (both installed by
@@ -36,7 +37,7 @@ import subprocess
 import sys
 
 SKIP = 77
-COUNTED = ("HMMA", "FFMA", "MUFU")
+COUNTED = ("HMMA", "FFMA", "MUFU", "LDSM", "LDS", "LDGSTS", "SHFL", "BAR")
 
 
 def find_tool(name, given=None):
@@ -125,13 +126,15 @@ def loops(instructions):
 
 
 def counts(instructions, span=None):
-    result = dict.fromkeys(COUNTED, 0)
+    """All instructions ("all") and those of each COUNTED opcode (its first dotted part)."""
+    result = dict.fromkeys(("all",) + COUNTED, 0)
     for address, opcode, _ in instructions:
         if span and not span[0] <= address <= span[1]:
             continue
-        for name in COUNTED:
-            if opcode.startswith(name):
-                result[name] += 1
+        result["all"] += 1
+        base = opcode.split(".")[0]
+        if base in result:
+            result[base] += 1
     return result
 
 
@@ -232,17 +235,19 @@ def main():
             out.write(f"# SASS of {os.path.basename(args.binary)} for {args.arch} (tests/sass_check.py)\n\n")
             out.write("Static instruction counts; `loop` is the kernel's outermost loop holding an HMMA "
                       "(else its largest loop), counted once per iteration.\n\n")
-            out.write("| kernel | registers | stack | LDL/STL | HMMA | FFMA | MUFU | loop HMMA | loop FFMA | loop MUFU |\n")
-            out.write("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+            kinds = ("all",) + COUNTED
+            out.write("| kernel | registers | stack | LDL/STL | " + " | ".join(kinds) + " | "
+                      + " | ".join(f"loop {k}" for k in kinds) + " |\n")
+            out.write("| --- " * (4 + 2 * len(kinds)) + "|\n")
             for mangled in sorted(checked, key=lambda m: short(names[m])):
                 code, res = sass[mangled], resources.get(mangled, {})
                 total = counts(code)
                 span = main_loop(code)
-                inner = counts(code, span) if span else dict.fromkeys(COUNTED, "")
+                inner = counts(code, span) if span else dict.fromkeys(kinds, "")
                 local = sum(1 for _, opcode, _ in code if opcode.startswith(("LDL", "STL")))
                 out.write(f"| `{short(names[mangled])}` | {res.get('REG', '?')} | {res.get('STACK', '?')} | {local} | "
-                          + " | ".join(str(total[k]) for k in COUNTED) + " | "
-                          + " | ".join(str(inner[k]) for k in COUNTED) + " |\n")
+                          + " | ".join(str(total[k]) for k in kinds) + " | "
+                          + " | ".join(str(inner[k]) for k in kinds) + " |\n")
         print(f"sass_check: report in {args.report}")
 
     for failure in failures:

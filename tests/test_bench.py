@@ -1,4 +1,5 @@
-"""`closs bench` and bench/report.py, on the CPU (pytest; CTest runs it with CLOSS_CLI set).
+"""`closs bench`, bench/report.py and the two-tower baselines, on the CPU (pytest; CTest runs it with
+CLOSS_CLI and CLOSS_LIBRARY set).
 
 The bench runs at tiny sizes so that the whole file takes seconds: its JSON must parse and carry
 the schema's fields (bench/output.c), the narrowing options must narrow, bad command lines
@@ -134,8 +135,9 @@ def closs_and_baseline(tmp_path):
                                        memory_method="torch.max_memory_allocated"))
     baseline["points"].append(dict(gpu, implementation="torch-compile", status="oom", median_ms=None,
                                    error="out of memory"))
-    # and the chunked path of NT-Xent at one of the sizes (`closs bench --path chunked`)
-    for implementation, median in (("closs", 2.0), ("closs-chunked", 5.0)):
+    # and the chunked path and the WMMA kernels of NT-Xent at one of the sizes (`closs bench --path
+    # chunked`, CLOSS_TILE_KERNELS=wmma)
+    for implementation, median in (("closs", 2.0), ("closs-chunked", 5.0), ("closs-wmma", 4.0)):
         baseline["points"].append(dict(gpu, implementation=implementation, loss="ntxent", median_ms=median))
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
@@ -156,7 +158,7 @@ def test_report_writes_tables_and_plots(tmp_path):
     assert "| 3.00× |" in row and "| 50 % |" in row and "| 0.0 | 0.1 |" in row, row
     assert "chunked ms" not in report.split("### pair")[1].split("###")[0]  # no chunked points for pair
     ntxent = report.split("### ntxent")[1]
-    assert "| closs ms | chunked ms |" in ntxent and "| 2.000 | 5.000 |" in ntxent, ntxent
+    assert "| closs ms | chunked ms | WMMA ms |" in ntxent and "| 2.000 | 5.000 | 4.000 |" in ntxent, ntxent
     assert "![pair](pair.png)" in report
     png = (out / "pair.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
@@ -185,3 +187,44 @@ def test_report_rejects_other_json(tmp_path):
     result = subprocess.run([sys.executable, REPORT, str(path), "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "schema" in result.stderr
+
+
+# ---- bench/baselines/two_tower.py -----------------------------------------------------------------
+
+TWO_TOWER = os.path.join(os.path.dirname(REPORT), "baselines", "two_tower.py")
+
+
+def test_two_tower_baselines_run_and_report_on_the_cpu(tmp_path):
+    """The logic of the two-tower run without a GPU: closs (its PyTorch package, the CPU reference)
+    and OpenCLIP's own loss code on tiny float64 inputs, each checked against float64 torch; Inf-CL
+    and memeff, which need a GPU, recorded as errors; then report.py's side-by-side tables."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (scripts/install-deps.sh --ci installs it)")
+    if os.environ.get("CLOSS_LIBRARY_SANITIZED"):
+        pytest.skip("libcloss is built with sanitizers (%s): python3 cannot load it unpreloaded; the plain "
+                    "build runs this test" % os.environ["CLOSS_LIBRARY_SANITIZED"])
+    path = tmp_path / "two-tower.json"
+    result = subprocess.run([sys.executable, TWO_TOWER, "--device", "cpu", "--rows", "64", "--dim", "16",
+                             "--dtype", "f64", "--repeats", "1", "--json", str(path), "--implementations",
+                             "closs-torch,openclip-eager,inf-cl,memeff"],  # torch.compile: minutes here
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(path.read_text())
+    assert TOP_FIELDS <= set(document) and document["schema"] == "closs-bench/1"
+    points = {(p["implementation"], p["loss"]): p for p in document["points"]}
+    assert all(set(p) == POINT_FIELDS for p in points.values())
+    assert set(points) == {(name, loss) for name in ("closs-torch", "openclip-eager") for loss in ("clip", "siglip")
+                           } | {("inf-cl", "clip"), ("memeff", "clip")}
+    for loss in ("clip", "siglip"):
+        ours = points[("closs-torch", loss)]
+        assert ours["status"] == "ok" and ours["check_error"] < 1e-12, ours
+        openclip = points[("openclip-eager", loss)]
+        if os.environ.get("CI") or openclip["status"] == "ok":  # CI installs open_clip_torch
+            assert openclip["status"] == "ok" and openclip["check_error"] < 1e-12, openclip
+            assert abs(openclip["loss_value"] - ours["loss_value"]) < 1e-12 * abs(ours["loss_value"])
+    out = tmp_path / "report"
+    report_run = subprocess.run([sys.executable, REPORT, str(path), "--out", str(out)], capture_output=True,
+                                text=True, timeout=120)
+    assert report_run.returncode == 0, report_run.stderr
+    report = (out / "report.md").read_text()
+    assert "## CLIP and SigLIP: closs against OpenCLIP" in report
+    assert "| f64 | 64 | 16 | " in report.split("### clip")[1] and "× openclip-eager" in report

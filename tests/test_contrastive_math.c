@@ -3,8 +3,9 @@
  * option, reduction and label pattern, several shapes, and
  *   - chunked (cuda/contrastive_math.h): chunk sizes that put chunk boundaries everywhere;
  *   - fused (cuda/fused_math.h, contrastive_fused.cu): the kernels' order of operations — the
- *     64-row tiles and their 16-lane butterflies, 16-column slices of D, SupCon's label sort and
- *     class sums, the fixed shift or the online maximum, the symmetric row-stationary backward —
+ *     64-row tiles and their 16-lane butterflies, 16-column slices of D, SupCon's label sort, the
+ *     positives summed and folded into G in the tiles, the fixed shift or the online maximum, the
+ *     symmetric row-stationary backward —
  *     for τ from 0.01 to 10 and rows over one to three tiles.
  * Both are compiled without FMA contraction, like contrastive_fused.cu (-fmad=false): the fused
  * emulation rounds as the kernels do up to expf/logf's last bits.
@@ -93,8 +94,7 @@ typedef struct cm_result {
     int positives[MAX_ROWS];
     float lse[MAX_ROWS], row_loss[MAX_ROWS], w[MAX_ROWS], a[MAX_ROWS];
     float inv_temperature, scale;
-    int fixed_shift;          /* fused: the log-sum-exp used c = 1/τ */
-    int class_size[MAX_ROWS]; /* fused SupCon: the size of the row's class (1: no positive) */
+    int fixed_shift; /* fused: the log-sum-exp used c = 1/τ */
 } cm_result;
 
 /* ---- random inputs ------------------------------------------------------------------------- */
@@ -325,7 +325,7 @@ static float fused_unit(const cm_problem *p, const float *inv_norm, int row, int
     return p->z[row * p->dim + col] * inv_norm[row];
 }
 
-/* A warp's dot product (embed, anchor_loss): lane l takes columns l, l + 32, ...; then the
+/* A warp's dot product (embed): lane l takes columns l, l + 32, ...; then the
  * butterfly. `b` NULL: the squares of `a`. */
 static float warp_dot(const float *a, const float *b, int dim) {
     float lanes[WARP] = {0};
@@ -372,21 +372,6 @@ static int fused_classes(const cm_problem *p, int *order, int *class_of, int *st
     return rows > 0 ? ids[rows - 1] : 0;
 }
 
-/* class_sums_kernel(): C_k (weights NULL) or A_k, over the class's rows in sorted order. */
-static void fused_class_sums(const cm_problem *p, const float *inv_norm, const int *order,
-                             const int *start, const int *end, int classes, const float *weights,
-                             float *sums) {
-    for (int k = 0; k < classes; ++k)
-        for (int c = 0; c < p->dim; ++c) {
-            float acc = 0.0f;
-            for (int r = start[k]; r <= end[k]; ++r) {
-                const float unit = fused_unit(p, inv_norm, order[r], c);
-                acc = weights ? fmaf(weights[order[r]], unit, acc) : acc + unit;
-            }
-            sums[k * p->dim + c] = acc;
-        }
-}
-
 static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
     const int rows = p->rows, dim = p->dim;
     const double base =
@@ -403,56 +388,47 @@ static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
         inv_norm[i] = t->normalize ? 1.0f / fmaxf(r->norm[i], normalize_eps) : 1.0f;
         for (int c = 0; c < dim; ++c) r->zhat[i * dim + c] = fused_unit(p, inv_norm, i, c);
     }
-    /* classes, positives_kernel, class sums C */
+    /* classes, positives_kernel; a positive is a column whose key equals the anchor's */
     static int order[MAX_ROWS], class_of[MAX_ROWS], start[MAX_ROWS], end[MAX_ROWS];
-    static float class_sum[MAX_ROWS * MAX_DIM], weighted_sum[MAX_ROWS * MAX_DIM];
-    const int classes = t->supcon ? fused_classes(p, order, class_of, start, end) : 0;
+    static int row_key[MAX_ROWS], column_key[MAX_ROWS];
+    if (t->supcon) fused_classes(p, order, class_of, start, end);
     r->valid = 0;
     for (int i = 0; i < rows; ++i) {
         const int k = t->supcon ? class_of[i] : -1;
         r->positives[i] = !t->supcon ? 1 : k < 0 ? 0 : end[k] - start[k];
-        r->class_size[i] = r->positives[i] + 1;
         r->valid += r->positives[i] > 0;
+        row_key[i] = closs_fm_row_key(t->supcon, i, rows, k);
+        column_key[i] = closs_fm_column_key(t->supcon, i, k);
     }
-    if (t->supcon) fused_class_sums(p, inv_norm, order, start, end, classes, NULL, class_sum);
 
     /* forward_kernel: block by block, thread (ty, tx) by thread, tile by tile */
     for (int i0 = 0; i0 < rows; i0 += TILE)
         for (int ty = 0; ty < GROUPS; ++ty)
             for (int pp = 0; pp < PER_THREAD; ++pp) {
                 const int i = i0 + ty + LANES * pp;
-                float sum[LANES];
+                float sum[LANES], positive_sum[LANES];
                 closs_lse_partial partial[LANES];
                 for (int tx = 0; tx < LANES; ++tx) {
-                    sum[tx] = 0.0f;
+                    sum[tx] = positive_sum[tx] = 0.0f;
                     partial[tx] = closs_cm_lse_empty();
                     for (int j0 = 0; j0 < rows; j0 += TILE)
                         for (int q = 0; q < PER_THREAD; ++q) {
                             const int j = j0 + tx + LANES * q;
-                            if (j >= rows || j == i) continue;
+                            if (i >= rows || j >= rows || j == i) continue;
                             const float x = fused_similarity(p, inv_norm, i, j) * inv_t;
                             if (fixed) sum[tx] = closs_fm_push_fixed(sum[tx], x, shift);
                             else partial[tx] = closs_fm_push_online(partial[tx], x);
+                            if (column_key[j] == row_key[i]) positive_sum[tx] += x;
                         }
                 }
                 if (i >= rows) continue;
                 r->lse[i] = fixed ? closs_fm_lse_fixed(butterfly_sum(sum, LANES), shift)
                                   : closs_cm_lse_value(butterfly_merge(partial));
+                r->row_loss[i] = butterfly_sum(positive_sum, LANES); /* Σ_{k∈P(i)} x_ik */
             }
     /* anchor_loss_kernel */
-    for (int i = 0; i < rows; ++i) {
-        float dot = 0.0f;
-        if (r->positives[i] > 0) {
-            float unit[MAX_DIM], other[MAX_DIM];
-            for (int c = 0; c < dim; ++c) {
-                unit[c] = fused_unit(p, inv_norm, i, c);
-                other[c] = t->supcon ? class_sum[class_of[i] * dim + c] - unit[c]
-                                     : fused_unit(p, inv_norm, (i + rows / 2) % rows, c);
-            }
-            dot = warp_dot(unit, other, dim);
-        }
-        r->row_loss[i] = closs_cm_row_loss(r->lse[i], dot * inv_t, r->positives[i], r->scale);
-    }
+    for (int i = 0; i < rows; ++i)
+        r->row_loss[i] = closs_cm_row_loss(r->lse[i], r->row_loss[i], r->positives[i], r->scale);
     /* finish_loss_kernel: per-thread double sums, then the block's tree */
     if (t->reduction == CLOSS_REDUCTION_NONE) {
         memcpy(r->loss, r->row_loss, (size_t)rows * sizeof(float));
@@ -466,14 +442,13 @@ static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
         r->loss[0] = (float)sum;
     }
 
-    /* anchor_weights_kernel, class sums A */
+    /* anchor_weights_kernel */
     for (int i = 0; i < rows; ++i) {
         float weight = p->upstream[0];
         if (t->reduction == CLOSS_REDUCTION_NONE) weight = p->upstream[i];
         else if (t->reduction == CLOSS_REDUCTION_MEAN) weight /= (float)r->valid;
         closs_cm_anchor_weights(weight, r->positives[i], r->scale, &r->w[i], &r->a[i]);
     }
-    if (t->supcon) fused_class_sums(p, inv_norm, order, start, end, classes, r->a, weighted_sum);
 
     /* backward_kernel: dẑ of thread (ty, tx), row ty + 16p, columns tx + 16q */
     const int max_dim = dim <= 64 ? 64 : dim <= 128 ? 128 : CLOSS_FUSED_MAX_DIM;
@@ -491,10 +466,11 @@ static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
                     float g = 0.0f;
                     if (i < rows && j < rows && j != i) {
                         const float x = fused_similarity(p, inv_norm, i, j) * inv_t;
-                        g = fixed
-                                ? closs_fm_coefficient_fixed(x, shift, factor[i], factor[j], inv_t)
-                                : closs_fm_coefficient_online(x, r->lse[i], r->lse[j], factor[i],
-                                                              factor[j], inv_t);
+                        const float fold = column_key[j] == row_key[i] ? r->a[i] + r->a[j] : 0.0f;
+                        g = fixed ? closs_fm_coefficient_fixed(x, shift, factor[i], factor[j], fold,
+                                                               inv_t)
+                                  : closs_fm_coefficient_online(x, r->lse[i], r->lse[j], factor[i],
+                                                                factor[j], fold, inv_t);
                     }
                     coefficients[row][col] = g;
                 }
@@ -506,22 +482,13 @@ static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
                                 fmaf(coefficients[row][js + jj],
                                      fused_unit(p, inv_norm, j0 + js + jj, c), grad[row][c]);
         }
-        /* the positive part, the radial component over the 16 lanes, the store */
+        /* the radial component over the 16 lanes, the store */
         for (int row = 0; row < TILE && i0 + row < rows; ++row) {
-            const int i = i0 + row, partner = (i + rows / 2) % rows;
-            const int k = t->supcon ? class_of[i] : -1;
+            const int i = i0 + row;
             float radial[LANES] = {0};
-            for (int c = 0; c < dim; ++c) {
-                const float unit = fused_unit(p, inv_norm, i, c);
-                float positive = 0.0f;
-                if (!t->supcon)
-                    positive = (r->a[i] + r->a[partner]) * fused_unit(p, inv_norm, partner, c);
-                else if (k >= 0)
-                    positive = closs_fm_supcon_positive(r->a[i], unit, class_sum[k * dim + c],
-                                                        weighted_sum[k * dim + c]);
-                grad[row][c] = fmaf(-inv_t, positive, grad[row][c]);
-                radial[c % LANES] = fmaf(unit, grad[row][c], radial[c % LANES]);
-            }
+            for (int c = 0; c < dim; ++c)
+                radial[c % LANES] =
+                    fmaf(fused_unit(p, inv_norm, i, c), grad[row][c], radial[c % LANES]);
             const float total = butterfly_sum(radial, LANES);
             for (int c = 0; c < dim; ++c)
                 r->grad[i * dim + c] = closs_fm_unnormalize(
@@ -531,36 +498,6 @@ static void emulate_fused(const cm_case *t, const cm_problem *p, cm_result *r) {
 }
 
 /* ---- the error bounds of the header comment (and the fused path's additions below) ---------- */
-
-/* The fused path's positive sum ẑ_i·(C − ẑ_i)/τ (SupCon) sums its class in float first: each
- * element of C errs by (n − 1)·u·Σ|ẑ_kc|, the subtraction and the D-term dot product add theirs,
- * in all at most (n + D + 2)·u·‖ẑ_i‖·Σ_{k∈class} ‖ẑ_k‖/τ, over |P(i)| in the loss. */
-static double class_sum_error(const cm_case *t, const cm_problem *p, const cm_result *r,
-                              const double *unit_norm, int i) {
-    if (!t->fused || !t->supcon || r->positives[i] == 0) return 0.0;
-    double class_norms = 0.0;
-    for (int k = 0; k < p->rows; ++k)
-        if (k == i || is_positive(t, p, i, k)) class_norms += unit_norm[k];
-    return (r->class_size[i] + p->dim + 2.0) * unit_roundoff * unit_norm[i] * class_norms *
-           r->inv_temperature / r->positives[i];
-}
-
-/* Its gradient (1/τ)·(a_i·(C − ẑ_i) + (A − a_i·ẑ_i)) rounds sums over the whole class, ẑ_i
- * included: in norm at most (n + 2)·u/τ·(|a_i|·Σ_{k∈class} ‖ẑ_k‖ + Σ_{k∈class} |a_k|·‖ẑ_k‖ +
- * |a_i|·‖ẑ_i‖), which the pairwise terms miss when ‖ẑ_i‖ dwarfs its positives'. */
-static double class_sum_gradient_error(const cm_case *t, const cm_problem *p, const cm_result *r,
-                                       const double *unit_norm, int i) {
-    if (!t->fused || !t->supcon || r->positives[i] == 0) return 0.0;
-    double norms = 0.0, weighted = 0.0;
-    for (int k = 0; k < p->rows; ++k)
-        if (k == i || is_positive(t, p, i, k)) {
-            norms += unit_norm[k];
-            weighted += fabs((double)r->a[k]) * unit_norm[k];
-        }
-    const double a_i = fabs((double)r->a[i]);
-    return (r->class_size[i] + 2.0) * unit_roundoff * r->inv_temperature *
-           (a_i * norms + weighted + a_i * unit_norm[i]);
-}
 
 typedef struct cm_bounds {
     double loss[MAX_ROWS]; /* [0] for MEAN and SUM, one per row for NONE */
@@ -599,8 +536,7 @@ static void error_bounds(const cm_case *t, const cm_problem *p, const cm_result 
         row_bound[i] =
             r->positives[i] == 0
                 ? 0.0
-                : scale * (x_error + lse_error[i] + (r->positives[i] + 2.0) * u * positive_max +
-                           class_sum_error(t, p, r, unit_norm, i)) +
+                : scale * (x_error + lse_error[i] + (r->positives[i] + 2.0) * u * positive_max) +
                       3.0 * u * loss +
                       reference_error * (scale * (fabs(lse) + positive_max) + loss);
         loss_sum += row_bound[i];
@@ -639,7 +575,6 @@ static void error_bounds(const cm_case *t, const cm_problem *p, const cm_result 
                 (h * (epsilon + (rows + dim / 2.0 + 2.0) * u) + underflow) * unit_norm[k];
             magnitude += h * unit_norm[k];
         }
-        dzhat_error += class_sum_gradient_error(t, p, r, unit_norm, i);
         double bound = dzhat_error;
         if (t->normalize)
             bound = r->norm[i] > normalize_eps

@@ -49,6 +49,19 @@ Test(contrastive_workspace, fused_million_rows_under_one_gib) {
                 (double)ntxent / (1 << 20), (double)supcon / (1 << 20));
 }
 
+/* The fused path sums and folds the positives in its tiles (no class sums): its workspace is
+ * O(M), the same at every D it takes. */
+Test(contrastive_workspace, fused_does_not_grow_with_columns) {
+    REQUIRE_CUDA_BUILD();
+    const int64_t rows = (int64_t)1 << 20;
+    for (int supcon = 0; supcon <= 1; ++supcon) {
+        const size_t narrow = workspace_bytes(supcon, CLOSS_PATH_FUSED, rows, 1, CLOSS_BF16);
+        const size_t wide = workspace_bytes(supcon, CLOSS_PATH_FUSED, rows, 256, CLOSS_BF16);
+        cr_expect_eq(narrow, wide, "%s: %zu bytes at D = 1, %zu at D = 256",
+                     supcon ? "SupCon" : "NT-Xent", narrow, wide);
+    }
+}
+
 Test(contrastive_workspace, auto_selects_fused_up_to_256_columns) {
     REQUIRE_CUDA_BUILD();
     for (int64_t dim = 255; dim <= 257; ++dim) {

@@ -202,13 +202,59 @@ static void describe(const rowwise_case *c, uint64_t seed, char *out, size_t siz
              c->misaligned ? " misaligned" : "", (unsigned long long)seed);
 }
 
-/* Downloads `count` floats of loss and compares them with the reference. */
-static void expect_losses(const case_data *d, size_t count, const double *want, const char *what,
-                          const char *name) {
+/* The distance between rows r of inputs j and k, in double, as the loss defines it. */
+static double row_distance(const rowwise_case *c, const case_data *d, closs_distance_t distance,
+                           int j, int k, int64_t r) {
+    double dot = 0.0, jj = 0.0, kk = 0.0, squares = 0.0;
+    for (int64_t e = 0; e < c->dim; ++e) {
+        const double x = d->host[j][r * c->dim + e], y = d->host[k][r * c->dim + e];
+        dot += x * y, jj += x * x, kk += y * y, squares += (x - y) * (x - y);
+    }
+    if (distance == CLOSS_DISTANCE_SQEUCLIDEAN) return squares;
+    if (distance == CLOSS_DISTANCE_EUCLIDEAN) return sqrt(squares);
+    return 1.0 - dot / (fmax(sqrt(jj), 1e-8) * fmax(sqrt(kk), 1e-8));
+}
+
+/* The floor of the loss comparison: float arithmetic errs by some ulps of the terms a row's loss
+ * is made of, not of the loss, which can be much smaller (triplet's d(a, p) − d(a, n) + α: two
+ * distances of hundreds at D = 520 whose difference is a few units). The row's term scale T_i is
+ * the sum of those terms' magnitudes ((d + m)² for pair, d(a, p) + d(a, n) (+ d(p, n)) + |α| for
+ * triplet, (1 + |δ|)^q for cosine); a sum of D products errs by about √D·2^-24 of them, and the
+ * floor allows ten times that, weighted as the loss is (1/rows for MEAN; per row for NONE), in
+ * units of the 1e-4 relative tolerance. */
+static double loss_floor(const rowwise_case *c, const case_data *d) {
+    const loss_params p = set_options(c);
+    double sum = 0.0, squares = 0.0;
+    for (int64_t r = 0; r < c->rows; ++r) {
+        double terms;
+        if (c->loss == LOSS_PAIR) {
+            const double m = p.pair.margin, dist = row_distance(c, d, p.pair.distance, 0, 1, r);
+            terms = (dist + m) * (dist + m);
+        } else if (c->loss == LOSS_TRIPLET) {
+            const closs_distance_t distance = p.triplet.distance;
+            terms = row_distance(c, d, distance, 0, 1, r) + row_distance(c, d, distance, 0, 2, r) +
+                    fabs(p.triplet.margin);
+            if (p.triplet.swap) terms += row_distance(c, d, distance, 1, 2, r);
+        } else {
+            terms = pow(1.0 + fabs(p.cosine.margin), p.cosine.squared ? 2.0 : 1.0);
+        }
+        sum += terms, squares += terms * terms;
+    }
+    const double scale = c->reduction == CLOSS_REDUCTION_NONE ? sqrt(squares)
+                         : c->reduction == CLOSS_REDUCTION_MEAN && c->rows > 0
+                             ? sum / (double)c->rows
+                             : sum;
+    return 10.0 * sqrt((double)c->dim) * 0x1p-24 * scale / 1e-4;
+}
+
+/* Downloads `count` floats of loss and compares them with the reference, relative to
+ * max(‖want‖, floor) (loss_floor(), or 0). */
+static void expect_losses(const case_data *d, size_t count, const double *want, double floor,
+                          const char *what, const char *name) {
     if (count == 0) return;
     float *got = malloc(count * sizeof(float));
     gpu_download(got, d->device_loss, count * sizeof(float));
-    double error = relative_error(got, want, count);
+    double error = relative_error_above(got, want, count, floor);
     cr_expect(error <= 1e-4, "%s: %s loss relative error %.3g (got %.9g, want %.9g)", name, what,
               error, got[0], want[0]);
     free(got);
@@ -293,7 +339,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
     cr_assert_eq(call_gpu(handle, c, &d, CALL_FORWARD_BACKWARD), CLOSS_STATUS_SUCCESS, "%s: %s",
                  name, closs_last_error());
     gpu_synchronize();
-    expect_losses(&d, loss_count, want_loss, "forward+backward", name);
+    expect_losses(&d, loss_count, want_loss, loss_floor(c, &d), "forward+backward", name);
     expect_gradients(c, &d, want, NULL, "forward+backward", name);
 
     /* the same bits again */
@@ -325,7 +371,7 @@ static void check_case(closs_handle_t handle, const rowwise_case *c) {
     cr_assert_eq(call_gpu(handle, c, &d, CALL_FORWARD), CLOSS_STATUS_SUCCESS, "%s: %s", name,
                  closs_last_error());
     gpu_synchronize();
-    expect_losses(&d, loss_count, want_loss, "forward", name);
+    expect_losses(&d, loss_count, want_loss, loss_floor(c, &d), "forward", name);
 
     for (int k = 0; k < 3; ++k) free(want[k]);
     free(want_loss);
@@ -446,7 +492,7 @@ Test(gpu_rowwise, gradient_beyond_the_range_is_inf) {
                 round_to_dtype(d.host[0], (size_t)(c.rows * c.dim), c.dtype, staging);
                 gpu_upload(d.device[0], staging, (size_t)c.rows * row_bytes);
                 free(staging);
-                double *want[3], want_loss[1];
+                double *want[3], want_loss[6];
                 for (int k = 0; k < 3; ++k)
                     want[k] = malloc((size_t)(c.rows * c.dim) * sizeof(double));
                 cr_assert_eq(call_reference(&c, &d, NULL, want_loss, want), CLOSS_STATUS_SUCCESS);
@@ -593,7 +639,7 @@ Test(gpu_rowwise, caller_workspace) {
         gpu_synchronize();
         char what[64];
         snprintf(what, sizeof what, "caller workspace at offset %zu", offsets[i]);
-        expect_losses(&d, 1, &want, what, "triplet sum");
+        expect_losses(&d, 1, &want, loss_floor(&c, &d), what, "triplet sum");
     }
 
     /* pair's and cosine's own queries serve them too (the same inputs, y in [0, 1]) */
@@ -666,7 +712,7 @@ Test(gpu_rowwise, handle_workspace_ordered_across_streams) {
     double want;
     double *no_grads[3] = {NULL, NULL, NULL};
     cr_assert_eq(call_reference(&c, &d, NULL, &want, no_grads), CLOSS_STATUS_SUCCESS);
-    expect_losses(&d, 1, &want, "stream a", "pair mean");
+    expect_losses(&d, 1, &want, loss_floor(&c, &d), "stream a", "pair mean");
     float second = 0.0f;
     gpu_download(&second, second_loss, sizeof second);
     cr_expect(fabs(second - want) <= 1e-4 * fabs(want), "stream b: got %.9g want %.9g", second,

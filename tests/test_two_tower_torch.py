@@ -1,7 +1,8 @@
 """The contract's CLIP and SigLIP (tests/contract_numpy.py) against the plain PyTorch forms of the
 losses docs/contract.md says they reproduce: OpenCLIP's ClipLoss and SigLipLoss (one process),
 sentence-transformers' MultipleNegativesRankingLoss with hard negatives (and its symmetric
-variant), MoCo v2 with a queue and MoCo v3's ctr. Values and autograd gradients in float64, with
+variant), MoCo v2 with a queue and MoCo v3's ctr (python/tests/torch_losses.py, which the PyTorch
+package's tests compare closs with). Values and autograd gradients in float64, with
 respect to the raw features, the learnable log-scale t = log s (whose gradient is s·∂L/∂s) and
 SigLIP's bias. tests/test_cli_vs_numpy.py then holds the C reference to the NumPy one.
 
@@ -17,56 +18,17 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [here, os.path.join(os.path.dirname(here), "python", "tests")]
 import contract_numpy as cn  # noqa: E402
+import torch_losses  # noqa: E402
+from torch_losses import mnrl, moco_v2, moco_v3_ctr, openclip_clip_loss, openclip_siglip_loss  # noqa: E402
 
 TOLERANCE = 1e-12
 
 
 def leaf(array):
     return torch.tensor(array, dtype=torch.float64, requires_grad=True)
-
-
-def openclip_clip_loss(image, text, logit_scale):
-    """OpenCLIP's ClipLoss.forward on one process: the mean of both cross-entropies."""
-    logits_per_image = logit_scale * image @ text.T
-    logits_per_text = logit_scale * text @ image.T
-    labels = torch.arange(image.shape[0])
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-
-
-def openclip_siglip_loss(image, text, logit_scale, logit_bias):
-    """OpenCLIP's SigLipLoss._loss: labels 2·I − 1, extra texts negative only, sum over N."""
-    logits = logit_scale * image @ text.T + logit_bias
-    labels = -torch.ones_like(logits)
-    labels[:, : image.shape[0]] += 2 * torch.eye(image.shape[0], dtype=logits.dtype)
-    return -F.logsigmoid(labels * logits).sum() / image.shape[0]
-
-
-def mnrl(anchors, candidates, scale, symmetric):
-    """sentence-transformers' MultipleNegativesRankingLoss (cos_sim, scale) and, symmetric, its
-    MultipleNegativesSymmetricRankingLoss (backward: positives against anchors)."""
-    scores = F.normalize(anchors, dim=1) @ F.normalize(candidates, dim=1).T * scale
-    labels = torch.arange(anchors.shape[0])
-    forward = F.cross_entropy(scores, labels)
-    if not symmetric:
-        return forward
-    return (forward + F.cross_entropy(scores[:, : anchors.shape[0]].T, labels)) / 2
-
-
-def moco_v2(q, k, queue, temperature):
-    """MoCo v2's logits cat(l_pos, l_neg) / T, label 0 (q and k normalised, queue as stored)."""
-    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    l_pos = (q * k).sum(dim=1, keepdim=True)
-    l_neg = q @ F.normalize(queue, dim=1).T
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
-
-
-def moco_v3_ctr(q, k, temperature):
-    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    logits = q @ k.T / temperature
-    return F.cross_entropy(logits, torch.arange(q.shape[0])) * (2 * temperature)
 
 
 def assert_close(got, want, what):
@@ -153,3 +115,34 @@ def test_moco_v3_ctr(rng):
     want = sum(2 * temperature * cn.clip(q, k, logit_scale=1 / temperature, symmetric=False)[0]
                for q, k in ((q1, k2), (q2, k1)))
     assert_close(loss.item(), want, "loss")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("symmetric, in_batch_negatives", [(True, True), (False, True), (False, False)])
+def test_plain_torch_clip_with_every_option(rng, symmetric, in_batch_negatives, normalize, reduction):
+    """torch_losses.clip, the PyTorch package's comparison point, is the contract for every option."""
+    a, b = rng.normal(size=(5, 6)), rng.normal(size=(8, 6))
+    at, bt, st = leaf(a), leaf(b), leaf(2.5)
+    loss = torch_losses.clip(at, bt, st, symmetric, in_batch_negatives, normalize, reduction)
+    loss.sum().backward()
+    want_loss, want = cn.clip(a, b, 2.5, symmetric, in_batch_negatives, normalize, reduction=reduction)
+    assert_close(loss.detach(), want_loss, "loss")
+    assert_close(at.grad, want["a"], "∂/∂a")
+    assert_close(bt.grad, want["b"], "∂/∂b")
+    assert_close(st.grad, want["logit_scale"], "∂/∂s")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_plain_torch_siglip_with_every_option(rng, normalize, reduction):
+    a, b = rng.normal(size=(5, 6)), rng.normal(size=(8, 6))
+    at, bt, st, beta = leaf(a), leaf(b), leaf(2.5), leaf(-1.5)
+    loss = torch_losses.siglip(at, bt, st, beta, normalize, reduction)
+    loss.sum().backward()
+    want_loss, want = cn.siglip(a, b, 2.5, -1.5, normalize, reduction=reduction)
+    assert_close(loss.detach(), want_loss, "loss")
+    assert_close(at.grad, want["a"], "∂/∂a")
+    assert_close(bt.grad, want["b"], "∂/∂b")
+    assert_close(st.grad, want["logit_scale"], "∂/∂s")
+    assert_close(beta.grad, want["logit_bias"], "∂/∂β")

@@ -18,8 +18,6 @@ usage: python3 bench/baselines/run.py --closs build/closs --json torch.json
 """
 
 import argparse
-import datetime
-import json
 import os
 import subprocess
 import sys
@@ -106,12 +104,6 @@ def measure(point, function, sets, repeats, device):
             point["rate"], point["rate_unit"] = 6.0 * rows * rows * dim / seconds / 1e12, "TFLOP/s"
 
 
-def write(path, document):
-    with open(path + ".tmp", "w") as handle:
-        json.dump(document, handle, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--closs", required=True, help="the closs command-line tool (for the sweep)")
@@ -134,17 +126,7 @@ def main():
         # dynamic=True: one compilation per loss and dtype covers every size of the sweep.
         implementations["torch-compile"] = {name: torch.compile(fn, dynamic=True)
                                             for name, fn in losses.LOSSES.items()}
-    document = {"schema": "closs-bench/1", "source": "bench/baselines/run.py", "closs_version": None,
-                "torch_version": torch.__version__,
-                "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "device": {"gpu_ran": device.type == "cuda",
-                           "gpu_reason": None if device.type == "cuda" else "run with --device " + args.device,
-                           "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-                "ceilings": None, "points": []}
-    try:
-        document["ceilings"] = timing.ceilings(device)
-    except Exception as error:  # the ceilings are for the record; the points matter more
-        print("ceilings not measured: %s" % str(error).splitlines()[0][:200], file=sys.stderr)
+    document = timing.new_document("bench/baselines/run.py", device)
     checks = {}
     points = sweep(args)
     # Eager first for every point, then torch.compile, bf16 first: when --budget-s runs out, what
@@ -182,8 +164,8 @@ def main():
         del sets
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        write(args.json, document)  # after every point: a run cut short still leaves its results
-    write(args.json, document)
+        timing.write_json(args.json, document)  # after every point: a run cut short still leaves its results
+    timing.write_json(args.json, document)
 
     print("\n%-14s %-7s %-4s %8s %5s %10s %10s  %s" % ("implementation", "loss", "type", "rows", "dim",
                                                      "median ms", "extra MB", "status"))

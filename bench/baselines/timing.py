@@ -1,8 +1,13 @@
 """Measurement helpers of the PyTorch baselines: medians timed with CUDA events (a monotonic clock
-on the CPU), peak extra memory from PyTorch's allocator, out-of-memory as a result, the ceilings."""
+on the CPU), peak extra memory from PyTorch's allocator, out-of-memory as a result, the ceilings,
+the JSON record."""
 
+import datetime
+import json
 import math
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -83,3 +88,26 @@ def ceilings(device, repeats=10):
 
 def relative_error(got, want):
     return (got.double() - want).norm().item() / max(want.norm().item(), 1e-30)
+
+
+def write_json(path, document):
+    """Writes the JSON document atomically (a run cut short leaves the last complete one)."""
+    with open(path + ".tmp", "w") as handle:
+        json.dump(document, handle, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def new_document(source, device):
+    """A closs-bench/1 record (bench/output.c) for `source`'s points on `device`, ceilings measured
+    (on a GPU) where they can be."""
+    on_gpu = device.type == "cuda"
+    document = {"schema": "closs-bench/1", "source": source, "closs_version": None, "torch_version": torch.__version__,
+                "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "device": {"gpu_ran": on_gpu, "gpu_reason": None if on_gpu else "run with --device %s" % device,
+                           "gpu_name": torch.cuda.get_device_name(device) if on_gpu else None},
+                "ceilings": None, "points": []}
+    try:
+        document["ceilings"] = ceilings(device)
+    except Exception as error:  # the ceilings are for the record; the points matter more
+        print("ceilings not measured: %s" % str(error).splitlines()[0][:200], file=sys.stderr)
+    return document

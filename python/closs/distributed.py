@@ -1,5 +1,6 @@
 """NT-Xent and SupCon over torch.distributed: every rank's anchors against every rank's rows, with
-one all-gather of the embeddings and no gradient all-reduce.
+one all-gather of the embeddings and no gradient all-reduce. CLIP and SigLIP (ClipLoss, SigLipLoss,
+clip_loss, siglip_loss) work the same way: _distributed_two_tower.py.
 
 Each of the W ranks of a process group passes its own rows; the loss is that of the global batch
 (all ranks' rows, see below), on every rank, and autograd gives each rank the exact gradient of
@@ -38,7 +39,8 @@ import torch.distributed as dist
 
 from . import _capi, _dispatch
 
-__all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss"]
+__all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss", "clip_loss", "siglip_loss", "ClipLoss",
+           "SigLipLoss"]
 
 
 def _world(group):
@@ -251,3 +253,6 @@ class SupConLoss(torch.nn.Module):
             z = torch.cat(torch.unbind(z, dim=1), dim=0)
             labels = labels.repeat(views)
         return supcon_loss(z, labels, **self._options)
+
+
+from ._distributed_two_tower import ClipLoss, SigLipLoss, clip_loss, siglip_loss  # noqa: E402 (uses the above)

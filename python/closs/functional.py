@@ -13,12 +13,19 @@ wanted) closs::LOSS_forward computes only the losses (NT-Xent and SupCon keep on
 anchor on the GPU) and the backward runs closs::LOSS_backward with the upstream gradient. Second
 derivatives are not supported.
 
+The two-tower losses, clip_loss and siglip_loss, take an image (or query) tower a (N, D), a text
+(or document) tower b whose first N rows are the partners of a's rows, optional extra negatives
+(hard negatives, a queue: more rows of b, or `negatives=`), and the logit scale (and SigLIP's bias)
+as tensors that receive a gradient (_two_tower_ops.py has their operators).
+
 The math of every loss and option is in docs/contract.md.
 """
 
+import numbers
+
 import torch
 
-from . import _dispatch, _ops
+from . import _dispatch, _ops, _two_tower, _two_tower_ops
 
 
 def _run(name, inputs, vector, options):
@@ -76,3 +83,90 @@ def supcon_loss(z, labels, temperature=0.07, base_temperature=None, normalize=Tr
                    normalize=bool(normalize), reduction=reduction, check_inputs=bool(check_inputs), path=path)
     loss, valid = _run("supcon", [z], labels, options)
     return (loss, valid) if return_valid else loss
+
+
+# ---- two-tower losses -----------------------------------------------------------------------------
+
+_TOWERS = {False: _dispatch.LossSpec("two-tower", ("image_features", "text_features")),
+           True: _dispatch.LossSpec("two-tower", ("image_features", "text_features", "negatives"))}
+
+
+def scalar(name, value, like):
+    """A 0-d tensor of the loss's dtype on the features' device, differentiably converted from a
+    tensor of one element (a learnable scale, exponentiated: OpenCLIP's logit_scale.exp()), or a
+    constant from a number."""
+    dtype = _two_tower.loss_dtype(like)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype.is_complex:
+            raise ValueError("%s must hold one real value, got shape %s, %s" % (name, tuple(value.shape), value.dtype))
+        return value.reshape(()).to(device=like.device, dtype=dtype)
+    if not isinstance(value, numbers.Real):
+        raise TypeError("%s must be a tensor or a number, got %s" % (name, type(value).__name__))
+    return torch.full((), float(value), dtype=dtype, device=like.device)
+
+
+def prepare_towers(image_features, text_features, negatives, grad_negatives):
+    """(a, text, negatives, grad_negatives): the towers (and the extra negatives, or None) in one
+    compute dtype, and whether the extra rows get a gradient (None: when they need one; a queue
+    without requires_grad gets none)."""
+    given = negatives is not None
+    tensors, _ = _dispatch.prepare(_TOWERS[given], [image_features, text_features] + ([negatives] if given else []),
+                                   None)
+    if given and negatives.shape[1] != text_features.shape[1]:
+        raise ValueError("negatives has %d columns but text_features has %d"
+                         % (negatives.shape[1], text_features.shape[1]))
+    if grad_negatives is None:
+        grad_negatives = (negatives if given else text_features).requires_grad and torch.is_grad_enabled()
+    return tensors[0], tensors[1], tensors[2] if given else None, bool(grad_negatives)
+
+
+def _towers(image_features, text_features, negatives, grad_negatives):
+    """(a, b = cat(text_features, negatives), grad_negatives) for the operators."""
+    a, b, negatives, grad_negatives = prepare_towers(image_features, text_features, negatives, grad_negatives)
+    return a, b if negatives is None else torch.cat([b, negatives]), grad_negatives
+
+
+def _run_two_tower(kind, tensors, options):
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    fused = options["reduction"] != "none" and wants_grad
+    outputs = _two_tower_ops.OPERATORS[kind]["forward_backward" if fused else "forward"](*tensors, **options)
+    return outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+
+
+def clip_loss(image_features, text_features, logit_scale=1 / 0.07, negatives=None, symmetric=True,
+              in_batch_negatives=True, normalize=True, grad_negatives=None, reduction="mean", check_inputs=False,
+              path="auto"):
+    """CLIP (symmetric InfoNCE) of image_features a (N, D) against text_features b: x_ij = s·â_i·b̂_j,
+    ℓ_i = ½(L_ab(i) + L_ba(i)) with L_ab(i) = −x_ii + log Σ_j exp(x_ij) over every row of b and
+    L_ba(i) = −x_ii + log Σ_k exp(x_ki) over the N rows of a (docs/contract.md §6).
+
+    text_features: (N, D), or (N + K, D) with K extra negatives after the partners; negatives:
+    (K, D) more extra negatives (hard negatives, a MoCo queue), appended to b. logit_scale: s > 0,
+    a tensor (OpenCLIP's logit_scale.exp(); it gets a gradient) or a number. symmetric=False keeps
+    a → b only (sentence-transformers' MNRL: logit_scale=20); in_batch_negatives=False scores each
+    a_i against its partner and the extra negatives only (MoCo v1/v2; needs symmetric=False).
+    grad_negatives: whether the extra negatives get a gradient; None (default) gives them one when
+    they need it (a queue without requires_grad costs no gradient work); False treats them as
+    constants. path: the GPU algorithm (ignored on the CPU). Returns the loss: 0-d for "mean" and
+    "sum", one per pair for "none"."""
+    a, b, grad_negatives = _towers(image_features, text_features, negatives, grad_negatives)
+    scale = scalar("logit_scale", logit_scale, a)
+    options = dict(symmetric=bool(symmetric), in_batch_negatives=bool(in_batch_negatives), normalize=bool(normalize),
+                   grad_negatives=grad_negatives, reduction=reduction, check_inputs=bool(check_inputs), path=path)
+    return _run_two_tower("clip", [a, b, scale], options)
+
+
+def siglip_loss(image_features, text_features, logit_scale=10.0, logit_bias=-10.0, negatives=None, normalize=True,
+                grad_negatives=None, reduction="mean", check_inputs=False, path="auto"):
+    """SigLIP (sigmoid loss) of image_features a (N, D) against text_features b:
+    ℓ_i = Σ_j softplus(−z_ij·(s·â_i·b̂_j + β)), z_ij = 1 for the partner (j = i), −1 for every other
+    row of b, extra negatives included; "mean" is (1/N)·Σ_i ℓ_i, OpenCLIP's SigLipLoss
+    (docs/contract.md §7). logit_scale s > 0 and logit_bias β: tensors (they get gradients; OpenCLIP's
+    logit_scale.exp() and logit_bias) or numbers (defaults: the SigLIP paper's initialisation);
+    logit_bias None means 0. Other arguments as clip_loss."""
+    a, b, grad_negatives = _towers(image_features, text_features, negatives, grad_negatives)
+    scale = scalar("logit_scale", logit_scale, a)
+    bias = scalar("logit_bias", 0.0 if logit_bias is None else logit_bias, a)
+    options = dict(normalize=bool(normalize), grad_negatives=grad_negatives, reduction=reduction,
+                   check_inputs=bool(check_inputs), path=path)
+    return _run_two_tower("siglip", [a, b, scale, bias], options)

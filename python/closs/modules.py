@@ -1,6 +1,6 @@
 """Drop-in nn.Modules over closs.functional. Arguments and defaults follow docs/contract.md; each
-docstring says how to reproduce the conventions of torch, pytorch-metric-learning and the official
-SupContrast code. Parameters are checked by closs when the module is built (a dry run of the CPU
+docstring says how to reproduce the conventions of torch, pytorch-metric-learning, the official
+SupContrast code, OpenCLIP and sentence-transformers. Parameters are checked by closs when the module is built (a dry run of the CPU
 reference on a tiny input), so a bad value fails at construction with closs's message.
 """
 
@@ -138,3 +138,75 @@ class SupConLoss(_ClossLoss):
         elif labels is None:
             raise ValueError("labels is None: give labels (M) with features (M, D), or features (B, V, D)")
         return functional.supcon_loss(features, labels, **self._options)
+
+
+class ClipLoss(_ClossLoss):
+    """CLIP's symmetric InfoNCE, and its relatives with hard negatives and queues (docs/contract.md
+    §6): x_ij = s·â_i·b̂_j, ℓ_i = ½(L_ab(i) + L_ba(i)), L_ab(i) = −x_ii + log Σ_j exp(x_ij).
+
+    forward(image_features, text_features, logit_scale=None, logit_bias=None, negatives=None,
+    output_dict=False), OpenCLIP's ClipLoss.forward with closs's additions:
+      image_features (N, D); text_features (N, D), or (N + K, D) with K extra negatives after the
+      partners; negatives (K, D): more extra negatives, appended (hard negatives, a MoCo queue).
+      logit_scale: s, a tensor that gets a gradient (OpenCLIP's model returns logit_scale.exp()) or
+      a number; None: the constructor's. logit_bias: accepted for OpenCLIP's signature; a constant
+      added to every logit cancels in each softmax, so the loss does not depend on it (its gradient
+      is 0). output_dict: {"contrastive_loss": loss}, as OpenCLIP.
+    Options: symmetric (False: a → b only), in_batch_negatives (False: MoCo v1/v2, each a_i against
+    its partner and the extra negatives), normalize, grad_negatives (None: the extra negatives get a
+    gradient when they need one; False: constants), reduction, check_inputs, path (GPU algorithm).
+    Conventions: OpenCLIP's ClipLoss() on one process is ClipLoss()(img, txt, logit_scale) (its
+    features are normalised already; normalising again changes no gradient that reaches the model,
+    whose own normalisation projects it the same way). sentence-transformers'
+    MultipleNegativesRankingLoss(scale=20) is ClipLoss(symmetric=False, logit_scale=20) with
+    negatives = the hard negatives; MultipleNegativesSymmetricRankingLoss is symmetric=True; MoCo v2
+    is ClipLoss(symmetric=False, in_batch_negatives=False, logit_scale=1/T)(q, k, negatives=queue).
+    Across processes see closs.distributed.ClipLoss.
+    """
+
+    def __init__(self, symmetric=True, in_batch_negatives=True, normalize=True, grad_negatives=None,
+                 reduction="mean", check_inputs=False, path="auto", logit_scale=1 / 0.07):
+        super().__init__()
+        self._options = dict(symmetric=symmetric, in_batch_negatives=in_batch_negatives, normalize=normalize,
+                             grad_negatives=grad_negatives, reduction=reduction, check_inputs=check_inputs, path=path)
+        self.logit_scale = logit_scale
+        with torch.no_grad():
+            functional.clip_loss(_rows(1), _rows(1), logit_scale, **self._options)
+
+    def forward(self, image_features, text_features, logit_scale=None, logit_bias=None, negatives=None,
+                output_dict=False):
+        scale = self.logit_scale if logit_scale is None else logit_scale
+        loss = functional.clip_loss(image_features, text_features, scale, negatives=negatives, **self._options)
+        if isinstance(logit_bias, torch.Tensor) and logit_bias.requires_grad:
+            loss = loss + 0 * logit_bias.sum()  # its gradient, 0, for DDP's bookkeeping
+        return {"contrastive_loss": loss} if output_dict else loss
+
+    def extra_repr(self):
+        return super().extra_repr() + ", logit_scale=%r" % self.logit_scale
+
+
+class SigLipLoss(_ClossLoss):
+    """SigLIP's sigmoid loss (docs/contract.md §7): ℓ_i = Σ_j softplus(−z_ij·(s·â_i·b̂_j + β)), z_ij = 1
+    for the partner and −1 for every other row of b, "mean" (1/N)·Σ_i ℓ_i.
+
+    forward(image_features, text_features, logit_scale, logit_bias, negatives=None,
+    output_dict=False), OpenCLIP's SigLipLoss.forward with closs's additions: logit_scale s and
+    logit_bias β are tensors that get gradients (OpenCLIP's logit_scale.exp() and logit_bias) or
+    numbers; logit_bias None means no bias; text_features may have K extra rows, and negatives
+    (K, D) adds more: every extra row is a negative of every image (z = −1). Options as ClipLoss.
+    Conventions: OpenCLIP's SigLipLoss() on one process is SigLipLoss()(img, txt, logit_scale,
+    logit_bias) (the SigLIP paper initialises s = 10, β = −10). Across processes see
+    closs.distributed.SigLipLoss.
+    """
+
+    def __init__(self, normalize=True, grad_negatives=None, reduction="mean", check_inputs=False, path="auto"):
+        super().__init__()
+        self._options = dict(normalize=normalize, grad_negatives=grad_negatives, reduction=reduction,
+                             check_inputs=check_inputs, path=path)
+        with torch.no_grad():
+            functional.siglip_loss(_rows(1), _rows(1), **self._options)
+
+    def forward(self, image_features, text_features, logit_scale, logit_bias, negatives=None, output_dict=False):
+        loss = functional.siglip_loss(image_features, text_features, logit_scale, logit_bias, negatives=negatives,
+                                      **self._options)
+        return {"contrastive_loss": loss} if output_dict else loss

@@ -13,21 +13,28 @@ copy. With "mean" or "sum" the forward of jax.grad computes the gradients too (c
 forward_backward: one pass) and the backward scales them; with "none" the backward runs closs's
 backward with the per-row cotangent. Labels (y, labels) get no gradient.
 
+The two-tower losses, clip_loss and siglip_loss, take the towers a (N, D) and b ((N + K, D): the
+partners, then K extra negatives, or given apart as negatives=) and the logit scale (and SigLIP's
+bias) as arrays: jax.grad differentiates all four. They go through a second FFI target,
+"closs_two_tower" (two_tower_ffi.cc).
+
 The handler (ffi.cc, built by CMake as libcloss_jax.so when jaxlib's FFI headers are found) is
-found through $CLOSS_JAX_LIBRARY, a copy beside this file or the source tree's build/python/.
+found through $CLOSS_JAX_LIBRARY, the copy `pip install` put beside this file or the source tree's
+build/python/; the libcloss it links must be this package's version (ImportError otherwise).
 """
 
+import ctypes
 import functools
 import os
 import pathlib
-import ctypes
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["pair_contrastive_loss", "triplet_margin_loss", "cosine_contrastive_loss", "ntxent_loss",
-           "supcon_loss", "handler_path"]
+           "supcon_loss", "clip_loss", "siglip_loss", "handler_path", "library_version"]
 
 # include/closs.h's enums, and ffi.cc's loss and direction numbers.
 _REDUCTIONS = {"mean": 0, "sum": 1, "none": 2}
@@ -51,15 +58,56 @@ def _find_handler():
     for candidate in _handler_candidates():
         if candidate.exists():
             return str(candidate)
-    raise OSError("the closs JAX handler (libcloss_jax.so) was not found (tried %s); build it (cmake -S . -B "
-                  "build && cmake --build build, with jax installed) or set CLOSS_JAX_LIBRARY to its path"
+    raise OSError("the closs JAX handler (libcloss_jax.so) was not found (tried %s); install closs where jax is "
+                  "installed (pip install .), or build it (cmake -S . -B build && cmake --build build, with jax "
+                  "installed), or set CLOSS_JAX_LIBRARY to its path"
                   % ", ".join(map(str, _handler_candidates())))
 
 
+def _package_version():
+    """As closs's (closs/_capi.py): _version.py, written by the wheel's build from CMakeLists.txt's
+    `project(closs VERSION ...)`; in a source tree that line itself."""
+    try:
+        from ._version import __version__
+        return __version__
+    except ImportError:
+        cmake = pathlib.Path(__file__).resolve().parents[2] / "CMakeLists.txt"
+        match = re.search(r"project\(closs VERSION ([0-9.]+)", cmake.read_text() if cmake.is_file() else "")
+        return match.group(1) if match else "unknown (no _version.py, no %s)" % cmake
+
+
+def _checked_library_version(handler):
+    """The version of the libcloss the handler loaded, which must be this package's."""
+    try:
+        version_string = handler.closs_version_string  # libcloss's, found through the handler's links
+    except AttributeError:
+        raise ImportError("%s is not closs's JAX handler: no libcloss behind it" % handler_path) from None
+    version_string.restype = ctypes.c_char_p
+    version = version_string().decode(errors="replace")
+    if version != __version__:
+        raise ImportError("closs_jax %s (%s) found a handler whose libcloss is %s (%s): the two must be the same "
+                          "version; reinstall closs (pip install .), rebuild the source tree's build/, or point "
+                          "CLOSS_JAX_LIBRARY at a handler of closs %s"
+                          % (__version__, pathlib.Path(__file__).resolve().parent, version, handler_path, __version__))
+    return version
+
+
+__version__ = _package_version()
 handler_path = _find_handler()
 _handler = ctypes.CDLL(handler_path)
+_library_version = _checked_library_version(_handler)
+
+
+def library_version():
+    """The version of the libcloss behind the handler: always __version__ (the import checks it)."""
+    return _library_version
+
+
 jax.ffi.register_ffi_target("closs", jax.ffi.pycapsule(_handler.closs_jax_cpu), platform="cpu")
 jax.ffi.register_ffi_target("closs", jax.ffi.pycapsule(_handler.closs_jax_cuda), platform="CUDA")
+jax.ffi.register_ffi_target("closs_two_tower", jax.ffi.pycapsule(_handler.closs_jax_two_tower_cpu), platform="cpu")
+jax.ffi.register_ffi_target("closs_two_tower", jax.ffi.pycapsule(_handler.closs_jax_two_tower_cuda),
+                            platform="CUDA")
 
 
 def _choice(kind, table, value):
@@ -203,3 +251,105 @@ def supcon_loss(z, labels, temperature=0.07, base_temperature=None, normalize=Tr
         temperature=float(temperature), base_temperature=0.0 if base_temperature is None else float(base_temperature),
         normalize=bool(normalize), reduction=reduction, check_inputs=bool(check_inputs), path=path))
     return (loss, valid) if return_valid else loss
+
+
+# ---- two-tower losses (two_tower_ffi.cc) ----------------------------------------------------------
+
+_KINDS = {"clip": 0, "siglip": 1}
+
+
+def _two_tower_call(kind, direction, args, options):
+    """One call of the "closs_two_tower" target; its results in two_tower_ffi.cc's order."""
+    a, b = args[0], args[1]
+    opts = dict(options)
+    loss_type = jnp.float64 if a.dtype == jnp.float64 else jnp.float32
+    pairs = a.shape[0]
+    loss = jax.ShapeDtypeStruct((pairs,) if opts["reduction"] == "none" else (), loss_type)
+    rows_b = b.shape[0] if opts["grad_negatives"] else pairs
+    scalars = 1 if kind == "clip" else 2
+    grads = [jax.ShapeDtypeStruct(a.shape, a.dtype), jax.ShapeDtypeStruct((rows_b, b.shape[1]), b.dtype)]
+    grads += [jax.ShapeDtypeStruct((), loss_type)] * scalars
+    stats = []
+    if kind == "clip":
+        stats = [jax.ShapeDtypeStruct((pairs,), loss_type),
+                 jax.ShapeDtypeStruct((pairs if opts["symmetric"] else 0,), loss_type)]
+    results = {"forward": [loss] + stats, "forward_backward": [loss] + grads, "backward": grads}[direction]
+    call = jax.ffi.ffi_call("closs_two_tower", results, vmap_method="sequential")
+    return call(*args, kind=np.int32(_KINDS[kind]), direction=np.int32(_DIRECTIONS[direction]),
+                **_attributes(options))
+
+
+def _pad_negatives(grads, rows_b):
+    """grad_b with zero rows for extra negatives that get no gradient (grad_negatives=False)."""
+    grad_b = grads[1]
+    if grad_b.shape[0] < rows_b:
+        grad_b = jnp.concatenate([grad_b, jnp.zeros((rows_b - grad_b.shape[0], grad_b.shape[1]), grad_b.dtype)])
+    return (grads[0], grad_b) + tuple(grads[2:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _two_tower(kind, options, tensors):
+    return _two_tower_call(kind, "forward", list(tensors), options)[0]
+
+
+def _two_tower_forward(kind, options, tensors):
+    if dict(options)["reduction"] != "none":  # one pass: the gradients now, scaled later
+        loss, *grads = _two_tower_call(kind, "forward_backward", list(tensors), options)
+        return loss, (tuple(grads), tensors[1])  # b: its row count shapes grad_b
+    loss, *stats = _two_tower_call(kind, "forward", list(tensors), options)
+    return loss, (tensors, tuple(stats))
+
+
+def _two_tower_backward(kind, options, residuals, cotangent):
+    if dict(options)["reduction"] != "none":  # residuals: the gradients of the loss
+        grads, b = residuals
+        grads = tuple((g * cotangent).astype(g.dtype) for g in grads)
+    else:  # residuals: the inputs and CLIP's statistics for closs's backward
+        tensors, stats = residuals
+        b = tensors[1]
+        grads = tuple(_two_tower_call(kind, "backward", list(tensors) + list(stats) + [cotangent], options))
+    return (_pad_negatives(grads, b.shape[0]),)
+
+
+_two_tower.defvjp(_two_tower_forward, _two_tower_backward)
+
+
+def _two_tower_run(kind, image_features, text_features, negatives, scalars, options):
+    """Checks and converts (one floating dtype for the towers; the scalars as 0-d arrays of the
+    loss's dtype), appends the negatives to b, then the custom_vjp call."""
+    towers = [jnp.asarray(t) for t in [image_features, text_features] + ([negatives] if negatives is not None else [])]
+    for t in towers:
+        if t.ndim != 2:
+            raise ValueError("closs_jax: the towers and negatives must be 2-D (rows, dim), got shape %s" % (t.shape,))
+        if not jnp.issubdtype(t.dtype, jnp.floating):
+            raise TypeError("closs_jax: the towers must be floating, got %s" % t.dtype)
+    dtype = jnp.result_type(*towers)
+    if jax.default_backend() == "cpu" and dtype != jnp.float64:
+        dtype = jnp.float32  # the reference reads float32 and float64
+    towers = [t.astype(dtype) for t in towers]
+    a, b = towers[0], jnp.concatenate(towers[1:]) if len(towers) > 2 else towers[1]
+    loss_type = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    scalars = [jnp.asarray(value, dtype=loss_type).reshape(()) for value in scalars]
+    return _two_tower(kind, tuple(options.items()), (a, b, *scalars))
+
+
+def clip_loss(image_features, text_features, logit_scale=1 / 0.07, negatives=None, symmetric=True,
+              in_batch_negatives=True, normalize=True, grad_negatives=True, reduction="mean", check_inputs=False,
+              path="auto"):
+    """CLIP (symmetric InfoNCE) of a (N, D) against b: text_features (N, D) or (N + K, D), then
+    negatives (K, D) if given. logit_scale: s > 0, an array (it gets a gradient) or a number.
+    symmetric=False: a → b only (MNRL); in_batch_negatives=False: MoCo v1/v2. grad_negatives=False:
+    the extra negatives are constants (a queue: no gradient work for them). As closs.clip_loss."""
+    options = dict(symmetric=bool(symmetric), in_batch_negatives=bool(in_batch_negatives), normalize=bool(normalize),
+                   grad_negatives=bool(grad_negatives), reduction=reduction, check_inputs=bool(check_inputs), path=path)
+    return _two_tower_run("clip", image_features, text_features, negatives, [logit_scale], options)
+
+
+def siglip_loss(image_features, text_features, logit_scale=10.0, logit_bias=-10.0, negatives=None, normalize=True,
+                grad_negatives=True, reduction="mean", check_inputs=False, path="auto"):
+    """SigLIP (sigmoid loss) of a (N, D) against b, every extra row a negative; logit_scale and
+    logit_bias arrays (with gradients) or numbers; None bias means 0. As closs.siglip_loss."""
+    options = dict(normalize=bool(normalize), grad_negatives=bool(grad_negatives), reduction=reduction,
+                   check_inputs=bool(check_inputs), path=path)
+    bias = 0.0 if logit_bias is None else logit_bias
+    return _two_tower_run("siglip", image_features, text_features, negatives, [logit_scale, bias], options)

@@ -18,17 +18,17 @@
 #include <closs.h>
 
 #include <cstdint>
-#include <map>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "ffi_common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
+
+using namespace closs_jax; // NOLINT(google-build-using-namespace): the shared helpers
 
 enum Loss { PAIR, TRIPLET, COSINE, NTXENT, SUPCON };
 enum Direction { FORWARD, FORWARD_BACKWARD, BACKWARD };
@@ -44,23 +44,6 @@ const Shape kShapes[] = {{2, true, false, false},
                          {1, false, true, false},
                          {1, true, true, true}};
 
-ffi::Error closs_failure(const char *function) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      std::string(function) + ": " + closs_last_error());
-}
-
-bool to_closs_dtype(ffi::DataType type, closs_dtype_t *dtype) {
-    switch (type) {
-    case ffi::DataType::F32: *dtype = CLOSS_F32; return true;
-    case ffi::DataType::F64: *dtype = CLOSS_F64; return true;
-    case ffi::DataType::F16: *dtype = CLOSS_F16; return true;
-    case ffi::DataType::BF16: *dtype = CLOSS_BF16; return true;
-    case ffi::DataType::S32: *dtype = CLOSS_I32; return true;
-    case ffi::DataType::S64: *dtype = CLOSS_I64; return true;
-    default: return false;
-    }
-}
-
 // The parameters of every loss, read from the call's attributes.
 struct Params {
     closs_pair_params pair = CLOSS_PAIR_PARAMS_INIT;
@@ -69,30 +52,6 @@ struct Params {
     closs_ntxent_params ntxent = CLOSS_NTXENT_PARAMS_INIT;
     closs_supcon_params supcon = CLOSS_SUPCON_PARAMS_INIT;
 };
-
-template <typename T> ffi::Error read(const ffi::Dictionary &attrs, const char *name, T *value) {
-    ffi::ErrorOr<T> got = attrs.get<T>(name);
-    if (got.has_error()) {
-        return ffi::Error::InvalidArgument(std::string("closs_jax: attribute ") + name + ": " +
-                                           got.error().message());
-    }
-    *value = *got;
-    return ffi::Error::Success();
-}
-
-template <typename E>
-ffi::Error read_enum(const ffi::Dictionary &attrs, const char *name, E *value) {
-    int32_t raw = 0;
-    ffi::Error error = read(attrs, name, &raw);
-    *value = static_cast<E>(raw);
-    return error;
-}
-
-#define CLOSS_JAX_TRY(expression)                                                                  \
-    do {                                                                                           \
-        ffi::Error closs_jax_error = (expression);                                                 \
-        if (closs_jax_error.failure()) return closs_jax_error;                                     \
-    } while (0)
 
 ffi::Error read_params(const ffi::Dictionary &attrs, int loss, Params *p) {
     switch (loss) {
@@ -320,22 +279,6 @@ ffi::Error cpu_handler(ffi::Dictionary attrs, ffi::RemainingArgs args, ffi::Rema
 
 // ---- the GPU entry points -----------------------------------------------------------------------
 
-// One closs handle per device, created on first use (closs_create binds the calling thread's
-// current device, which XLA has set to the call's device).
-ffi::Error handle_for(int32_t device, closs_handle_t *handle) {
-    static std::mutex lock;
-    static std::map<int32_t, closs_handle_t> handles;
-    std::lock_guard<std::mutex> guard(lock);
-    auto found = handles.find(device);
-    if (found == handles.end()) {
-        closs_handle_t created = nullptr;
-        if (closs_create(&created) != CLOSS_STATUS_SUCCESS) return closs_failure("closs_create");
-        found = handles.emplace(device, created).first;
-    }
-    *handle = found->second;
-    return ffi::Error::Success();
-}
-
 closs_grad_t grad_at(const Call &call, size_t i) {
     return closs_grad_t{call.grads[i], call.inputs[0].cols};
 }
@@ -458,28 +401,11 @@ ffi::Error gpu_handler(closs_stream_t stream, ffi::ScratchAllocator scratch, int
     size_t bytes = 0;
     CLOSS_JAX_TRY(workspace_size(call, handle, &bytes));
     void *workspace = nullptr;
-    if (bytes > 0) {
-        std::optional<void *> allocated = scratch.Allocate(bytes, 256);
-        if (!allocated.has_value()) {
-            return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                              "closs_jax: no workspace of " + std::to_string(bytes) + " bytes");
-        }
-        workspace = *allocated;
-    }
+    CLOSS_JAX_TRY(scratch_workspace(scratch, bytes, &workspace));
     return run_gpu(call, handle, workspace, bytes, stream);
 }
 
 } // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    closs_jax_cpu, cpu_handler,
-    ffi::Ffi::Bind().Attrs<ffi::Dictionary>().RemainingArgs().RemainingRets());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(closs_jax_cuda, gpu_handler,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<closs_stream_t>>()
-                                  .Ctx<ffi::ScratchAllocator>()
-                                  .Ctx<ffi::DeviceOrdinal>()
-                                  .Attrs<ffi::Dictionary>()
-                                  .RemainingArgs()
-                                  .RemainingRets());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(closs_jax_cpu, cpu_handler, closs_jax::cpu_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(closs_jax_cuda, gpu_handler, closs_jax::cuda_binding());

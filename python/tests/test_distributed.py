@@ -142,10 +142,16 @@ def _cuda_world(rank, world, port):
     dist.destroy_process_group()
 
 
-def test_nccl_with_cuda_tensors():
+def spawn_nccl_world(function):
+    """Runs function(rank, world, port) on up to 2 GPUs (NCCL takes one rank per device); skips,
+    saying why, without them."""
     if not torch.cuda.is_available() or not dist.is_nccl_available():
         pytest.skip("no CUDA device (or no NCCL): the NCCL test needs a GPU")
     if not closs.cuda_available():
         pytest.skip("libcloss was built without CUDA")
-    world = min(2, torch.cuda.device_count())  # NCCL takes one rank per device
-    mp.spawn(_cuda_world, args=(world, _free_port()), nprocs=world, join=True)
+    world = min(2, torch.cuda.device_count())
+    mp.spawn(function, args=(world, _free_port()), nprocs=world, join=True)
+
+
+def test_nccl_with_cuda_tensors():
+    spawn_nccl_world(_cuda_world)

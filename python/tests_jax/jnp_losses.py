@@ -1,5 +1,5 @@
-"""The five losses in plain jax.numpy, following docs/contract.md: the comparison point of
-closs_jax's tests (NT-Xent and SupCon materialise the similarity matrix)."""
+"""The losses in plain jax.numpy, following docs/contract.md: the comparison point of closs_jax's
+tests (NT-Xent and SupCon materialise the similarity matrix, CLIP and SigLIP the logits)."""
 
 import jax
 import jax.numpy as jnp
@@ -68,3 +68,34 @@ def supcon(z, labels, temperature=0.07, base_temperature=None, normalize=True, r
     if reduction == "mean":
         return per_anchor.sum() / jnp.maximum((count > 0).sum(), 1)
     return _reduce(per_anchor, reduction)
+
+
+def _towers(a, b, normalize):
+    if not normalize:
+        return a, b
+    return a / jnp.maximum(_norm(a), 1e-12)[:, None], b / jnp.maximum(_norm(b), 1e-12)[:, None]
+
+
+def clip(a, b, logit_scale, symmetric=True, in_batch_negatives=True, normalize=True, reduction="mean"):
+    """CLIP over the N × (N + K) logits (contract §6); without in-batch negatives the other
+    partners' logits are masked out."""
+    pairs = a.shape[0]
+    ahat, bhat = _towers(a, b, normalize)
+    logits = logit_scale * ahat @ bhat.T
+    partner = jnp.eye(pairs, b.shape[0], dtype=bool)
+    if not in_batch_negatives:
+        in_batch = jnp.arange(b.shape[0])[None, :] < pairs
+        logits = jnp.where(in_batch & ~partner, -jnp.inf, logits)
+    positive = jnp.diagonal(logits)
+    rows = jax.nn.logsumexp(logits, axis=1) - positive
+    if symmetric:
+        rows = (rows + jax.nn.logsumexp(logits[:, :pairs], axis=0) - positive) / 2
+    return _reduce(rows, reduction)
+
+
+def siglip(a, b, logit_scale, logit_bias, normalize=True, reduction="mean"):
+    """SigLIP: −log σ(z·x) over the N × (N + K) logits, z = 1 on the partners (contract §7)."""
+    ahat, bhat = _towers(a, b, normalize)
+    logits = logit_scale * ahat @ bhat.T + logit_bias
+    signs = 2 * jnp.eye(a.shape[0], b.shape[0], dtype=logits.dtype) - 1
+    return _reduce(-jax.nn.log_sigmoid(signs * logits).sum(1), reduction)
