@@ -111,18 +111,7 @@ static closs_status_t check_towers(closs_matrix_t a, closs_matrix_t b) {
                           "b.dtype = %s: must be a's dtype %s (one dtype for both towers and "
                           "their gradients)",
                           closs_dtype_name(b.dtype), closs_dtype_name(a.dtype));
-    if (b.cols != a.cols)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "b.cols = %lld: must equal a.cols = %lld (both towers embed in one "
-                          "dimension)",
-                          (long long)b.cols, (long long)a.cols);
-    if (b.rows < a.rows)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "b.rows = %lld: must be >= a.rows = %lld (row i of b is the partner of "
-                          "row i of a; the K = b.rows − a.rows rows after them are extra "
-                          "negatives)",
-                          (long long)b.rows, (long long)a.rows);
-    return CLOSS_STATUS_SUCCESS;
+    return closs_check_tower_shapes(a, b);
 }
 
 /* A gradient output, when asked for (data not NULL): `rows` rows of the inputs' dtype and dim. */
