@@ -132,7 +132,8 @@ static closs_status_t download(const cli_inputs *in, closs_dtype_t dtype, size_t
         const size_t count = (size_t)grad_rows[k] * (size_t)in->dim;
         if (grads[k] && count > largest) largest = count;
     }
-    void *buffer = malloc(largest ? largest * sizeof(float) : 1);
+    const size_t buffer_bytes = largest * sizeof(float);
+    void *buffer = malloc(buffer_bytes ? buffer_bytes : 1);
     if (!buffer) {
         snprintf(err, err_size, "out of host memory for the results");
         return CLOSS_STATUS_ALLOC_FAILED;
