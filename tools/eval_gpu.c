@@ -47,11 +47,12 @@ static closs_status_t device_alloc(void **out, size_t bytes, const char *name, c
     return cuda_failure(error, what, err, err_size);
 }
 
-/* One input on the device: matrices in `dtype`, pair targets as float32, labels as they are. */
+/* One input on the device: matrices (CLIP's and SigLIP's b too) in `dtype`, pair targets as
+ * float32, labels as they are. */
 static closs_status_t upload(const cli_input *input, closs_dtype_t dtype, void **out, char *err,
                              size_t err_size) {
     const size_t count = input->array.count;
-    const closs_dtype_t device_dtype = input->kind == CLI_INPUT_MATRIX ? dtype : input->dtype;
+    const closs_dtype_t device_dtype = cli_input_is_matrix(input) ? dtype : input->dtype;
     const size_t bytes = count * closs_dtype_size(device_dtype);
     const void *host = input->array.data;
     uint16_t *converted = NULL;
