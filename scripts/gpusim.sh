@@ -158,7 +158,7 @@ run() {
 
 # Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 10 here (they
 # need concurrent streams and the runtime's pending-error state; each says why).
-run rowwise 8 "$build/tests/test_gpu_rowwise"
+run rowwise 9 "$build/tests/test_gpu_rowwise"
 run contrastive 11 "$build/tests/test_gpu_contrastive"
 run two_tower 7 "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
