@@ -163,7 +163,7 @@ run contrastive 11 "$build/tests/test_gpu_contrastive"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN).
 PYTORCH_BIN=$build/host/libcloss.so run cli_eval 1 "$build/tests/test_cli" \
-    --filter='cli_eval/cuda_matches_the_cpu'
+    --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked path's
 # (cuda/contrastive.cu), which run only after cuBLAS's. The kernel names are mangled C++.
