@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from . import _capi, _dispatch
+from ._arguments import CallArguments
 
 __all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss", "clip_loss", "siglip_loss", "ClipLoss",
            "SigLipLoss"]
@@ -105,41 +106,35 @@ def _range_params(params, begin, count):
 
 def _forward_range(spec, params, z_all, labels_all):
     """The range's loss (1 value, or count for NONE), statistics (count) and valid count."""
-    rows = params.row_count
-    labels = _dispatch._vector(spec, labels_all)
-    length = _dispatch.loss_length(params, rows)
-    if z_all.device.type == "cpu":
-        loss = torch.empty(length, dtype=torch.float64)
-        stats = torch.empty(rows, dtype=torch.float64)
-        valid = torch.zeros((), dtype=torch.int64)
-        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + labels
-        args += [_dispatch._pointer(loss), _dispatch._pointer(stats)]
-        args += [_dispatch._pointer(valid)] if spec.has_valid else []
-        _capi.library().call("closs_ref_%s_forward" % spec.name, *args)
-        return loss, stats, valid
-    device = z_all.device
-    loss = torch.empty(length, dtype=torch.float32, device=device)
-    stats = torch.empty(rows, dtype=torch.float32, device=device)
+    rows, device = params.row_count, z_all.device
+    cpu = device.type == "cpu"
+    loss = torch.empty(_dispatch.loss_length(params, rows), dtype=torch.float64 if cpu else torch.float32,
+                       device=device)
+    stats = torch.empty(rows, dtype=loss.dtype, device=device)
     valid = torch.zeros((), dtype=torch.int64, device=device)
-    valid_arg = [_dispatch._pointer(valid)] if spec.has_valid else []
-    _dispatch._gpu_call(spec, params, "forward", [z_all], labels_all, _dispatch._pointer(loss),
-                        _dispatch._pointer(stats), *valid_arg)
+    outputs = CallArguments().output(loss).output(stats)
+    if spec.has_valid:
+        outputs.output(valid)
+    if cpu:
+        args = _dispatch.add_vector(CallArguments(ctypes.byref(params)).matrix(z_all), spec, labels_all)
+        args.extend(outputs).call("closs_ref_%s_forward" % spec.name)
+    else:
+        _dispatch._gpu_call(spec, params, "forward", [z_all], labels_all, outputs)
     return loss, stats, valid
 
 
 def _backward_range(spec, params, z_all, labels_all, stats_all, upstream):
     """The gradient of the range's rows (count × D) of the global loss."""
-    if z_all.device.type == "cpu":
-        grad = torch.empty((params.row_count, z_all.shape[1]), dtype=torch.float64)
-        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + _dispatch._vector(spec, labels_all)
-        args += [_dispatch._pointer(stats_all), _dispatch._pointer(upstream.to(torch.float64).contiguous()),
-                 _dispatch._pointer(grad)]
-        _capi.library().call("closs_ref_%s_backward" % spec.name, *args)
-        return grad
-    grad = torch.empty((params.row_count, z_all.shape[1]), dtype=z_all.dtype, device=z_all.device)
-    _dispatch._gpu_call(spec, params, "backward", [z_all], labels_all, _dispatch._pointer(stats_all),
-                        _dispatch._pointer(upstream.to(torch.float32).contiguous()),
-                        _dispatch._grad_struct(grad))
+    cpu = z_all.device.type == "cpu"
+    grad = torch.empty((params.row_count, z_all.shape[1]), dtype=torch.float64 if cpu else z_all.dtype,
+                       device=z_all.device)
+    compute = torch.float64 if cpu else torch.float32
+    outputs = CallArguments().input(stats_all, compute).input(upstream, compute)
+    if cpu:
+        args = _dispatch.add_vector(CallArguments(ctypes.byref(params)).matrix(z_all), spec, labels_all)
+        args.extend(outputs.output(grad)).call("closs_ref_%s_backward" % spec.name)
+    else:
+        _dispatch._gpu_call(spec, params, "backward", [z_all], labels_all, outputs.gradient(grad))
     return grad
 
 
