@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from . import _capi, _two_tower
+from ._ops import refuse_double_backward
 from .distributed import _check_backend, _gather, _world
 from .functional import prepare_towers, scalar
 
@@ -89,6 +90,7 @@ class _DistributedTwoTower(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        refuse_double_backward("distributed " + ctx.kind, grad_loss)
         a_all, b_all, scale, bias, *stats = ctx.saved_tensors
         upstream = grad_loss.reshape(-1)
         if ctx.params.reduction == _capi.REDUCTIONS["none"]:  # every pair's upstream gradient

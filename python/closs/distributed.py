@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from . import _capi, _dispatch
 from ._arguments import CallArguments
+from ._ops import refuse_double_backward
 
 __all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss", "clip_loss", "siglip_loss", "ClipLoss",
            "SigLipLoss"]
@@ -186,6 +187,7 @@ class _DistributedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *unused_grad_valid):
+        refuse_double_backward("distributed " + ctx.spec.name, grad_loss)
         z_all, labels_all, stats_all = ctx.saved_tensors
         upstream = grad_loss.reshape(-1)
         if ctx.params.reduction == _capi.REDUCTIONS["none"]:  # every anchor's upstream gradient

@@ -134,6 +134,11 @@ def _gloo_world(rank, world, port):
                     _close(got.detach(), want.detach(), torch.float32, what + ": loss")
                     assert local.grad.dtype == dtype
                     _close(local.grad, whole.grad[mine], dtype, what + ": gradient")
+    # Item 3: no second derivative across ranks either (every rank refuses: no collective runs).
+    local = z64[_local_rows("supcon", rows, world, rank)].clone().requires_grad_(True)
+    loss = closs.distributed.supcon_loss(local, labels[_local_rows("supcon", rows, world, rank)])
+    with pytest.raises(RuntimeError, match="distributed supcon has no second derivative"):
+        torch.autograd.grad(loss, local, create_graph=True)
     dist.barrier()
     dist.destroy_process_group()
 
