@@ -79,12 +79,13 @@ class _DistributedTwoTower(torch.autograd.Function):
 
         ctx.kind, ctx.params, ctx.group, ctx.ddp, ctx.world = kind, ranged, group, ddp, world
         ctx.pairs, ctx.extra = pairs, own_negatives
+        stats = []
+        if kind == "clip":  # every pair's statistics, in global order: 2n floats from each rank (every
+            # rank gathers, wanted here or not: another rank's inputs may need a gradient)
+            mine = torch.stack([row_stats, column_stats if column_stats.numel() else row_stats])
+            gathered = _gather(mine.unsqueeze(0), world, group)  # (W, 2, n)
+            stats = list(gathered.transpose(0, 1).reshape(2, total).contiguous())
         if any(ctx.needs_input_grad[4:]):
-            stats = []
-            if kind == "clip":  # every pair's statistics, in global order: 2n floats from each rank
-                mine = torch.stack([row_stats, column_stats if column_stats.numel() else row_stats])
-                gathered = _gather(mine.unsqueeze(0), world, group)  # (W, 2, n)
-                stats = list(gathered.transpose(0, 1).reshape(2, total).contiguous())
             ctx.save_for_backward(a_all, b_all, scale, bias, *stats)
         return loss
 

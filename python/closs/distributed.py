@@ -152,7 +152,8 @@ class _DistributedLoss(torch.autograd.Function):
                              % rows)
         layout = _Layout(spec.name == "ntxent", rows, world, rank)
         z_all = layout.to_global(_gather(prepared, world, group))
-        labels_all = _gather(labels, world, group) if spec.vector else None
+        # int64 on every rank: a rank's int32 labels would make its gather a different size.
+        labels_all = _gather(labels.to(torch.int64), world, group) if spec.vector else None
 
         pieces = [_forward_range(spec, _range_params(params, begin, count), z_all, labels_all)
                   for begin, count in layout.ranges]
@@ -175,8 +176,11 @@ class _DistributedLoss(torch.autograd.Function):
 
         ctx.spec, ctx.params, ctx.group, ctx.ddp = spec, params, group, ddp
         ctx.layout, ctx.world, ctx.input_dtype = layout, world, z.dtype
+        # Every rank gathers the statistics, wanted here or not: the collectives must pair up
+        # across ranks, and another rank's z may need a gradient where this one's does not.
+        stats_all = layout.to_global(_gather(stats, world, group))
         if ctx.needs_input_grad[4]:
-            ctx.save_for_backward(z_all, labels_all, layout.to_global(_gather(stats, world, group)))
+            ctx.save_for_backward(z_all, labels_all, stats_all)
         loss = loss.to(torch.float64 if prepared.dtype == torch.float64 else torch.float32)
         if not none:
             loss = loss.reshape(())
