@@ -76,15 +76,22 @@ inline ffi::Error handle_for(int32_t device, closs_handle_t *handle) {
     return ffi::Error::Success();
 }
 
+// XLA's scratch allocator refuses any alignment above 16 ("Unsupported alignment",
+// xla/ffi/ffi_api.cc); closs takes a workspace of any alignment and aligns its pieces inside the
+// slack its size query adds (host/gpu.h), so 16 is all it asks for.
+constexpr size_t kScratchAlignment = 16;
+
 // `bytes` of workspace from XLA's scratch allocator (nothing for 0 bytes).
 inline ffi::Error scratch_workspace(ffi::ScratchAllocator &scratch, size_t bytes,
                                     void **workspace) {
     *workspace = nullptr;
     if (bytes == 0) return ffi::Error::Success();
-    std::optional<void *> allocated = scratch.Allocate(bytes, 256);
+    std::optional<void *> allocated = scratch.Allocate(bytes, kScratchAlignment);
     if (!allocated.has_value()) {
         return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                          "closs_jax: no workspace of " + std::to_string(bytes) + " bytes");
+                          "closs_jax: XLA's scratch allocator gave no workspace of " +
+                              std::to_string(bytes) + " bytes (" +
+                              std::to_string(kScratchAlignment) + "-byte aligned)");
     }
     *workspace = *allocated;
     return ffi::Error::Success();
