@@ -20,7 +20,8 @@ The global batch:
   NT-Xent  each rank passes its z = cat(z1, z2) (2b rows, as ntxent_loss takes), and the global
            batch pairs the views across ranks: cat(z1 of all ranks, z2 of all ranks), whose row i
            is paired with row i + M/2. A rank's anchors are then two ranges of that batch.
-Every rank must pass the same number of rows (checked: a clear error otherwise), the same options
+Every rank must pass the same number of rows (checked: a clear error otherwise; check_rows=False
+skips the check's all-gather and host synchronisation), the same options
 and the same process group, and call backward whenever another does (the collectives pair up).
 
 Scaling. The loss is the global loss L on every rank, and the gradient of rank r's rows is
@@ -141,12 +142,13 @@ def _backward_range(spec, params, z_all, labels_all, stats_all, upstream):
 
 class _DistributedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec, params, group, ddp, z, labels):
+    def forward(ctx, spec, params, group, ddp, check_rows, z, labels):
         world, rank = _world(group)
         (prepared,), labels = _dispatch.prepare(spec, [z], labels)
         device, rows = prepared.device, prepared.shape[0]
         _check_backend(group, device)
-        _check_equal_rows(rows, world, group, device)
+        if check_rows:
+            _check_equal_rows(rows, world, group, device)
         if spec.name == "ntxent" and rows % 2:
             raise ValueError("z has %d rows: each rank's NT-Xent z is cat(z1, z2), an even number of rows"
                              % rows)
@@ -179,7 +181,7 @@ class _DistributedLoss(torch.autograd.Function):
         # Every rank gathers the statistics, wanted here or not: the collectives must pair up
         # across ranks, and another rank's z may need a gradient where this one's does not.
         stats_all = layout.to_global(_gather(stats, world, group))
-        if ctx.needs_input_grad[4]:
+        if ctx.needs_input_grad[5]:
             ctx.save_for_backward(z_all, labels_all, stats_all)
         loss = loss.to(torch.float64 if prepared.dtype == torch.float64 else torch.float32)
         if not none:
@@ -201,27 +203,30 @@ class _DistributedLoss(torch.autograd.Function):
                           for begin, count in ctx.layout.ranges])
         if ctx.ddp:
             grad = grad * ctx.world
-        return None, None, None, None, grad.to(ctx.input_dtype), None
+        return None, None, None, None, None, grad.to(ctx.input_dtype), None
 
 
 def ntxent_loss(z, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
-                path="auto"):
+                path="auto", check_rows=True):
     """NT-Xent of the global batch cat(z1 of every rank, z2 of every rank), from this rank's
     z = cat(z1, z2) (2b rows, the same b on every rank). "mean" and "sum": the global loss on every
     rank; "none": the losses of this rank's 2b anchors. ddp: scale the gradient by the world size
-    for DistributedDataParallel's averaging (module docstring). Options as closs.ntxent_loss."""
+    for DistributedDataParallel's averaging (module docstring). check_rows: check that every rank
+    passes as many rows (an all-gather and a host synchronisation per call; False skips it, for
+    CUDA graph capture and fullgraph compile, when every batch has the same rows on every rank:
+    uneven rows then make the collectives mismatch). Options as closs.ntxent_loss."""
     params = _capi.ntxent_params(temperature, normalize, reduction, False, path)
-    return _DistributedLoss.apply(_dispatch.SPECS["ntxent"], params, group, ddp, z, None)
+    return _DistributedLoss.apply(_dispatch.SPECS["ntxent"], params, group, ddp, check_rows, z, None)
 
 
 def supcon_loss(z, labels, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
-                group=None, ddp=False, path="auto", return_valid=False):
+                group=None, ddp=False, path="auto", return_valid=False, check_rows=True):
     """SupCon of the global batch (every rank's rows and labels, in rank order), from this rank's
     z (n, D) and labels (n), the same n on every rank. "mean" divides by the anchors of the whole
     batch that have a positive; return_valid gives that global count. "none": this rank's anchors'
-    losses. ddp as in ntxent_loss. Options as closs.supcon_loss."""
+    losses. ddp and check_rows as in ntxent_loss. Options as closs.supcon_loss."""
     params = _capi.supcon_params(temperature, base_temperature, normalize, reduction, False, path)
-    loss, valid = _DistributedLoss.apply(_dispatch.SPECS["supcon"], params, group, ddp, z, labels)
+    loss, valid = _DistributedLoss.apply(_dispatch.SPECS["supcon"], params, group, ddp, check_rows, z, labels)
     return (loss, valid) if return_valid else loss
 
 
@@ -229,10 +234,10 @@ class NTXentLoss(torch.nn.Module):
     """closs.distributed.ntxent_loss as a module: forward(z) with this rank's z = cat(z1, z2)."""
 
     def __init__(self, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
-                 path="auto"):
+                 path="auto", check_rows=True):
         super().__init__()
         self._options = dict(temperature=temperature, normalize=normalize, reduction=reduction,
-                             group=group, ddp=ddp, path=path)
+                             group=group, ddp=ddp, path=path, check_rows=check_rows)
 
     def forward(self, z):
         return ntxent_loss(z, **self._options)
@@ -243,10 +248,11 @@ class SupConLoss(torch.nn.Module):
     be (n, V, D) views, as closs.SupConLoss takes (flattened view-major per rank)."""
 
     def __init__(self, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
-                 group=None, ddp=False, path="auto"):
+                 group=None, ddp=False, path="auto", check_rows=True):
         super().__init__()
         self._options = dict(temperature=temperature, base_temperature=base_temperature,
-                             normalize=normalize, reduction=reduction, group=group, ddp=ddp, path=path)
+                             normalize=normalize, reduction=reduction, group=group, ddp=ddp, path=path,
+                             check_rows=check_rows)
 
     def forward(self, z, labels):
         if z.dim() == 3:  # (n, views, D): the official SupContrast layout, per rank

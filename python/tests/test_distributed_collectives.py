@@ -53,3 +53,16 @@ def test_ntxent_and_clip_collectives_do_not_depend_on_grad(collectives):
             == _run(collectives, lambda: closs.distributed.ntxent_loss(z)))
     assert (_run(collectives, lambda: closs.distributed.clip_loss(a.clone().requires_grad_(True), b))
             == _run(collectives, lambda: closs.distributed.clip_loss(a, b)))
+
+
+def test_check_rows_false_skips_only_the_row_check(collectives):
+    """Item 8: check_rows=False drops the row-count all-gather (and its host synchronisation), for
+    CUDA graph capture and fullgraph compile; every other collective stays."""
+    z, a, b = torch.randn(6, 4), torch.randn(3, 4), torch.randn(3, 4)
+    for call in (lambda **k: closs.distributed.ntxent_loss(z, **k),
+                 lambda **k: closs.distributed.supcon_loss(z, torch.arange(6) % 2, **k),
+                 lambda **k: closs.distributed.clip_loss(a, b, **k),
+                 lambda **k: closs.distributed.SigLipLoss(check_rows=False)(a, b, 10.0, -10.0) if k else
+                 closs.distributed.SigLipLoss()(a, b, 10.0, -10.0)):
+        checked, unchecked = _run(collectives, call), _run(collectives, lambda: call(check_rows=False))
+        assert checked[0][2] == torch.int64 and unchecked == checked[1:]
