@@ -204,6 +204,10 @@ def _handle(device):
         table = _handles.by_device = {}
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in table:
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("closs: this thread's first closs call on cuda:%d is inside a CUDA graph capture, "
+                               "which cannot create its closs handle (a cudaMalloc); run one step before "
+                               "capturing (as torch.cuda.graphs asks anyway)" % index)
         table[index] = Handle(index)
     return table[index]
 
@@ -214,6 +218,9 @@ def gpu_call(name, handle, params, inputs, outputs, workspace_query):
     of closs_*_workspace_size between the params and the size. The workspace comes from PyTorch's
     caching allocator on the current stream, so it is reused, stream-ordered, once this call's
     kernels are enqueued."""
+    if params.check_inputs and torch.cuda.is_current_stream_capturing():
+        raise ValueError("check_inputs=True reads the check's result on the host (a stream synchronisation), "
+                         "which a CUDA graph capture cannot contain: pass check_inputs=False inside a capture")
     lib = _capi.library()
     device = torch.device("cuda", handle.device)
     with torch.cuda.device(device):

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import threading
 
+import pytest
 import torch
 
 from closs import _capi, _dispatch
@@ -35,6 +36,7 @@ def test_a_threads_handles_are_destroyed_when_it_ends(monkeypatch):
     fake = _FakeLibrary()
     monkeypatch.setattr(_capi, "library", lambda: fake)
     monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     seen = []
 
     def work():
@@ -51,3 +53,29 @@ def test_a_threads_handles_are_destroyed_when_it_ends(monkeypatch):
     assert len(fake.created) == 6 and len(set(seen)) == 3
     assert sorted(fake.destroyed) == sorted(fake.created), "handles leaked: %s" % (
         set(fake.created) - set(fake.destroyed))
+
+
+def test_inside_a_cuda_graph_capture_the_errors_say_what_to_do(monkeypatch):
+    """Issue #27, item 7: a thread's first call cannot create its handle inside a capture, and
+    check_inputs=True synchronises the stream: both are refused with what to do, before any C
+    call (the capture would otherwise be invalidated with a confusing CUDA error)."""
+    fake = _FakeLibrary()
+    monkeypatch.setattr(_capi, "library", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    errors = []
+
+    def first_call():
+        try:
+            _dispatch._handle(torch.device("cuda", 0))
+        except RuntimeError as error:
+            errors.append(str(error))
+    thread = threading.Thread(target=first_call)
+    thread.start()
+    thread.join()
+    assert errors and "run one step before capturing" in errors[0] and not fake.created
+
+    class Handle:
+        device, pointer = 0, None
+    params = _capi.ntxent_params(0.1, True, "mean", True, "auto")  # check_inputs=True
+    with pytest.raises(ValueError, match="check_inputs=False inside a capture"):
+        _dispatch.gpu_call("closs_ntxent_forward", Handle(), params, None, None, None)
