@@ -198,6 +198,18 @@ def _loss_backward(name, options, residuals, cotangent):
 _loss.defvjp(_loss_forward, _loss_backward)
 
 
+def _runs_on_cpu(arrays):
+    """Whether the call runs on the CPU reference: where the arrays are, when they are concrete
+    (CPU arrays with a GPU default backend run on the CPU); JAX's default backend under jit, whose
+    tracers have no device yet."""
+    devices = set()
+    for t in arrays:
+        if isinstance(t, jax.core.Tracer):
+            return jax.default_backend() == "cpu"
+        devices.update(t.devices())
+    return all(device.platform == "cpu" for device in devices)
+
+
 def _run(name, inputs, vector, options):
     """Checks and converts the arguments (one floating dtype for the inputs; a vector dtype closs
     reads), then the custom_vjp call."""
@@ -208,7 +220,7 @@ def _run(name, inputs, vector, options):
         if not jnp.issubdtype(t.dtype, jnp.floating):
             raise TypeError("closs_jax: the inputs must be floating, got %s" % t.dtype)
     dtype = jnp.result_type(*inputs)
-    if jax.default_backend() == "cpu" and dtype != jnp.float64:
+    if _runs_on_cpu(inputs) and dtype != jnp.float64:
         dtype = jnp.float32  # the reference reads float32 and float64
     inputs = tuple(t.astype(dtype) for t in inputs)
     if vector is not None:
@@ -333,7 +345,7 @@ def _two_tower_run(kind, image_features, text_features, negatives, scalars, opti
         if not jnp.issubdtype(t.dtype, jnp.floating):
             raise TypeError("closs_jax: the towers must be floating, got %s" % t.dtype)
     dtype = jnp.result_type(*towers)
-    if jax.default_backend() == "cpu" and dtype != jnp.float64:
+    if _runs_on_cpu(towers) and dtype != jnp.float64:
         dtype = jnp.float32  # the reference reads float32 and float64
     towers = [t.astype(dtype) for t in towers]
     a, b = towers[0], jnp.concatenate(towers[1:]) if len(towers) > 2 else towers[1]

@@ -170,3 +170,12 @@ def test_float16_gradients_take_the_real_cotangent(dtype, directions):
                          check_inputs=False, path="auto").items())
     program = str(jax.make_jaxpr(jax.grad(lambda z: closs_jax._loss("supcon", options, (z,), labels)[0]))(z))
     assert set(re.findall(r"'direction', np.int32\((\d)\)", program)) == directions
+
+
+def test_cpu_arrays_run_the_reference_whatever_the_default_backend(monkeypatch):
+    """Issue #27 item 10: the compute dtype follows where the arrays are, not jax.default_backend()
+    (float16 CPU arrays with a GPU default went to the CPU reference as float16, which it refuses)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    z = rows(8, 4).astype(jnp.float16)
+    want = closs_jax.ntxent_loss(z.astype(jnp.float32), temperature=0.5)
+    np.testing.assert_allclose(closs_jax.ntxent_loss(z, temperature=0.5), want, rtol=1e-6)
