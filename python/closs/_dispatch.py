@@ -21,8 +21,6 @@ import torch
 from . import _capi
 from ._arguments import FLOAT_TYPES, LABEL_TYPES, CallArguments, contiguous_rows
 
-_FLOAT_TYPES, _LABEL_TYPES = FLOAT_TYPES, LABEL_TYPES
-
 
 @dataclass(frozen=True)
 class LossSpec:
@@ -54,7 +52,7 @@ def prepare(spec, inputs, vector):
             raise ValueError("%s must be 2-D (rows, dim), got shape %s" % (name, tuple(tensor.shape)))
         if tensor.device != device:
             raise ValueError("%s is on %s but %s is on %s" % (name, tensor.device, spec.inputs[0], device))
-        if tensor.dtype not in _FLOAT_TYPES:
+        if tensor.dtype not in FLOAT_TYPES:
             raise TypeError("%s has dtype %s: closs takes float32, float16, bfloat16 (and float64 on the "
                             "CPU)" % (name, tensor.dtype))
     dtype = inputs[0].dtype
@@ -83,7 +81,7 @@ def prepare(spec, inputs, vector):
         else:
             if vector.dtype.is_floating_point or vector.dtype.is_complex:
                 raise TypeError("labels must be an integer tensor, got %s" % vector.dtype)
-            if vector.dtype not in _LABEL_TYPES:
+            if vector.dtype not in LABEL_TYPES:
                 vector = vector.to(torch.int64)
     return prepared, vector
 
@@ -91,7 +89,7 @@ def prepare(spec, inputs, vector):
 def add_vector(args, spec, vector):
     """The loss's y or labels, if it has one, as the next argument."""
     if spec.vector is not None:
-        args.vector(vector, _FLOAT_TYPES if spec.vector == "y" else _LABEL_TYPES)
+        args.vector(vector, FLOAT_TYPES if spec.vector == "y" else LABEL_TYPES)
     return args
 
 
@@ -242,7 +240,7 @@ def _gpu_call(spec, params, direction, inputs, vector, outputs):
         reads.matrix(t)
     add_vector(reads, spec, vector)
     query = ("closs_%s_workspace_size" % spec.name, ctypes.c_int64(rows), ctypes.c_int64(dim),
-             _FLOAT_TYPES[inputs[0].dtype])
+             FLOAT_TYPES[inputs[0].dtype])
     gpu_call("closs_%s_%s" % (spec.name, direction), _handle(inputs[0].device), params, reads, outputs, query)
 
 
