@@ -23,6 +23,9 @@
 //   per chunk:       S_c (cuBLAS), then row_stats: lse_i, ℓ_i (one block per row)
 //   finish_loss      the reduced loss and `valid`, one block, fixed order
 //   anchor_weights   w_i, a_i from the upstream gradient (16-bit: and β)
+//   scale_rows       f16 with normalisation: z′ = z·2^e, r′ = r·2^−e (contrastive_kernels.cuh),
+//                    which the backward's chunks multiply instead of z and r (G' of a near-zero
+//                    row would otherwise pass f16's range)
 //   per chunk:       S_c again (cuBLAS), coefficients: S_c → G_c (f32, in place) or G'_c (16-bit),
 //                    dẐ_c (cuBLAS), embed_backward: dz_c in the input dtype, one warp per row
 // Launches per forward+backward call with K chunks of rows: NT-Xent 6 + 2K kernels and 3K cuBLAS
@@ -116,17 +119,24 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
         if (job.factor_max) CLOSS_TRY_CUDA(cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream));
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
         CLOSS_RETURN_IF_LAUNCH_FAILED();
-        for (int64_t first = job.row_begin; first < row_end; first += job.chunk_rows) {
-            const int64_t chunk = row_end - first < job.chunk_rows ? row_end - first : job.chunk_rows;
-            if ((*cublas_status = similarity_chunk<T>(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
+        if constexpr (std::is_same<T, __half>::value) { // host/gpu_contrastive.c: f16 only
+            if (job.z_scaled) {
+                scale_rows_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
+                CLOSS_RETURN_IF_LAUNCH_FAILED();
+            }
+        }
+        const closs_contrastive_launch back = backward_job(job); // f16: z′ and r′ (launch.h)
+        for (int64_t first = back.row_begin; first < row_end; first += back.chunk_rows) {
+            const int64_t chunk = row_end - first < back.chunk_rows ? row_end - first : back.chunk_rows;
+            if ((*cublas_status = similarity_chunk<T>(back, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
                 return cudaSuccess;
-            coefficients_kernel<T><<<grid_for(chunk * job.rows, kBlock), kBlock, 0, stream>>>(job, first, chunk,
-                                                                                        job.similarity);
+            coefficients_kernel<T><<<grid_for(chunk * back.rows, kBlock), kBlock, 0, stream>>>(back, first, chunk,
+                                                                                         back.similarity);
             CLOSS_RETURN_IF_LAUNCH_FAILED();
-            if ((*cublas_status = gradient_chunk<T>(job, cublas, chunk)) != CUBLAS_STATUS_SUCCESS)
+            if ((*cublas_status = gradient_chunk<T>(back, cublas, chunk)) != CUBLAS_STATUS_SUCCESS)
                 return cudaSuccess;
-            embed_backward_kernel<T><<<grid_for(chunk, warps_per_block), kBlock, 0, stream>>>(job, first, chunk,
-                                                                                         job.dzhat);
+            embed_backward_kernel<T><<<grid_for(chunk, warps_per_block), kBlock, 0, stream>>>(back, first, chunk,
+                                                                                          back.dzhat);
             CLOSS_RETURN_IF_LAUNCH_FAILED();
         }
     }

@@ -187,7 +187,9 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream) {
     if (job.grad) {
         if (job.factor_max) CLOSS_TRY_CUDA(cudaMemsetAsync(job.factor_max, 0, sizeof *job.factor_max, stream));
         anchor_weights_kernel<<<grid_for(job.rows, kBlock), kBlock, 0, stream>>>(job);
-        return similarity_pass<T, kFixed>(job, true, stream);
+        if constexpr (std::is_same<T, __half>::value) // host/gpu_contrastive.c: f16 only
+            if (job.z_scaled) scale_rows_kernel<T><<<grid_for(job.rows, warps_per_block), kBlock, 0, stream>>>(job);
+        return similarity_pass<T, kFixed>(backward_job(job), true, stream); // f16: z′ and r′ (launch.h)
     }
     return cudaGetLastError();
 }

@@ -46,6 +46,46 @@ __global__ void embed_kernel(const closs_contrastive_launch job) {
     }
 }
 
+// The f16 backward's scaled rows (launch.h, z_scaled): G'_ik = G_ik·r_k/β must be an f16 operand,
+// and r_k = 1/‖z_k‖ is large for a near-zero row (1e6 at ‖z_k‖ = 1e-6): G' would pass 65504 and
+// be clamped, and row k's term in every other row's gradient would be wrong. Multiplying z′_k =
+// z_k·2^e_k with r′_k = r_k·2^−e_k instead changes no product (powers of two: z′_i·z′_k·r′_i·r′_k
+// = ẑ_i·ẑ_k, G'·z′_k = G·r_k·z_k), and e_k = max(0, −exponent of ‖z_k‖) puts ‖z′_k‖ in [1/2, 1):
+// every element of z′_k is z_k's, exactly, times a power of two within f16's range, and r′_k ≤ 2.
+// A zero row keeps e_k = 0 (its G' is clamped, but multiplies z_k = 0), as does a non-finite one.
+// One warp per row; the padding up to scaled_ld is zero.
+template <typename T> __global__ void scale_rows_kernel(const closs_contrastive_launch job) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / kWarpSize);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / kWarpSize) + threadIdx.x / kWarpSize;
+         row < job.rows; row += warps) {
+        int exponent = 0;
+        const float norm = job.norms[row];
+        if (norm > 0.0f && norm < 0.5f) frexpf(norm, &exponent); // norm = m·2^exponent, m ∈ [1/2, 1)
+        const int e = -exponent;
+        const T *z = static_cast<const T *>(job.z) + row * job.ld;
+        T *scaled = static_cast<T *>(job.z_scaled) + row * job.scaled_ld;
+        for (int64_t c = lane; c < job.scaled_ld; c += kWarpSize)
+            scaled[c] = from_float<T>(c < job.dim ? ldexpf(to_float(z[c]), e) : 0.0f);
+        if (lane == 0) job.inv_norm_scaled[row] = ldexpf(job.inv_norm[row], -e);
+    }
+}
+
+// The launch the backward's similarity pass gets: with scaled rows, z′ and r′ in place of z and r,
+// and r kept for dz's last factor.
+__host__ __device__ inline closs_contrastive_launch backward_job(const closs_contrastive_launch &job) {
+    closs_contrastive_launch scaled = job;
+    if (!job.z_scaled) return scaled;
+    scaled.z = job.z_scaled, scaled.ld = job.scaled_ld;
+    scaled.inv_norm = job.inv_norm_scaled, scaled.inv_norm_unscaled = job.inv_norm;
+    return scaled;
+}
+
+// dz's last factor r_i (the backward's inv_norm may hold r′_i).
+__device__ __forceinline__ float unscaled_inv_norm(const closs_contrastive_launch &job, int64_t i) {
+    return job.inv_norm_unscaled ? job.inv_norm_unscaled[i] : job.inv_norm[i];
+}
+
 // A 16-bit operand of the backward's second product, G' (either path's 16-bit backward), from
 // float: f16 saturates at ±65504 instead of overflowing to ±inf (reached only by G' of a row with
 // ‖z_j‖ < 4/(65504·τ), in practice a zero row, whose z_j = 0 adds nothing anyway), and a NaN stays

@@ -22,6 +22,9 @@
 //                 8-column n-tiles of S are one k step of the second product), rounded once (no
 //                 second, residue part: bench/NOTES.md, "G′'s low half"), and dZ_i += G'·Z_tile by
 //                 mma with B = the staged column tile read by ldmatrix.trans.
+//   f16 with normalisation: the backward runs on z′ = z·2^e and r′ = r·2^−e (backward_job(),
+//                 contrastive_kernels.cuh), which change no product but keep G' of a near-zero
+//                 row within f16's range; dz's last factor is then r_i itself.
 //   dz_i  = (dẑ_i − ẑ_i(ẑ_i·dẑ_i))·r_i, from dZ's registers and the anchor fragments (whose
 //           registers hold exactly the z elements of the lane's dZ columns), one store per element.
 // Masks: a column tile that passes M or holds one of the warp's own anchors (j = i) runs the
@@ -379,6 +382,7 @@ template <typename T, bool kFixed, class Shape> struct BackwardEpilogue : Contra
         // closs_fm_unnormalize() with its division by max(‖z‖, eps) as the product with r_i (1 ulp
         // apart): a division is a call, whose saved registers cost the kernel a stack frame.
         bool store[kSlots], projected[kSlots];
+        float scale[kSlots]; // r_i (anchor.r may be r′_i: backward_job())
         T *out[kSlots];
 #pragma unroll
         for (int slot = 0; slot < kSlots; ++slot) {
@@ -386,15 +390,17 @@ template <typename T, bool kFixed, class Shape> struct BackwardEpilogue : Contra
             const int64_t i = anchor[slot].i;
             store[slot] = i < row_end && i < job.rows;
             projected[slot] = store[slot] && job.normalize && job.norms[i] > kNormalizeEps;
+            scale[slot] = store[slot] ? unscaled_inv_norm(job, i) : 0.0f;
             out[slot] = static_cast<T *>(job.grad) + (i - row_begin) * job.grad_ld;
         }
         each_pair(anchors, [&](int slot, int c, float2 unit, float *g) {
-            const float scale = anchor[slot].r;
             if (!store[slot]) return;
             if (c < job.dim)
-                out[slot][c] = from_float<T>((projected[slot] ? fmaf(-unit.x, radial[slot], g[0]) : g[0]) * scale);
+                out[slot][c] =
+                    from_float<T>((projected[slot] ? fmaf(-unit.x, radial[slot], g[0]) : g[0]) * scale[slot]);
             if (c + 1 < job.dim)
-                out[slot][c + 1] = from_float<T>((projected[slot] ? fmaf(-unit.y, radial[slot], g[1]) : g[1]) * scale);
+                out[slot][c + 1] =
+                    from_float<T>((projected[slot] ? fmaf(-unit.y, radial[slot], g[1]) : g[1]) * scale[slot]);
         });
     }
 };

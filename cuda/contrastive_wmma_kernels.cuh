@@ -413,7 +413,7 @@ __device__ __forceinline__ void wmma_backward(const closs_contrastive_launch &jo
         // closs_fm_unnormalize() with its division by max(‖z‖, eps) as the product with r_i (1 ulp
         // apart): a division is a call, whose saved registers cost the kernel a stack frame.
         const bool projected = job.normalize && job.norms[i] > kNormalizeEps;
-        const float scale = job.inv_norm[i];
+        const float scale = unscaled_inv_norm(job, i); // r_i (inv_norm may be r′_i: backward_job())
         T *out = static_cast<T *>(job.grad) + (i - job.row_begin) * job.grad_ld;
         for (int64_t c = lane; c < job.dim; c += kWarpSize) {
             const float g = projected ? fmaf(-unit_element<T>(job, i, c), radial, row[c]) : row[c];

@@ -84,6 +84,15 @@ typedef struct closs_contrastive_launch {
     int *nonfinite;       /* 1 */
     float *inv_norm;      /* M: r_i = 1/max(‖z_i‖, eps), 1 unnormalised; NULL: chunked f32 */
     unsigned *factor_max; /* 1, 16-bit backward of either path: β = max |w| as float bits */
+    /* f16 backward with normalisation, either path (NULL otherwise): the backward multiplies
+     * z′_k = z_k·2^e_k (e_k ≥ 0, so that ‖z′_k‖ ≥ 1/2: exact in f16) with r′_k = r_k·2^−e_k, so
+     * that G'_ik = G_ik·r′_k/β stays within f16's range for a near-zero row
+     * (contrastive_kernels.cuh, scale_rows_kernel); dz's last factor is then the unscaled r_i,
+     * inv_norm_unscaled. */
+    void *z_scaled;                 /* M × scaled_ld, f16 */
+    int64_t scaled_ld;              /* D rounded up to 8: 16-byte rows */
+    float *inv_norm_scaled;         /* M: r′_k */
+    const float *inv_norm_unscaled; /* set by backward_job(): r_i, where inv_norm holds r′_i */
     /* SupCon's classes (both paths): the labels sorted with their row indices, then the classes
      * with at least two rows (at most M/2) numbered 0..K−1 in label order */
     void *sort_keys[2];           /* M labels each (int64-sized), CUB's double buffer */

@@ -186,19 +186,35 @@ static closs_status_t lay_out_common(workspace_layout *layout, int64_t rows, int
     return CLOSS_STATUS_SUCCESS;
 }
 
-/* FUSED: 1/‖z_i‖, and the tensor-core backward's factors and β (16-bit). O(M) whatever D: the
- * positives are summed and folded in the similarity tiles, so SupCon needs no class sums. */
-static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int supcon,
+/* f16, either path: the backward's scaled copy z′ of z and its r′ (cuda/launch.h, z_scaled), M
+ * rows of D rounded up to 8 halves. run() uses them only with normalisation and a backward (the
+ * size query knows neither). */
+static closs_status_t lay_out_scaled_rows(workspace_layout *layout, int64_t rows, int64_t dim,
+                                          closs_dtype_t dtype, closs_contrastive_launch *job) {
+    if (dtype != CLOSS_F16) return CLOSS_STATUS_SUCCESS;
+    int64_t matrix = 0;
+    job->scaled_ld = (dim + 7) / 8 * 8;
+    CLOSS_TRY(closs_mul_size("workspace", rows, job->scaled_ld, &matrix));
+    CLOSS_TRY(take(layout, matrix, 2, &job->z_scaled));
+    return take(layout, rows, sizeof(float), (void **)&job->inv_norm_scaled);
+}
+
+/* FUSED: 1/‖z_i‖, and the tensor-core backward's factors and β (16-bit), f16's scaled rows. O(M)
+ * whatever D but for those: the positives are summed and folded in the similarity tiles, so
+ * SupCon needs no class sums. */
+static closs_status_t lay_out_fused(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
                                     closs_dtype_t dtype, closs_contrastive_launch *job) {
     CLOSS_TRY(lay_out_common(layout, rows, supcon, job));
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->inv_norm));
     if (dtype == CLOSS_F32) return CLOSS_STATUS_SUCCESS;
     CLOSS_TRY(take(layout, rows, sizeof(float), (void **)&job->softmax_factor));
-    return take(layout, 1, sizeof(unsigned), (void **)&job->factor_max);
+    CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
+    return lay_out_scaled_rows(layout, rows, dim, dtype, job);
 }
 
 /* CHUNKED: one block of C rows of S and its gradient rows, cuBLAS's workspace; for f32 the ẑ copy,
- * for 16-bit inputs (multiplied as they are) 1/‖z_i‖, β and the two halves of the block of G'. */
+ * for 16-bit inputs (multiplied as they are) 1/‖z_i‖, β and the two halves of the block of G',
+ * for f16 also the scaled rows. */
 static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, int64_t dim,
                                       int supcon, closs_dtype_t dtype,
                                       closs_contrastive_launch *job) {
@@ -215,6 +231,7 @@ static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, in
         CLOSS_TRY(take(layout, 1, sizeof(unsigned), (void **)&job->factor_max));
         CLOSS_TRY(take(layout, block, 2, &job->coefficient_high));
         CLOSS_TRY(take(layout, block, 2, &job->coefficient_low));
+        CLOSS_TRY(lay_out_scaled_rows(layout, rows, dim, dtype, job));
     }
     CLOSS_TRY(take(layout, block, sizeof(float), (void **)&job->similarity));
     CLOSS_TRY(take(layout, gradient_block, sizeof(float), (void **)&job->dzhat));
@@ -226,7 +243,7 @@ static closs_status_t lay_out_chunked(workspace_layout *layout, int64_t rows, in
 
 static closs_status_t lay_out(workspace_layout *layout, int64_t rows, int64_t dim, int supcon,
                               closs_dtype_t dtype, int fused, closs_contrastive_launch *job) {
-    CLOSS_TRY(fused ? lay_out_fused(layout, rows, supcon, dtype, job)
+    CLOSS_TRY(fused ? lay_out_fused(layout, rows, dim, supcon, dtype, job)
                     : lay_out_chunked(layout, rows, dim, supcon, dtype, job));
     if ((uint64_t)layout->used > (uint64_t)SIZE_MAX)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT, "workspace: %lld bytes exceed size_t",
@@ -336,6 +353,7 @@ static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *w
     job.grad_ld = call->grad_z.ld;
     set_row_range(&job, call);
     job.cublas = cublas;
+    if (!(call->normalize && call->backward)) job.z_scaled = NULL; /* r is then 1, or unused */
 
     cudaStream_t cuda_stream = (cudaStream_t)stream;
     if (call->check_inputs) CLOSS_TRY(run_check(handle, call, cuda_stream));

@@ -156,15 +156,15 @@ run() {
     echo "gpusim: $name took $((SECONDS - began)) s ($((cpu - cpu_began)) CPU seconds)"
 }
 
-# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 10 here (they
+# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 11 here (they
 # need concurrent streams and the runtime's pending-error state; each says why).
 run rowwise 9 "$build/tests/test_gpu_rowwise"
-run contrastive 11 "$build/tests/test_gpu_contrastive"
+run contrastive 12 "$build/tests/test_gpu_contrastive"
 run two_tower 7 "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN).
-PYTORCH_BIN=$build/host/libcloss.so run cli_eval 1 "$build/tests/test_cli" \
-    --filter='cli_eval/cuda_matches_the_cpu'
+PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
+    --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked paths'
 # (cuda/contrastive.cu, cuda/two_tower_chunked.cu), which run only after cuBLAS's. The kernel names

@@ -1022,6 +1022,49 @@ Test(cli_eval, cuda_matches_the_cpu) {
     }
 }
 
+/* The issue #26 case through the tool: cosine, margin 0, f16 on the GPU, x1's row 2 all zeros.
+ * That row's exact gradient (norms clamped at 1e-8) is about 1e7 an element, beyond f16: ±Inf with
+ * the f64 answer's sign (docs/contract.md, "Numerics"); every other element finite and within f16's
+ * tolerance of the CPU's f64 answer, never NaN. */
+Test(cli_eval, cuda_f16_zero_row_gives_inf) {
+    if (cuda_devices() == 0) cr_skip_test("no CUDA device");
+    pair_inputs in = write_pair_inputs();
+    for (int e = 0; e < DIM; ++e) in.x1[2 * DIM + e] = 0.0;
+    write_matrix("x1", in.x1);
+    char cpu_out[160], gpu_out[160];
+    snprintf(cpu_out, sizeof cpu_out, "%s/cpu", out_dir);
+    snprintf(gpu_out, sizeof gpu_out, "%s/gpu", out_dir);
+    cli_result r;
+    RUN(&r, "eval", "cosine", "--in", in_dir, "--out", cpu_out, "--dtype", "f64", "margin=0");
+    cr_assert_eq(r.status, 0, "cpu: %s", r.err);
+    RUN(&r, "eval", "cosine", "--in", in_dir, "--out", gpu_out, "--device", "cuda", "--dtype",
+        "f16", "margin=0");
+    cr_assert_eq(r.status, 0, "cuda: %s", r.err);
+    for (int k = 0; k < 2; ++k) {
+        char name[32];
+        snprintf(name, sizeof name, "grad_%s", pair_grads[k]);
+        double expected[CELLS], actual[CELLS], scale = 0.0;
+        read_output("cpu", name, expected, CELLS);
+        read_output("gpu", name, actual, CELLS);
+        for (int i = 0; i < CELLS; ++i)
+            if (fabs(expected[i]) < 65504.0) scale = fmax(scale, fabs(expected[i]));
+        int infinite = 0;
+        for (int i = 0; i < CELLS; ++i) {
+            if (fabs(expected[i]) > 1.01 * 65520.0) {
+                ++infinite;
+                cr_expect(isinf(actual[i]) && (actual[i] > 0) == (expected[i] > 0),
+                          "%s[%d]: %g, exact %.6g (beyond f16: ±Inf)", name, i, actual[i],
+                          expected[i]);
+            } else {
+                cr_expect_leq(fabs(actual[i] - expected[i]), 3e-3 * scale, "%s[%d]: %g, exact %.6g",
+                              name, i, actual[i], expected[i]);
+            }
+        }
+        cr_expect_eq(infinite, k == 0 ? DIM : 0, "%s: %d elements beyond f16's range", name,
+                     infinite);
+    }
+}
+
 /* ---- help and version ------------------------------------------------------------------------ */
 
 Test(cli_usage, no_arguments_prints_usage_to_stderr) {

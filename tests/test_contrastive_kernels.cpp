@@ -31,6 +31,7 @@
 
 #include "closs.h"
 #include "cuda_on_cpu.h" // before the kernels: CUDA's built-ins on the CPU
+#include "dtype_range.h"
 
 // The further built-ins the tensor-core kernels use.
 static float __uint_as_float(unsigned u) {
@@ -345,7 +346,9 @@ enum class Path { fused, wmma, chunked };
 // reference sees the rounded values. The gradient error is relative to max(‖dz‖, the scale of the
 // terms that cancel where dz is 0). The chunked path takes about M/3 rows a chunk, so that
 // chunks end inside the range and a last one is partial.
-template <typename T> static Errors run(const Problem &given, Path path = Path::fused) {
+template <typename T>
+static Errors run(const Problem &given, Path path = Path::fused, std::vector<float> *grad_out = nullptr,
+                  std::vector<double> *want_grad_out = nullptr) {
     using namespace closs;
     constexpr bool kWide = std::is_same_v<T, float>;
     const bool chunked = path == Path::chunked;
@@ -392,6 +395,14 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
     std::vector<T> g_high((size_t)chunk_rows * M), g_low((size_t)chunk_rows * M);
     if (!chunked || !kWide) job.inv_norm = inv_norm.data();
     if (!kWide) job.factor_max = &factor_max;
+    // f16 with normalisation: the backward's scaled rows (host/gpu_contrastive.c, both paths)
+    const int64_t scaled_ld = (D + 7) / 8 * 8;
+    std::vector<T> z_scaled(std::is_same_v<T, __half> ? (size_t)M * scaled_ld : 0, from<T>(NAN));
+    std::vector<float> inv_norm_scaled(M, NAN);
+    if (std::is_same_v<T, __half> && pr.normalize) {
+        job.z_scaled = z_scaled.data(), job.scaled_ld = scaled_ld;
+        job.inv_norm_scaled = inv_norm_scaled.data();
+    }
     if (!chunked) {
         job.softmax_factor = factors.data();
     } else {
@@ -438,8 +449,9 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
     }
     factor_max = 0; // contrastive*.cu's memset
     launch(2, kBlock, [&] { anchor_weights_kernel(job); });
-    if (chunked) chunked_backward<T>(job);
-    else similarity_pass<T>(job, true, family);
+    if (job.z_scaled) launch(2, kBlock, [&] { scale_rows_kernel<T>(job); });
+    if (chunked) chunked_backward<T>(backward_job(job));
+    else similarity_pass<T>(backward_job(job), true, family);
     std::vector<float> grad(grad_storage.size());
     for (size_t e = 0; e < grad.size(); ++e) grad[e] = as_float(grad_storage[e]);
 
@@ -455,8 +467,8 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
             if (job.fixed_shift) run_tensor<T, true>(part, false, first, last, family);
             else run_tensor<T, false>(part, false, first, last, family);
             part.lse = job.lse;
-            if (job.fixed_shift) run_tensor<T, true>(part, true, first, last, family);
-            else run_tensor<T, false>(part, true, first, last, family);
+            if (job.fixed_shift) run_tensor<T, true>(backward_job(part), true, first, last, family);
+            else run_tensor<T, false>(backward_job(part), true, first, last, family);
             for (int64_t i = 0; i < M; ++i) {
                 const bool inside = i >= first && i < last;
                 bool ok = inside ? std::memcmp(&range_lse[i], &lse[i], sizeof(float)) == 0 : std::isnan(range_lse[i]);
@@ -525,6 +537,8 @@ template <typename T> static Errors run(const Problem &given, Path path = Path::
                  ? INFINITY
                  : std::sqrt(diff) / std::fmax(std::fmax(std::sqrt(size), floor), 1e-300);
     e.grad_to_norm = std::sqrt(diff) / std::fmax(std::sqrt(size), 1e-300);
+    if (grad_out) *grad_out = grad;
+    if (want_grad_out) *want_grad_out = want_grad;
     return e;
 }
 
@@ -736,5 +750,72 @@ Test(contrastive_kernels, row_ranges) {
                 if ((r + di) % 2) expect_within(pr, pattern, "f16", run<__half>(pr), 1e-5, 1e-5, 2e-3);
                 else expect_within(pr, pattern, "bf16", run<__nv_bfloat16>(pr), 1e-5, 1e-5, 1e-2);
                 expect_chunked(pr, pattern, (r + di + supcon) % 3); // one dtype a case: its row statistics cost here
+            }
+}
+
+// f16 with normalisation and near-zero rows (docs/contract.md, "Numerics"; issue #26): a zero row
+// and rows of norm 1e-4 and 1e-6 get gradients of order 1/‖z‖, beyond f16's range: those elements
+// must be ±Inf with the exact value's sign, the others finite and accurate, never NaN; and every
+// other row's gradient must be as accurate as usual. G'_ik = G_ik·r_k/β of a row with r_k = 1e6
+// would pass 65504 without the backward's scaled rows (scale_rows_kernel) and be clamped, which
+// spoils row k's term in every other row. The tile engine, the WMMA kernels and the chunked path;
+// NT-Xent and SupCon; MEAN and NONE; D = 17 (unaligned rows) and 64.
+Test(contrastive_kernels, f16_near_zero_rows) {
+    random_state = 31337;
+    const Path paths[] = {Path::fused, Path::wmma, Path::chunked};
+    const char *const path_names[] = {"tile engine", "WMMA", "chunked"};
+    const int small_rows[] = {3, 8, 40};
+    const double small_norms[] = {0.0, 1e-4, 1e-6};
+    for (int supcon = 0; supcon <= 1; ++supcon)
+        for (int di = 0; di < 2; ++di)
+            for (int p = 0; p < 3; ++p) {
+                Problem pr;
+                pr.supcon = supcon, pr.normalize = 1, pr.tau = pr.tau_b = 0.1, pr.reduction = di ? 2 : 0;
+                pr.rows = 66, pr.dim = di ? 64 : 17, pr.ld = pr.dim + (di ? 0 : 3);
+                pr.z.assign((size_t)pr.rows * pr.ld, NAN);
+                for (int i = 0; i < pr.rows; ++i)
+                    for (int c = 0; c < pr.dim; ++c) pr.z[(size_t)i * pr.ld + c] = (float)(2 * random_uniform() - 1);
+                for (int s = 0; s < 3; ++s) { // row small_rows[s] scaled to norm small_norms[s]
+                    float *row = &pr.z[(size_t)small_rows[s] * pr.ld];
+                    double norm = 0.0;
+                    for (int c = 0; c < pr.dim; ++c) norm += (double)row[c] * row[c];
+                    for (int c = 0; c < pr.dim; ++c) row[c] = (float)(row[c] * small_norms[s] / std::sqrt(norm));
+                }
+                pr.labels.resize(pr.rows);
+                for (int i = 0; i < pr.rows; ++i) pr.labels[i] = i % 11;
+                pr.upstream.resize(pr.rows);
+                for (auto &u : pr.upstream) u = (float)(0.25 + 1.5 * random_uniform());
+                std::vector<float> grad;
+                std::vector<double> want;
+                run<__half>(pr, paths[p], &grad, &want);
+                const char *loss = supcon ? "supcon" : "ntxent";
+                double other_diff = 0.0, other_size = 0.0;
+                size_t beyond = 0;
+                for (int i = 0; i < pr.rows; ++i) {
+                    std::vector<float> got(pr.dim);
+                    for (int c = 0; c < pr.dim; ++c) got[c] = grad[(size_t)i * pr.ld + c];
+                    const double *exact = &want[(size_t)i * pr.dim];
+                    const range_check check = check_range(got.data(), exact, pr.dim, CLOSS_F16);
+                    double row_size = 0.0;
+                    for (int c = 0; c < pr.dim; ++c) row_size += exact[c] * exact[c];
+                    const bool small = i == small_rows[0] || i == small_rows[1] || i == small_rows[2];
+                    const int64_t bad = check.first_bad < 0 ? 0 : check.first_bad;
+                    cr_expect(check.first_bad < 0, "%s %s D=%d row %d%s: element %lld is %g, exact %g", path_names[p],
+                              loss, pr.dim, i, small ? " (near zero)" : "", (long long)check.first_bad, got[bad],
+                              exact[bad]);
+                    beyond += check.beyond;
+                    if (small) // the elements f16 holds, against the row's exact norm
+                        cr_expect(std::sqrt(check.error) <= 2e-3 * std::sqrt(row_size),
+                                  "%s %s D=%d near-zero row %d: error %.3g of a row of norm %.3g", path_names[p], loss,
+                                  pr.dim, i, std::sqrt(check.error), std::sqrt(row_size));
+                    else other_diff += check.error, other_size += row_size;
+                }
+                const double other_error = std::sqrt(other_diff / other_size);
+                cr_expect(other_error <= 2e-3, "%s %s D=%d: the other rows' gradient error %.3g", path_names[p], loss,
+                          pr.dim, other_error);
+                cr_expect(beyond >= (size_t)pr.dim / 2, "%s: only %zu elements beyond f16's range: a weak test",
+                          path_names[p], beyond);
+                cr_log_info("f16 near-zero rows, %s %s D=%d: other rows' gradient error %.2e, %zu elements Inf",
+                            path_names[p], loss, pr.dim, other_error, beyond);
             }
 }

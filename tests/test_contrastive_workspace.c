@@ -84,22 +84,40 @@ Test(contrastive_workspace, fused_refuses_more_than_256_columns) {
     cr_expect_eq(bytes, 7, "nothing written on failure");
 }
 
-/* The chunked path multiplies 16-bit z where it is (no copy) and keeps its block of S and the two
- * 16-bit halves of G' within 256 MiB; f32 multiplies a float copy of ẑ (M·D floats) beside its
- * block of S. Past that, O(M): at most 96 bytes a row (both losses: SupCon's label sort too) and
- * cuBLAS's 4 MiB. */
-Test(contrastive_workspace, chunked_copies_only_f32) {
+/* The chunked path multiplies bf16 z where it is (no copy) and keeps its block of S and the two
+ * 16-bit halves of G' within 256 MiB; f16 adds the backward's scaled rows z′ (M·D halves:
+ * cuda/launch.h, z_scaled), f32 a float copy of ẑ (M·D floats). Past that, O(M): at most 96 bytes
+ * a row (both losses: SupCon's label sort too) and cuBLAS's 4 MiB. */
+Test(contrastive_workspace, chunked_copies_f32_and_scales_f16) {
     REQUIRE_CUDA_BUILD();
     const int64_t rows = (int64_t)1 << 20, dim = 512;
     const size_t block = (size_t)256 << 20, per_row = 96 * (size_t)rows + ((size_t)8 << 20);
     for (int supcon = 0; supcon <= 1; ++supcon) {
-        const size_t narrow = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_F16);
+        const char *loss = supcon ? "SupCon" : "NT-Xent";
+        const size_t narrow = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_BF16);
+        const size_t half = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_F16);
         const size_t wide = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_F32);
-        const size_t copy = (size_t)rows * dim * sizeof(float);
-        cr_expect_leq(narrow, block + per_row, "%s f16: %zu bytes", supcon ? "SupCon" : "NT-Xent",
-                      narrow);
-        cr_expect_geq(wide, copy + block, "%s f32: %zu bytes", supcon ? "SupCon" : "NT-Xent", wide);
-        cr_expect_leq(wide, copy + block + per_row, "%s f32: %zu bytes",
-                      supcon ? "SupCon" : "NT-Xent", wide);
+        const size_t copy = (size_t)rows * dim * sizeof(float), scaled = (size_t)rows * dim * 2;
+        cr_expect_leq(narrow, block + per_row, "%s bf16: %zu bytes", loss, narrow);
+        cr_expect_geq(half, narrow + scaled, "%s f16: %zu bytes", loss, half);
+        cr_expect_leq(half, narrow + scaled + per_row, "%s f16: %zu bytes", loss, half);
+        cr_expect_geq(wide, copy + block, "%s f32: %zu bytes", loss, wide);
+        cr_expect_leq(wide, copy + block + per_row, "%s f32: %zu bytes", loss, wide);
+    }
+}
+
+/* The fused path's f16 workspace: bf16's and the scaled rows z′, D rounded up to 8 halves a row. */
+Test(contrastive_workspace, fused_f16_scaled_rows) {
+    REQUIRE_CUDA_BUILD();
+    const int64_t rows = 4099;
+    for (int64_t dim = 1; dim <= 256; dim += 51) {
+        const size_t half = workspace_bytes(0, CLOSS_PATH_FUSED, rows, dim, CLOSS_F16);
+        const size_t narrow = workspace_bytes(0, CLOSS_PATH_FUSED, rows, dim, CLOSS_BF16);
+        const size_t scaled =
+            (size_t)rows * (size_t)((dim + 7) / 8 * 8) * 2 + (size_t)rows * sizeof(float);
+        cr_expect_geq(half, narrow + scaled, "D = %lld: f16 %zu, bf16 %zu bytes", (long long)dim,
+                      half, narrow);
+        cr_expect_leq(half, narrow + scaled + 1024, "D = %lld: f16 %zu, bf16 %zu bytes",
+                      (long long)dim, half, narrow);
     }
 }

@@ -50,6 +50,7 @@
 #include <string.h>
 
 #include "closs.h"
+#include "dtype_range.h"
 #include "gpu_support.h"
 #include "softmax_contrastive.h" /* closs_ref_dot: the reference's dot product */
 
@@ -1153,6 +1154,93 @@ static void check_ranges(loss_kind loss, closs_path_t path, closs_reduction_t re
     free(want_loss);
     free(all_stats);
     free_case(&d);
+}
+
+/* f16 with normalisation and near-zero rows (docs/contract.md, "Numerics"): a zero row and rows of
+ * norm 1e-4 and 1e-6, whose gradients (of order 1/‖z‖) pass f16's range, are ±Inf there with the
+ * exact value's sign and accurate elsewhere, never NaN, and every other row's gradient is as
+ * accurate as usual (a near-zero row's G' would spoil them without the backward's scaled rows,
+ * cuda/contrastive_kernels.cuh). NT-Xent and SupCon, MEAN and NONE, both paths (sim: FUSED). */
+Test(gpu_contrastive, f16_near_zero_rows) {
+    CLOSS_REQUIRE_GPU();
+    static const int64_t small_rows[] = {3, 8, 40};
+    static const double small_norms[] = {0.0, 1e-4, 1e-6};
+    const int sim = gpu_test_simulated();
+    uint64_t seed = test_seed(), state = seed | 1;
+    for (int index = 0; index < 8; ++index) {
+        const closs_path_t path = index / 4 ? CLOSS_PATH_CHUNKED : CLOSS_PATH_FUSED;
+        if (sim && path == CLOSS_PATH_CHUNKED) continue; /* no cuBLAS in the simulator */
+        contrastive_case c = {(loss_kind)(index % 2),
+                              1, /* normalised, τ = 0.07 */
+                              index / 2 % 2 ? CLOSS_REDUCTION_NONE : CLOSS_REDUCTION_MEAN,
+                              CLOSS_F16,
+                              66,
+                              index % 2 ? 64 : 17,
+                              index % 2,
+                              0,
+                              path,
+                              0,
+                              CLOSS_I64,
+                              LABELS_CLASSES};
+        char name[300];
+        describe(&c, seed, name, sizeof name);
+        case_data d = make_case(&c, &state);
+        /* the near-zero rows, rounded to f16 and uploaded over their rows of z */
+        const size_t row_bytes = (size_t)c.dim * 2;
+        unsigned char staged[64 * 2];
+        for (int s = 0; s < 3; ++s) {
+            float *row = d.host + small_rows[s] * c.dim;
+            double norm = 0.0;
+            for (int64_t e = 0; e < c.dim; ++e) norm += (double)row[e] * row[e];
+            for (int64_t e = 0; e < c.dim; ++e)
+                row[e] = (float)(row[e] * small_norms[s] / sqrt(norm));
+            round_to_dtype(row, (size_t)c.dim, CLOSS_F16, staged);
+            gpu_upload((char *)d.device_z + (size_t)small_rows[s] * (size_t)d.ld * 2, staged,
+                       row_bytes);
+        }
+        const loss_params p = set_options(&c);
+        const size_t dense = (size_t)c.rows * (size_t)c.dim;
+        double *want_loss = malloc(((size_t)c.rows + 1) * sizeof(double));
+        double *want = malloc(dense * sizeof(double));
+        cr_assert_eq(call_reference(&c, &d, &p, NULL, want_loss, want, NULL), CLOSS_STATUS_SUCCESS,
+                     "%s: %s", name, closs_last_error());
+        poison_outputs(&c, &d);
+        cr_assert_eq(call_gpu(handle, &c, &d, &p, CALL_FORWARD_BACKWARD, NULL, 0),
+                     CLOSS_STATUS_SUCCESS, "%s: %s", name, closs_last_error());
+        gpu_synchronize();
+        unsigned char *strided = malloc((size_t)c.rows * (size_t)d.ld * 2);
+        float got[64];
+        gpu_download(strided, d.device_grad, (size_t)c.rows * (size_t)d.ld * 2);
+        double other_error = 0.0, other_norm = 0.0;
+        size_t beyond = 0;
+        for (int64_t r = 0; r < c.rows; ++r) {
+            widen_from_dtype(strided + (size_t)r * (size_t)d.ld * 2, (size_t)c.dim, CLOSS_F16, got);
+            const double *exact = want + r * c.dim;
+            const range_check check = check_range(got, exact, (size_t)c.dim, CLOSS_F16);
+            const int small = r == small_rows[0] || r == small_rows[1] || r == small_rows[2];
+            double row_norm = 0.0;
+            for (int64_t e = 0; e < c.dim; ++e) row_norm += exact[e] * exact[e];
+            beyond += check.beyond;
+            cr_expect(check.first_bad < 0, "%s: row %lld%s: element %lld is %g, exact %.6g", name,
+                      (long long)r, small ? " (near zero)" : "", (long long)check.first_bad,
+                      check.first_bad < 0 ? 0.0 : got[check.first_bad],
+                      check.first_bad < 0 ? 0.0 : exact[check.first_bad]);
+            if (small) /* the elements f16 holds, against the row's exact norm */
+                cr_expect(sqrt(check.error) <= 2e-3 * sqrt(row_norm),
+                          "%s: near-zero row %lld: error %.3g of %.3g", name, (long long)r,
+                          sqrt(check.error), sqrt(row_norm));
+            else other_error += check.error, other_norm += row_norm;
+        }
+        cr_expect(sqrt(other_error) <= 2e-3 * sqrt(other_norm),
+                  "%s: the other rows' gradient error %.3g of %.3g", name, sqrt(other_error),
+                  sqrt(other_norm));
+        cr_expect(beyond >= (size_t)c.dim / 2, "%s: only %zu elements beyond f16's range", name,
+                  beyond);
+        free(strided);
+        free(want);
+        free(want_loss);
+        free_case(&d);
+    }
 }
 
 Test(gpu_contrastive, row_ranges) {
