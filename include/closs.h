@@ -562,6 +562,7 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *            on tensor cores, with C·M 16-bit pairs of coefficients beside them), within 256 MiB
  *            (the whole matrix only when M ≤ 8192 for f32, 5792 for 16-bit); f32 adds a float
  *            copy of the normalised rows (M·D floats), and SupCon the label sort; any D. A
+ *            16-bit z with z.ld > INT_MAX (cuBLAS's int leading dimension) is NOT_SUPPORTED. A
  *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover
