@@ -151,14 +151,19 @@ static closs_status_t choose_path(closs_path_t path, int64_t rows, int64_t dim, 
 }
 
 /* Rows of S per cuBLAS call: the C × M block of S (4 bytes an element), and for 16-bit inputs
- * the two halves of G' (2 more each), stay within 256 MiB. */
+ * the two halves of G' (2 more each), stay within 256 MiB while M ≤ 2²⁶ (f32) or 2²⁵ (16-bit);
+ * past that C is 1 and the block is M elements (docs/contract.md, "Numerics"). */
 static int64_t chunk_rows(int64_t rows, closs_dtype_t dtype) {
     const int64_t element_bytes = dtype == CLOSS_F32 ? 4 : 8;
     int64_t chunk = ((int64_t)1 << 28) / element_bytes / (rows > 0 ? rows : 1);
     return chunk < 1 ? 1 : (chunk > rows ? rows : chunk);
 }
 
-enum { CUBLAS_WORKSPACE_BYTES = 4 << 20 };
+/* cuBLAS's own workspace (cublasSetWorkspace): 32 MiB, what the cuBLAS documentation recommends
+ * on Hopper (sm_90), below which some of its kernels are not chosen. The same on every device, so
+ * that the workspace query needs none and cuBLAS's choice, hence the bits, never depends on the
+ * workspace's size. */
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };
 
 /* CUB's temporary storage for SupCon's label sort (keys and values in our own double buffer) and
  * scan: bins, look-back state and counters, well under a byte per row. Reserved without asking

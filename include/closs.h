@@ -561,9 +561,11 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows into C·M floats (for f16 and bf16,
  *            on tensor cores, with C·M 16-bit pairs of coefficients beside them), within 256 MiB
  *            (the whole matrix only when M ≤ 8192 for f32, 5792 for 16-bit); f32 adds a float
- *            copy of the normalised rows (M·D floats), and SupCon the label sort; any D. A
- *            16-bit z with z.ld > INT_MAX (cuBLAS's int leading dimension) is NOT_SUPPORTED. A
- *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
+ *            copy of the normalised rows (M·D floats), cuBLAS's own 32 MiB, and SupCon the
+ *            label sort; any D (the 256 MiB bound holds up to M = 2^26 rows for f32, 2^25 for
+ *            16-bit: docs/contract.md, "Numerics"). A 16-bit z with z.ld > INT_MAX (cuBLAS's int
+ *            leading dimension) is NOT_SUPPORTED. A handle's first CHUNKED call creates its
+ *            cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover
  * the range's rows only; *_backward's stats and NONE's upstream are M values whatever the range.
