@@ -49,13 +49,21 @@
 namespace closs {
 namespace {
 
+// After a failed cuBLAS call (reported through cublas_status as CUBLAS_ERROR): a CUDA error it
+// left in the runtime is closs's own (closs_begin_call found none pending on entry), so it is
+// consumed here rather than reported by the caller's next CUDA call, or closs's, as theirs.
+inline cudaError_t cublas_failed() {
+    (void)cudaGetLastError();
+    return cudaSuccess;
+}
+
 template <typename T>
 cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *cublas_status) {
     cublasHandle_t cublas = static_cast<cublasHandle_t>(job.cublas);
     *cublas_status = cublasSetStream(cublas, stream);
     if (*cublas_status == CUBLAS_STATUS_SUCCESS) // after SetStream, which resets it
         *cublas_status = cublasSetWorkspace(cublas, job.cublas_workspace, job.cublas_workspace_bytes);
-    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cudaSuccess;
+    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cublas_failed();
 
     CLOSS_TRY_CUDA(cudaMemsetAsync(job.nonfinite, 0, sizeof *job.nonfinite, stream));
     const int warps_per_block = kBlock / kWarpSize;
@@ -67,7 +75,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     for (int64_t first = job.lse_begin; job.forward && first < lse_end; first += job.chunk_rows) {
         const int64_t chunk = lse_end - first < job.chunk_rows ? lse_end - first : job.chunk_rows;
         if ((*cublas_status = similarity_chunk<T>(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
-            return cudaSuccess;
+            return cublas_failed();
         row_stats_kernel<<<(unsigned)chunk, kBlock, 0, stream>>>(job, first, job.similarity);
         CLOSS_RETURN_IF_LAUNCH_FAILED();
     }
@@ -88,12 +96,12 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
         for (int64_t first = back.row_begin; first < row_end; first += back.chunk_rows) {
             const int64_t chunk = row_end - first < back.chunk_rows ? row_end - first : back.chunk_rows;
             if ((*cublas_status = similarity_chunk<T>(back, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
-                return cudaSuccess;
+                return cublas_failed();
             coefficients_kernel<T><<<grid_for(chunk * back.rows, kBlock), kBlock, 0, stream>>>(back, first, chunk,
                                                                                          back.similarity);
             CLOSS_RETURN_IF_LAUNCH_FAILED();
             if ((*cublas_status = gradient_chunk<T>(back, cublas, chunk)) != CUBLAS_STATUS_SUCCESS)
-                return cudaSuccess;
+                return cublas_failed();
             embed_backward_kernel<T><<<grid_for(chunk, warps_per_block), kBlock, 0, stream>>>(back, first, chunk,
                                                                                           back.dzhat);
             CLOSS_RETURN_IF_LAUNCH_FAILED();

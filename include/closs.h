@@ -6,7 +6,15 @@
  *
  * Conventions
  *   - Every function returns a closs_status_t; on failure closs_last_error() names the argument,
- *     the value and the reason, and no output has been written.
+ *     the value and the reason, and no output has been written. The exceptions are the GPU
+ *     failures that come after a call has started enqueuing its work, CUDA_ERROR from a launch
+ *     and CUBLAS_ERROR from a cuBLAS call (a CUBLAS_ERROR from creating the cuBLAS context comes
+ *     first and writes nothing): then what was enqueued before the failure may have run, and
+ *     every output of the call (loss, stats, valid, grad_z) holds unspecified values. For
+ *     NT-Xent and SupCon's chunked path that is the stats and NONE losses of the anchors before
+ *     the failing block of rows, and with a backward the forward's outputs and grad_z's rows
+ *     before it. The CUDA error closs's own failed work left is consumed (cudaGetLastError), not
+ *     left for the caller; a sticky one (the context is lost) stays, as it does for everyone.
  *   - Matrices are row-major with a leading dimension (ld >= cols, in elements), so framework views
  *     work without copies.
  *   - Parameter structs carry their own size (versioning); start from the *_PARAMS_INIT macros,
