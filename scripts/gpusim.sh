@@ -156,13 +156,13 @@ run() {
     echo "gpusim: $name took $((SECONDS - began)) s ($((cpu - cpu_began)) CPU seconds)"
 }
 
-# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 10 here (they
+# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 11 here (they
 # need concurrent streams and the runtime's pending-error state; each says why).
-run rowwise 8 "$build/tests/test_gpu_rowwise"
-run contrastive 11 "$build/tests/test_gpu_contrastive"
+run rowwise 9 "$build/tests/test_gpu_rowwise"
+run contrastive 12 "$build/tests/test_gpu_contrastive"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN).
-PYTORCH_BIN=$build/host/libcloss.so run cli_eval 1 "$build/tests/test_cli" \
+PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
     --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked path's
