@@ -280,13 +280,15 @@ template <typename T> static closs_dtype_t dtype_of() {
     return std::is_same_v<T, float> ? CLOSS_F32 : std::is_same_v<T, __half> ? CLOSS_F16 : CLOSS_BF16;
 }
 
-// contrastive.cu's forward and backward chunks (run()), after embed, the classes, and (backward)
-// anchor_weights; on fewer blocks than the GPU gets, which also runs the grid strides.
-// The cuBLAS calls are contrastive_chunked_products.cuh's own, run by tests/cublas_model.h.
+// A status other than success from the chunked path's cuBLAS calls ends the test, naming it.
 static void expect_cublas_success(cublasStatus_t status, const char *what) {
-    if (status != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string(what) + ": cuBLAS status " + std::to_string(status));
+    if (status != CUBLAS_STATUS_SUCCESS)
+        throw std::runtime_error(std::string(what) + ": cuBLAS status " + std::to_string(status));
 }
 
+// contrastive.cu's forward and backward chunks (run()), after embed, the classes, and (backward)
+// anchor_weights; on fewer blocks than the GPU gets, which also runs the grid strides. The cuBLAS
+// calls are contrastive_chunked_products.cuh's own, run by tests/cublas_model.h.
 template <typename T> static void chunked_forward(const closs_contrastive_launch &job, cublasHandle_t cublas) {
     using namespace closs;
     for (int64_t first = job.lse_begin; first < job.lse_begin + job.lse_count; first += job.chunk_rows) {
@@ -384,10 +386,13 @@ static Errors run(const Problem &given, Path path = Path::fused, std::vector<flo
     }
     // The memory the chunked path's cuBLAS calls may touch: what they get from host/gpu_contrastive.c
     cublas_model::Handle cublas;
-    if (kWide) cublas_model::allow(cublas, "zhat", zhat);
-    else cublas_model::allow(cublas, "z", z), cublas_model::allow(cublas, "z_scaled", z_scaled);
     cublas_model::allow(cublas, "similarity", similarity), cublas_model::allow(cublas, "dzhat", dzhat);
-    if (!kWide) cublas_model::allow(cublas, "coefficient_high", g_high), cublas_model::allow(cublas, "coefficient_low", g_low);
+    if (kWide) {
+        cublas_model::allow(cublas, "zhat", zhat);
+    } else {
+        cublas_model::allow(cublas, "z", z), cublas_model::allow(cublas, "z_scaled", z_scaled);
+        cublas_model::allow(cublas, "coefficient_high", g_high), cublas_model::allow(cublas, "coefficient_low", g_low);
+    }
 
     launch(2, kBlock, [&] { embed_kernel<T>(job); });
     std::vector<int64_t> keys(M);
