@@ -13,15 +13,13 @@ they take the inputs in one floating dtype (prepare converts them) and compute e
 
 import ctypes
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
 
 from . import _capi
-
-_FLOAT_TYPES = {torch.float32: _capi.F32, torch.float16: _capi.F16, torch.bfloat16: _capi.BF16,
-                torch.float64: _capi.F64}
-_LABEL_TYPES = {torch.int32: _capi.I32, torch.int64: _capi.I64}
+from ._arguments import FLOAT_TYPES, LABEL_TYPES, CallArguments, contiguous_rows
 
 
 @dataclass(frozen=True)
@@ -42,26 +40,6 @@ SPECS = {
 }
 
 
-def _pointer(tensor):
-    return ctypes.c_void_p(tensor.data_ptr() if tensor is not None and tensor.numel() else None)
-
-
-def _matrix(tensor):
-    """A closs_matrix_t over a 2-D tensor whose rows are contiguous (the caller made sure)."""
-    rows, cols = tensor.shape
-    ld = tensor.stride(0) if rows > 1 else cols  # a single row's stride is meaningless
-    return _capi.Matrix(_pointer(tensor), _FLOAT_TYPES[tensor.dtype], rows, cols, ld)
-
-
-def _with_contiguous_rows(tensor):
-    """The tensor itself when each row is contiguous (any row stride ≥ dim is a leading
-    dimension), else a contiguous copy."""
-    rows, cols = tensor.shape
-    if tensor.stride(1) == 1 and (rows <= 1 or tensor.stride(0) >= cols):
-        return tensor
-    return tensor.contiguous()
-
-
 def prepare(spec, inputs, vector):
     """Checks types, shapes and devices torch-side (sizes and values are closs's to check) and
     converts, with differentiable torch ops, the floating inputs to one compute dtype and the vector
@@ -74,7 +52,7 @@ def prepare(spec, inputs, vector):
             raise ValueError("%s must be 2-D (rows, dim), got shape %s" % (name, tuple(tensor.shape)))
         if tensor.device != device:
             raise ValueError("%s is on %s but %s is on %s" % (name, tensor.device, spec.inputs[0], device))
-        if tensor.dtype not in _FLOAT_TYPES:
+        if tensor.dtype not in FLOAT_TYPES:
             raise TypeError("%s has dtype %s: closs takes float32, float16, bfloat16 (and float64 on the "
                             "CPU)" % (name, tensor.dtype))
     dtype = inputs[0].dtype
@@ -103,16 +81,16 @@ def prepare(spec, inputs, vector):
         else:
             if vector.dtype.is_floating_point or vector.dtype.is_complex:
                 raise TypeError("labels must be an integer tensor, got %s" % vector.dtype)
-            if vector.dtype not in _LABEL_TYPES:
+            if vector.dtype not in LABEL_TYPES:
                 vector = vector.to(torch.int64)
     return prepared, vector
 
 
-def _vector(spec, vector):
-    if spec.vector is None:
-        return []
-    types = _FLOAT_TYPES if spec.vector == "y" else _LABEL_TYPES
-    return [_capi.Vector(_pointer(vector), types[vector.dtype], vector.numel())]
+def add_vector(args, spec, vector):
+    """The loss's y or labels, if it has one, as the next argument."""
+    if spec.vector is not None:
+        args.vector(vector, FLOAT_TYPES if spec.vector == "y" else LABEL_TYPES)
+    return args
 
 
 def _loss_result(loss, params, inputs):
@@ -124,7 +102,7 @@ def _loss_result(loss, params, inputs):
 
 def _as_closs_reads(inputs, vector):
     """Rows contiguous (any leading dimension) and a contiguous vector: layouts the C API takes."""
-    return [_with_contiguous_rows(t) for t in inputs], None if vector is None else vector.contiguous()
+    return [contiguous_rows(t) for t in inputs], None if vector is None else vector.contiguous()
 
 
 # ---- the three directions, on the inputs' device ------------------------------------------------
@@ -184,16 +162,36 @@ def reference(spec, params, inputs, vector, want_grads, upstream=None):
     loss = torch.empty(loss_length(params, rows), dtype=torch.float64)
     grads = [torch.empty(t.shape, dtype=torch.float64) if want else None for t, want in zip(inputs, want_grads)]
     valid = torch.zeros((), dtype=torch.int64)
-    upstream = None if upstream is None else upstream.to(torch.float64).contiguous()
-    args = [ctypes.byref(params)] + [_matrix(t) for t in inputs] + _vector(spec, vector)
-    args += [_pointer(upstream), _pointer(loss)] + [_pointer(g) for g in grads]
+    args = CallArguments(ctypes.byref(params))
+    for t in inputs:
+        args.matrix(t)
+    add_vector(args, spec, vector).input(upstream, torch.float64).output(loss)
+    for g in grads:
+        args.output(g)
     if spec.has_valid:
-        args.append(_pointer(valid))
-    _capi.library().call("closs_ref_" + spec.name, *args)
+        args.output(valid)
+    args.call("closs_ref_" + spec.name)
     return loss, grads, valid
 
 
 # ---- the GPU entry points -----------------------------------------------------------------------
+
+class Handle:
+    """A closs handle bound to one device (closs.h: one thread at a time per handle), owned by the
+    thread that made it and destroyed once that thread has ended: a thread's threading.local
+    table goes with it, and with the table this object, whose finalizer calls closs_destroy
+    (nn.DataParallel starts new threads every forward; each would otherwise leak a handle's
+    device memory and cuBLAS context). Not at interpreter exit, when CUDA may be gone."""
+
+    def __init__(self, device):
+        self.device = device
+        self.pointer = ctypes.c_void_p()
+        library = _capi.library()
+        with torch.cuda.device(device):  # closs_create binds the current device
+            library.call("closs_create", ctypes.byref(self.pointer))
+        self._finalizer = weakref.finalize(self, library.lib.closs_destroy, ctypes.c_void_p(self.pointer.value))
+        self._finalizer.atexit = False
+
 
 _handles = threading.local()  # one closs handle per thread and device, as closs.h asks
 
@@ -204,30 +202,46 @@ def _handle(device):
         table = _handles.by_device = {}
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in table:
-        handle = ctypes.c_void_p()
-        with torch.cuda.device(index):  # closs_create binds the current device
-            _capi.library().call("closs_create", ctypes.byref(handle))
-        table[index] = handle
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("closs: this thread's first closs call on cuda:%d is inside a CUDA graph capture, "
+                               "which cannot create its closs handle (a cudaMalloc); run one step before "
+                               "capturing (as torch.cuda.graphs asks anyway)" % index)
+        table[index] = Handle(index)
     return table[index]
 
 
-def _gpu_call(spec, params, direction, inputs, vector, *outputs):
-    """One GPU entry point: `outputs` are the direction's arguments between the inputs and the
-    workspace, already in the C order. The workspace comes from PyTorch's caching allocator on the
-    current stream, so it is reused, stream-ordered, once this call's kernels are enqueued."""
-    device = inputs[0].device
+def gpu_call(name, handle, params, inputs, outputs, workspace_query):
+    """One GPU entry point, closs_NAME(handle, params, inputs..., outputs..., workspace, bytes,
+    stream): `inputs` and `outputs` are CallArguments in the C order, workspace_query the arguments
+    of closs_*_workspace_size between the params and the size. The workspace comes from PyTorch's
+    caching allocator on the current stream, so it is reused, stream-ordered, once this call's
+    kernels are enqueued."""
+    if params.check_inputs and torch.cuda.is_current_stream_capturing():
+        raise ValueError("check_inputs=True reads the check's result on the host (a stream synchronisation), "
+                         "which a CUDA graph capture cannot contain: pass check_inputs=False inside a capture")
     lib = _capi.library()
-    handle = _handle(device)
+    device = torch.device("cuda", handle.device)
     with torch.cuda.device(device):
-        rows, dim = inputs[0].shape
         size = ctypes.c_size_t()
-        lib.call("closs_%s_workspace_size" % spec.name, handle, ctypes.byref(params), ctypes.c_int64(rows),
-                 ctypes.c_int64(dim), _FLOAT_TYPES[inputs[0].dtype], ctypes.byref(size))
+        lib.call(workspace_query[0], handle.pointer, ctypes.byref(params), *workspace_query[1:],
+                 ctypes.byref(size))
         workspace = torch.empty(size.value, dtype=torch.uint8, device=device)
         stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
-        args = [handle, ctypes.byref(params)] + [_matrix(t) for t in inputs] + _vector(spec, vector)
-        args += list(outputs) + [_pointer(workspace), ctypes.c_size_t(size.value), stream]
-        lib.call("closs_%s_%s" % (spec.name, direction), *args)
+        args = CallArguments(handle.pointer, ctypes.byref(params)).extend(inputs).extend(outputs)
+        args.output(workspace).add(ctypes.c_size_t(size.value), stream).call(name)
+
+
+def _gpu_call(spec, params, direction, inputs, vector, outputs):
+    """closs_LOSS_DIRECTION on inputs (and the vector) with `outputs`, a CallArguments holding the
+    direction's arguments between the inputs and the workspace, in the C order."""
+    rows, dim = inputs[0].shape
+    reads = CallArguments()
+    for t in inputs:
+        reads.matrix(t)
+    add_vector(reads, spec, vector)
+    query = ("closs_%s_workspace_size" % spec.name, ctypes.c_int64(rows), ctypes.c_int64(dim),
+             FLOAT_TYPES[inputs[0].dtype])
+    gpu_call("closs_%s_%s" % (spec.name, direction), _handle(inputs[0].device), params, reads, outputs, query)
 
 
 def _gradient_buffers(inputs):
@@ -235,40 +249,47 @@ def _gradient_buffers(inputs):
     return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
 
 
-def _grad_struct(grad):
-    return _capi.Grad(_pointer(grad), grad.stride(0))
-
-
 def _gpu_outputs(spec, params, inputs):
-    """The loss (float32, on the device) and SupCon's valid count, and valid's C argument."""
+    """The loss (float32, on the device) and SupCon's valid count."""
     loss = torch.empty(loss_length(params, inputs[0].shape[0]), dtype=torch.float32, device=inputs[0].device)
     valid = torch.zeros((), dtype=torch.int64, device=inputs[0].device)
-    return loss, valid, [_pointer(valid)] if spec.has_valid else []
+    return loss, valid
 
 
 def _gpu_forward(spec, params, inputs, vector):
     """closs_*_forward, keeping NT-Xent's and SupCon's per-anchor statistics for the backward."""
-    loss, valid, valid_arg = _gpu_outputs(spec, params, inputs)
+    loss, valid = _gpu_outputs(spec, params, inputs)
     stats = torch.empty(stats_length(spec, inputs[0]), dtype=torch.float32, device=inputs[0].device)
-    stats_arg = [_pointer(stats)] if spec.contrastive else []
-    _gpu_call(spec, params, "forward", inputs, vector, _pointer(loss), *stats_arg, *valid_arg)
+    outputs = CallArguments().output(loss)
+    if spec.contrastive:
+        outputs.output(stats)
+    if spec.has_valid:
+        outputs.output(valid)
+    _gpu_call(spec, params, "forward", inputs, vector, outputs)
     return loss, valid, stats
 
 
 def _gpu_forward_backward(spec, params, inputs, vector):
     """closs_*_forward_backward: loss and every gradient in one pass (upstream 1)."""
-    loss, valid, valid_arg = _gpu_outputs(spec, params, inputs)
+    loss, valid = _gpu_outputs(spec, params, inputs)
     grads = _gradient_buffers(inputs)
-    _gpu_call(spec, params, "forward_backward", inputs, vector, _pointer(loss), *valid_arg,
-              *[_grad_struct(g) for g in grads])
+    outputs = CallArguments().output(loss)
+    if spec.has_valid:
+        outputs.output(valid)
+    for g in grads:
+        outputs.gradient(g)
+    _gpu_call(spec, params, "forward_backward", inputs, vector, outputs)
     return loss, grads, valid
 
 
 def _gpu_backward(spec, params, inputs, vector, stats, upstream):
     """closs_*_backward with the upstream gradient on the device (float32, 1 or rows values)."""
     grads = _gradient_buffers(inputs)
-    stats_arg = [_pointer(stats)] if spec.contrastive else []
-    upstream = upstream.to(torch.float32).contiguous()
-    _gpu_call(spec, params, "backward", inputs, vector, *stats_arg, _pointer(upstream),
-              *[_grad_struct(g) for g in grads])
+    outputs = CallArguments()
+    if spec.contrastive:
+        outputs.input(stats, torch.float32)
+    outputs.input(upstream, torch.float32)
+    for g in grads:
+        outputs.gradient(g)
+    _gpu_call(spec, params, "backward", inputs, vector, outputs)
     return grads

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from . import _capi, _two_tower
+from ._ops import refuse_double_backward
 from .distributed import _check_backend, _gather, _world
 from .functional import prepare_towers, scalar
 
@@ -48,7 +49,7 @@ def _gather_into(out, tensor, group):
 
 class _DistributedTwoTower(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, params, group, ddp, a, text, negatives, scale, bias):
+    def forward(ctx, kind, params, group, ddp, check_rows, a, text, negatives, scale, bias):
         world, rank = _world(group)
         device, dim = a.device, a.shape[1]
         _check_backend(group, device)
@@ -56,7 +57,8 @@ class _DistributedTwoTower(torch.autograd.Function):
         if text.shape[0] != pairs:
             raise ValueError("text_features has %d rows and image_features %d: each rank passes its pairs, and "
                              "extra negatives as negatives=" % (text.shape[0], pairs))
-        _check_equal_counts([pairs, extra], world, group, device)
+        if check_rows:
+            _check_equal_counts([pairs, extra], world, group, device)
         total, total_extra = world * pairs, world * extra
         a_all = a.new_empty((total, dim))
         b_all = a.new_empty((total + total_extra, dim))
@@ -78,17 +80,19 @@ class _DistributedTwoTower(torch.autograd.Function):
 
         ctx.kind, ctx.params, ctx.group, ctx.ddp, ctx.world = kind, ranged, group, ddp, world
         ctx.pairs, ctx.extra = pairs, own_negatives
-        if any(ctx.needs_input_grad[4:]):
-            stats = []
-            if kind == "clip":  # every pair's statistics, in global order: 2n floats from each rank
-                mine = torch.stack([row_stats, column_stats if column_stats.numel() else row_stats])
-                gathered = _gather(mine.unsqueeze(0), world, group)  # (W, 2, n)
-                stats = list(gathered.transpose(0, 1).reshape(2, total).contiguous())
+        stats = []
+        if kind == "clip":  # every pair's statistics, in global order: 2n floats from each rank (every
+            # rank gathers, wanted here or not: another rank's inputs may need a gradient)
+            mine = torch.stack([row_stats, column_stats if column_stats.numel() else row_stats])
+            gathered = _gather(mine.unsqueeze(0), world, group)  # (W, 2, n)
+            stats = list(gathered.transpose(0, 1).reshape(2, total).contiguous())
+        if any(ctx.needs_input_grad[5:]):
             ctx.save_for_backward(a_all, b_all, scale, bias, *stats)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
+        refuse_double_backward("distributed " + ctx.kind, grad_loss)
         a_all, b_all, scale, bias, *stats = ctx.saved_tensors
         upstream = grad_loss.reshape(-1)
         if ctx.params.reduction == _capi.REDUCTIONS["none"]:  # every pair's upstream gradient
@@ -101,35 +105,38 @@ class _DistributedTwoTower(torch.autograd.Function):
         scalar_grads = [(total * (1 if ctx.ddp else 1 / ctx.world)).to(g.dtype) for total, g in zip(shares, scalars)]
         grad_text, grad_negatives = grad_b[:ctx.pairs], grad_b[ctx.pairs:] if ctx.extra else None
         rows = [g * factor if g is not None else None for g in (grad_a, grad_text, grad_negatives)]
-        return (None, None, None, None, *rows, scalar_grads[0], scalar_grads[1] if len(scalar_grads) > 1 else None)
+        return (None, None, None, None, None, *rows, scalar_grads[0], scalar_grads[1] if len(scalar_grads) > 1 else None)
 
 
-def _run(kind, params, group, ddp, image_features, text_features, negatives, grad_negatives, scale, bias=None):
+def _run(kind, params, group, ddp, check_rows, image_features, text_features, negatives, grad_negatives, scale,
+         bias=None):
     a, text, negatives, grad_negatives = prepare_towers(image_features, text_features, negatives, grad_negatives)
     params.grad_negatives = int(grad_negatives)
     scale = scalar("logit_scale", scale, a)
     bias = scalar("logit_bias", 0.0 if bias is None else bias, a) if kind == "siglip" else None
-    return _DistributedTwoTower.apply(kind, params, group, ddp, a, text, negatives, scale, bias)
+    return _DistributedTwoTower.apply(kind, params, group, ddp, check_rows, a, text, negatives, scale, bias)
 
 
 def clip_loss(image_features, text_features, logit_scale=1 / 0.07, negatives=None, symmetric=True,
               in_batch_negatives=True, normalize=True, grad_negatives=None, reduction="mean", group=None, ddp=False,
-              path="auto"):
+              path="auto", check_rows=True):
     """CLIP of the global batch (every rank's pairs, then every rank's extra negatives) from this
     rank's image_features and text_features (n, D) and negatives (k, D), the same n and k on every
     rank. "mean" and "sum": the global loss on every rank; "none": this rank's pairs' losses. ddp:
-    the model is in DistributedDataParallel (module docstring). Options as closs.clip_loss."""
+    the model is in DistributedDataParallel (module docstring); check_rows as closs.distributed.ntxent_loss
+    (the pair and negative counts). Options as closs.clip_loss."""
     params = _capi.clip_params(1.0, symmetric, in_batch_negatives, normalize, True, reduction, False, path)
-    return _run("clip", params, group, ddp, image_features, text_features, negatives, grad_negatives, logit_scale)
+    return _run("clip", params, group, ddp, check_rows, image_features, text_features, negatives, grad_negatives,
+                logit_scale)
 
 
 def siglip_loss(image_features, text_features, logit_scale=10.0, logit_bias=-10.0, negatives=None, normalize=True,
-                grad_negatives=None, reduction="mean", group=None, ddp=False, path="auto"):
+                grad_negatives=None, reduction="mean", group=None, ddp=False, path="auto", check_rows=True):
     """SigLIP of the global batch from this rank's pairs (and extra negatives), as clip_loss: OpenCLIP's
     SigLipLoss across ranks without its neighbour exchange. Options as closs.siglip_loss."""
     params = _capi.siglip_params(1.0, 0.0, normalize, True, reduction, False, path)
-    return _run("siglip", params, group, ddp, image_features, text_features, negatives, grad_negatives, logit_scale,
-                logit_bias)
+    return _run("siglip", params, group, ddp, check_rows, image_features, text_features, negatives, grad_negatives,
+                logit_scale, logit_bias)
 
 
 class ClipLoss(torch.nn.Module):
@@ -139,10 +146,11 @@ class ClipLoss(torch.nn.Module):
     ClipLoss(local_loss=True, gather_with_grad=True, rank, world_size)."""
 
     def __init__(self, symmetric=True, in_batch_negatives=True, normalize=True, grad_negatives=None,
-                 reduction="mean", group=None, ddp=False, path="auto", logit_scale=1 / 0.07):
+                 reduction="mean", group=None, ddp=False, path="auto", logit_scale=1 / 0.07, check_rows=True):
         super().__init__()
         self._options = dict(symmetric=symmetric, in_batch_negatives=in_batch_negatives, normalize=normalize,
-                             grad_negatives=grad_negatives, reduction=reduction, group=group, ddp=ddp, path=path)
+                             grad_negatives=grad_negatives, reduction=reduction, group=group, ddp=ddp, path=path,
+                             check_rows=check_rows)
         self.logit_scale = logit_scale
 
     def forward(self, image_features, text_features, logit_scale=None, logit_bias=None, negatives=None,
@@ -160,10 +168,11 @@ class SigLipLoss(torch.nn.Module):
     output_dict=False). It replaces OpenCLIP's SigLipLoss(rank, world_size) and its neighbour
     exchange."""
 
-    def __init__(self, normalize=True, grad_negatives=None, reduction="mean", group=None, ddp=False, path="auto"):
+    def __init__(self, normalize=True, grad_negatives=None, reduction="mean", group=None, ddp=False, path="auto",
+                 check_rows=True):
         super().__init__()
         self._options = dict(normalize=normalize, grad_negatives=grad_negatives, reduction=reduction, group=group,
-                             ddp=ddp, path=path)
+                             ddp=ddp, path=path, check_rows=check_rows)
 
     def forward(self, image_features, text_features, logit_scale, logit_bias, negatives=None, output_dict=False):
         loss = siglip_loss(image_features, text_features, logit_scale, logit_bias, negatives=negatives,

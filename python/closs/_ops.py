@@ -26,6 +26,16 @@ import torch
 
 from . import _capi, _dispatch
 
+
+def refuse_double_backward(name, grad_loss):
+    """closs's operators have no second derivative. Under create_graph=True autograd would take
+    their gradients as constants and silently drop every second-order term (a gradient penalty
+    ‖∇L‖² would add nothing to the gradient): refuse instead, naming the loss."""
+    if torch.is_grad_enabled() or grad_loss.requires_grad:
+        raise RuntimeError("closs::%s has no second derivative: its backward cannot run with create_graph=True "
+                           "(a gradient penalty through it would silently miss its second-order terms); take the "
+                           "gradient without create_graph, or detach the closs loss from the penalty" % name)
+
 # Each loss's scalar options, as schema arguments, in the order of its _capi.*_params function.
 OPTIONS = {
     "pair": "float margin, str distance, str reduction, bool check_inputs",
@@ -154,8 +164,7 @@ def _define(layout):
             ctx.save_for_backward(*tensors, vector, None)
 
     def gradient(ctx, grad_loss, *unused):
-        if grad_loss.requires_grad:
-            raise RuntimeError("closs: second derivatives are not supported (closs::%s)" % spec.name)
+        refuse_double_backward(spec.name, grad_loss)
         if ctx.scale_saved_gradients:
             grads = [g * grad_loss for g in ctx.saved_tensors]
         else:

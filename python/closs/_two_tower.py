@@ -24,6 +24,7 @@ import ctypes
 import torch
 
 from . import _capi, _dispatch
+from ._arguments import CallArguments, contiguous_rows
 
 KINDS = ("clip", "siglip")
 _NONE = _capi.REDUCTIONS["none"]
@@ -103,13 +104,11 @@ def _reference_forward(kind, params, a, b, scale, bias):
     row_length, column_length = stats_lengths(kind, params, a.shape[0])
     row_stats = torch.empty(row_length, dtype=torch.float64)
     column_stats = torch.empty(column_length, dtype=torch.float64)
-    library = _capi.library()
+    args = CallArguments(ctypes.byref(params)).matrix(a).matrix(b)
     if kind == "clip":
-        library.call("closs_ref_clip_forward", ctypes.byref(params), _dispatch._matrix(a), _dispatch._matrix(b),
-                     _dispatch._pointer(loss), _dispatch._pointer(row_stats), _dispatch._pointer(column_stats))
+        args.output(loss).output(row_stats).output(column_stats).call("closs_ref_clip_forward")
     else:
-        library.call("closs_ref_siglip", ctypes.byref(params), _dispatch._matrix(a), _dispatch._matrix(b), None,
-                     _dispatch._pointer(loss), None, None, None, None)
+        args.add(None).output(loss).add(None, None, None, None).call("closs_ref_siglip")
     return loss, row_stats, column_stats
 
 
@@ -118,48 +117,31 @@ def _reference_gradients(kind, params, a, b, scale, bias, stats=None, upstream=N
     or closs_ref_siglip."""
     params = _with_scalars(kind, params, scale, bias)
     loss, grads = _loss_buffer(params, a), _grad_buffers(kind, params, a, b)
-    pointers = [_dispatch._pointer(g) for g in grads]
-    matrices = [_dispatch._matrix(a), _dispatch._matrix(b)]
-    if upstream is not None:  # kept in a name: the pointer must not outlive the tensor
-        upstream = upstream.to(torch.float64).contiguous()
-    library = _capi.library()
+    args = CallArguments(ctypes.byref(params)).matrix(a).matrix(b)
     if kind == "clip" and stats is not None:
-        row_stats, column_stats = (s.to(torch.float64).contiguous() for s in stats)
-        library.call("closs_ref_clip_backward", ctypes.byref(params), *matrices, _dispatch._pointer(row_stats),
-                     _dispatch._pointer(column_stats), _dispatch._pointer(upstream), *pointers)
+        name = "closs_ref_clip_backward"
+        args.input(stats[0], torch.float64).input(stats[1], torch.float64).input(upstream, torch.float64)
     else:
-        library.call("closs_ref_" + kind, ctypes.byref(params), *matrices, _dispatch._pointer(upstream),
-                     _dispatch._pointer(loss), *pointers)
+        name = "closs_ref_" + kind
+        args.input(upstream, torch.float64).output(loss)
+    for g in grads:
+        args.output(g)
+    args.call(name)
     return loss, grads
 
 
 # ---- the GPU entry points -----------------------------------------------------------------------
 
-def _gpu_call(kind, params, direction, a, b, scalars, *outputs):
+def _gpu_call(kind, params, direction, a, b, scale, bias, outputs):
     """closs_KIND_DIRECTION(handle, params, a, b, scale[, bias], outputs..., workspace, bytes,
-    stream), with workspace from PyTorch's caching allocator on the current stream."""
-    device = a.device
-    library = _capi.library()
-    handle = _dispatch._handle(device)
-    with torch.cuda.device(device):
-        size = ctypes.c_size_t()
-        library.call("closs_%s_workspace_size" % kind, handle, ctypes.byref(params), ctypes.c_int64(a.shape[0]),
-                     ctypes.c_int64(b.shape[0]), ctypes.c_int64(a.shape[1]), _dispatch._FLOAT_TYPES[a.dtype],
-                     ctypes.byref(size))
-        workspace = torch.empty(size.value, dtype=torch.uint8, device=device)
-        stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
-        args = [handle, ctypes.byref(params), _dispatch._matrix(a), _dispatch._matrix(b)]
-        args += [_dispatch._pointer(s) for s in scalars] + list(outputs)
-        args += [_dispatch._pointer(workspace), ctypes.c_size_t(size.value), stream]
-        library.call("closs_%s_%s" % (kind, direction), *args)
-
-
-def _scalars(kind, scale, bias):
-    """The device floats the GPU reads: the scale, and SigLIP's bias."""
-    scalars = [scale.to(torch.float32).contiguous()]
+    stream); the GPU reads the scale (and bias) as device floats."""
+    reads = CallArguments().matrix(a).matrix(b).input(scale, torch.float32)
     if kind == "siglip":
-        scalars.append(bias.to(torch.float32).contiguous())
-    return scalars
+        reads.input(bias, torch.float32)
+    query = ("closs_%s_workspace_size" % kind, ctypes.c_int64(a.shape[0]), ctypes.c_int64(b.shape[0]),
+             ctypes.c_int64(a.shape[1]), _dispatch.FLOAT_TYPES[a.dtype])
+    _dispatch.gpu_call("closs_%s_%s" % (kind, direction), _dispatch._handle(a.device), params, reads, outputs,
+                       query)
 
 
 def _gpu_forward(kind, params, a, b, scale, bias):
@@ -167,35 +149,42 @@ def _gpu_forward(kind, params, a, b, scale, bias):
     row_length, column_length = stats_lengths(kind, params, a.shape[0])
     row_stats = torch.empty(row_length, dtype=torch.float32, device=a.device)
     column_stats = torch.empty(column_length, dtype=torch.float32, device=a.device)
-    stats = [_dispatch._pointer(row_stats), _dispatch._pointer(column_stats)] if kind == "clip" else []
-    _gpu_call(kind, params, "forward", a, b, _scalars(kind, scale, bias), _dispatch._pointer(loss), *stats)
+    outputs = CallArguments().output(loss)
+    if kind == "clip":
+        outputs.output(row_stats).output(column_stats)
+    _gpu_call(kind, params, "forward", a, b, scale, bias, outputs)
     return loss, row_stats, column_stats
 
 
-def _gpu_grad_arguments(grads):
-    return [_dispatch._grad_struct(g) for g in grads[:2]] + [_dispatch._pointer(g) for g in grads[2:]]
+def _add_gradients(args, grads):
+    """grad_a and grad_b (closs_grad_t), then the scalar gradients."""
+    for g in grads[:2]:
+        args.gradient(g)
+    for g in grads[2:]:
+        args.output(g)
+    return args
 
 
 def _gpu_forward_backward(kind, params, a, b, scale, bias):
     loss, grads = _loss_buffer(params, a), _grad_buffers(kind, params, a, b)
-    _gpu_call(kind, params, "forward_backward", a, b, _scalars(kind, scale, bias), _dispatch._pointer(loss),
-              *_gpu_grad_arguments(grads))
+    _gpu_call(kind, params, "forward_backward", a, b, scale, bias, _add_gradients(CallArguments().output(loss), grads))
     return loss, grads
 
 
 def _gpu_backward(kind, params, a, b, scale, bias, stats, upstream):
     grads = _grad_buffers(kind, params, a, b)
-    stats = [s.to(torch.float32).contiguous() for s in stats] if kind == "clip" else []
-    upstream = upstream.to(torch.float32).contiguous()
-    _gpu_call(kind, params, "backward", a, b, _scalars(kind, scale, bias), *[_dispatch._pointer(s) for s in stats],
-              _dispatch._pointer(upstream), *_gpu_grad_arguments(grads))
+    outputs = CallArguments()
+    for s in stats if kind == "clip" else []:
+        outputs.input(s, torch.float32)
+    outputs.input(upstream, torch.float32)
+    _gpu_call(kind, params, "backward", a, b, scale, bias, _add_gradients(outputs, grads))
     return grads
 
 
 # ---- the three directions -----------------------------------------------------------------------
 
 def _readable(a, b):
-    return _dispatch._with_contiguous_rows(a), _dispatch._with_contiguous_rows(b)
+    return contiguous_rows(a), contiguous_rows(b)
 
 
 def forward(kind, params, a, b, scale, bias=None):

@@ -25,6 +25,7 @@ gradient; that of *_forward_backward scales the gradients it computed ("mean", "
 import torch
 
 from . import _capi, _two_tower
+from ._ops import refuse_double_backward
 
 OPTIONS = {
     "clip": "bool symmetric, bool in_batch_negatives, bool normalize, bool grad_negatives, str reduction, "
@@ -144,8 +145,7 @@ def _define(kind):
             ctx.save_for_backward(a, b, scale, bias)
 
     def gradient(ctx, grad_loss, *unused):
-        if grad_loss.requires_grad:
-            raise RuntimeError("closs: second derivatives are not supported (closs::%s)" % kind)
+        refuse_double_backward(kind, grad_loss)
         if ctx.scale_saved_gradients:
             grads = [g * grad_loss.to(g.dtype) for g in ctx.saved_tensors]
         else:

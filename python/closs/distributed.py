@@ -20,7 +20,8 @@ The global batch:
   NT-Xent  each rank passes its z = cat(z1, z2) (2b rows, as ntxent_loss takes), and the global
            batch pairs the views across ranks: cat(z1 of all ranks, z2 of all ranks), whose row i
            is paired with row i + M/2. A rank's anchors are then two ranges of that batch.
-Every rank must pass the same number of rows (checked: a clear error otherwise), the same options
+Every rank must pass the same number of rows (checked: a clear error otherwise; check_rows=False
+skips the check's all-gather and host synchronisation), the same options
 and the same process group, and call backward whenever another does (the collectives pair up).
 
 Scaling. The loss is the global loss L on every rank, and the gradient of rank r's rows is
@@ -38,6 +39,8 @@ import torch
 import torch.distributed as dist
 
 from . import _capi, _dispatch
+from ._arguments import CallArguments
+from ._ops import refuse_double_backward
 
 __all__ = ["ntxent_loss", "supcon_loss", "NTXentLoss", "SupConLoss", "clip_loss", "siglip_loss", "ClipLoss",
            "SigLipLoss"]
@@ -105,58 +108,54 @@ def _range_params(params, begin, count):
 
 def _forward_range(spec, params, z_all, labels_all):
     """The range's loss (1 value, or count for NONE), statistics (count) and valid count."""
-    rows = params.row_count
-    labels = _dispatch._vector(spec, labels_all)
-    length = _dispatch.loss_length(params, rows)
-    if z_all.device.type == "cpu":
-        loss = torch.empty(length, dtype=torch.float64)
-        stats = torch.empty(rows, dtype=torch.float64)
-        valid = torch.zeros((), dtype=torch.int64)
-        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + labels
-        args += [_dispatch._pointer(loss), _dispatch._pointer(stats)]
-        args += [_dispatch._pointer(valid)] if spec.has_valid else []
-        _capi.library().call("closs_ref_%s_forward" % spec.name, *args)
-        return loss, stats, valid
-    device = z_all.device
-    loss = torch.empty(length, dtype=torch.float32, device=device)
-    stats = torch.empty(rows, dtype=torch.float32, device=device)
+    rows, device = params.row_count, z_all.device
+    cpu = device.type == "cpu"
+    loss = torch.empty(_dispatch.loss_length(params, rows), dtype=torch.float64 if cpu else torch.float32,
+                       device=device)
+    stats = torch.empty(rows, dtype=loss.dtype, device=device)
     valid = torch.zeros((), dtype=torch.int64, device=device)
-    valid_arg = [_dispatch._pointer(valid)] if spec.has_valid else []
-    _dispatch._gpu_call(spec, params, "forward", [z_all], labels_all, _dispatch._pointer(loss),
-                        _dispatch._pointer(stats), *valid_arg)
+    outputs = CallArguments().output(loss).output(stats)
+    if spec.has_valid:
+        outputs.output(valid)
+    if cpu:
+        args = _dispatch.add_vector(CallArguments(ctypes.byref(params)).matrix(z_all), spec, labels_all)
+        args.extend(outputs).call("closs_ref_%s_forward" % spec.name)
+    else:
+        _dispatch._gpu_call(spec, params, "forward", [z_all], labels_all, outputs)
     return loss, stats, valid
 
 
 def _backward_range(spec, params, z_all, labels_all, stats_all, upstream):
     """The gradient of the range's rows (count × D) of the global loss."""
-    if z_all.device.type == "cpu":
-        grad = torch.empty((params.row_count, z_all.shape[1]), dtype=torch.float64)
-        args = [ctypes.byref(params), _dispatch._matrix(z_all)] + _dispatch._vector(spec, labels_all)
-        args += [_dispatch._pointer(stats_all), _dispatch._pointer(upstream.to(torch.float64).contiguous()),
-                 _dispatch._pointer(grad)]
-        _capi.library().call("closs_ref_%s_backward" % spec.name, *args)
-        return grad
-    grad = torch.empty((params.row_count, z_all.shape[1]), dtype=z_all.dtype, device=z_all.device)
-    _dispatch._gpu_call(spec, params, "backward", [z_all], labels_all, _dispatch._pointer(stats_all),
-                        _dispatch._pointer(upstream.to(torch.float32).contiguous()),
-                        _dispatch._grad_struct(grad))
+    cpu = z_all.device.type == "cpu"
+    grad = torch.empty((params.row_count, z_all.shape[1]), dtype=torch.float64 if cpu else z_all.dtype,
+                       device=z_all.device)
+    compute = torch.float64 if cpu else torch.float32
+    outputs = CallArguments().input(stats_all, compute).input(upstream, compute)
+    if cpu:
+        args = _dispatch.add_vector(CallArguments(ctypes.byref(params)).matrix(z_all), spec, labels_all)
+        args.extend(outputs.output(grad)).call("closs_ref_%s_backward" % spec.name)
+    else:
+        _dispatch._gpu_call(spec, params, "backward", [z_all], labels_all, outputs.gradient(grad))
     return grad
 
 
 class _DistributedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec, params, group, ddp, z, labels):
+    def forward(ctx, spec, params, group, ddp, check_rows, z, labels):
         world, rank = _world(group)
         (prepared,), labels = _dispatch.prepare(spec, [z], labels)
         device, rows = prepared.device, prepared.shape[0]
         _check_backend(group, device)
-        _check_equal_rows(rows, world, group, device)
+        if check_rows:
+            _check_equal_rows(rows, world, group, device)
         if spec.name == "ntxent" and rows % 2:
             raise ValueError("z has %d rows: each rank's NT-Xent z is cat(z1, z2), an even number of rows"
                              % rows)
         layout = _Layout(spec.name == "ntxent", rows, world, rank)
         z_all = layout.to_global(_gather(prepared, world, group))
-        labels_all = _gather(labels, world, group) if spec.vector else None
+        # int64 on every rank: a rank's int32 labels would make its gather a different size.
+        labels_all = _gather(labels.to(torch.int64), world, group) if spec.vector else None
 
         pieces = [_forward_range(spec, _range_params(params, begin, count), z_all, labels_all)
                   for begin, count in layout.ranges]
@@ -179,8 +178,11 @@ class _DistributedLoss(torch.autograd.Function):
 
         ctx.spec, ctx.params, ctx.group, ctx.ddp = spec, params, group, ddp
         ctx.layout, ctx.world, ctx.input_dtype = layout, world, z.dtype
-        if ctx.needs_input_grad[4]:
-            ctx.save_for_backward(z_all, labels_all, layout.to_global(_gather(stats, world, group)))
+        # Every rank gathers the statistics, wanted here or not: the collectives must pair up
+        # across ranks, and another rank's z may need a gradient where this one's does not.
+        stats_all = layout.to_global(_gather(stats, world, group))
+        if ctx.needs_input_grad[5]:
+            ctx.save_for_backward(z_all, labels_all, stats_all)
         loss = loss.to(torch.float64 if prepared.dtype == torch.float64 else torch.float32)
         if not none:
             loss = loss.reshape(())
@@ -191,6 +193,7 @@ class _DistributedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *unused_grad_valid):
+        refuse_double_backward("distributed " + ctx.spec.name, grad_loss)
         z_all, labels_all, stats_all = ctx.saved_tensors
         upstream = grad_loss.reshape(-1)
         if ctx.params.reduction == _capi.REDUCTIONS["none"]:  # every anchor's upstream gradient
@@ -200,27 +203,30 @@ class _DistributedLoss(torch.autograd.Function):
                           for begin, count in ctx.layout.ranges])
         if ctx.ddp:
             grad = grad * ctx.world
-        return None, None, None, None, grad.to(ctx.input_dtype), None
+        return None, None, None, None, None, grad.to(ctx.input_dtype), None
 
 
 def ntxent_loss(z, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
-                path="auto"):
+                path="auto", check_rows=True):
     """NT-Xent of the global batch cat(z1 of every rank, z2 of every rank), from this rank's
     z = cat(z1, z2) (2b rows, the same b on every rank). "mean" and "sum": the global loss on every
     rank; "none": the losses of this rank's 2b anchors. ddp: scale the gradient by the world size
-    for DistributedDataParallel's averaging (module docstring). Options as closs.ntxent_loss."""
+    for DistributedDataParallel's averaging (module docstring). check_rows: check that every rank
+    passes as many rows (an all-gather and a host synchronisation per call; False skips it, for
+    CUDA graph capture and fullgraph compile, when every batch has the same rows on every rank:
+    uneven rows then make the collectives mismatch). Options as closs.ntxent_loss."""
     params = _capi.ntxent_params(temperature, normalize, reduction, False, path)
-    return _DistributedLoss.apply(_dispatch.SPECS["ntxent"], params, group, ddp, z, None)
+    return _DistributedLoss.apply(_dispatch.SPECS["ntxent"], params, group, ddp, check_rows, z, None)
 
 
 def supcon_loss(z, labels, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
-                group=None, ddp=False, path="auto", return_valid=False):
+                group=None, ddp=False, path="auto", return_valid=False, check_rows=True):
     """SupCon of the global batch (every rank's rows and labels, in rank order), from this rank's
     z (n, D) and labels (n), the same n on every rank. "mean" divides by the anchors of the whole
     batch that have a positive; return_valid gives that global count. "none": this rank's anchors'
-    losses. ddp as in ntxent_loss. Options as closs.supcon_loss."""
+    losses. ddp and check_rows as in ntxent_loss. Options as closs.supcon_loss."""
     params = _capi.supcon_params(temperature, base_temperature, normalize, reduction, False, path)
-    loss, valid = _DistributedLoss.apply(_dispatch.SPECS["supcon"], params, group, ddp, z, labels)
+    loss, valid = _DistributedLoss.apply(_dispatch.SPECS["supcon"], params, group, ddp, check_rows, z, labels)
     return (loss, valid) if return_valid else loss
 
 
@@ -228,10 +234,10 @@ class NTXentLoss(torch.nn.Module):
     """closs.distributed.ntxent_loss as a module: forward(z) with this rank's z = cat(z1, z2)."""
 
     def __init__(self, temperature=0.1, normalize=True, reduction="mean", group=None, ddp=False,
-                 path="auto"):
+                 path="auto", check_rows=True):
         super().__init__()
         self._options = dict(temperature=temperature, normalize=normalize, reduction=reduction,
-                             group=group, ddp=ddp, path=path)
+                             group=group, ddp=ddp, path=path, check_rows=check_rows)
 
     def forward(self, z):
         return ntxent_loss(z, **self._options)
@@ -242,10 +248,11 @@ class SupConLoss(torch.nn.Module):
     be (n, V, D) views, as closs.SupConLoss takes (flattened view-major per rank)."""
 
     def __init__(self, temperature=0.07, base_temperature=None, normalize=True, reduction="mean",
-                 group=None, ddp=False, path="auto"):
+                 group=None, ddp=False, path="auto", check_rows=True):
         super().__init__()
         self._options = dict(temperature=temperature, base_temperature=base_temperature,
-                             normalize=normalize, reduction=reduction, group=group, ddp=ddp, path=path)
+                             normalize=normalize, reduction=reduction, group=group, ddp=ddp, path=path,
+                             check_rows=check_rows)
 
     def forward(self, z, labels):
         if z.dim() == 3:  # (n, views, D): the official SupContrast layout, per rank

@@ -8,8 +8,9 @@ float64 for float64 inputs and float32 otherwise; gradients come back in each in
 
 With reduction "mean" or "sum" and an input that needs a gradient, the forward computes the
 gradients too (closs::LOSS_forward_backward: one pass; on the GPU the fused forward+backward) and
-the backward scales them by the upstream gradient. Otherwise (reduction "none", or no gradient
-wanted) closs::LOSS_forward computes only the losses (NT-Xent and SupCon keep one statistic per
+the backward scales them by the upstream gradient. Otherwise (reduction "none", no gradient
+wanted, or float16 inputs, whose gradients must see a loss scale before they are rounded: fuses)
+closs::LOSS_forward computes only the losses (NT-Xent and SupCon keep one statistic per
 anchor on the GPU) and the backward runs closs::LOSS_backward with the upstream gradient. Second
 derivatives are not supported.
 
@@ -28,12 +29,26 @@ import torch
 from . import _dispatch, _ops, _two_tower, _two_tower_ops
 
 
+def fuses(reduction, given, prepared):
+    """Whether the forward computes the gradients too (closs's one-pass forward+backward at upstream
+    1; the backward then scales them): only for "mean" and "sum", when a gradient is wanted, and
+    never for float16 inputs. Those would have their gradients rounded to float16 at upstream 1,
+    before a GradScaler's scale multiplies them, so the scaler would protect nothing (SupCon, M =
+    4096: 94% of the entries are below float16's smallest normal: bench/NOTES.md); closs's backward
+    instead takes the real, scaled upstream and rounds g·scale once. given: the caller's tensors,
+    prepared: the operators' (on the CPU float16 is computed in float32, but takes the same path)."""
+    if reduction == "none" or not torch.is_grad_enabled() or not any(t.requires_grad for t in prepared):
+        return False
+    return not any(isinstance(t, torch.Tensor) and t.dtype == torch.float16 for t in given)
+
+
 def _run(name, inputs, vector, options):
     """(loss, valid) of loss `name`: valid is SupCon's count of anchors with a positive, else None."""
     spec = _dispatch.SPECS[name]
+    given = inputs
     inputs, vector = _dispatch.prepare(spec, inputs, vector)
     tensors = list(inputs) + ([vector] if spec.vector is not None else [])
-    fused = options["reduction"] != "none" and torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    fused = fuses(options["reduction"], given, inputs)
     outputs = _ops.OPERATORS[name]["forward_backward" if fused else "forward"](*tensors, **options)
     if not spec.has_valid:
         return (outputs if isinstance(outputs, torch.Tensor) else outputs[0]), None
@@ -126,9 +141,8 @@ def _towers(image_features, text_features, negatives, grad_negatives):
     return a, b if negatives is None else torch.cat([b, negatives]), grad_negatives
 
 
-def _run_two_tower(kind, tensors, options):
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    fused = options["reduction"] != "none" and wants_grad
+def _run_two_tower(kind, given, tensors, options):
+    fused = fuses(options["reduction"], given, tensors)
     outputs = _two_tower_ops.OPERATORS[kind]["forward_backward" if fused else "forward"](*tensors, **options)
     return outputs if isinstance(outputs, torch.Tensor) else outputs[0]
 
@@ -153,7 +167,7 @@ def clip_loss(image_features, text_features, logit_scale=1 / 0.07, negatives=Non
     scale = scalar("logit_scale", logit_scale, a)
     options = dict(symmetric=bool(symmetric), in_batch_negatives=bool(in_batch_negatives), normalize=bool(normalize),
                    grad_negatives=grad_negatives, reduction=reduction, check_inputs=bool(check_inputs), path=path)
-    return _run_two_tower("clip", [a, b, scale], options)
+    return _run_two_tower("clip", [image_features, text_features, negatives], [a, b, scale], options)
 
 
 def siglip_loss(image_features, text_features, logit_scale=10.0, logit_bias=-10.0, negatives=None, normalize=True,
@@ -169,4 +183,4 @@ def siglip_loss(image_features, text_features, logit_scale=10.0, logit_bias=-10.
     bias = scalar("logit_bias", 0.0 if logit_bias is None else logit_bias, a)
     options = dict(normalize=bool(normalize), grad_negatives=grad_negatives, reduction=reduction,
                    check_inputs=bool(check_inputs), path=path)
-    return _run_two_tower("siglip", [a, b, scale, bias], options)
+    return _run_two_tower("siglip", [image_features, text_features, negatives], [a, b, scale, bias], options)

@@ -10,8 +10,9 @@ The functions take the arguments of closs's PyTorch functional forms (docs/contr
 math). The loss is float64 for float64 inputs (jax_enable_x64) and float32 otherwise; gradients
 come back in each input's dtype. On the CPU float16/bfloat16 inputs are computed from a float32
 copy. With "mean" or "sum" the forward of jax.grad computes the gradients too (closs's
-forward_backward: one pass) and the backward scales them; with "none" the backward runs closs's
-backward with the per-row cotangent. Labels (y, labels) get no gradient.
+forward_backward: one pass) and the backward scales them; with "none", and for float16 (whose
+gradients must see a loss scale before they are rounded), the backward runs closs's backward with
+the real cotangent. Labels (y, labels) get no gradient.
 
 The two-tower losses, clip_loss and siglip_loss, take the towers a (N, D) and b ((N + K, D): the
 partners, then K extra negatives, or given apart as negatives=) and the logit scale (and SigLIP's
@@ -156,6 +157,14 @@ def _primal_outputs(name, loss, valid):
     return (loss, valid[0]) if _SHAPES[name][3] else loss
 
 
+def _fuses(options, dtype):
+    """Whether the forward of jax.grad computes the gradients too (one pass at cotangent 1, scaled
+    later): for "mean" and "sum", and not for float16, whose gradients would be rounded before a
+    loss scale reaches them (most entries of SupCon's are float16 subnormals at M = 4096;
+    bench/NOTES.md): closs's backward takes the real cotangent and rounds g·scale once."""
+    return dict(options)["reduction"] != "none" and dtype != jnp.float16
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _loss(name, options, inputs, vector):
     args = list(inputs) + ([vector] if _SHAPES[name][1] else [])
@@ -166,7 +175,7 @@ def _loss(name, options, inputs, vector):
 def _loss_forward(name, options, inputs, vector):
     args = list(inputs) + ([vector] if _SHAPES[name][1] else [])
     _, _, contrastive, has_valid = _SHAPES[name]
-    if dict(options)["reduction"] != "none":  # one pass: the gradients now, scaled later
+    if _fuses(options, inputs[0].dtype):  # one pass: the gradients now, scaled later
         loss, *rest = _call(name, "forward_backward", args, options)
         valid = rest[0] if has_valid else None
         return _primal_outputs(name, loss, valid), tuple(rest[1 if has_valid else 0:])
@@ -177,7 +186,7 @@ def _loss_forward(name, options, inputs, vector):
 
 def _loss_backward(name, options, residuals, cotangent):
     upstream = cotangent[0] if _SHAPES[name][3] else cotangent
-    if dict(options)["reduction"] != "none":  # residuals: the gradients of the loss
+    if not isinstance(residuals[0], tuple):  # fused (_fuses): residuals are the loss's gradients
         grads = tuple((g * upstream).astype(g.dtype) for g in residuals)
     else:  # residuals: the inputs, vector and statistics for closs's backward
         inputs, vector, stats = residuals
@@ -187,6 +196,18 @@ def _loss_backward(name, options, residuals, cotangent):
 
 
 _loss.defvjp(_loss_forward, _loss_backward)
+
+
+def _runs_on_cpu(arrays):
+    """Whether the call runs on the CPU reference: where the arrays are, when they are concrete
+    (CPU arrays with a GPU default backend run on the CPU); JAX's default backend under jit, whose
+    tracers have no device yet."""
+    devices = set()
+    for t in arrays:
+        if isinstance(t, jax.core.Tracer):
+            return jax.default_backend() == "cpu"
+        devices.update(t.devices())
+    return all(device.platform == "cpu" for device in devices)
 
 
 def _run(name, inputs, vector, options):
@@ -199,7 +220,7 @@ def _run(name, inputs, vector, options):
         if not jnp.issubdtype(t.dtype, jnp.floating):
             raise TypeError("closs_jax: the inputs must be floating, got %s" % t.dtype)
     dtype = jnp.result_type(*inputs)
-    if jax.default_backend() == "cpu" and dtype != jnp.float64:
+    if _runs_on_cpu(inputs) and dtype != jnp.float64:
         dtype = jnp.float32  # the reference reads float32 and float64
     inputs = tuple(t.astype(dtype) for t in inputs)
     if vector is not None:
@@ -293,7 +314,7 @@ def _two_tower(kind, options, tensors):
 
 
 def _two_tower_forward(kind, options, tensors):
-    if dict(options)["reduction"] != "none":  # one pass: the gradients now, scaled later
+    if _fuses(options, tensors[0].dtype):  # one pass: the gradients now, scaled later
         loss, *grads = _two_tower_call(kind, "forward_backward", list(tensors), options)
         return loss, (tuple(grads), tensors[1])  # b: its row count shapes grad_b
     loss, *stats = _two_tower_call(kind, "forward", list(tensors), options)
@@ -301,7 +322,7 @@ def _two_tower_forward(kind, options, tensors):
 
 
 def _two_tower_backward(kind, options, residuals, cotangent):
-    if dict(options)["reduction"] != "none":  # residuals: the gradients of the loss
+    if not isinstance(residuals[1], tuple):  # fused (_fuses): the loss's gradients and b
         grads, b = residuals
         grads = tuple((g * cotangent).astype(g.dtype) for g in grads)
     else:  # residuals: the inputs and CLIP's statistics for closs's backward
@@ -324,7 +345,7 @@ def _two_tower_run(kind, image_features, text_features, negatives, scalars, opti
         if not jnp.issubdtype(t.dtype, jnp.floating):
             raise TypeError("closs_jax: the towers must be floating, got %s" % t.dtype)
     dtype = jnp.result_type(*towers)
-    if jax.default_backend() == "cpu" and dtype != jnp.float64:
+    if _runs_on_cpu(towers) and dtype != jnp.float64:
         dtype = jnp.float32  # the reference reads float32 and float64
     towers = [t.astype(dtype) for t in towers]
     a, b = towers[0], jnp.concatenate(towers[1:]) if len(towers) > 2 else towers[1]

@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -59,32 +58,49 @@ ffi::Error read_enum(const ffi::Dictionary &attrs, const char *name, E *value) {
         if (closs_jax_error.failure()) return closs_jax_error;                                     \
     } while (0)
 
-// One closs handle per device, created on first use (closs_create binds the calling thread's
-// current device, which XLA has set to the call's device). An inline function: one table for the
-// whole library.
+// One closs handle per thread and device: closs.h lets a handle serve one thread at a time, and
+// XLA may run two computations on one GPU from two of its threads at once (they would race on a
+// shared handle's cuBLAS context and check flags). Created on first use (closs_create binds the
+// calling thread's current device, which XLA has set to the call's device), destroyed when the
+// thread ends. An inline function: one table per thread for the whole library.
+struct ThreadHandles {
+    std::map<int32_t, closs_handle_t> by_device;
+    ThreadHandles() = default;
+    ThreadHandles(const ThreadHandles &) = delete;
+    ThreadHandles &operator=(const ThreadHandles &) = delete;
+    ~ThreadHandles() {
+        for (auto &entry : by_device) closs_destroy(entry.second);
+    }
+};
+
 inline ffi::Error handle_for(int32_t device, closs_handle_t *handle) {
-    static std::mutex lock;
-    static std::map<int32_t, closs_handle_t> handles;
-    std::lock_guard<std::mutex> guard(lock);
-    auto found = handles.find(device);
-    if (found == handles.end()) {
+    thread_local ThreadHandles handles;
+    auto found = handles.by_device.find(device);
+    if (found == handles.by_device.end()) {
         closs_handle_t created = nullptr;
         if (closs_create(&created) != CLOSS_STATUS_SUCCESS) return closs_failure("closs_create");
-        found = handles.emplace(device, created).first;
+        found = handles.by_device.emplace(device, created).first;
     }
     *handle = found->second;
     return ffi::Error::Success();
 }
+
+// XLA's scratch allocator refuses any alignment above 16 ("Unsupported alignment",
+// xla/ffi/ffi_api.cc); closs takes a workspace of any alignment and aligns its pieces inside the
+// slack its size query adds (host/gpu.h), so 16 is all it asks for.
+constexpr size_t kScratchAlignment = 16;
 
 // `bytes` of workspace from XLA's scratch allocator (nothing for 0 bytes).
 inline ffi::Error scratch_workspace(ffi::ScratchAllocator &scratch, size_t bytes,
                                     void **workspace) {
     *workspace = nullptr;
     if (bytes == 0) return ffi::Error::Success();
-    std::optional<void *> allocated = scratch.Allocate(bytes, 256);
+    std::optional<void *> allocated = scratch.Allocate(bytes, kScratchAlignment);
     if (!allocated.has_value()) {
         return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                          "closs_jax: no workspace of " + std::to_string(bytes) + " bytes");
+                          "closs_jax: XLA's scratch allocator gave no workspace of " +
+                              std::to_string(bytes) + " bytes (" +
+                              std::to_string(kScratchAlignment) + "-byte aligned)");
     }
     *workspace = *allocated;
     return ffi::Error::Success();

@@ -94,6 +94,23 @@ def test_strided_rows_side_stream_and_no_host_sync():
     torch.testing.assert_close(grads[0], expected_grads[0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_no_synchronisation_inside_libcloss(name, dtype):
+    """Issue #27 item 10: set_sync_debug_mode sees only torch's synchronisations, not those inside
+    libcloss (called through ctypes). Here the stream is kept busy (torch.cuda._sleep) while closs
+    enqueues a forward and a backward: had anything synchronised, the stream would be idle when
+    they return. float16 takes forward then backward (the loss-scale rule), float32 the fused one."""
+    inputs, vector = inputs_for(name, 256, 64, dtype, "cuda")
+    upstream = torch.full((), 1024.0, device="cuda")
+    loss_and_grads(name, inputs, vector, upstream)  # warm-up: the handle, the allocator's blocks
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU clock cycles ahead of closs's kernels
+    loss_and_grads(name, inputs, vector, upstream)
+    assert not torch.cuda.current_stream().query(), "the stream drained: a call synchronised"
+    torch.cuda.synchronize()
+
+
 def test_one_training_step_equals_plain_torch():
     torch.manual_seed(0)
     data = torch.randn(256, 32, device="cuda")

@@ -4,6 +4,7 @@ options; float32 inputs; SupCon's valid count; errors carrying closs's message. 
 on every run. GPU tests skip without a CUDA device."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -155,3 +156,26 @@ def test_gpu_matches_cpu_reference(path, reduction):
     for ours, expected in zip(on_gpu, on_cpu):
         scale = float(jnp.abs(expected).max())
         np.testing.assert_allclose(np.asarray(ours, np.float64), expected, rtol=2e-5, atol=2e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype, directions", [(jnp.float16, {"0", "2"}), (jnp.bfloat16, {"1"}),
+                                               (jnp.float32, {"1"})])
+def test_float16_gradients_take_the_real_cotangent(dtype, directions):
+    """Issue #27 item 4: float16's jax.grad runs closs's forward then its backward with the real
+    (loss-scaled) cotangent, never the fused forward_backward, whose gradients would be rounded to
+    float16 before the scale reaches them. Read from the traced program (the CPU computes float16
+    from float32, so only the GPU's program has float16 calls: traced here, not run)."""
+    z, labels = jnp.ones((8, 4), dtype), jnp.arange(8) % 2
+    options = tuple(dict(temperature=0.1, base_temperature=0.1, normalize=True, reduction="mean",
+                         check_inputs=False, path="auto").items())
+    program = str(jax.make_jaxpr(jax.grad(lambda z: closs_jax._loss("supcon", options, (z,), labels)[0]))(z))
+    assert set(re.findall(r"'direction', np.int32\((\d)\)", program)) == directions
+
+
+def test_cpu_arrays_run_the_reference_whatever_the_default_backend(monkeypatch):
+    """Issue #27 item 10: the compute dtype follows where the arrays are, not jax.default_backend()
+    (float16 CPU arrays with a GPU default went to the CPU reference as float16, which it refuses)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    z = rows(8, 4).astype(jnp.float16)
+    want = closs_jax.ntxent_loss(z.astype(jnp.float32), temperature=0.5)
+    np.testing.assert_allclose(closs_jax.ntxent_loss(z, temperature=0.5), want, rtol=1e-6)
