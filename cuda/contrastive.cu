@@ -6,7 +6,7 @@
 // Math (contrastive_math.h; docs/contract.md §3–4): x_ik = ẑ_i·ẑ_k/τ, lse_i = log Σ_{k≠i} e^(x_ik),
 // ℓ_i = s·(lse_i − mean_{k∈P(i)} x_ik); dẐ = G·Ẑ with G from lse, the anchor weights and the
 // positive sets, then back through the normalisation.
-// The products by dtype:
+// The products by dtype (the cuBLAS calls: contrastive_chunked_products.cuh):
 //   f32          S = Ẑ_c·Ẑᵀ and dẐ_c = G_c·Ẑ by cublasSgemm on a float copy Ẑ (no TF32: the
 //                contract's f32 tolerance)
 //   f16, bf16    on tensor cores by cublasGemmEx (16-bit operands, CUBLAS_COMPUTE_32F, float S),
@@ -44,50 +44,17 @@
 #include <type_traits>
 
 #include "contrastive_chunked_kernels.cuh"
+#include "contrastive_chunked_products.cuh"
 
 namespace closs {
 namespace {
 
-template <typename T> constexpr cudaDataType_t kCudaType = std::is_same<T, __half>::value ? CUDA_R_16F : CUDA_R_16BF;
-
-// S_c (chunk × M, row-major) = Ẑ_c·Ẑᵀ (f32) or Z_c·Zᵀ (16-bit). cuBLAS is column-major:
-// S_cᵀ = Ẑ·Ẑ_cᵀ with Ẑ seen as D × M.
-template <typename T>
-cublasStatus_t similarity_chunk(const closs_contrastive_launch &job, cublasHandle_t cublas, int64_t first,
-                                int64_t chunk) {
-    const float one = 1.0f, zero = 0.0f;
-    const int rows = (int)job.rows, dim = (int)job.dim;
-    if constexpr (std::is_same<T, float>::value) {
-        return cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)chunk, dim, &one, job.zhat, dim,
-                           job.zhat + first * job.dim, dim, &zero, job.similarity, rows);
-    } else {
-        const T *z = static_cast<const T *>(job.z);
-        return cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, (int)chunk, dim, &one, z, kCudaType<T>,
-                            (int)job.ld, z + first * job.ld, kCudaType<T>, (int)job.ld, &zero, job.similarity,
-                            CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    }
-}
-
-// dẐ_c (chunk × D, row-major) = G_c·Ẑ (f32) or G'high_c·Z + G'low_c·Z (16-bit); column-major:
-// dẐ_cᵀ = Ẑᵀ·G_cᵀ.
-template <typename T>
-cublasStatus_t gradient_chunk(const closs_contrastive_launch &job, cublasHandle_t cublas, int64_t chunk) {
-    const float one = 1.0f, zero = 0.0f;
-    const int rows = (int)job.rows, dim = (int)job.dim;
-    if constexpr (std::is_same<T, float>::value) {
-        return cublasSgemm(cublas, CUBLAS_OP_N, CUBLAS_OP_N, dim, (int)chunk, rows, &one, job.zhat, dim,
-                           job.similarity, rows, &zero, job.dzhat, dim);
-    } else {
-        const void *halves[2] = {job.coefficient_high, job.coefficient_low};
-        for (int h = 0; h < 2; ++h) {
-            const cublasStatus_t status =
-                cublasGemmEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, dim, (int)chunk, rows, &one, job.z, kCudaType<T>,
-                             (int)job.ld, halves[h], kCudaType<T>, rows, h == 0 ? &zero : &one, job.dzhat,
-                             CUDA_R_32F, dim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-            if (status != CUBLAS_STATUS_SUCCESS) return status;
-        }
-        return CUBLAS_STATUS_SUCCESS;
-    }
+// After a failed cuBLAS call (reported through cublas_status as CUBLAS_ERROR): a CUDA error it
+// left in the runtime is closs's own (closs_begin_call found none pending on entry), so it is
+// consumed here rather than reported by the caller's next CUDA call, or closs's, as theirs.
+inline cudaError_t cublas_failed() {
+    (void)cudaGetLastError();
+    return cudaSuccess;
 }
 
 template <typename T>
@@ -96,7 +63,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     *cublas_status = cublasSetStream(cublas, stream);
     if (*cublas_status == CUBLAS_STATUS_SUCCESS) // after SetStream, which resets it
         *cublas_status = cublasSetWorkspace(cublas, job.cublas_workspace, job.cublas_workspace_bytes);
-    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cudaSuccess;
+    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cublas_failed();
 
     CLOSS_TRY_CUDA(cudaMemsetAsync(job.nonfinite, 0, sizeof *job.nonfinite, stream));
     const int warps_per_block = kBlock / kWarpSize;
@@ -108,7 +75,7 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
     for (int64_t first = job.lse_begin; job.forward && first < lse_end; first += job.chunk_rows) {
         const int64_t chunk = lse_end - first < job.chunk_rows ? lse_end - first : job.chunk_rows;
         if ((*cublas_status = similarity_chunk<T>(job, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
-            return cudaSuccess;
+            return cublas_failed();
         row_stats_kernel<<<(unsigned)chunk, kBlock, 0, stream>>>(job, first, job.similarity);
         CLOSS_RETURN_IF_LAUNCH_FAILED();
     }
@@ -129,12 +96,12 @@ cudaError_t run(const closs_contrastive_launch &job, cudaStream_t stream, int *c
         for (int64_t first = back.row_begin; first < row_end; first += back.chunk_rows) {
             const int64_t chunk = row_end - first < back.chunk_rows ? row_end - first : back.chunk_rows;
             if ((*cublas_status = similarity_chunk<T>(back, cublas, first, chunk)) != CUBLAS_STATUS_SUCCESS)
-                return cudaSuccess;
+                return cublas_failed();
             coefficients_kernel<T><<<grid_for(chunk * back.rows, kBlock), kBlock, 0, stream>>>(back, first, chunk,
                                                                                          back.similarity);
             CLOSS_RETURN_IF_LAUNCH_FAILED();
             if ((*cublas_status = gradient_chunk<T>(back, cublas, chunk)) != CUBLAS_STATUS_SUCCESS)
-                return cudaSuccess;
+                return cublas_failed();
             embed_backward_kernel<T><<<grid_for(chunk, warps_per_block), kBlock, 0, stream>>>(back, first, chunk,
                                                                                           back.dzhat);
             CLOSS_RETURN_IF_LAUNCH_FAILED();

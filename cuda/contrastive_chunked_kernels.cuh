@@ -1,7 +1,8 @@
 // The CHUNKED path's kernels (contrastive.cu has the math, the order of work, the cuBLAS calls and
 // the C entry point): the row statistics of a block of S, its coefficients G and the gradient's
 // store. A header of its own so that tests/test_contrastive_kernels.cpp runs these very kernels on
-// the CPU, a thread per CUDA thread, with a CPU product in place of cuBLAS.
+// the CPU, a thread per CUDA thread, between the cuBLAS calls of contrastive_chunked_products.cuh
+// (run there by tests/cublas_model.h).
 //
 // What the block of S holds depends on the dtype (contrastive.cu, top): ẑ_i·ẑ_k for f32 (cuBLAS
 // multiplied the ẑ copy), z_i·z_k for f16 and bf16 (cuBLAS multiplied the raw 16-bit rows on

@@ -11,12 +11,12 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "fused_math.h" /* CLOSS_FUSED_MAX_DIM: which path a call takes */
 #include "gpu.h"
 #include "params.h"
 #include "validate.h"
 
 #ifdef CLOSS_WITH_CUDA
-#    include "fused_math.h"
 #    include "launch.h"
 #endif
 
@@ -79,11 +79,34 @@ static closs_status_t check_disjoint(const contrastive_call *call, closs_span wo
     return closs_check_disjoint(outputs, output_count, inputs, input_count);
 }
 
+/* The chunked path hands cuBLAS a 16-bit z as it is, with its row stride as GemmEx's int leading
+ * dimension (cuda/contrastive_chunked_products.cuh), and f16's normalised backward its scaled
+ * rows ((cols + 7) / 8 · 8 apart): past INT_MAX either would wrap, and a wrapped value that cuBLAS
+ * accepts reads the wrong rows. FUSED takes 64-bit strides; f32 multiplies a copy D apart. */
+static closs_status_t check_cublas_strides(const contrastive_call *call) {
+    const int chunked = call->path == CLOSS_PATH_CHUNKED ||
+                        (call->path == CLOSS_PATH_AUTO && call->z.cols > CLOSS_FUSED_MAX_DIM);
+    if (!chunked || call->z.dtype == CLOSS_F32) return CLOSS_STATUS_SUCCESS;
+    if (call->z.ld > INT_MAX)
+        return closs_fail(
+            CLOSS_STATUS_NOT_SUPPORTED,
+            "z.ld = %lld: the chunked path takes a 16-bit z with a leading dimension of "
+            "at most %d (cuBLAS's int); copy z to rows z.cols apart",
+            (long long)call->z.ld, INT_MAX);
+    const int scaled_rows = call->z.dtype == CLOSS_F16 && call->normalize && call->backward;
+    if (scaled_rows && (call->z.cols + 7) / 8 * 8 > INT_MAX)
+        return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
+                          "z.cols = %lld: the chunked path's f16 backward takes at most %d columns",
+                          (long long)call->z.cols, INT_MAX / 8 * 8);
+    return CLOSS_STATUS_SUCCESS;
+}
+
 /* Every argument; the caller's workspace (NULL: the handle's own) only for overlaps (its size is
  * checked against the layout later). */
 static closs_status_t check_call(contrastive_call *call, void *workspace, size_t workspace_bytes) {
     CLOSS_TRY(
         closs_check_device_matrix("z", call->z, CLOSS_GPU_FLOAT_DTYPES, call->supcon ? 1 : 2));
+    CLOSS_TRY(check_cublas_strides(call));
     if (!call->supcon && call->z.rows % 2 != 0)
         return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
                           "z.rows = %lld: NT-Xent needs an even number of rows (two views of "
@@ -128,14 +151,19 @@ static closs_status_t choose_path(closs_path_t path, int64_t rows, int64_t dim, 
 }
 
 /* Rows of S per cuBLAS call: the C × M block of S (4 bytes an element), and for 16-bit inputs
- * the two halves of G' (2 more each), stay within 256 MiB. */
+ * the two halves of G' (2 more each), stay within 256 MiB while M ≤ 2²⁶ (f32) or 2²⁵ (16-bit);
+ * past that C is 1 and the block is M elements (docs/contract.md, "Numerics"). */
 static int64_t chunk_rows(int64_t rows, closs_dtype_t dtype) {
     const int64_t element_bytes = dtype == CLOSS_F32 ? 4 : 8;
     int64_t chunk = ((int64_t)1 << 28) / element_bytes / (rows > 0 ? rows : 1);
     return chunk < 1 ? 1 : (chunk > rows ? rows : chunk);
 }
 
-enum { CUBLAS_WORKSPACE_BYTES = 4 << 20 };
+/* cuBLAS's own workspace (cublasSetWorkspace): 32 MiB, what the cuBLAS documentation recommends
+ * on Hopper (sm_90), below which some of its kernels are not chosen. The same on every device, so
+ * that the workspace query needs none and cuBLAS's choice, hence the bits, never depends on the
+ * workspace's size. */
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };
 
 /* CUB's temporary storage for SupCon's label sort (keys and values in our own double buffer) and
  * scan: bins, look-back state and counters, well under a byte per row. Reserved without asking

@@ -6,7 +6,15 @@
  *
  * Conventions
  *   - Every function returns a closs_status_t; on failure closs_last_error() names the argument,
- *     the value and the reason, and no output has been written.
+ *     the value and the reason, and no output has been written. The exceptions are the GPU
+ *     failures that come after a call has started enqueuing its work, CUDA_ERROR from a launch
+ *     and CUBLAS_ERROR from a cuBLAS call (a CUBLAS_ERROR from creating the cuBLAS context comes
+ *     first and writes nothing): then what was enqueued before the failure may have run, and
+ *     every output of the call (loss, stats, valid, grad_z) holds unspecified values. For
+ *     NT-Xent and SupCon's chunked path that is the stats and NONE losses of the anchors before
+ *     the failing block of rows, and with a backward the forward's outputs and grad_z's rows
+ *     before it. The CUDA error closs's own failed work left is consumed (cudaGetLastError), not
+ *     left for the caller; a sticky one (the context is lost) stays, as it does for everyone.
  *   - Matrices are row-major with a leading dimension (ld >= cols, in elements), so framework views
  *     work without copies.
  *   - Parameter structs carry their own size (versioning); start from the *_PARAMS_INIT macros,
@@ -561,8 +569,11 @@ CLOSS_API closs_status_t closs_cosine_forward_backward(
  *   CHUNKED  cuBLAS multiplies a block of C rows by all rows into C·M floats (for f16 and bf16,
  *            on tensor cores, with C·M 16-bit pairs of coefficients beside them), within 256 MiB
  *            (the whole matrix only when M ≤ 8192 for f32, 5792 for 16-bit); f32 adds a float
- *            copy of the normalised rows (M·D floats), and SupCon the label sort; any D. A
- *            handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
+ *            copy of the normalised rows (M·D floats), cuBLAS's own 32 MiB, and SupCon the
+ *            label sort; any D (the 256 MiB bound holds up to M = 2^26 rows for f32, 2^25 for
+ *            16-bit: docs/contract.md, "Numerics"). A 16-bit z with z.ld > INT_MAX (cuBLAS's int
+ *            leading dimension) is NOT_SUPPORTED. A handle's first CHUNKED call creates its
+ *            cuBLAS context (CUBLAS_ERROR if it cannot).
  *   AUTO     FUSED when D ≤ 256, else CHUNKED.
  * With a row range in the parameters ("Row ranges" above) the loss, valid, stats and grad_z cover
  * the range's rows only; *_backward's stats and NONE's upstream are M values whatever the range.

@@ -3,7 +3,9 @@
 // contrastive_kernels.cuh and contrastive_classes.cuh: the exact device code), run on the CPU
 // harness (tests/cuda_on_cpu.h: a fiber per CUDA thread, `static` for __shared__). Each
 // path's launch sequence is repeated here with CUB's stable radix sort and inclusive scan done on
-// the host, and cuBLAS's products (chunked path) done in float on the host; the results (lse, the
+// the host, and the chunked path's own cuBLAS calls (contrastive_chunked_products.cuh) run by a
+// column-major model of cuBLAS (tests/cublas_model.h: arguments checked, accesses bounds-checked,
+// outputs NaN-poisoned); the results (lse, the
 // loss in every reduction, valid, dz) are compared with closs_ref_ntxent/supcon in double, for rows
 // over one to three tiles and every D the three backward variants take (1 … 256), ld > D (whose
 // padding must stay untouched), both shifts and every label pattern. test_contrastive_math's
@@ -12,7 +14,7 @@
 // on whole tiles (below). Not covered: races in these kernels (their shared arrays are plain
 // pointers, which the harness's race check does not see: compute-sanitizer's racecheck does that
 // on a device), ex2.approx and __fdividef (exact here), the order of the tensor cores' and
-// cuBLAS's additions, CUB, cuBLAS and the launches.
+// cuBLAS's additions, CUB, cuBLAS's own kernels and the launches.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -31,6 +33,7 @@
 
 #include "closs.h"
 #include "cuda_on_cpu.h" // before the kernels: CUDA's built-ins on the CPU
+#include "cublas_model.h" // the chunked path's cuBLAS entry points, column-major, on the CPU
 #include "dtype_range.h"
 
 // The further built-ins the tensor-core kernels use.
@@ -152,6 +155,7 @@ static void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<ma
 } // namespace nvcuda
 
 #include "contrastive_chunked_kernels.cuh"
+#include "contrastive_chunked_products.cuh"
 #include "contrastive_classes.cuh"
 #include "contrastive_tile_kernels.cuh"
 #include "contrastive_wmma_kernels.cuh"
@@ -276,62 +280,32 @@ template <typename T> static closs_dtype_t dtype_of() {
     return std::is_same_v<T, float> ? CLOSS_F32 : std::is_same_v<T, __half> ? CLOSS_F16 : CLOSS_BF16;
 }
 
-// cuBLAS's part of the chunked path (contrastive.cu), in float on the CPU: the products of f32 ẑ
-// or of the 16-bit z itself (each operand exact in float, a float sum in order k; cuBLAS's order
-// differs, by rounding). S_c = A_c·Aᵀ for the anchors [first, first + chunk); dẐ_c = G_c·A, and for
-// 16-bit G'high_c·A then G'low_c·A added to it (the second GemmEx with β = 1).
-template <typename T> static float chunked_operand(const closs_contrastive_launch &job, int64_t row, int64_t c) {
-    if constexpr (std::is_same_v<T, float>) return job.zhat[row * job.dim + c];
-    else return as_float(static_cast<const T *>(job.z)[row * job.ld + c]);
-}
-
-template <typename T>
-static void cpu_similarity_chunk(const closs_contrastive_launch &job, int64_t first, int64_t chunk) {
-    for (int64_t r = 0; r < chunk; ++r)
-        for (int64_t k = 0; k < job.rows; ++k) {
-            float sum = 0.0f;
-            for (int64_t c = 0; c < job.dim; ++c)
-                sum += chunked_operand<T>(job, first + r, c) * chunked_operand<T>(job, k, c);
-            job.similarity[r * job.rows + k] = sum;
-        }
-}
-
-template <typename T> static void cpu_gradient_chunk(const closs_contrastive_launch &job, int64_t chunk) {
-    for (int64_t r = 0; r < chunk; ++r)
-        for (int64_t c = 0; c < job.dim; ++c) {
-            float high = 0.0f, low = 0.0f;
-            for (int64_t k = 0; k < job.rows; ++k) {
-                const float operand = chunked_operand<T>(job, k, c);
-                if constexpr (std::is_same_v<T, float>) {
-                    high += job.similarity[r * job.rows + k] * operand;
-                } else {
-                    high += as_float(static_cast<const T *>(job.coefficient_high)[r * job.rows + k]) * operand;
-                    low += as_float(static_cast<const T *>(job.coefficient_low)[r * job.rows + k]) * operand;
-                }
-            }
-            job.dzhat[r * job.dim + c] = high + low;
-        }
+// A status other than success from the chunked path's cuBLAS calls ends the test, naming it.
+static void expect_cublas_success(cublasStatus_t status, const char *what) {
+    if (status != CUBLAS_STATUS_SUCCESS)
+        throw std::runtime_error(std::string(what) + ": cuBLAS status " + std::to_string(status));
 }
 
 // contrastive.cu's forward and backward chunks (run()), after embed, the classes, and (backward)
-// anchor_weights; on fewer blocks than the GPU gets, which also runs the grid strides.
-template <typename T> static void chunked_forward(const closs_contrastive_launch &job) {
+// anchor_weights; on fewer blocks than the GPU gets, which also runs the grid strides. The cuBLAS
+// calls are contrastive_chunked_products.cuh's own, run by tests/cublas_model.h.
+template <typename T> static void chunked_forward(const closs_contrastive_launch &job, cublasHandle_t cublas) {
     using namespace closs;
     for (int64_t first = job.lse_begin; first < job.lse_begin + job.lse_count; first += job.chunk_rows) {
         const int64_t chunk = std::min(job.chunk_rows, job.lse_begin + job.lse_count - first);
-        cpu_similarity_chunk<T>(job, first, chunk);
+        expect_cublas_success(similarity_chunk<T>(job, cublas, first, chunk), "similarity_chunk");
         launch((unsigned)chunk, kBlock, [&] { row_stats_kernel(job, first, job.similarity); });
     }
     launch(1, kBlock, [&] { finish_loss_kernel(job); });
 }
 
-template <typename T> static void chunked_backward(const closs_contrastive_launch &job) {
+template <typename T> static void chunked_backward(const closs_contrastive_launch &job, cublasHandle_t cublas) {
     using namespace closs;
     for (int64_t first = job.row_begin; first < job.row_begin + job.row_count; first += job.chunk_rows) {
         const int64_t chunk = std::min(job.chunk_rows, job.row_begin + job.row_count - first);
-        cpu_similarity_chunk<T>(job, first, chunk);
+        expect_cublas_success(similarity_chunk<T>(job, cublas, first, chunk), "similarity_chunk");
         launch(3, kBlock, [&] { coefficients_kernel<T>(job, first, chunk, job.similarity); });
-        cpu_gradient_chunk<T>(job, chunk);
+        expect_cublas_success(gradient_chunk<T>(job, cublas, chunk), "gradient_chunk");
         launch(2, kBlock, [&] { embed_backward_kernel<T>(job, first, chunk, job.dzhat); });
     }
 }
@@ -391,8 +365,8 @@ static Errors run(const Problem &given, Path path = Path::fused, std::vector<flo
     job.class_start = start.data(), job.class_end = end.data(), job.class_count = &class_count;
     // host/gpu_contrastive.c's layouts: which buffers each path and dtype gets
     const int64_t chunk_rows = std::max(1, M / 3);
-    std::vector<float> zhat((size_t)M * D), similarity((size_t)chunk_rows * M), dzhat((size_t)chunk_rows * D);
-    std::vector<T> g_high((size_t)chunk_rows * M), g_low((size_t)chunk_rows * M);
+    std::vector<float> zhat((size_t)M * D), similarity((size_t)chunk_rows * M, NAN), dzhat((size_t)chunk_rows * D, NAN);
+    std::vector<T> g_high((size_t)chunk_rows * M, from<T>(NAN)), g_low((size_t)chunk_rows * M, from<T>(NAN));
     if (!chunked || !kWide) job.inv_norm = inv_norm.data();
     if (!kWide) job.factor_max = &factor_max;
     // f16 with normalisation: the backward's scaled rows (host/gpu_contrastive.c, both paths)
@@ -410,6 +384,15 @@ static Errors run(const Problem &given, Path path = Path::fused, std::vector<flo
         if (kWide) job.zhat = zhat.data();
         else job.coefficient_high = g_high.data(), job.coefficient_low = g_low.data();
     }
+    // The memory the chunked path's cuBLAS calls may touch: what they get from host/gpu_contrastive.c
+    cublas_model::Handle cublas;
+    cublas_model::allow(cublas, "similarity", similarity), cublas_model::allow(cublas, "dzhat", dzhat);
+    if (kWide) {
+        cublas_model::allow(cublas, "zhat", zhat);
+    } else {
+        cublas_model::allow(cublas, "z", z), cublas_model::allow(cublas, "z_scaled", z_scaled);
+        cublas_model::allow(cublas, "coefficient_high", g_high), cublas_model::allow(cublas, "coefficient_low", g_low);
+    }
 
     launch(2, kBlock, [&] { embed_kernel<T>(job); });
     std::vector<int64_t> keys(M);
@@ -425,7 +408,7 @@ static Errors run(const Problem &given, Path path = Path::fused, std::vector<flo
     }
     launch(1, kBlock, [&] { positives_kernel(job); });
     auto forward = [&](const closs_contrastive_launch &run_job) {
-        if (chunked) return chunked_forward<T>(run_job);
+        if (chunked) return chunked_forward<T>(run_job, &cublas);
         similarity_pass<T>(run_job, false, family);
         launch(2, kBlock, [&] { anchor_loss_kernel(run_job); });
         launch(1, kBlock, [&] { finish_loss_kernel(run_job); });
@@ -450,7 +433,7 @@ static Errors run(const Problem &given, Path path = Path::fused, std::vector<flo
     factor_max = 0; // contrastive*.cu's memset
     launch(2, kBlock, [&] { anchor_weights_kernel(job); });
     if (job.z_scaled) launch(2, kBlock, [&] { scale_rows_kernel<T>(job); });
-    if (chunked) chunked_backward<T>(backward_job(job));
+    if (chunked) chunked_backward<T>(backward_job(job), &cublas);
     else similarity_pass<T>(backward_job(job), true, family);
     std::vector<float> grad(grad_storage.size());
     for (size_t e = 0; e < grad.size(); ++e) grad[e] = as_float(grad_storage[e]);

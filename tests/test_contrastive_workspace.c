@@ -87,11 +87,11 @@ Test(contrastive_workspace, fused_refuses_more_than_256_columns) {
 /* The chunked path multiplies bf16 z where it is (no copy) and keeps its block of S and the two
  * 16-bit halves of G' within 256 MiB; f16 adds the backward's scaled rows z′ (M·D halves:
  * cuda/launch.h, z_scaled), f32 a float copy of ẑ (M·D floats). Past that, O(M): at most 96 bytes
- * a row (both losses: SupCon's label sort too) and cuBLAS's 4 MiB. */
+ * a row (both losses: SupCon's label sort too), CUB's 2 MiB and cuBLAS's 32 MiB. */
 Test(contrastive_workspace, chunked_copies_f32_and_scales_f16) {
     REQUIRE_CUDA_BUILD();
     const int64_t rows = (int64_t)1 << 20, dim = 512;
-    const size_t block = (size_t)256 << 20, per_row = 96 * (size_t)rows + ((size_t)8 << 20);
+    const size_t block = (size_t)256 << 20, per_row = 96 * (size_t)rows + ((size_t)36 << 20);
     for (int supcon = 0; supcon <= 1; ++supcon) {
         const char *loss = supcon ? "SupCon" : "NT-Xent";
         const size_t narrow = workspace_bytes(supcon, CLOSS_PATH_CHUNKED, rows, dim, CLOSS_BF16);
@@ -120,4 +120,26 @@ Test(contrastive_workspace, fused_f16_scaled_rows) {
         cr_expect_leq(half, narrow + scaled + 1024, "D = %lld: f16 %zu, bf16 %zu bytes",
                       (long long)dim, half, narrow);
     }
+}
+
+/* Issue #28: cuBLAS gets a constant 32 MiB workspace on the chunked path (what its documentation
+ * recommends on Hopper; constant, so that cuBLAS's choice of kernel, and so the bits, never depend
+ * on the shape), and the fused path, which calls no cuBLAS, none. At 2 rows everything else the
+ * chunked path takes is a few KiB (SupCon: CUB's 2 MiB more). */
+Test(contrastive_workspace, chunked_reserves_32_mib_for_cublas) {
+    REQUIRE_CUDA_BUILD();
+    const size_t cublas = (size_t)32 << 20, small = (size_t)64 << 10, cub = (size_t)2 << 20;
+    const closs_dtype_t dtypes[] = {CLOSS_F32, CLOSS_F16, CLOSS_BF16};
+    for (int t = 0; t < 3; ++t)
+        for (int64_t dim = 8; dim <= 512; dim *= 4) {
+            const size_t ntxent = workspace_bytes(0, CLOSS_PATH_CHUNKED, 2, dim, dtypes[t]);
+            const size_t supcon = workspace_bytes(1, CLOSS_PATH_CHUNKED, 2, dim, dtypes[t]);
+            cr_expect(ntxent >= cublas && ntxent <= cublas + small,
+                      "NT-Xent, dtype %d, D %lld: %zu bytes", t, (long long)dim, ntxent);
+            cr_expect(supcon >= cublas + cub && supcon <= cublas + cub + small,
+                      "SupCon, dtype %d, D %lld: %zu bytes", t, (long long)dim, supcon);
+            if (dim <= 256)
+                cr_expect_lt(workspace_bytes(0, CLOSS_PATH_FUSED, 2, dim, dtypes[t]), small,
+                             "fused NT-Xent, dtype %d, D %lld", t, (long long)dim);
+        }
 }

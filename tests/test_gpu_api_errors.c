@@ -4,6 +4,7 @@
  * Includes the refusals of issue #14 (overlapping outputs, misaligned pointers) and the workspace
  * alignment, which need no device either. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -18,12 +19,13 @@ static closs_matrix_t matrix(int64_t rows, int64_t cols) {
     return closs_matrix(fake_device, CLOSS_F32, rows, cols);
 }
 
-#define EXPECT_INVALID(call, argument)                                                             \
+#define EXPECT_STATUS(call, want, argument)                                                        \
     do {                                                                                           \
-        cr_expect_eq((call), CLOSS_STATUS_INVALID_ARGUMENT, "%s", #call);                          \
+        cr_expect_eq((call), (want), "%s", #call);                                                 \
         cr_expect(strstr(closs_last_error(), argument), "'%s' not named in: %s", argument,         \
                   closs_last_error());                                                             \
     } while (0)
+#define EXPECT_INVALID(call, argument) EXPECT_STATUS(call, CLOSS_STATUS_INVALID_ARGUMENT, argument)
 
 Test(gpu_api_errors, pair_arguments) {
     closs_pair_params p = CLOSS_PAIR_PARAMS_INIT;
@@ -655,4 +657,55 @@ Test(gpu_api_errors, two_tower_valid_arguments_reach_the_handle_check) {
     cr_expect_eq(closs_siglip_workspace_size(NULL, &s, 4, 4, 8, CLOSS_BF16, &bytes), want, "%s",
                  closs_last_error());
     if (closs_cuda_available()) cr_expect_gt(bytes, 0);
+}
+
+/* ---- issue #28: the chunked path's 16-bit leading dimension reaches cuBLAS as an int --------- */
+
+#define EXPECT_NOT_SUPPORTED(call, argument)                                                       \
+    EXPECT_STATUS(call, CLOSS_STATUS_NOT_SUPPORTED, argument)
+
+/* z.ld > INT_MAX with a 16-bit z on the chunked path (CHUNKED, or AUTO past 256 columns) is
+ * refused by name before the handle is looked at, in every build; INT_MAX itself, f32 (multiplied
+ * as a copy D apart) and FUSED (64-bit strides) pass the argument checks. The loss lies below z
+ * (z's span reaches gigabytes past its start), so that no overlap is reported. */
+static float below_and_z[256];
+
+Test(gpu_api_errors, chunked_16bit_ld_past_int_max_is_refused) {
+    closs_ntxent_params n = CLOSS_NTXENT_PARAMS_INIT;
+    closs_supcon_params s = CLOSS_SUPCON_PARAMS_INIT;
+    float *loss = below_and_z;
+    void *z_data = below_and_z + 128;
+    const int64_t past = (int64_t)INT_MAX + 1;
+    n.path = CLOSS_PATH_CHUNKED;
+    closs_matrix_t z = closs_matrix(z_data, CLOSS_BF16, 2, 8);
+    z.ld = past;
+    EXPECT_NOT_SUPPORTED(closs_ntxent_forward(NULL, &n, z, loss, NULL, NULL, 0, NULL), "z.ld");
+    closs_grad_t g = {fake_grad[0], 8};
+    EXPECT_NOT_SUPPORTED(closs_ntxent_backward(NULL, &n, z, fake_grad[1], NULL, g, NULL, 0, NULL),
+                         "z.ld");
+    z = closs_matrix(z_data, CLOSS_F16, 2, 300); /* AUTO: chunked past 256 columns */
+    z.ld = past;
+    EXPECT_NOT_SUPPORTED(closs_supcon_forward(NULL, &s, z, closs_vector(fake_device, CLOSS_I64, 2),
+                                              loss, NULL, NULL, NULL, 0, NULL),
+                         "z.ld");
+
+    /* f16's normalised backward: its scaled rows, (cols + 7) / 8 · 8 apart, past INT_MAX */
+    z = closs_matrix(z_data, CLOSS_F16, 2, INT_MAX - 3);
+    EXPECT_NOT_SUPPORTED(closs_ntxent_forward_backward(NULL, &n, z, loss,
+                                                       (closs_grad_t){fake_grad[0], INT_MAX - 3},
+                                                       NULL, 0, NULL),
+                         "z.cols");
+
+    z = closs_matrix(z_data, CLOSS_F16, 2, 8);
+    z.ld = INT_MAX;
+    cr_expect(passed_argument_checks(closs_ntxent_forward(NULL, &n, z, loss, NULL, NULL, 0, NULL)),
+              "ld = INT_MAX: %s", closs_last_error());
+    z.ld = past;
+    z.dtype = CLOSS_F32;
+    cr_expect(passed_argument_checks(closs_ntxent_forward(NULL, &n, z, loss, NULL, NULL, 0, NULL)),
+              "f32: %s", closs_last_error());
+    z.dtype = CLOSS_F16;
+    n.path = CLOSS_PATH_FUSED;
+    cr_expect(passed_argument_checks(closs_ntxent_forward(NULL, &n, z, loss, NULL, NULL, 0, NULL)),
+              "FUSED: %s", closs_last_error());
 }
