@@ -26,12 +26,13 @@ static void print_usage(FILE *out) {
             "\n"
             "Verifies and times forward+backward of each loss on fixed random inputs: the CPU\n"
             "reference (f64) always, the GPU (f32, bf16, f16) when a CUDA device is present.\n"
-            "  --loss NAME    pair, triplet, ntxent, supcon or cosine (default: all five)\n"
-            "  --rows N,...   rows per input (default: CPU 65536 row-wise, 2048 NT-Xent/SupCon;\n"
-            "                 GPU a sweep, see --list-sizes)\n"
+            "  --loss NAME    pair, triplet, ntxent, supcon, cosine, clip or siglip (default:\n"
+            "                 the first five; clip and siglip when named, with b = N partners)\n"
+            "  --rows N,...   rows per input (default: CPU 65536 row-wise, 2048 NT-Xent/SupCon,\n"
+            "                 512 CLIP/SigLIP; GPU a sweep, see --list-sizes)\n"
             "  --dim D,...    features per row (default: CPU 128; GPU a sweep)\n"
             "  --dtype T,...  f32, bf16, f16 (GPU) and f64 (the CPU reference); default all\n"
-            "  --path P       NT-Xent/SupCon GPU path: auto (default), fused or chunked\n"
+            "  --path P       the quadratic losses' GPU path: auto (default), fused or chunked\n"
             "                 (the points are then named closs-fused or closs-chunked)\n"
             "  --repeats R    timed runs, the median is reported (default: CPU 5, GPU 25)\n"
             "  --json FILE    also write every point as JSON (schema: bench/output.c)\n"
@@ -110,7 +111,7 @@ static int parse_options(int argc, char **argv, bench_options *options) {
             if (!known_loss(value)) {
                 fprintf(stderr,
                         "closs: error: bench: unknown loss '%s' (pair, triplet, ntxent, supcon, "
-                        "cosine)\n",
+                        "cosine, clip, siglip)\n",
                         value);
                 return CLOSS_EXIT_USAGE;
             }

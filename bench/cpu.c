@@ -7,7 +7,8 @@
  * Cost model next to each time (the reference works in double):
  *   pair, triplet, cosine: O(N·D), reported as input+gradient bytes over time (GB/s);
  *   NT-Xent, SupCon: forward M²·D multiply-adds for the log-sum-exp, backward 2·M²·D (the
- *   similarities recomputed, then accumulated into dz): 6·M²·D flops, reported as GFLOP/s. */
+ *   similarities recomputed, then accumulated into dz): 6·M²·D flops, reported as GFLOP/s;
+ *   CLIP, SigLIP (b = N partners, K = 0): the GPU floor's flops (bench_quadratic_flops). */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdio.h>
@@ -22,7 +23,9 @@ enum { CHECKED_COORDINATES = 6, CPU_REPEATS = 5, CPU_DEFAULT_DIM = 128 };
 static const double GRADIENT_TOLERANCE = 1e-4;
 
 /* Sized to finish within seconds on one CPU core. */
-static int64_t default_rows(const bench_case *c) { return c->rowwise ? 65536 : 2048; }
+static int64_t default_rows(const bench_case *c) {
+    return c->rowwise ? 65536 : c->two_tower ? 512 : 2048;
+}
 
 /* The inputs of one case, dense double. */
 typedef struct cpu_inputs {
@@ -76,6 +79,14 @@ static closs_status_t run_case(const bench_case *c, const cpu_inputs *in, double
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
         return closs_ref_supcon(&p, m[0], closs_vector(in->labels, CLOSS_I64, in->rows), NULL, loss,
                                 g0, NULL);
+    }
+    if (!strcmp(c->name, "clip")) {
+        closs_clip_params p = CLOSS_CLIP_PARAMS_INIT;
+        return closs_ref_clip(&p, m[0], m[1], NULL, loss, g0, g1, NULL);
+    }
+    if (!strcmp(c->name, "siglip")) {
+        closs_siglip_params p = CLOSS_SIGLIP_PARAMS_INIT;
+        return closs_ref_siglip(&p, m[0], m[1], NULL, loss, g0, g1, NULL, NULL);
     }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
     return closs_ref_cosine(&p, m[0], m[1], y, NULL, loss, g0, g1);
@@ -184,7 +195,7 @@ static int bench_one(const bench_case *c, int repeats, bench_point *point) {
         point->rate = 2.0 * c->input_count * n * d * sizeof(double) / seconds / 1e9;
         point->rate_unit = "GB/s";
     } else {
-        point->rate = 6.0 * n * n * d / seconds / 1e9;
+        point->rate = bench_quadratic_flops(c, n, d) / seconds / 1e9;
         point->rate_unit = "GFLOP/s";
     }
     if (!(point->check_error < GRADIENT_TOLERANCE)) {
@@ -201,7 +212,7 @@ int bench_cpu_run(const bench_options *options, bench_points *points) {
     for (int pass = 0; pass < 2; ++pass) { /* count, then run: the progress line shows [k/n] */
         for (int i = 0; i < BENCH_CASES; ++i) {
             const bench_case *c = &bench_cases[i];
-            if (options->loss && strcmp(options->loss, c->name) != 0) continue;
+            if (!bench_selects(options, c)) continue;
             int row_count = options->rows.count ? options->rows.count : 1;
             int dim_count = options->dims.count ? options->dims.count : 1;
             for (int r = 0; r < row_count; ++r) {

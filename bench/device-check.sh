@@ -11,15 +11,18 @@
 # On the device machine (an H200: sm_90) it builds in build-device/ (kept between calls), then
 #   tests: the whole test suite with the GPU suites (test_gpu_rowwise includes issue #14's
 #          workspace offsets, two streams, device binding and pending-error tests, and runs the
-#          templated row-wise kernels at every D of the sweep), and compute-sanitizer (memcheck,
-#          racecheck) on a subset of the GPU tests;
+#          templated row-wise kernels at every D of the sweep; test_gpu_two_tower CLIP and SigLIP
+#          on both paths), and compute-sanitizer (memcheck, racecheck) on a subset of the GPU
+#          tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
 #          chunked`), NT-Xent and SupCon on the WMMA kernels at M = 65,536 (CLOSS_TILE_KERNELS=wmma:
 #          the tile engine's predecessor, timed beside it), the PyTorch baselines eager and
 #          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
 #          report.md with plots in results/;
-#   two-tower: CLIP and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package)
-#          beside OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
+#   two-tower: `closs bench --loss clip|siglip` at issue #23's target (N = 65,536, D = 512; bf16
+#          and f32 on AUTO, i.e. the fused SIMT kernels, and bf16 on the chunked path), then CLIP
+#          and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package) beside
+#          OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
 #          (bench/baselines/two_tower.py), and their report;
 # and prints a short summary last. Full logs and JSON go to $OUT (bench-out/ when OUT is unset),
 # packed into one archive with the summary beside it (the device tool returns at most 8 files);
@@ -87,6 +90,16 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         step racecheck-tc 150 compute-sanitizer --tool racecheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_contrastive" --jobs 1 \
             --filter 'gpu_contrastive/tensor_core_shapes'
+        # CLIP's and SigLIP's walks: c tiles, G and the staged rows pass through plain shared
+        # arrays, which the CPU harness's race check does not see: this is their race check. At
+        # the simulated tier's sizes (every kernel variant, one tile each; these two tests call
+        # no cuBLAS there)
+        step memcheck-tt 150 env CLOSS_GPU_TEST_SCALE=sim compute-sanitizer --tool memcheck \
+            --target-processes all --error-exitcode 3 "$tests/test_gpu_two_tower" --jobs 1 \
+            --filter 'gpu_two_tower/@(caller_workspace|every_kernel_dtype_and_option)'
+        step racecheck-tt 150 env CLOSS_GPU_TEST_SCALE=sim compute-sanitizer --tool racecheck \
+            --target-processes all --error-exitcode 3 "$tests/test_gpu_two_tower" --jobs 1 \
+            --filter 'gpu_two_tower/@(caller_workspace|every_kernel_dtype_and_option)'
     fi
     if [[ $part == bench || $part == all ]]; then
         # closs bench's GPU sweep (f64 left out: the CPU reference is timed on any machine), then
@@ -113,13 +126,25 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
     fi
     if [[ $part == two-tower || $part == all ]]; then
+        # closs's C entry points at issue #23's target, fused (AUTO at D = 512) and chunked (the GPU
+        # reference); the SIMT kernels are predicted at about a second a call there (bench/NOTES.md)
+        for loss in clip siglip; do
+            step "$loss" 75 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
+                --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
+            step "$loss-chunked" 45 build-device/closs bench --loss "$loss" --path chunked \
+                --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
+        done
         # Smallest sizes first; each implementation compiles (torch.compile, Triton) in its first
         # point's warm-up. ~4 minutes after the build.
         step two-tower 300 env CLOSS_LIBRARY="$PWD/build-device/host/libcloss.so" python3 \
             bench/baselines/two_tower.py --rows 8192,16384,32768,65536 --dim 512 --dtype bf16 \
             --budget-s 240 --json "$out/two-tower.json"
-        [[ -s $out/two-tower.json ]] &&
-            step report-2t 60 python3 bench/report.py "$out/two-tower.json" --out "$out/results-two-tower"
+        inputs=()
+        for json in "$out"/closs-clip*.json "$out"/closs-siglip*.json "$out/two-tower.json"; do
+            [[ -s $json ]] && inputs+=("$json")
+        done
+        ((${#inputs[@]})) &&
+            step report-2t 60 python3 bench/report.py "${inputs[@]}" --out "$out/results-two-tower"
     fi
 fi
 
@@ -128,6 +153,7 @@ fi
     grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
     grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out"/racecheck*.log 2>/dev/null
     grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
+    grep -hE "^closs(-chunked)? +(clip|siglip) | (oom|error)" "$out"/clip*.log "$out"/siglip*.log 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
     grep -hE "^report.py" "$out/report.log" "$out/report-2t.log" 2>/dev/null

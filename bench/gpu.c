@@ -9,9 +9,10 @@
  * workspace from *_workspace_size, passed explicitly; WARMUP runs, then `repeats` runs, each
  * between two CUDA events on the default stream; the median is reported.
  *   rate   row-wise: (inputs read once + gradients written once + f32 labels) / time;
- *          NT-Xent/SupCon: 6·M²·D flops / time (forward M²·D multiply-adds, backward 2·M²·D);
+ *          the others: their floor's flops / time (bench_quadratic_flops: NT-Xent/SupCon
+ *          6·M²·D, CLIP 8·N²·D, SigLIP 6·N²·D);
  *   floor  row-wise: those bytes / copy bandwidth;
- *          NT-Xent/SupCon: max(6·M²·D / bf16 GEMM rate, 2·M² / exp rate);
+ *          the others: max(flops / bf16 GEMM rate, 2·N² / exp rate);
  *   memory workspace bytes + gradients + loss: what one call needs beyond its inputs
  *          ("workspace+outputs"; the call itself never allocates when given workspace). */
 #include <math.h>
@@ -33,6 +34,7 @@ static const int64_t default_rowwise_rows[] = {16384, 131072, 1048576};
 static const int64_t default_rowwise_dims[] = {128, 512};
 static const int64_t default_contrastive_rows[] = {4096, 16384, 65536};
 static const int64_t default_contrastive_dims[] = {128};
+static const int64_t default_two_tower_dims[] = {512}; /* issue #23's target: N = 65,536, D = 512 */
 
 /* Visits every GPU sweep point: the same list for the run and for --list-sizes. */
 typedef int (*bench_visit_fn)(void *context, const bench_case *c, closs_dtype_t dtype, int64_t rows,
@@ -41,7 +43,7 @@ typedef int (*bench_visit_fn)(void *context, const bench_case *c, closs_dtype_t 
 static int visit_sweep(const bench_options *options, bench_visit_fn visit, void *context) {
     for (int i = 0; i < BENCH_CASES; ++i) {
         const bench_case *c = &bench_cases[i];
-        if (options->loss && strcmp(options->loss, c->name) != 0) continue;
+        if (!bench_selects(options, c)) continue;
         bench_list rows = options->rows, dims = options->dims;
         if (!rows.count) {
             const int64_t *values = c->rowwise ? default_rowwise_rows : default_contrastive_rows;
@@ -50,7 +52,10 @@ static int visit_sweep(const bench_options *options, bench_visit_fn visit, void 
         }
         if (!dims.count) {
             dims.count = c->rowwise ? 2 : 1;
-            memcpy(dims.values, c->rowwise ? default_rowwise_dims : default_contrastive_dims,
+            memcpy(dims.values,
+                   c->rowwise     ? default_rowwise_dims
+                   : c->two_tower ? default_two_tower_dims
+                                  : default_contrastive_dims,
                    (size_t)dims.count * sizeof dims.values[0]);
         }
         for (size_t t = 0; t < sizeof gpu_dtypes / sizeof gpu_dtypes[0]; ++t) {
@@ -133,16 +138,16 @@ int bench_gpu_probe(bench_gpu_info *info) {
 
 static size_t aligned(size_t bytes) { return (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT; }
 
-/* The JSON's implementation of a GPU point: "closs" for the row-wise losses and for NT-Xent and
- * SupCon on the AUTO path, "closs-fused" or "closs-chunked" when --path chose one; for NT-Xent and
- * SupCon run with CLOSS_TILE_KERNELS=wmma or =simt (cuda/tile_dispatch.h: the fused path's 16-bit
- * kernels other than the tile engine), "closs-wmma" or "closs-simt" instead of "closs". */
+/* The JSON's implementation of a GPU point: "closs" for the row-wise losses and for the others
+ * on the AUTO path, "closs-fused" or "closs-chunked" when --path chose one; for NT-Xent and SupCon
+ * run with CLOSS_TILE_KERNELS=wmma or =simt (cuda/tile_dispatch.h: the fused path's 16-bit kernels
+ * other than the tile engine), "closs-wmma" or "closs-simt" instead of "closs". */
 static const char *implementation(const bench_case *c, closs_path_t path) {
     const char *kernels = getenv("CLOSS_TILE_KERNELS");
     if (c->rowwise) return "closs";
     if (path == CLOSS_PATH_CHUNKED) return "closs-chunked";
-    if (kernels && strcmp(kernels, "wmma") == 0) return "closs-wmma";
-    if (kernels && strcmp(kernels, "simt") == 0) return "closs-simt";
+    if (kernels && !c->two_tower && strcmp(kernels, "wmma") == 0) return "closs-wmma";
+    if (kernels && !c->two_tower && strcmp(kernels, "simt") == 0) return "closs-simt";
     return path == CLOSS_PATH_FUSED ? "closs-fused" : "closs";
 }
 
@@ -173,6 +178,7 @@ typedef struct gpu_buffers {
     void *workspace;
     float *loss;
     int64_t *valid;
+    float *scalars; /* CLIP's and SigLIP's ∂/∂s and ∂/∂β */
 } gpu_buffers;
 
 static gpu_set set_at(const gpu_buffers *b, int k) {
@@ -187,7 +193,9 @@ static gpu_set set_at(const gpu_buffers *b, int k) {
     return s;
 }
 
-/* One forward+backward (triplet_params() and the contract's defaults), on the default stream. */
+/* One forward+backward (triplet_params() and the contract's defaults; CLIP and SigLIP with
+ * b = N partners, K = 0, the logit scale and bias from the parameters, their gradients asked
+ * for), on the default stream. */
 static closs_status_t gpu_call(closs_handle_t handle, const gpu_buffers *b, int k) {
     gpu_set s = set_at(b, k);
     closs_matrix_t m[BENCH_MAX_INPUTS];
@@ -223,6 +231,18 @@ static closs_status_t gpu_call(closs_handle_t handle, const gpu_buffers *b, int 
         return closs_supcon_forward_backward(handle, &p, m[0], labels, b->loss, b->valid, g[0], ws,
                                              wb, NULL);
     }
+    if (!strcmp(name, "clip")) {
+        closs_clip_params p = CLOSS_CLIP_PARAMS_INIT;
+        p.path = b->path;
+        return closs_clip_forward_backward(handle, &p, m[0], m[1], NULL, b->loss, g[0], g[1],
+                                           b->scalars, ws, wb, NULL);
+    }
+    if (!strcmp(name, "siglip")) {
+        closs_siglip_params p = CLOSS_SIGLIP_PARAMS_INIT;
+        p.path = b->path;
+        return closs_siglip_forward_backward(handle, &p, m[0], m[1], NULL, NULL, b->loss, g[0],
+                                             g[1], b->scalars, b->scalars + 1, ws, wb, NULL);
+    }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
     return closs_cosine_forward_backward(handle, &p, m[0], m[1], y, b->loss, g[0], g[1], ws, wb,
                                          NULL);
@@ -250,6 +270,16 @@ static closs_status_t workspace_size(closs_handle_t handle, const gpu_buffers *b
         p.path = b->path;
         return closs_supcon_workspace_size(handle, &p, rows, dim, dtype, bytes);
     }
+    if (!strcmp(c->name, "clip")) {
+        closs_clip_params p = CLOSS_CLIP_PARAMS_INIT;
+        p.path = b->path;
+        return closs_clip_workspace_size(handle, &p, rows, rows, dim, dtype, bytes);
+    }
+    if (!strcmp(c->name, "siglip")) {
+        closs_siglip_params p = CLOSS_SIGLIP_PARAMS_INIT;
+        p.path = b->path;
+        return closs_siglip_workspace_size(handle, &p, rows, rows, dim, dtype, bytes);
+    }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
     return closs_cosine_workspace_size(handle, &p, rows, dim, dtype, bytes);
 }
@@ -259,10 +289,12 @@ static void free_buffers(gpu_buffers *b) {
     cudaFree(b->workspace);
     cudaFree(b->loss);
     cudaFree(b->valid);
+    cudaFree(b->scalars);
     b->sets = NULL;
     b->workspace = NULL;
     b->loss = NULL;
     b->valid = NULL;
+    b->scalars = NULL;
 }
 
 /* Host labels: y alternating 0/1 (half similar pairs); SupCon two views per class, as the
@@ -299,7 +331,8 @@ static int make_buffers(closs_handle_t handle, gpu_buffers *b, int copies, bench
     if (cudaMalloc((void **)&b->sets, (size_t)copies * b->set_bytes) != cudaSuccess ||
         (b->workspace_bytes && cudaMalloc(&b->workspace, b->workspace_bytes) != cudaSuccess) ||
         cudaMalloc((void **)&b->loss, sizeof(float) * 1) != cudaSuccess ||
-        cudaMalloc((void **)&b->valid, sizeof(int64_t)) != cudaSuccess) {
+        cudaMalloc((void **)&b->valid, sizeof(int64_t)) != cudaSuccess ||
+        cudaMalloc((void **)&b->scalars, 2 * sizeof(float)) != cudaSuccess) {
         cudaGetLastError();
         free_buffers(b);
         point->status = "oom";
@@ -375,6 +408,14 @@ static closs_status_t reference(const gpu_buffers *b, float *const *x, const voi
         closs_supcon_params p = CLOSS_SUPCON_PARAMS_INIT;
         return closs_ref_supcon(&p, m[0], closs_vector(labels, CLOSS_I64, b->rows), NULL, loss,
                                 grad[0], NULL);
+    }
+    if (!strcmp(name, "clip")) {
+        closs_clip_params p = CLOSS_CLIP_PARAMS_INIT;
+        return closs_ref_clip(&p, m[0], m[1], NULL, loss, grad[0], grad[1], NULL);
+    }
+    if (!strcmp(name, "siglip")) {
+        closs_siglip_params p = CLOSS_SIGLIP_PARAMS_INIT;
+        return closs_ref_siglip(&p, m[0], m[1], NULL, loss, grad[0], grad[1], NULL, NULL);
     }
     closs_cosine_params p = CLOSS_COSINE_PARAMS_INIT;
     return closs_ref_cosine(&p, m[0], m[1], y, NULL, loss, grad[0], grad[1]);
@@ -516,7 +557,7 @@ static void rate_and_floor(const bench_ceilings *ceilings, const bench_case *c, 
         point->rate_unit = "GB/s";
         point->floor_ms = bytes / (ceilings->copy_gbs * 1e9) * 1e3;
     } else {
-        double flops = 6.0 * n * n * d, exps = 2.0 * n * n;
+        double flops = bench_quadratic_flops(c, n, d), exps = bench_quadratic_exps(c, n);
         point->rate = flops / seconds / 1e12;
         point->rate_unit = "TFLOP/s";
         double gemm = flops / (ceilings->gemm_bf16_tflops * 1e12);

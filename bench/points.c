@@ -11,9 +11,23 @@
 #include <unistd.h>
 
 const bench_case bench_cases[BENCH_CASES] = {
-    {"pair", 2, 1, 1},   {"triplet", 3, 1, 0}, {"ntxent", 1, 0, 0},
-    {"supcon", 1, 0, 0}, {"cosine", 2, 1, 1},
+    {"pair", 2, 1, 1, 0},   {"triplet", 3, 1, 0, 0}, {"ntxent", 1, 0, 0, 0}, {"supcon", 1, 0, 0, 0},
+    {"cosine", 2, 1, 1, 0}, {"clip", 2, 0, 0, 1},    {"siglip", 2, 0, 0, 1},
 };
+
+int bench_selects(const bench_options *options, const bench_case *c) {
+    return options->loss ? !strcmp(options->loss, c->name) : !c->two_tower;
+}
+
+double bench_quadratic_flops(const bench_case *c, double rows, double dim) {
+    const double gemms = !c->two_tower ? 3.0 : strcmp(c->name, "clip") ? 3.0 : 4.0;
+    return gemms * 2.0 * rows * rows * dim;
+}
+
+double bench_quadratic_exps(const bench_case *c, double rows) {
+    (void)c;
+    return 2.0 * rows * rows;
+}
 
 int bench_wants_dtype(const bench_options *options, closs_dtype_t dtype) {
     if (!options->dtypes.count) return 1;

@@ -9,14 +9,23 @@
 
 #include "closs.h"
 
-enum { BENCH_MAX_INPUTS = 3, BENCH_MAX_LIST = 8, BENCH_CASES = 5 };
+enum { BENCH_MAX_INPUTS = 3, BENCH_MAX_LIST = 8, BENCH_CASES = 7 };
 
 typedef struct bench_case {
     const char *name;
     int input_count; /* floating inputs, each rows × dim, each with a gradient */
-    int rowwise;     /* O(N·D) loss (pair, triplet, cosine) or O(M²·D) (NT-Xent, SupCon) */
+    int rowwise;     /* O(N·D) loss (pair, triplet, cosine) or O(M²·D) (the others) */
     int targets;     /* pair labels y (pair, cosine) */
+    int two_tower;   /* CLIP, SigLIP: a and b, N rows each (K = 0); only with --loss (below) */
 } bench_case;
+
+/* The flops a point of a quadratic loss stands for, and its exponentials, at N rows and D
+ * columns (forward+backward; the floor's numerator): NT-Xent and SupCon 6·N²·D (S, then S again
+ * and G·Z) and 2·N²; CLIP 4 GEMMs, 8·N²·D (S, and in the backward S, G·B̂ and Gᵀ·Â), and 2·N² (one
+ * per element forward and backward); SigLIP 3 GEMMs, 6·N²·D (S with G in one pass, G·B̂, Gᵀ·Â),
+ * and 2·N² (an exponential and a logarithm per element). */
+double bench_quadratic_flops(const bench_case *c, double rows, double dim);
+double bench_quadratic_exps(const bench_case *c, double rows);
 
 extern const bench_case bench_cases[BENCH_CASES];
 
@@ -73,6 +82,11 @@ void bench_point_init(bench_point *point, const char *implementation, const benc
 /* The progress line on stderr: rewritten in place on a terminal, one line each otherwise. */
 void bench_progress(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void bench_progress_done(void);
+
+/* Whether a run with these options measures `c`: the one --loss names, or without --loss every
+ * loss but CLIP and SigLIP, which bench/baselines (the PyTorch side of the same sweep) does not
+ * time yet: they run when named. */
+int bench_selects(const bench_options *options, const bench_case *c);
 
 /* Whether --dtype selects `dtype` (no --dtype: every dtype). */
 int bench_wants_dtype(const bench_options *options, closs_dtype_t dtype);

@@ -183,3 +183,18 @@ closs_row_range closs_supcon_requested_range(const closs_supcon_params *params) 
     if (params->size <= offsetof(closs_supcon_params, row_begin)) return (closs_row_range){0, 0};
     return (closs_row_range){params->row_begin, params->row_count};
 }
+
+closs_status_t closs_check_tower_shapes(closs_matrix_t a, closs_matrix_t b) {
+    if (b.cols != a.cols)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "b.cols = %lld: must equal a.cols = %lld (both towers embed in one "
+                          "dimension)",
+                          (long long)b.cols, (long long)a.cols);
+    if (b.rows < a.rows)
+        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
+                          "b.rows = %lld: must be >= a.rows = %lld (row i of b is the partner of "
+                          "row i of a; the K = b.rows − a.rows rows after them are extra "
+                          "negatives)",
+                          (long long)b.rows, (long long)a.rows);
+    return CLOSS_STATUS_SUCCESS;
+}

@@ -42,4 +42,8 @@ closs_status_t closs_resolve_two_tower_range(closs_two_tower_range requested, in
                                              int64_t pairs, int64_t negatives,
                                              closs_two_tower_range *range);
 
+/* The towers' shapes, on the CPU and the GPU alike: b as wide as a, with at least a's rows (N
+ * partners, then K = b.rows − a.rows extra negatives); INVALID_ARGUMENT naming b otherwise. */
+closs_status_t closs_check_tower_shapes(closs_matrix_t a, closs_matrix_t b);
+
 #endif

@@ -281,7 +281,7 @@ typedef struct closs_clip_params {
                                (a queue without a gradient costs no gradient work) */
     closs_reduction_t reduction;
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
-    closs_path_t path; /* GPU algorithm (phase 2 of issue #23); the CPU reference ignores it */
+    closs_path_t path; /* GPU algorithm (FUSED, CHUNKED, AUTO); the CPU reference ignores it */
     /* One rank's share ("Two-tower row ranges" below); all four 0 mean the whole batch. */
     int64_t row_begin, row_count;             /* the rank's pairs [row_begin, + row_count) */
     int64_t negatives_begin, negatives_count; /* its extra negatives, rows N + [begin, + count) */
@@ -303,7 +303,7 @@ typedef struct closs_siglip_params {
     int grad_negatives; /* as for CLIP */
     closs_reduction_t reduction;
     int check_inputs;  /* 1: also verify the inputs are finite (NONFINITE_INPUT otherwise) */
-    closs_path_t path; /* GPU algorithm (phase 2 of issue #23); the CPU reference ignores it */
+    closs_path_t path; /* GPU algorithm (FUSED, CHUNKED, AUTO); the CPU reference ignores it */
     int64_t row_begin, row_count;             /* as for CLIP */
     int64_t negatives_begin, negatives_count; /* as for CLIP */
 } closs_siglip_params;
@@ -621,6 +621,73 @@ CLOSS_API closs_status_t closs_supcon_backward(closs_handle_t handle,
 CLOSS_API closs_status_t closs_supcon_forward_backward(
     closs_handle_t handle, const closs_supcon_params *params, closs_matrix_t z,
     closs_vector_t labels, float *loss, int64_t *valid, closs_grad_t grad_z, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
+
+/* CLIP and SigLIP on the GPU (closs_ref_clip's and closs_ref_siglip's math) without an
+ * N × (N + K) matrix in memory. a is N × D, b is (N + K) × D, one dtype (f32, f16 or bf16),
+ * N + K ≤ INT_MAX. Two paths (`path` in the parameters):
+ *   FUSED    logit tiles stay on chip (float SIMT kernels for every dtype); workspace
+ *            10·N + 4·(N + K) floats (56 MiB at N = 2^20, K = 0); D ≤ 512 (NOT_SUPPORTED above).
+ *   CHUNKED  cuBLAS (SGEMM on float copies of the embedded rows, TF32 off) multiplies a block of
+ *            rows of one tower by the other into at most 256 MiB; adds (2N + K)·D floats; any D.
+ *            A handle's first CHUNKED call creates its cuBLAS context (CUBLAS_ERROR if it cannot).
+ *   AUTO     FUSED when D ≤ 512, else CHUNKED.
+ * Scalars: logit_scale (s) and logit_bias (β, SigLIP) are one device float each, read on the
+ * device (a framework's parameter tensor, already exponentiated for s), or NULL for the value in
+ * the parameters. grad_logit_scale, grad_logit_bias: one device float each, written (not
+ * accumulated), or NULL to skip. grad_a (row_count × D) and grad_b ((row_count + |Q|) × D, see
+ * "Two-tower row ranges") in the inputs' dtype; a closs_grad_t with data NULL is skipped (a frozen
+ * tower). With a row range, the loss, statistics, gradients and scalar gradients are the range's
+ * share; *_backward's statistics and NONE's upstream are N values whatever the range.
+ *   closs_clip_forward    loss (1 float, or row_count for NONE) and the statistics of the range's
+ *                         pairs: row_stats[i] = log Σ_{j∈C(i), j≠i} e^(x_ij), column_stats[i]
+ *                         (symmetric only) = log Σ_{k<N, k≠i} e^(x_ki); either may be NULL (no
+ *                         backward follows). The same on both paths.
+ *   closs_clip_backward   from row_stats and (symmetric) column_stats of ALL N pairs, and
+ *                         upstream (NULL for 1; 1 value, or N for NONE).
+ *   closs_siglip_*        the same without statistics: one call gives a rank's whole share.
+ * *_workspace_size needs no device: `handle` is not used and may be NULL; `pairs` = N, `rows_b`
+ * = N + K. Check mode verifies a, b and the device scalars (s finite and > 0, β finite), not the
+ * statistics or upstream. */
+CLOSS_API closs_status_t closs_clip_workspace_size(closs_handle_t handle,
+                                                   const closs_clip_params *params, int64_t pairs,
+                                                   int64_t rows_b, int64_t dim, closs_dtype_t dtype,
+                                                   size_t *bytes);
+CLOSS_API closs_status_t closs_clip_forward(closs_handle_t handle, const closs_clip_params *params,
+                                            closs_matrix_t a, closs_matrix_t b,
+                                            const float *logit_scale, float *loss, float *row_stats,
+                                            float *column_stats, void *workspace,
+                                            size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_clip_backward(closs_handle_t handle, const closs_clip_params *params,
+                                             closs_matrix_t a, closs_matrix_t b,
+                                             const float *logit_scale, const float *row_stats,
+                                             const float *column_stats, const float *upstream,
+                                             closs_grad_t grad_a, closs_grad_t grad_b,
+                                             float *grad_logit_scale, void *workspace,
+                                             size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_clip_forward_backward(
+    closs_handle_t handle, const closs_clip_params *params, closs_matrix_t a, closs_matrix_t b,
+    const float *logit_scale, float *loss, closs_grad_t grad_a, closs_grad_t grad_b,
+    float *grad_logit_scale, void *workspace, size_t workspace_bytes, closs_stream_t stream);
+
+CLOSS_API closs_status_t closs_siglip_workspace_size(closs_handle_t handle,
+                                                     const closs_siglip_params *params,
+                                                     int64_t pairs, int64_t rows_b, int64_t dim,
+                                                     closs_dtype_t dtype, size_t *bytes);
+CLOSS_API closs_status_t closs_siglip_forward(closs_handle_t handle,
+                                              const closs_siglip_params *params, closs_matrix_t a,
+                                              closs_matrix_t b, const float *logit_scale,
+                                              const float *logit_bias, float *loss, void *workspace,
+                                              size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_siglip_backward(
+    closs_handle_t handle, const closs_siglip_params *params, closs_matrix_t a, closs_matrix_t b,
+    const float *logit_scale, const float *logit_bias, const float *upstream, closs_grad_t grad_a,
+    closs_grad_t grad_b, float *grad_logit_scale, float *grad_logit_bias, void *workspace,
+    size_t workspace_bytes, closs_stream_t stream);
+CLOSS_API closs_status_t closs_siglip_forward_backward(
+    closs_handle_t handle, const closs_siglip_params *params, closs_matrix_t a, closs_matrix_t b,
+    const float *logit_scale, const float *logit_bias, float *loss, closs_grad_t grad_a,
+    closs_grad_t grad_b, float *grad_logit_scale, float *grad_logit_bias, void *workspace,
     size_t workspace_bytes, closs_stream_t stream);
 
 /* ------------------------------------------------------------------------------------------------

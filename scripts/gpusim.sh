@@ -108,8 +108,8 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DCUDAToolkit_ROOT="$CUDA_INSTALL_PATH" -DCMAKE_CUDA_ARCHITECTURES=70-virtual \
     -DCMAKE_CUDA_RUNTIME_LIBRARY=Shared -DCLOSS_CONTRASTIVE_CUDA_OPTIONS="-Xcicc -O1" \
     >"$build/gpusim-configure.log" 2>&1 || { cat "$build/gpusim-configure.log" >&2; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target test_gpu_rowwise test_gpu_contrastive test_cli \
-    closs_cli >"$build/gpusim-build.log" 2>&1 || { tail -n 60 "$build/gpusim-build.log" >&2; exit 1; }
+cmake --build "$build" -j"$(nproc)" --target test_gpu_rowwise test_gpu_contrastive test_gpu_two_tower \
+    test_cli closs_cli >"$build/gpusim-build.log" 2>&1 || { tail -n 60 "$build/gpusim-build.log" >&2; exit 1; }
 unset GPUSIM_PTXAS_CACHE
 cudart=$(ldd "$build/tests/test_gpu_contrastive" | grep -o '/[^ ]*libcudart\.so[^ ]*' | head -n 1 ||
     true)
@@ -160,16 +160,19 @@ run() {
 # need concurrent streams and the runtime's pending-error state; each says why).
 run rowwise 9 "$build/tests/test_gpu_rowwise"
 run contrastive 12 "$build/tests/test_gpu_contrastive"
+run two_tower 7 "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN).
 PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
     --filter='cli_eval/cuda_*'
 
-# Kernel coverage: every kernel in the library's PTX was launched, but the chunked path's
-# (cuda/contrastive.cu), which run only after cuBLAS's. The kernel names are mangled C++.
+# Kernel coverage: every kernel in the library's PTX was launched, but the chunked paths'
+# (cuda/contrastive.cu, cuda/two_tower_chunked.cu), which run only after cuBLAS's. The kernel names
+# are mangled C++.
 ptx_entries() { grep -ho '^\(\.visible \|\.weak \)*\.entry [A-Za-z0-9_$]*' "$@" | sed 's/.* //' | sort -u; }
 ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx >"$logs/kernels.all"
-ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx | grep '_contrastive_cu_' >"$logs/kernels.chunked" || true
+ptx_entries "$run_dir"/test_gpu_contrastive.*.ptx | grep -e '_contrastive_cu_' -e '_two_tower_chunked_cu_' \
+    >"$logs/kernels.chunked" || true
 cat "$logs"/*.sim.log | grep -o "pushing kernel '[^']*'" | sed "s/.*'\(.*\)'/\1/" | sort -u \
     >"$logs/kernels.launched"
 # Left out: the tile engine's kernels and bf16's WMMA kernels, which need sm_80 (at compute_70 they

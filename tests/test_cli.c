@@ -897,11 +897,6 @@ Test(cli_reject, bad_command_lines) {
            NULL);
     check_rejection("no loss", (const char *const[]){"eval", "--in", "IN", "--out", "OUT", NULL},
                     "missing LOSS (pair, triplet, ntxent, supcon, cosine, clip or siglip)");
-    /* Until the GPU phase of issue #23, with or without a device. */
-    REJECT("clip on cuda", "clip", "--device cuda: clip has no GPU entry points yet", "--device",
-           "cuda", "--dtype", "f32");
-    REJECT("siglip on cuda", "siglip", "--device cuda: siglip has no GPU entry points yet",
-           "--device", "cuda", "--dtype", "bf16");
     check_rejection("no --in", (const char *const[]){"eval", "pair", "--out", "OUT", NULL},
                     "missing --in DIR");
     check_rejection("no --out", (const char *const[]){"eval", "pair", "--in", "IN", NULL},
@@ -947,6 +942,7 @@ Test(cli_eval, cuda_matches_the_cpu) {
         cr_skip_test("no CUDA device");
     }
     write_pair_inputs();
+    write_tower_inputs();
     double data[CELLS];
     const char *const matrices[] = {"anchor", "positive", "negative", "z"};
     for (int i = 0; i < 4; ++i) {
@@ -955,15 +951,28 @@ Test(cli_eval, cuda_matches_the_cpu) {
     }
     const int64_t labels[ROWS] = {3, -7, 3, 9, -7, 5};
     write_input("labels", NPY_I8, 1, ROWS, 0, labels);
+    /* CLIP and SigLIP: a has PAIRS rows, b ROWS (its gradient PAIRS with grad_negatives=0), and
+     * the scalars' gradients; every other loss ROWS rows each. */
+    const char *const clip_outputs[] = {"a", "b", "logit_scale"};
+    const char *const siglip_outputs[] = {"a", "b", "logit_scale", "logit_bias"};
     const struct {
         const char *loss, *parameter;
         int grad_count;
         const char *const *grads;
-    } cases[] = {
-        {"pair", "reduction=sum", 2, pair_grads},    {"triplet", "swap=1", 3, triplet_grads},
-        {"cosine", "reduction=none", 2, pair_grads}, {"ntxent", "path=chunked", 1, z_grads},
-        {"ntxent", "path=auto", 1, z_grads},         {"supcon", "path=chunked", 1, z_grads},
-        {"supcon", "reduction=none", 1, z_grads}};
+        int scalars;
+        int64_t b_rows;
+    } cases[] = {{"pair", "reduction=sum", 2, pair_grads, 0, 0},
+                 {"triplet", "swap=1", 3, triplet_grads, 0, 0},
+                 {"cosine", "reduction=none", 2, pair_grads, 0, 0},
+                 {"ntxent", "path=chunked", 1, z_grads, 0, 0},
+                 {"ntxent", "path=auto", 1, z_grads, 0, 0},
+                 {"supcon", "path=chunked", 1, z_grads, 0, 0},
+                 {"supcon", "reduction=none", 1, z_grads, 0, 0},
+                 {"clip", "reduction=sum", 2, clip_outputs, 1, ROWS},
+                 {"clip", "grad_negatives=0", 2, clip_outputs, 1, PAIRS},
+                 {"clip", "path=chunked", 2, clip_outputs, 1, ROWS},
+                 {"siglip", "reduction=none", 2, siglip_outputs, 2, ROWS},
+                 {"siglip", "path=chunked", 2, siglip_outputs, 2, ROWS}};
     const struct {
         const char *name;
         double tolerance;
@@ -982,6 +991,8 @@ Test(cli_eval, cuda_matches_the_cpu) {
         RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", cpu_out, "--dtype", "f32",
             cases[c].parameter);
         cr_assert_eq(r.status, 0, "cpu %s: %s", cases[c].loss, r.err);
+        const int two_tower = cases[c].b_rows > 0;
+        const int64_t rows = two_tower ? PAIRS : ROWS;
         for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; ++t) {
             if (sim && t != c % 3) continue; /* the simulated tier: one dtype per loss */
             RUN(&r, "eval", cases[c].loss, "--in", in_dir, "--out", gpu_out, "--device", "cuda",
@@ -989,19 +1000,23 @@ Test(cli_eval, cuda_matches_the_cpu) {
             cr_assert_eq(r.status, 0, "cuda %s %s: %s", cases[c].loss, dtypes[t].name, r.err);
             expect_json(r.out, "device", "\"cuda\"");
             const bool per_row = strstr(cases[c].parameter, "none") != NULL;
-            for (int k = -1; k < cases[c].grad_count; ++k) {
+            for (int k = -1; k < cases[c].grad_count + cases[c].scalars; ++k) {
                 char name[32];
                 snprintf(name, sizeof name, k < 0 ? "loss" : "grad_%s",
                          k < 0 ? "" : cases[c].grads[k]);
-                const int64_t count = k >= 0 ? CELLS : per_row ? ROWS : 1;
+                const int64_t count = k < 0                      ? (per_row ? rows : 1)
+                                      : k >= cases[c].grad_count ? 1
+                                      : k == 1 && two_tower      ? cases[c].b_rows * DIM
+                                                                 : rows * DIM;
                 double expected[CELLS], actual[CELLS], scale = 1e-30;
                 read_output("cpu", name, expected, count);
                 read_output("gpu", name, actual, count);
                 for (int64_t i = 0; i < count; ++i) scale = fmax(scale, fabs(expected[i]));
                 for (int64_t i = 0; i < count; ++i)
                     cr_expect_leq(fabs(actual[i] - expected[i]), dtypes[t].tolerance * scale,
-                                  "%s %s %s[%lld]: gpu %.9g, cpu %.9g", cases[c].loss,
-                                  dtypes[t].name, name, (long long)i, actual[i], expected[i]);
+                                  "%s %s %s %s[%lld]: gpu %.9g, cpu %.9g", cases[c].loss,
+                                  cases[c].parameter, dtypes[t].name, name, (long long)i, actual[i],
+                                  expected[i]);
             }
         }
     }

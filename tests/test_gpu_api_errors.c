@@ -5,6 +5,7 @@
  * alignment, which need no device either. */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 #include "closs.h"
@@ -417,6 +418,245 @@ Test(gpu_api_errors, workspace_aligned_up_inside_the_slack) {
         cr_expect(strstr(closs_last_error(), "workspace_bytes"), "%s", closs_last_error());
         cr_expect_null(aligned, "nothing written on failure");
     }
+}
+
+/* ---- CLIP and SigLIP (issue #23) --------------------------------------------------------------
+ * a: 4 × 8 in fake_device[0, 32), b: 6 × 8 (N = 4, K = 2) in arena; outputs in fake_out and
+ * fake_grad. */
+static closs_matrix_t tower_b(void) { return closs_matrix(arena + 512, CLOSS_F32, 6, 8); }
+
+Test(gpu_api_errors, two_tower_arguments) {
+    closs_clip_params c = CLOSS_CLIP_PARAMS_INIT;
+    closs_siglip_params s = CLOSS_SIGLIP_PARAMS_INIT;
+    const closs_matrix_t a = matrix(4, 8), b = tower_b();
+    closs_grad_t ga = {fake_grad[0], 8}, gb = {fake_grad[1], 8}, none = {NULL, 0};
+    float *loss = fake_out, *stats = fake_out + 8, *scalar = fake_out + 32;
+    size_t bytes = 0;
+    /* the parameters */
+    EXPECT_INVALID(closs_clip_forward(NULL, NULL, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "params");
+    c.logit_scale = 0.0;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "logit_scale");
+    c = (closs_clip_params)CLOSS_CLIP_PARAMS_INIT;
+    c.in_batch_negatives = 0; /* with symmetric = 1 */
+    EXPECT_INVALID(
+        closs_clip_forward_backward(NULL, &c, a, b, NULL, loss, ga, gb, scalar, NULL, 0, NULL),
+        "symmetric");
+    c = (closs_clip_params)CLOSS_CLIP_PARAMS_INIT;
+    s.logit_bias = INFINITY;
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, a, b, NULL, NULL, loss, NULL, 0, NULL),
+                   "logit_bias");
+    s = (closs_siglip_params)CLOSS_SIGLIP_PARAMS_INIT;
+    s.grad_negatives = 2;
+    EXPECT_INVALID(
+        closs_siglip_backward(NULL, &s, a, b, NULL, NULL, NULL, ga, gb, NULL, NULL, NULL, 0, NULL),
+        "grad_negatives");
+    s.grad_negatives = 1;
+    c.path = (closs_path_t)7;
+    EXPECT_INVALID(closs_clip_workspace_size(NULL, &c, 4, 6, 8, CLOSS_F32, &bytes), "path");
+    c.path = CLOSS_PATH_AUTO;
+    c.reduction = (closs_reduction_t)5;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "reduction");
+    c.reduction = CLOSS_REDUCTION_MEAN;
+    /* the towers */
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, closs_matrix(fake_device, CLOSS_F64, 4, 8), b, NULL,
+                                      loss, NULL, NULL, NULL, 0, NULL),
+                   "a.dtype");
+    EXPECT_INVALID(
+        closs_clip_forward(NULL, &c, matrix(0, 8), b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+        "a.rows");
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, a, closs_matrix(arena + 512, CLOSS_BF16, 6, 8),
+                                        NULL, NULL, loss, NULL, 0, NULL),
+                   "b.dtype");
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, a, closs_matrix(arena + 512, CLOSS_F32, 6, 7),
+                                        NULL, NULL, loss, NULL, 0, NULL),
+                   "b.cols");
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, closs_matrix(arena + 512, CLOSS_F32, 3, 8), NULL,
+                                      loss, NULL, NULL, NULL, 0, NULL),
+                   "b.rows");
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, closs_matrix_ld(fake_device, CLOSS_F32, 4, 8, 7), b,
+                                      NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "a.ld");
+    /* the outputs and the statistics */
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, NULL, stats, NULL, NULL, 0, NULL),
+                   "loss");
+    EXPECT_INVALID(closs_siglip_forward_backward(NULL, &s, a, b, NULL, NULL, NULL, ga, gb, NULL,
+                                                 NULL, NULL, 0, NULL),
+                   "loss");
+    EXPECT_INVALID(
+        closs_clip_backward(NULL, &c, a, b, NULL, NULL, stats, NULL, ga, gb, NULL, NULL, 0, NULL),
+        "row_stats");
+    EXPECT_INVALID(
+        closs_clip_backward(NULL, &c, a, b, NULL, stats, NULL, NULL, ga, gb, NULL, NULL, 0, NULL),
+        "column_stats");
+    EXPECT_INVALID(closs_clip_backward(NULL, &c, a, b, NULL, stats, stats + 4, NULL, none, none,
+                                       NULL, NULL, 0, NULL),
+                   "grad_a.data");
+    EXPECT_INVALID(closs_siglip_backward(NULL, &s, a, b, NULL, NULL, NULL, none, none, NULL, NULL,
+                                         NULL, 0, NULL),
+                   "grad_logit_bias");
+    EXPECT_INVALID(closs_clip_forward_backward(NULL, &c, a, b, NULL, loss,
+                                               (closs_grad_t){fake_grad[0], 7}, gb, NULL, NULL, 0,
+                                               NULL),
+                   "grad_a.ld");
+    EXPECT_INVALID(closs_siglip_forward_backward(NULL, &s, a, b, NULL, NULL, loss, ga,
+                                                 (closs_grad_t){fake_grad[1], 4}, NULL, NULL, NULL,
+                                                 0, NULL),
+                   "grad_b.ld");
+    /* the row ranges (N = 4, K = 2) */
+    c.row_begin = 4, c.row_count = 1;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "row_begin");
+    c.row_begin = 1, c.row_count = 4;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "row_count");
+    c.row_count = 2, c.negatives_begin = 3;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "negatives_begin");
+    c.negatives_begin = 1, c.negatives_count = 2;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "negatives_count");
+    c.negatives_count = 1, c.grad_negatives = 0;
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "negatives_count");
+    EXPECT_INVALID(closs_clip_workspace_size(NULL, &c, 4, 6, 8, CLOSS_F32, &bytes),
+                   "negatives_count");
+    s.negatives_count = 1; /* with the whole batch */
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, a, b, NULL, NULL, loss, NULL, 0, NULL),
+                   "negatives_begin");
+    s.negatives_count = 0;
+    c = (closs_clip_params)CLOSS_CLIP_PARAMS_INIT;
+    /* the workspace query */
+    EXPECT_INVALID(closs_clip_workspace_size(NULL, &c, 0, 6, 8, CLOSS_F32, &bytes), "pairs");
+    EXPECT_INVALID(closs_clip_workspace_size(NULL, &c, 4, 3, 8, CLOSS_F32, &bytes), "rows_b");
+    EXPECT_INVALID(closs_siglip_workspace_size(NULL, &s, 4, 6, 0, CLOSS_F32, &bytes), "dim");
+    EXPECT_INVALID(closs_siglip_workspace_size(NULL, &s, 4, 6, 8, CLOSS_F64, &bytes), "dtype");
+    EXPECT_INVALID(closs_siglip_workspace_size(NULL, &s, 4, 6, 8, CLOSS_F32, NULL), "bytes");
+}
+
+Test(gpu_api_errors, two_tower_pointers_aligned_to_their_element) {
+    static _Alignas(16) unsigned char bytes[4][256];
+    closs_clip_params c = CLOSS_CLIP_PARAMS_INIT;
+    closs_siglip_params s = CLOSS_SIGLIP_PARAMS_INIT;
+    const closs_matrix_t a = closs_matrix(bytes[0], CLOSS_F32, 4, 8), b = tower_b();
+    closs_grad_t ga = {bytes[2], 8};
+    float *loss = (float *)(void *)(bytes[3]), *stats = (float *)(void *)(bytes[3] + 64);
+    const void *odd = bytes[3] + 130; /* 2 bytes past a float */
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, closs_matrix(bytes[0] + 2, CLOSS_F32, 4, 8), b,
+                                      NULL, loss, NULL, NULL, NULL, 0, NULL),
+                   "a.data");
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, closs_matrix(bytes[0], CLOSS_BF16, 4, 8),
+                                        closs_matrix(bytes[1] + 1, CLOSS_BF16, 6, 8), NULL, NULL,
+                                        loss, NULL, 0, NULL),
+                   "b.data");
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, odd, loss, NULL, NULL, NULL, 0, NULL),
+                   "logit_scale");
+    EXPECT_INVALID(closs_siglip_forward(NULL, &s, a, b, NULL, odd, loss, NULL, 0, NULL),
+                   "logit_bias");
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, (float *)(void *)(bytes[3] + 1), NULL,
+                                      NULL, NULL, 0, NULL),
+                   "loss");
+    EXPECT_INVALID(closs_clip_forward(NULL, &c, a, b, NULL, loss, (float *)(void *)(bytes[3] + 66),
+                                      NULL, NULL, 0, NULL),
+                   "row_stats");
+    EXPECT_INVALID(closs_clip_backward(NULL, &c, a, b, NULL, stats, stats + 8, odd, ga,
+                                       (closs_grad_t){NULL, 0}, NULL, NULL, 0, NULL),
+                   "upstream");
+    EXPECT_INVALID(closs_clip_forward_backward(NULL, &c, a, b, NULL, loss,
+                                               (closs_grad_t){bytes[2] + 2, 8},
+                                               (closs_grad_t){NULL, 0}, NULL, NULL, 0, NULL),
+                   "grad_a.data");
+    EXPECT_INVALID(closs_siglip_backward(NULL, &s, a, b, NULL, NULL, NULL, ga,
+                                         (closs_grad_t){NULL, 0}, (float *)(void *)(bytes[3] + 3),
+                                         NULL, NULL, 0, NULL),
+                   "grad_logit_scale");
+    EXPECT_INVALID(closs_siglip_backward(NULL, &s, a, b, NULL, NULL, NULL, ga,
+                                         (closs_grad_t){NULL, 0}, NULL,
+                                         (float *)(void *)(bytes[3] + 7), NULL, 0, NULL),
+                   "grad_logit_bias");
+}
+
+/* Outputs that share a byte with an input or another output, the device scalars included. */
+Test(gpu_api_errors, two_tower_overlapping_outputs_are_refused) {
+    float *const w = arena;
+    closs_clip_params c = CLOSS_CLIP_PARAMS_INIT;
+    closs_siglip_params s = CLOSS_SIGLIP_PARAMS_INIT;
+    const closs_matrix_t a = closs_matrix(w + X0, CLOSS_F32, 4, 8), b = tower_b(); /* b: 512-560 */
+    closs_grad_t ga = {w + G0, 8}, gb = {w + 640, 8};
+    float *const scale = w + Y, *const bias = w + Y + 1, *const stats = w + UP;
+    EXPECT_OVERLAP(closs_clip_forward_backward(NULL, &c, a, b, scale, w + OUT,
+                                               (closs_grad_t){w + X0 + 24, 8}, gb, NULL, NULL, 0,
+                                               NULL),
+                   "grad_a", "a");
+    EXPECT_OVERLAP(closs_clip_forward_backward(NULL, &c, a, b, scale, w + OUT, ga,
+                                               (closs_grad_t){w + 512 + 40, 8}, NULL, NULL, 0,
+                                               NULL),
+                   "grad_b", "b");
+    EXPECT_OVERLAP(
+        closs_clip_forward_backward(NULL, &c, a, b, scale, w + OUT, ga, gb, scale, NULL, 0, NULL),
+        "grad_logit_scale", "logit_scale");
+    EXPECT_OVERLAP(
+        closs_clip_forward(NULL, &c, a, b, NULL, stats + 3, stats, stats + 4, NULL, 0, NULL),
+        "row_stats", "loss");
+    EXPECT_OVERLAP(closs_clip_backward(NULL, &c, a, b, NULL, stats, stats + 4, NULL, ga,
+                                       (closs_grad_t){stats + 6, 8}, NULL, NULL, 0, NULL),
+                   "grad_b", "column_stats");
+    EXPECT_OVERLAP(closs_siglip_forward_backward(NULL, &s, a, b, scale, bias, w + OUT, ga, gb, bias,
+                                                 NULL, NULL, 0, NULL),
+                   "grad_logit_scale", "logit_bias");
+    EXPECT_OVERLAP(closs_siglip_forward_backward(NULL, &s, a, b, scale, bias, w + OUT, ga, gb,
+                                                 w + OUT + 2, w + OUT + 2, NULL, 0, NULL),
+                   "grad_logit_bias", "grad_logit_scale");
+    s.reduction = CLOSS_REDUCTION_NONE; /* upstream: one float per pair */
+    EXPECT_OVERLAP(closs_siglip_backward(NULL, &s, a, b, NULL, NULL, w + G0 - 3, ga, gb, NULL, NULL,
+                                         NULL, 0, NULL),
+                   "grad_a", "upstream");
+    EXPECT_OVERLAP(closs_siglip_forward(NULL, &s, a, b, NULL, NULL, w + OUT, w + 515, 64, NULL),
+                   "workspace", "b");
+    /* touching is not overlapping; a frozen tower (data NULL) overlaps nothing */
+    cr_expect(passed_argument_checks(closs_siglip_forward_backward(
+                  NULL, &s, a, b, scale, bias, w + OUT, (closs_grad_t){w + X0 + 32, 8},
+                  (closs_grad_t){NULL, 0}, w + Y + 2, NULL, NULL, 0, NULL)),
+              "%s", closs_last_error());
+}
+
+/* Every CLIP and SigLIP entry point with valid arguments (NULL statistics in a forward, NULL
+ * device scalars, a frozen tower) reaches the handle check; the queries need no handle. */
+Test(gpu_api_errors, two_tower_valid_arguments_reach_the_handle_check) {
+    closs_clip_params c = CLOSS_CLIP_PARAMS_INIT;
+    closs_siglip_params s = CLOSS_SIGLIP_PARAMS_INIT;
+    const closs_matrix_t a = matrix(4, 8), b = tower_b();
+    closs_grad_t ga = {fake_grad[0], 8}, gb = {fake_grad[1], 8}, none = {NULL, 0};
+    float *loss = fake_out, *stats = fake_out + 8, *scalars = fake_out + 32;
+    const float *upstream = fake_grad[2];
+    EXPECT_HANDLE_CHECK(closs_clip_forward(NULL, &c, a, b, NULL, loss, NULL, NULL, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(
+        closs_clip_forward(NULL, &c, a, b, fake_grad[2], loss, stats, stats + 4, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_clip_backward(NULL, &c, a, b, NULL, stats, stats + 4, upstream, ga,
+                                            none, scalars, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(
+        closs_clip_forward_backward(NULL, &c, a, b, NULL, loss, none, gb, NULL, NULL, 0, NULL));
+    c.symmetric = 0, c.in_batch_negatives = 0, c.grad_negatives = 0; /* MoCo: no column stats */
+    EXPECT_HANDLE_CHECK(closs_clip_backward(NULL, &c, a, b, NULL, stats, NULL, NULL, none, none,
+                                            scalars, NULL, 0, NULL));
+    c.row_begin = 1, c.row_count = 2; /* a rank's share */
+    EXPECT_HANDLE_CHECK(
+        closs_clip_forward_backward(NULL, &c, a, b, NULL, loss, ga, gb, scalars, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_siglip_forward(NULL, &s, a, b, NULL, NULL, loss, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_siglip_backward(NULL, &s, a, b, NULL, NULL, upstream, none, none,
+                                              NULL, scalars, NULL, 0, NULL));
+    EXPECT_HANDLE_CHECK(closs_siglip_forward_backward(NULL, &s, a, b, upstream, upstream + 1, loss,
+                                                      ga, gb, scalars, scalars + 1, NULL, 0, NULL));
+    const closs_status_t want =
+        closs_cuda_available() ? CLOSS_STATUS_SUCCESS : CLOSS_STATUS_NOT_SUPPORTED;
+    size_t bytes = 0;
+    cr_expect_eq(closs_clip_workspace_size(NULL, &c, 4, 6, 8, CLOSS_F16, &bytes), want, "%s",
+                 closs_last_error());
+    cr_expect_eq(closs_siglip_workspace_size(NULL, &s, 4, 4, 8, CLOSS_BF16, &bytes), want, "%s",
+                 closs_last_error());
+    if (closs_cuda_available()) cr_expect_gt(bytes, 0);
 }
 
 /* ---- issue #28: the chunked path's 16-bit leading dimension reaches cuBLAS as an int --------- */

@@ -269,8 +269,9 @@ static int evaluate(const char *in_dir, const char *out_dir, const cli_params *p
     } else {
         closs_status_t computed;
         if (device == EVAL_DEVICE_CUDA) {
-            computed = cli_eval_gpu(params, dtype, &inputs, results.loss, results.grads,
-                                    &results.valid, err, sizeof err);
+            computed =
+                cli_eval_gpu(params, dtype, &inputs, results.grad_rows, results.loss, results.grads,
+                             results.scalar_grads, &results.valid, err, sizeof err);
         } else {
             computed = run_reference(params, &inputs, &results);
             snprintf(err, sizeof err, "%s", closs_last_error());
@@ -304,11 +305,6 @@ static int run_checked(const eval_args *args) {
         return report(CLOSS_EXIT_USAGE,
                       "--device cuda: --dtype f64 (the default) is CPU only; give --dtype f32, "
                       "f16 or bf16");
-    if (device == EVAL_DEVICE_CUDA && scalar_count(args->params.loss) > 0)
-        return report(CLOSS_EXIT_USAGE,
-                      "--device cuda: %s has no GPU entry points yet (they come with the GPU "
-                      "phase of issue #23); use --device cpu",
-                      cli_loss_name(args->params.loss));
     if (device == EVAL_DEVICE_CPU && args->dtype != CLOSS_F64 && args->dtype != CLOSS_F32)
         return report(CLOSS_EXIT_USAGE, "--dtype %s: the CPU reference takes f64 or f32",
                       cli_dtype_name(args->dtype));

@@ -19,6 +19,7 @@ typedef struct device_arrays {
     void *grads[CLI_MAX_INPUTS];
     float *loss;
     int64_t *valid;
+    float *scalars; /* CLIP's and SigLIP's ∂/∂s and ∂/∂β */
 } device_arrays;
 
 static void free_device_arrays(device_arrays *arrays) {
@@ -28,6 +29,7 @@ static void free_device_arrays(device_arrays *arrays) {
     }
     cudaFree(arrays->loss);
     cudaFree(arrays->valid);
+    cudaFree(arrays->scalars);
 }
 
 static closs_status_t cuda_failure(int error, const char *what, char *err, size_t err_size) {
@@ -45,11 +47,12 @@ static closs_status_t device_alloc(void **out, size_t bytes, const char *name, c
     return cuda_failure(error, what, err, err_size);
 }
 
-/* One input on the device: matrices in `dtype`, pair targets as float32, labels as they are. */
+/* One input on the device: matrices (CLIP's and SigLIP's b too) in `dtype`, pair targets as
+ * float32, labels as they are. */
 static closs_status_t upload(const cli_input *input, closs_dtype_t dtype, void **out, char *err,
                              size_t err_size) {
     const size_t count = input->array.count;
-    const closs_dtype_t device_dtype = input->kind == CLI_INPUT_MATRIX ? dtype : input->dtype;
+    const closs_dtype_t device_dtype = cli_input_is_matrix(input) ? dtype : input->dtype;
     const size_t bytes = count * closs_dtype_size(device_dtype);
     const void *host = input->array.data;
     uint16_t *converted = NULL;
@@ -81,13 +84,14 @@ static closs_status_t forward_backward(closs_handle_t handle, const cli_params *
     closs_grad_t g[CLI_MAX_INPUTS] = {{0}};
     closs_vector_t v = {0};
     for (int i = 0; i < in->count; ++i) {
-        if (in->items[i].kind == CLI_INPUT_MATRIX) {
-            m[i] = closs_matrix(d->inputs[i], dtype, in->rows, in->dim);
+        const cli_input *input = &in->items[i];
+        if (cli_input_is_matrix(input)) {
+            m[i] = closs_matrix(d->inputs[i], dtype, input->array.shape[0], in->dim);
             g[i] = (closs_grad_t){d->grads[i], in->dim};
         } else {
             const closs_dtype_t vector_dtype =
-                in->items[i].kind == CLI_INPUT_TARGETS ? CLOSS_F32 : in->items[i].dtype;
-            v = closs_vector(d->inputs[i], vector_dtype, (int64_t)in->items[i].array.count);
+                input->kind == CLI_INPUT_TARGETS ? CLOSS_F32 : input->dtype;
+            v = closs_vector(d->inputs[i], vector_dtype, (int64_t)input->array.count);
         }
     }
     switch (params->loss) {
@@ -106,19 +110,30 @@ static closs_status_t forward_backward(closs_handle_t handle, const cli_params *
     case CLI_LOSS_COSINE:
         return closs_cosine_forward_backward(handle, &params->as.cosine, m[0], m[1], v, d->loss,
                                              g[0], g[1], NULL, 0, NULL);
-    case CLI_LOSS_CLIP: /* no GPU entry points yet: eval.c refuses --device cuda for them */
-    case CLI_LOSS_SIGLIP: return CLOSS_STATUS_NOT_SUPPORTED;
+    case CLI_LOSS_CLIP: /* the logit scale from the parameters (a NULL device scalar) */
+        return closs_clip_forward_backward(handle, &params->as.clip, m[0], m[1], NULL, d->loss,
+                                           g[0], g[1], d->scalars, NULL, 0, NULL);
+    case CLI_LOSS_SIGLIP:
+        return closs_siglip_forward_backward(handle, &params->as.siglip, m[0], m[1], NULL, NULL,
+                                             d->loss, g[0], g[1], d->scalars, d->scalars + 1, NULL,
+                                             0, NULL);
     case CLI_LOSS_COUNT: break;
     }
     return CLOSS_STATUS_INVALID_ARGUMENT;
 }
 
-/* Device results into the caller's double arrays. */
+/* Device results into the caller's double arrays: the losses, each gradient's grad_rows[k] rows
+ * and the scalar gradients. */
 static closs_status_t download(const cli_inputs *in, closs_dtype_t dtype, size_t loss_count,
-                               const device_arrays *d, double *loss, double *grads[],
-                               int64_t *valid, char *err, size_t err_size) {
-    const size_t grad_count = (size_t)in->rows * (size_t)in->dim;
-    const size_t buffer_bytes = (loss_count > grad_count ? loss_count : grad_count) * sizeof(float);
+                               const int64_t grad_rows[], const device_arrays *d, double *loss,
+                               double *grads[], double scalar_grads[2], int64_t *valid, char *err,
+                               size_t err_size) {
+    size_t largest = loss_count;
+    for (int k = 0; k < in->count; ++k) {
+        const size_t count = (size_t)grad_rows[k] * (size_t)in->dim;
+        if (grads[k] && count > largest) largest = count;
+    }
+    const size_t buffer_bytes = largest * sizeof(float);
     void *buffer = malloc(buffer_bytes ? buffer_bytes : 1);
     if (!buffer) {
         snprintf(err, err_size, "out of host memory for the results");
@@ -130,6 +145,7 @@ static closs_status_t download(const cli_inputs *in, closs_dtype_t dtype, size_t
     for (size_t i = 0; error == cudaSuccess && i < loss_count; ++i)
         loss[i] = ((const float *)buffer)[i];
     for (int k = 0; error == cudaSuccess && k < in->count; ++k) {
+        const size_t grad_count = (size_t)grad_rows[k] * (size_t)in->dim;
         if (!grads[k] || !grad_count) continue;
         error = cudaMemcpy(buffer, d->grads[k], grad_count * closs_dtype_size(dtype),
                            cudaMemcpyDeviceToHost);
@@ -142,14 +158,20 @@ static closs_status_t download(const cli_inputs *in, closs_dtype_t dtype, size_t
     }
     if (error == cudaSuccess && d->valid)
         error = cudaMemcpy(valid, d->valid, sizeof *valid, cudaMemcpyDeviceToHost);
+    float scalars[2] = {0.0f, 0.0f};
+    if (error == cudaSuccess && d->scalars)
+        error = cudaMemcpy(scalars, d->scalars, sizeof scalars, cudaMemcpyDeviceToHost);
+    scalar_grads[0] = scalars[0];
+    scalar_grads[1] = scalars[1];
     if (error != cudaSuccess) status = cuda_failure(error, "copy from the device", err, err_size);
     free(buffer);
     return status;
 }
 
 closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const cli_inputs *inputs,
-                            double *loss, double *grads[CLI_MAX_INPUTS], int64_t *valid, char *err,
-                            size_t err_size) {
+                            const int64_t grad_rows[CLI_MAX_INPUTS], double *loss,
+                            double *grads[CLI_MAX_INPUTS], double scalar_grads[2], int64_t *valid,
+                            char *err, size_t err_size) {
     closs_handle_t handle = NULL;
     closs_status_t status = closs_create(&handle);
     if (status != CLOSS_STATUS_SUCCESS) {
@@ -159,10 +181,11 @@ closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const
     device_arrays d = {0};
     const size_t loss_count =
         cli_params_reduction(params) == CLOSS_REDUCTION_NONE ? (size_t)inputs->rows : 1;
-    const size_t grad_bytes = (size_t)inputs->rows * (size_t)inputs->dim * closs_dtype_size(dtype);
     for (int i = 0; status == CLOSS_STATUS_SUCCESS && i < inputs->count; ++i) {
         status = upload(&inputs->items[i], dtype, &d.inputs[i], err, err_size);
-        if (status == CLOSS_STATUS_SUCCESS && inputs->items[i].kind == CLI_INPUT_MATRIX)
+        const size_t grad_bytes =
+            (size_t)grad_rows[i] * (size_t)inputs->dim * closs_dtype_size(dtype);
+        if (status == CLOSS_STATUS_SUCCESS && cli_input_is_matrix(&inputs->items[i]))
             status = device_alloc(&d.grads[i], grad_bytes, "a gradient", err, err_size);
     }
     if (status == CLOSS_STATUS_SUCCESS)
@@ -170,6 +193,10 @@ closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const
             device_alloc((void **)&d.loss, loss_count * sizeof(float), "the loss", err, err_size);
     if (status == CLOSS_STATUS_SUCCESS && params->loss == CLI_LOSS_SUPCON)
         status = device_alloc((void **)&d.valid, sizeof(int64_t), "valid", err, err_size);
+    if (status == CLOSS_STATUS_SUCCESS &&
+        (params->loss == CLI_LOSS_CLIP || params->loss == CLI_LOSS_SIGLIP))
+        status = device_alloc((void **)&d.scalars, 2 * sizeof(float), "the scalar gradients", err,
+                              err_size);
     if (status == CLOSS_STATUS_SUCCESS) {
         status = forward_backward(handle, params, dtype, inputs, &d);
         if (status != CLOSS_STATUS_SUCCESS) snprintf(err, err_size, "%s", closs_last_error());
@@ -180,7 +207,8 @@ closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const
             status = cuda_failure(error, "the GPU computation", err, err_size);
     }
     if (status == CLOSS_STATUS_SUCCESS)
-        status = download(inputs, dtype, loss_count, &d, loss, grads, valid, err, err_size);
+        status = download(inputs, dtype, loss_count, grad_rows, &d, loss, grads, scalar_grads,
+                          valid, err, err_size);
     free_device_arrays(&d);
     closs_destroy(handle);
     return status;
@@ -189,9 +217,11 @@ closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const
 #else /* a build without CUDA */
 
 closs_status_t cli_eval_gpu(const cli_params *params, closs_dtype_t dtype, const cli_inputs *inputs,
-                            double *loss, double *grads[CLI_MAX_INPUTS], int64_t *valid, char *err,
-                            size_t err_size) {
-    (void)params, (void)dtype, (void)inputs, (void)loss, (void)grads, (void)valid;
+                            const int64_t grad_rows[CLI_MAX_INPUTS], double *loss,
+                            double *grads[CLI_MAX_INPUTS], double scalar_grads[2], int64_t *valid,
+                            char *err, size_t err_size) {
+    (void)params, (void)dtype, (void)inputs, (void)grad_rows, (void)loss, (void)grads,
+        (void)scalar_grads, (void)valid;
     snprintf(err, err_size, "closs was built without CUDA: --device cuda is not available");
     return CLOSS_STATUS_NOT_SUPPORTED;
 }

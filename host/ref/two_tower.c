@@ -21,17 +21,7 @@ closs_status_t closs_two_tower_check(const closs_two_tower_inputs *inputs,
     const closs_matrix_t a = inputs->a, b = inputs->b;
     CLOSS_TRY(closs_check_matrix("a", a, CLOSS_REF_FLOAT_DTYPES, 1));
     CLOSS_TRY(closs_check_matrix("b", b, CLOSS_REF_FLOAT_DTYPES, 1));
-    if (b.cols != a.cols)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "b.cols = %lld: must equal a.cols = %lld (both towers embed in one "
-                          "dimension)",
-                          (long long)b.cols, (long long)a.cols);
-    if (b.rows < a.rows)
-        return closs_fail(CLOSS_STATUS_INVALID_ARGUMENT,
-                          "b.rows = %lld: must be >= a.rows = %lld (row i of b is the partner of "
-                          "row i of a; the K = b.rows − a.rows rows after them are extra "
-                          "negatives)",
-                          (long long)b.rows, (long long)a.rows);
+    CLOSS_TRY(closs_check_tower_shapes(a, b));
     CLOSS_TRY(closs_resolve_two_tower_range(inputs->requested, inputs->grad_negatives, a.rows,
                                             b.rows - a.rows, range));
     if (!inputs->check_inputs) return CLOSS_STATUS_SUCCESS;

@@ -216,7 +216,6 @@ ffi::Error cpu_handler(ffi::Dictionary attrs, ffi::RemainingArgs args, ffi::Rema
 
 // ---- the GPU entry points -----------------------------------------------------------------------
 
-#ifdef CLOSS_JAX_TWO_TOWER_GPU
 // The GPU reads the scale and bias where they are, as device floats (no host synchronisation).
 const float *device_float(const ffi::AnyBuffer *buffer) {
     return buffer != nullptr ? static_cast<const float *>(buffer->untyped_data()) : nullptr;
@@ -304,14 +303,6 @@ ffi::Error gpu_handler(closs_stream_t stream, ffi::ScratchAllocator scratch, int
     CLOSS_JAX_TRY(scratch_workspace(scratch, bytes, &workspace));
     return run_gpu(call, handle, workspace, bytes, stream);
 }
-#else
-// closs.h of this build has no two-tower GPU entry points yet (issue #23's phase 2): say so.
-ffi::Error gpu_handler(closs_stream_t, ffi::ScratchAllocator, int32_t, ffi::Dictionary,
-                       ffi::RemainingArgs, ffi::RemainingRets) {
-    return ffi::Error(ffi::ErrorCode::kUnimplemented,
-                      "closs_jax: this libcloss has no GPU entry points for CLIP and SigLIP yet");
-}
-#endif
 
 } // namespace
 

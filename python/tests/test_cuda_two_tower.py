@@ -14,8 +14,6 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 if not closs.cuda_available():
     pytest.skip("libcloss was built without CUDA", allow_module_level=True)
-if not hasattr(closs.library().lib, "closs_clip_forward_backward"):
-    pytest.skip("this libcloss has no GPU entry points for CLIP and SigLIP yet", allow_module_level=True)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Relative to the largest magnitude of the expected values, as test_cuda.py.

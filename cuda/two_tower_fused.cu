@@ -1,0 +1,82 @@
+// CLIP and SigLIP on the GPU, the FUSED path: logit tiles live in registers and shared memory, and
+// no N × (N + K) (or chunk × (N + K)) matrix is ever written. Float SIMT kernels for every dtype
+// (f16 and bf16 rows are read as they are and widened; the tensor-core tile engine of issue #22
+// is to carry them later). The math is at the top of two_tower_math.h, the tile schedule at the top
+// of two_tower_fused_kernels.cuh.
+//
+// Launch sequence (one stream, in this order; N pairs, R = N + K rows of b, D ≤ 512):
+//   embed             ‖row‖ and 1/‖row‖ of every row of a and b (NaN for a non-finite row)
+//   positives         c_ii, one warp per pair
+//   forward (CLIP)    walk a over b: n_i; when symmetric, walk b over a: m_j (the transposed walk:
+//                     the column statistics without per-block partials, bench/NOTES.md says why);
+//                     then pair_loss (ℓ_i) and finish_loss (the reduction, one block)
+//   forward (SigLIP)  walk a over b: Σ_{j≠i} softplus(x_ij); pair_loss adds softplus(−x_ii) — or,
+//                     when a backward follows, the backward's walk over a does this on the way
+//   backward          prepare_backward (every row's factor and lse of G), then
+//                     walk a over b: ∂/∂a of the range's pairs and their shares of ∂/∂s (∂/∂β),
+//                       finish_scalars (one block, fixed order);
+//                     walk b over a: ∂/∂b of the range's partners, then of its extra negatives.
+// A gradient that is not asked for skips its walk (∂/∂a's walk also serves the scalars and a
+// SigLIP forward); a walk without anchors (no extra negatives) is not launched. Launches per
+// forward+backward call with K > 0: CLIP 12 (symmetric), SigLIP 9; one fewer with K = 0.
+// With a row range (closs.h "Two-tower row ranges") the forward's walks cover the range's pairs
+// (all N when a backward follows: it needs every statistic), the backward's the range's rows.
+// Cost, forward+backward, CLIP symmetric, R = N + K: the tiles of c in 4 walks, (6·N·R + 2·N²)·D
+// flops, and the two gradient products, 2·N·R·D each: 10·N·R·D + 2·N²·D in all, 6 GEMMs' worth
+// of 2·N²·D at K = 0 (SigLIP: 8·N·R·D, no statistics walk); exponentials N·R + N² forward (one
+// per element and walk), 4·N·R backward (two per element and walk). Extra memory: O(N + K).
+// Determinism: every sum has one order (products over D in increasing k, each lane's terms in
+// increasing column, fixed butterflies, the per-pair shares summed by one block in double), no
+// atomics. Compiled with -fmad=false: the CPU harness (tests/test_two_tower_kernels.cpp, built
+// with -ffp-contract=off) then rounds as the GPU does, up to expf/logf's last bits.
+#include "two_tower_fused_kernels.cuh"
+
+namespace closs {
+namespace {
+
+template <typename T, bool kSiglip>
+cudaError_t forward_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
+                         cudaStream_t stream) {
+    const int64_t anchors = walk.anchor_end - walk.anchor_begin;
+    if (anchors <= 0) return cudaSuccess;
+    forward_walk_kernel<T, kSiglip>
+        <<<(unsigned)((anchors + kTtTile - 1) / kTtTile), kTtThreads, 0, stream>>>(job, walk);
+    return cudaGetLastError();
+}
+
+template <typename T, bool kSiglip>
+cudaError_t backward_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
+                          cudaStream_t stream) {
+    const int64_t anchors = walk.anchor_end - walk.anchor_begin;
+    if (anchors <= 0) return cudaSuccess;
+    return with_backward_variant(job.dim, [&](auto rows, auto max_dim) {
+        constexpr int kRows = decltype(rows)::value;
+        backward_walk_kernel<T, kSiglip, kRows, decltype(max_dim)::value>
+            <<<(unsigned)((anchors + kRows - 1) / kRows), kTtThreads, 0, stream>>>(job, walk);
+        return cudaGetLastError();
+    });
+}
+
+template <typename T, bool kSiglip>
+cudaError_t run(const closs_two_tower_launch &job, cudaStream_t stream) {
+    return run_on_gpu<T>(job, stream, [&](const TwoTowerWalk &walk, bool backward) {
+        return backward ? backward_walk<T, kSiglip>(job, walk, stream)
+                        : forward_walk<T, kSiglip>(job, walk, stream);
+    });
+}
+
+template <typename T> cudaError_t run_loss(const closs_two_tower_launch &job, cudaStream_t stream) {
+    return job.siglip ? run<T, true>(job, stream) : run<T, false>(job, stream);
+}
+
+} // namespace
+} // namespace closs
+
+extern "C" cudaError_t closs_launch_two_tower_fused(const closs_two_tower_launch *job,
+                                                    cudaStream_t stream) {
+    switch (job->dtype) {
+    case CLOSS_F16: return closs::run_loss<__half>(*job, stream);
+    case CLOSS_BF16: return closs::run_loss<__nv_bfloat16>(*job, stream);
+    default: return closs::run_loss<float>(*job, stream);
+    }
+}
