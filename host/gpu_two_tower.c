@@ -74,7 +74,7 @@ static closs_status_t check_disjoint(const two_tower_call *call, closs_span work
                             {"b", call->b.data, closs_matrix_span(call->b)},
                             {"logit_scale", call->device_scale, sizeof(float)},
                             {"logit_bias", call->device_bias, sizeof(float)}},
-               outputs[7] = {workspace};
+               outputs[8] = {workspace}; /* the workspace, 3 of a forward, 4 of a backward */
     int input_count = 4, output_count = 1;
     if (call->forward) {
         outputs[output_count++] = (closs_span){
