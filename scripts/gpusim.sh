@@ -162,8 +162,10 @@ run rowwise 9 "$build/tests/test_gpu_rowwise"
 run contrastive 12 "$build/tests/test_gpu_contrastive"
 run two_tower 7 "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
-# reads them only when told (PYTORCH_BIN).
-PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
+# reads them only when told (PYTORCH_BIN). One test at a time: each tool process extracts the
+# library's PTX into the working folder under the same names, and two at once can corrupt each
+# other's (a CI run saw the tool abort, wait status 6, with two in flight; alone it passes).
+jobs=1 PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
     --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked paths'
