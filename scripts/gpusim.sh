@@ -8,7 +8,8 @@
 # 1. ../shared/gpusim/setup.sh (GPUSIM_DIR overrides the folder): the simulator and CUDA 11.8,
 #    cached in ~/.cache/gpusim (GPUSIM_HOME overrides); about 5 minutes the first time, seconds
 #    after. Needs root for apt-get the first time. Then closs's own build of the same simulator
-#    with closs's fixes to f16 WMMA (scripts/gpusim/wmma-fixes.patch), once, in
+#    with closs's fixes to f16 WMMA (scripts/gpusim/wmma-fixes.patch) and its additions to the
+#    CUDA runtime (scripts/gpusim/runtime-api.patch: cudaStreamIsCapturing), once, in
 #    $GPUSIM_HOME/closs-sim-<hash of the patches> (about 5 minutes the first time, nothing
 #    after); everything below runs against it.
 # 2. Builds closs in build-gpusim/ for the simulator: PTX for compute_70, the shared CUDA runtime
@@ -47,11 +48,11 @@ env_file=$(bash "$sim_dir/setup.sh")
 # shellcheck source=/dev/null
 source "$env_file"
 
-# closs's own simulator: the shared set-up's source and fixes, plus closs's fixes to f16 WMMA
-# (scripts/gpusim/wmma-fixes.patch says what and why), built as setup.sh builds its own, once, in
-# a folder named after the two patches' hash, so that a changed patch builds afresh.
-closs_patch=$root/scripts/gpusim/wmma-fixes.patch
-sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "$closs_patch" | sha256sum | cut -c1-12)
+# closs's own simulator: the shared set-up's source and fixes, plus closs's patches (each says
+# what and why), built as setup.sh builds its own, once, in a folder named after the patches'
+# hash, so that a changed patch builds afresh.
+closs_patches=("$root/scripts/gpusim/wmma-fixes.patch" "$root/scripts/gpusim/runtime-api.patch")
+sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "${closs_patches[@]}" | sha256sum | cut -c1-12)
 sim=$GPUSIM_HOME/closs-sim-$sim_hash
 sim_build_began=$SECONDS
 if [[ ! -f $sim/built ]]; then
@@ -59,7 +60,8 @@ if [[ ! -f $sim/built ]]; then
     rm -rf "$sim"
     mkdir -p "$sim"
     tar -xzf "$sim_dir/gpgpu-sim-667834c.tar.gz" -C "$sim" --strip-components=1
-    (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" && patch -p1 -s <"$closs_patch")
+    (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" &&
+        for closs_patch in "${closs_patches[@]}"; do patch -p1 -s <"$closs_patch"; done)
     # The simulator names its build after `git` state, at build and at run time: a repository.
     (cd "$sim" && git init -q && git add -A &&
         git -c user.name=gpusim -c user.email=gpusim@localhost commit -qm "667834c, closs's fixes")
