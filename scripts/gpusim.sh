@@ -128,6 +128,12 @@ mkdir -p "$run_dir" "$logs"
 cp "$GPUSIM_CONFIG_DIR/gpgpusim.config" "$GPUSIM_CONFIG_DIR/config_volta_islip.icnt" "$run_dir/"
 export CLOSS_GPU_TEST_SCALE=sim
 
+# defined SOURCE SUITE [PREFIX]: how many tests SOURCE defines in SUITE (whose names start with
+# PREFIX): Test(SUITE, PREFIX...) at the start of a line, the one way closs's suites define them.
+defined() {
+    grep -cE "^Test\($2, ${3:-}" "$root/tests/$1"
+}
+
 # run NAME TESTS COMMAND...: runs a Criterion suite that must run TESTS tests, all passing, its
 # tests $jobs at a time (each in a process of its own).
 jobs=$(nproc)
@@ -158,17 +164,18 @@ run() {
     echo "gpusim: $name took $((SECONDS - began)) s ($((cpu - cpu_began)) CPU seconds)"
 }
 
-# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 11 here (they
+# Every test the source defines must pass, counted from the source so that a new test needs no
+# edit here. Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 here (they
 # need concurrent streams and the runtime's pending-error state; each says why).
-run rowwise 9 "$build/tests/test_gpu_rowwise"
-run contrastive 12 "$build/tests/test_gpu_contrastive"
-run two_tower 7 "$build/tests/test_gpu_two_tower"
+run rowwise $(($(defined test_gpu_rowwise.c gpu_rowwise) - 2)) "$build/tests/test_gpu_rowwise"
+run contrastive "$(defined test_gpu_contrastive.c gpu_contrastive)" "$build/tests/test_gpu_contrastive"
+run two_tower "$(defined test_gpu_two_tower.c gpu_two_tower)" "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN). One test at a time: each tool process extracts the
 # library's PTX into the working folder under the same names, and two at once can corrupt each
 # other's (a CI run saw the tool abort, wait status 6, with two in flight; alone it passes).
-jobs=1 PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
-    --filter='cli_eval/cuda_*'
+jobs=1 PYTORCH_BIN=$build/host/libcloss.so run cli_eval "$(defined test_cli.c cli_eval cuda_)" \
+    "$build/tests/test_cli" --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked paths'
 # (cuda/contrastive.cu, cuda/two_tower_chunked.cu), which run only after cuBLAS's. The kernel names
