@@ -12,7 +12,10 @@
 #   tests: the whole test suite with the GPU suites (test_gpu_rowwise includes issue #14's
 #          workspace offsets, two streams, device binding and pending-error tests, and runs the
 #          templated row-wise kernels at every D of the sweep; test_gpu_two_tower CLIP and SigLIP
-#          on both paths), and compute-sanitizer (memcheck, racecheck) on a subset of the GPU
+#          on both paths; test_gpu_capture CUDA graph capture's refusals and replays, issue #28
+#          item 3; python_package and python_jax: the PyTorch and JAX packages' CUDA tests, with
+#          the image's torch and jax, whose CUDA 13 plugin gives closs_jax its GPU), and
+#          compute-sanitizer (memcheck, racecheck) on a subset of the GPU
 #          tests;
 #   bench: `closs bench` on the GPU (JSON), SupCon on the chunked path at M = 65,536 (`--path
 #          chunked`), NT-Xent and SupCon on the WMMA kernels at M = 65,536 (CLOSS_TILE_KERNELS=wmma:

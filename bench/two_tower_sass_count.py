@@ -85,8 +85,8 @@ def main():
             if n:
                 previous = totals.get(loss, (0.0, 0.0))
                 totals[loss] = (previous[0] + n * low, previous[1] + n * high)
-            print(f"| {pass_name} | {loss} | " + " | ".join(f"{clocks[k]:.0f}" for k in ("issue", "HMMA", "shared", "MUFU", "L2"))
-                  + f" | {bound} | {tiles_per_sm} | {low:.2f} … {high:.2f} |")
+            resources = " | ".join(f"{clocks[k]:.0f}" for k in ("issue", "HMMA", "shared", "MUFU", "L2"))
+            print(f"| {pass_name} | {loss} | {resources} | {bound} | {tiles_per_sm} | {low:.2f} … {high:.2f} |")
     print()
     for loss, (low, high) in totals.items():
         floor = (8 if loss == "clip" else 6) * args.rows ** 2 * args.dim / 989e12 * 1e3

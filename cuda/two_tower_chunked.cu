@@ -22,41 +22,21 @@
 #include <cublas_v2.h>
 
 #include "two_tower_chunked_kernels.cuh"
+#include "two_tower_chunked_products.cuh"
 
 namespace closs {
 namespace {
 
-// The embedded rows of the walk's anchors and columns.
-const float *anchor_rows(const closs_two_tower_launch &job, const TwoTowerWalk &walk) {
-    return walk.anchors_are_a ? job.a_hat : job.b_hat;
-}
-const float *column_rows(const closs_two_tower_launch &job, const TwoTowerWalk &walk) {
-    return walk.anchors_are_a ? job.b_hat : job.a_hat;
-}
-
-// block (chunk × columns, row-major) = P̂[first, + chunk)·Q̂[column_begin, column_end)ᵀ; cuBLAS
-// is column-major: blockᵀ = Q̂_columns·P̂_chunkᵀ.
-cublasStatus_t similarity_block(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
-                                cublasHandle_t cublas, int64_t first, int64_t chunk) {
-    const float one = 1.0f, zero = 0.0f;
-    const int columns = (int)(walk.column_end - walk.column_begin), dim = (int)job.dim;
-    return cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, columns, (int)chunk, dim, &one,
-                       column_rows(job, walk) + walk.column_begin * job.dim, dim,
-                       anchor_rows(job, walk) + first * job.dim, dim, &zero, job.block, columns);
+// After a failed cuBLAS call (*cublas_status has its status): a CUDA error it left in the runtime
+// is closs's own (host/gpu_call.c found none pending on entry), so it is consumed here, as
+// contrastive.cu does, rather than seen by the caller's next CUDA call as theirs. The walk then
+// returns an error, which ends run_plan (the host reports the cuBLAS status, not this).
+inline cudaError_t cublas_failed() {
+    (void)cudaGetLastError();
+    return cudaErrorUnknown;
 }
 
-// block_grad (chunk × D) = G·Q̂_columns; column-major: block_gradᵀ = Q̂_columnsᵀ·Gᵀ.
-cublasStatus_t gradient_block(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
-                              cublasHandle_t cublas, int64_t chunk) {
-    const float one = 1.0f, zero = 0.0f;
-    const int columns = (int)(walk.column_end - walk.column_begin), dim = (int)job.dim;
-    return cublasSgemm(cublas, CUBLAS_OP_N, CUBLAS_OP_N, dim, (int)chunk, columns, &one,
-                       column_rows(job, walk) + walk.column_begin * job.dim, dim, job.block,
-                       columns, &zero, job.block_grad, dim);
-}
-
-// The launches of one walk, chunk by chunk. A cuBLAS failure ends the call: *cublas_status says
-// which, and the walk returns cudaErrorUnknown (the caller reports the cuBLAS status first).
+// The launches of one walk, chunk by chunk. A cuBLAS failure ends the call (cublas_failed).
 template <typename T, bool kSiglip>
 cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk, bool backward,
                      cublasHandle_t cublas, int *cublas_status, cudaStream_t stream) {
@@ -66,7 +46,7 @@ cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk
             walk.anchor_end - first < job.chunk_rows ? walk.anchor_end - first : job.chunk_rows;
         if (has_columns && (*cublas_status = similarity_block(job, walk, cublas, first, chunk)) !=
                                CUBLAS_STATUS_SUCCESS)
-            return cudaErrorUnknown;
+            return cublas_failed();
         if (!backward) {
             block_forward_kernel<kSiglip>
                 <<<(unsigned)chunk, kTwoTowerBlock, 0, stream>>>(job, walk, first, job.block);
@@ -82,7 +62,7 @@ cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk
                                            (size_t)(chunk * job.dim) * sizeof(float), stream));
         } else if ((*cublas_status = gradient_block(job, walk, cublas, chunk)) !=
                    CUBLAS_STATUS_SUCCESS) {
-            return cudaErrorUnknown;
+            return cublas_failed();
         }
         gradient_epilogue_kernel<T>
             <<<grid_for(chunk, kTwoTowerBlock / kWarpSize), kTwoTowerBlock, 0, stream>>>(
@@ -99,7 +79,7 @@ cudaError_t run(const closs_two_tower_launch &job, cudaStream_t stream, int *cub
     if (*cublas_status == CUBLAS_STATUS_SUCCESS) // after SetStream, which resets it
         *cublas_status =
             cublasSetWorkspace(cublas, job.cublas_workspace, job.cublas_workspace_bytes);
-    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cudaSuccess;
+    if (*cublas_status != CUBLAS_STATUS_SUCCESS) return cublas_failed();
     return run_on_gpu<T>(job, stream, [&](const TwoTowerWalk &walk, bool backward) {
         return run_walk<T, kSiglip>(job, walk, backward, cublas, cublas_status, stream);
     });

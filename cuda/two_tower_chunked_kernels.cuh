@@ -4,7 +4,8 @@
 // after the second product, the gradient rows get their pair's own term, s and the normalisation's
 // backward. The walks are those of the FUSED path (TwoTowerWalk, plan_of) and the formulas the
 // same functions (two_tower_math.h). A header of its own so that tests/test_two_tower_kernels.cpp
-// runs these very kernels on the CPU harness, with a CPU product in place of cuBLAS.
+// runs these very kernels on the CPU harness, with the cuBLAS calls (two_tower_chunked_products.cuh)
+// run by tests/cublas_model.h.
 #pragma once
 
 #include "two_tower_kernels.cuh"

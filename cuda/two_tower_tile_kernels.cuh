@@ -1,7 +1,8 @@
 // CLIP's and SigLIP's walks on the tile engine (tile_engine.cuh has the schedule), D ≤ 256, sm_80
 // and later, as epilogues of the engine's walk: bf16's forward and backward walks, f16's CLIP
-// forward walks (below: why f16's backward and SigLIP keep the SIMT walks). two_tower_fused.cu runs them in place of the SIMT walks of
-// two_tower_fused_kernels.cuh where tile_dispatch.h allows (tt_engine_walk() says which walks);
+// forward walks (below: why f16's backward and SigLIP keep the SIMT walks). two_tower_fused.cu
+// runs them in place of the SIMT walks of two_tower_fused_kernels.cuh where tile_dispatch.h
+// allows (tt_engine_walk() says which walks);
 // the plan (TwoTowerWalk), the outputs, the workspace and the kernels around the walks are the
 // same (two_tower_kernels.cuh). The math is at the top of two_tower_math.h.
 //
@@ -112,15 +113,15 @@ template <class Shape> struct TwoTowerTiles {
     static constexpr int kSlots = 2 * Shape::kMTiles;
     const closs_two_tower_launch &job;
     const TwoTowerWalk &walk;
-    int64_t warp_first, columns;        // the warp's first anchor row; the walk's column count
-    const float *anchor_inv_norm, *column_inv_norm; // the towers' r, indexed by row
+    int64_t warp_first, columns; // the warp's first anchor row; the walk's column count
+    const float *column_inv_norm; // the columns' tower's r, indexed by row
     float r[kSlots]; // r_i, 0 past the anchors' tower
 
     __device__ __forceinline__ TwoTowerTiles(const closs_two_tower_launch &launch, const TwoTowerWalk &w,
                                              int64_t first)
         : job(launch), walk(w), warp_first(first), columns(w.column_end - w.column_begin) {
         const bool a = walk.anchors_are_a;
-        anchor_inv_norm = a ? job.inv_norm_a : job.inv_norm_b;
+        const float *anchor_inv_norm = a ? job.inv_norm_a : job.inv_norm_b;
         column_inv_norm = a ? job.inv_norm_b : job.inv_norm_a;
         const int64_t rows = a ? job.pairs : job.rows_b;
 #pragma unroll
@@ -456,7 +457,8 @@ template <typename T, bool kSiglip, int kDim>
 __global__ void __launch_bounds__(TtForwardShape<kDim>::kThreads, 1)
     tile_forward_walk_kernel(const closs_two_tower_launch job, const TwoTowerWalk walk) {
     using Shape = TtForwardShape<kDim>;
-    if constexpr (kTileEngineArch) two_tower_tile_pass<T, Shape, TwoTowerForwardEpilogue<T, kSiglip, Shape>>(job, walk);
+    using Epilogue = TwoTowerForwardEpilogue<T, kSiglip, Shape>;
+    if constexpr (kTileEngineArch) two_tower_tile_pass<T, Shape, Epilogue>(job, walk);
     else __trap();
 }
 
@@ -464,7 +466,8 @@ template <typename T, bool kSiglip, int kDim>
 __global__ void __launch_bounds__(TtBackwardShape<kDim>::kThreads, 1)
     tile_backward_walk_kernel(const closs_two_tower_launch job, const TwoTowerWalk walk) {
     using Shape = TtBackwardShape<kDim>;
-    if constexpr (kTileEngineArch) two_tower_tile_pass<T, Shape, TwoTowerBackwardEpilogue<T, kSiglip, Shape>>(job, walk);
+    using Epilogue = TwoTowerBackwardEpilogue<T, kSiglip, Shape>;
+    if constexpr (kTileEngineArch) two_tower_tile_pass<T, Shape, Epilogue>(job, walk);
     else __trap();
 }
 

@@ -30,15 +30,26 @@ struct closs_handle_st {
 closs_status_t closs_check_handle(closs_handle_t handle);
 
 /* The handle's cuBLAS context, created on first use (NT-Xent and SupCon's chunked path); a
- * failure to create it is CUBLAS_ERROR, and the next call tries again. */
-closs_status_t closs_handle_cublas(closs_handle_t handle, void **cublas);
+ * failure to create it is CUBLAS_ERROR, and the next call tries again. Creating it allocates,
+ * which a CUDA graph capture forbids: while `stream` is capturing, a handle without one gets
+ * NOT_SUPPORTED (closs_refuse_in_capture) and nothing is created. */
+closs_status_t closs_handle_cublas(closs_handle_t handle, closs_stream_t stream, void **cublas);
+
+/* NOT_SUPPORTED, naming `what`, while `stream` is capturing a CUDA graph (cudaStreamIsCapturing:
+ * active or invalidated), for the steps that a capture cannot hold (allocations, host waits);
+ * success outside a capture. A failing cudaStreamIsCapturing is CUDA_ERROR, its error consumed. */
+closs_status_t closs_refuse_in_capture(closs_stream_t stream, const char *what);
 
 /* host/gpu_call.c: what every GPU call does around its launches. */
 
 /* On entry, once the arguments are checked and before any CUDA call: the handle is not NULL, no
- * CUDA error is pending from before the call (reported as the caller's, and left in place), and
- * the calling thread's current device is the handle's. */
-closs_status_t closs_begin_call(closs_handle_t handle);
+ * CUDA error is pending from before the call (reported as the caller's, and left in place), the
+ * calling thread's current device is the handle's, and, while `stream` is capturing a CUDA graph,
+ * the call neither uses the handle's own workspace (`workspace` NULL: the graph would keep a
+ * buffer that a later call may free when it grows it) nor runs check mode (`check_inputs`: it
+ * waits for the stream), both refused with NOT_SUPPORTED (closs_refuse_in_capture). */
+closs_status_t closs_begin_call(closs_handle_t handle, closs_stream_t stream, const void *workspace,
+                                int check_inputs);
 
 /* What *_workspace_size reports for a layout of `layout_bytes` (256-aligned pieces): the layout
  * plus CLOSS_WORKSPACE_ALIGNMENT bytes of slack, so that any caller pointer can be aligned up. */

@@ -2,7 +2,9 @@
  * get a wrong answer or lose the CUDA context through the call's surroundings:
  *   - on entry (closs_begin_call): a CUDA error already pending is the caller's, reported as such
  *     and not cleared; a handle bound to another device than the current one is refused (its
- *     kernels would run on the wrong GPU, with that device's cuBLAS context);
+ *     kernels would run on the wrong GPU, with that device's cuBLAS context); while the stream is
+ *     capturing a CUDA graph, so is what a graph cannot hold (the handle's own workspace, check
+ *     mode's wait; the cuBLAS context's creation is refused by closs_handle_cublas);
  *   - the workspace (closs_resolve_workspace): a caller's buffer of any alignment is aligned up
  *     inside the slack the size query included; the handle's own buffer is shared by every call
  *     that passes none, on any stream, so each such call waits for the previous one (an event);
@@ -39,7 +41,8 @@ closs_status_t closs_align_workspace(void *workspace, size_t workspace_bytes, si
 
 #ifdef CLOSS_WITH_CUDA
 
-closs_status_t closs_begin_call(closs_handle_t handle) {
+closs_status_t closs_begin_call(closs_handle_t handle, closs_stream_t stream, const void *workspace,
+                                int check_inputs) {
     CLOSS_TRY(closs_check_handle(handle));
     /* Peek, not get: the error belongs to the caller's earlier work, and is left for them. */
     const cudaError_t pending = cudaPeekAtLastError();
@@ -57,7 +60,26 @@ closs_status_t closs_begin_call(closs_handle_t handle) {
                           "thread; call cudaSetDevice(%d) first, or use a handle created on "
                           "device %d",
                           handle->device, current, handle->device, current);
+    if (!workspace)
+        CLOSS_TRY(closs_refuse_in_capture(stream, "the handle's own workspace (a later call may "
+                                                  "free it to grow it while the graph still uses "
+                                                  "it); pass a workspace"));
+    if (check_inputs)
+        CLOSS_TRY(closs_refuse_in_capture(stream, "check_inputs = 1 (it waits for the stream to "
+                                                  "read its findings); pass 0"));
     return CLOSS_STATUS_SUCCESS;
+}
+
+closs_status_t closs_refuse_in_capture(closs_stream_t stream, const char *what) {
+    enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t error = cudaStreamIsCapturing((cudaStream_t)stream, &capture);
+    if (error != cudaSuccess) {
+        (void)cudaGetLastError(); /* closs's own error: nothing was pending on entry */
+        return closs_cuda_status(error, "cudaStreamIsCapturing");
+    }
+    if (capture == cudaStreamCaptureStatusNone) return CLOSS_STATUS_SUCCESS;
+    return closs_fail(CLOSS_STATUS_NOT_SUPPORTED,
+                      "stream is capturing a CUDA graph, which cannot hold %s", what);
 }
 
 /* The handle's own workspace, at least `bytes`. Growing frees the old buffer (cudaFree waits for
@@ -113,8 +135,9 @@ closs_status_t closs_end_call(closs_handle_t handle, const void *workspace, clos
 
 #else /* no CUDA in this build: no handle can exist */
 
-closs_status_t closs_begin_call(closs_handle_t handle) {
-    (void)handle;
+closs_status_t closs_begin_call(closs_handle_t handle, closs_stream_t stream, const void *workspace,
+                                int check_inputs) {
+    (void)handle, (void)stream, (void)workspace, (void)check_inputs;
     return closs_fail(CLOSS_STATUS_NOT_SUPPORTED, "closs was built without CUDA");
 }
 

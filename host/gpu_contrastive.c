@@ -342,11 +342,11 @@ static closs_status_t enqueue(const closs_contrastive_launch *job, int fused, cu
 static closs_status_t run(closs_handle_t handle, contrastive_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call, workspace, workspace_bytes));
-    CLOSS_TRY(closs_begin_call(handle));
+    CLOSS_TRY(closs_begin_call(handle, stream, workspace, call->check_inputs));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->z.rows, call->z.cols, &fused));
     void *cublas = NULL;
-    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, &cublas));
+    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, stream, &cublas));
     closs_contrastive_launch job = {0};
     workspace_layout measure = {NULL, 0};
     CLOSS_TRY(

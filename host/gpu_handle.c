@@ -92,8 +92,11 @@ closs_status_t closs_destroy(closs_handle_t handle) {
     return CLOSS_STATUS_SUCCESS;
 }
 
-closs_status_t closs_handle_cublas(closs_handle_t handle, void **cublas) {
+closs_status_t closs_handle_cublas(closs_handle_t handle, closs_stream_t stream, void **cublas) {
     if (!handle->cublas) {
+        CLOSS_TRY(closs_refuse_in_capture(stream, "the creation of the handle's cuBLAS context "
+                                                  "(on its first chunked call); make one chunked "
+                                                  "call on this handle before capturing"));
         void *created = NULL;
         const int status = closs_cublas_create(&created);
         if (status != 0) {

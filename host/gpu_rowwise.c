@@ -136,7 +136,7 @@ static closs_status_t run(closs_handle_t handle, const rowwise_call *call, void 
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_inputs(call));
     CLOSS_TRY(check_outputs(call, workspace, workspace_bytes));
-    CLOSS_TRY(closs_begin_call(handle));
+    CLOSS_TRY(closs_begin_call(handle, stream, workspace, call->check_inputs));
     const int64_t rows = call->x[0].rows;
     void *partials = NULL;
     CLOSS_TRY(closs_resolve_workspace(handle, workspace, workspace_bytes,

@@ -362,11 +362,11 @@ static void describe_job(const two_tower_call *call, float *const own_stats[2],
 static closs_status_t run(closs_handle_t handle, two_tower_call *call, void *workspace,
                           size_t workspace_bytes, closs_stream_t stream) {
     CLOSS_TRY(check_call(call, workspace, workspace_bytes));
-    CLOSS_TRY(closs_begin_call(handle));
+    CLOSS_TRY(closs_begin_call(handle, stream, workspace, call->check_inputs));
     int fused = 0;
     CLOSS_TRY(choose_path(call->path, call->b.rows, call->a.cols, &fused));
     void *cublas = NULL;
-    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, &cublas));
+    if (!fused) CLOSS_TRY(closs_handle_cublas(handle, stream, &cublas));
     closs_two_tower_launch job = {0};
     float *own_stats[2] = {NULL, NULL};
     workspace_layout measure = {NULL, 0};

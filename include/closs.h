@@ -476,6 +476,13 @@ CLOSS_API closs_status_t closs_ref_siglip(const closs_siglip_params *params, clo
  * pair label lies in [0, 1], reads the answer back (a host synchronisation, in check mode only) and
  * returns NONFINITE_INPUT or INVALID_ARGUMENT naming the first bad row without computing. Without
  * it, labels are not range-checked on the GPU and NaN propagates.
+ *
+ * CUDA graph capture: while `stream` is capturing (cudaStreamIsCapturing), a call is refused with
+ * NOT_SUPPORTED, before touching the device, when it would need what a graph cannot hold: the
+ * handle's own workspace (pass one: a later call could free the handle's to grow it while the
+ * graph still points into it), check mode (it waits for the stream), or the first chunked-path
+ * call on a handle (it creates the cuBLAS context; make one chunked call before capturing). Any
+ * other call is captured like a kernel launch and replays the same work on the same buffers.
  * --------------------------------------------------------------------------------------------- */
 
 /* The same type as cudaStream_t, without the CUDA headers; NULL is the default stream. */

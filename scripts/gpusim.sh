@@ -8,7 +8,8 @@
 # 1. ../shared/gpusim/setup.sh (GPUSIM_DIR overrides the folder): the simulator and CUDA 11.8,
 #    cached in ~/.cache/gpusim (GPUSIM_HOME overrides); about 5 minutes the first time, seconds
 #    after. Needs root for apt-get the first time. Then closs's own build of the same simulator
-#    with closs's fixes to f16 WMMA (scripts/gpusim/wmma-fixes.patch), once, in
+#    with closs's fixes to f16 WMMA (scripts/gpusim/wmma-fixes.patch) and its additions to the
+#    CUDA runtime (scripts/gpusim/runtime-api.patch: cudaStreamIsCapturing), once, in
 #    $GPUSIM_HOME/closs-sim-<hash of the patches> (about 5 minutes the first time, nothing
 #    after); everything below runs against it.
 # 2. Builds closs in build-gpusim/ for the simulator: PTX for compute_70, the shared CUDA runtime
@@ -47,11 +48,11 @@ env_file=$(bash "$sim_dir/setup.sh")
 # shellcheck source=/dev/null
 source "$env_file"
 
-# closs's own simulator: the shared set-up's source and fixes, plus closs's fixes to f16 WMMA
-# (scripts/gpusim/wmma-fixes.patch says what and why), built as setup.sh builds its own, once, in
-# a folder named after the two patches' hash, so that a changed patch builds afresh.
-closs_patch=$root/scripts/gpusim/wmma-fixes.patch
-sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "$closs_patch" | sha256sum | cut -c1-12)
+# closs's own simulator: the shared set-up's source and fixes, plus closs's patches (each says
+# what and why), built as setup.sh builds its own, once, in a folder named after the patches'
+# hash, so that a changed patch builds afresh.
+closs_patches=("$root/scripts/gpusim/wmma-fixes.patch" "$root/scripts/gpusim/runtime-api.patch")
+sim_hash=$(cat "$sim_dir/gpgpu-sim-fixes.patch" "${closs_patches[@]}" | sha256sum | cut -c1-12)
 sim=$GPUSIM_HOME/closs-sim-$sim_hash
 sim_build_began=$SECONDS
 if [[ ! -f $sim/built ]]; then
@@ -59,7 +60,8 @@ if [[ ! -f $sim/built ]]; then
     rm -rf "$sim"
     mkdir -p "$sim"
     tar -xzf "$sim_dir/gpgpu-sim-667834c.tar.gz" -C "$sim" --strip-components=1
-    (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" && patch -p1 -s <"$closs_patch")
+    (cd "$sim" && patch -p1 -s <"$sim_dir/gpgpu-sim-fixes.patch" &&
+        for closs_patch in "${closs_patches[@]}"; do patch -p1 -s <"$closs_patch"; done)
     # The simulator names its build after `git` state, at build and at run time: a repository.
     (cd "$sim" && git init -q && git add -A &&
         git -c user.name=gpusim -c user.email=gpusim@localhost commit -qm "667834c, closs's fixes")
@@ -126,6 +128,12 @@ mkdir -p "$run_dir" "$logs"
 cp "$GPUSIM_CONFIG_DIR/gpgpusim.config" "$GPUSIM_CONFIG_DIR/config_volta_islip.icnt" "$run_dir/"
 export CLOSS_GPU_TEST_SCALE=sim
 
+# defined SOURCE SUITE [PREFIX]: how many tests SOURCE defines in SUITE (whose names start with
+# PREFIX): Test(SUITE, PREFIX...) at the start of a line, the one way closs's suites define them.
+defined() {
+    grep -cE "^Test\($2, ${3:-}" "$root/tests/$1"
+}
+
 # run NAME TESTS COMMAND...: runs a Criterion suite that must run TESTS tests, all passing, its
 # tests $jobs at a time (each in a process of its own).
 jobs=$(nproc)
@@ -156,17 +164,18 @@ run() {
     echo "gpusim: $name took $((SECONDS - began)) s ($((cpu - cpu_began)) CPU seconds)"
 }
 
-# Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 of its 11 here (they
+# Every test the source defines must pass, counted from the source so that a new test needs no
+# edit here. Criterion counts a skipped test as not tested: test_gpu_rowwise skips 2 here (they
 # need concurrent streams and the runtime's pending-error state; each says why).
-run rowwise 9 "$build/tests/test_gpu_rowwise"
-run contrastive 12 "$build/tests/test_gpu_contrastive"
-run two_tower 7 "$build/tests/test_gpu_two_tower"
+run rowwise $(($(defined test_gpu_rowwise.c gpu_rowwise) - 2)) "$build/tests/test_gpu_rowwise"
+run contrastive "$(defined test_gpu_contrastive.c gpu_contrastive)" "$build/tests/test_gpu_contrastive"
+run two_tower "$(defined test_gpu_two_tower.c gpu_two_tower)" "$build/tests/test_gpu_two_tower"
 # The closs tool runs as a child of test_cli: its kernels are in libcloss.so, where the simulator
 # reads them only when told (PYTORCH_BIN). One test at a time: each tool process extracts the
 # library's PTX into the working folder under the same names, and two at once can corrupt each
 # other's (a CI run saw the tool abort, wait status 6, with two in flight; alone it passes).
-jobs=1 PYTORCH_BIN=$build/host/libcloss.so run cli_eval 2 "$build/tests/test_cli" \
-    --filter='cli_eval/cuda_*'
+jobs=1 PYTORCH_BIN=$build/host/libcloss.so run cli_eval "$(defined test_cli.c cli_eval cuda_)" \
+    "$build/tests/test_cli" --filter='cli_eval/cuda_*'
 
 # Kernel coverage: every kernel in the library's PTX was launched, but the chunked paths'
 # (cuda/contrastive.cu, cuda/two_tower_chunked.cu), which run only after cuBLAS's. The kernel names

@@ -1,8 +1,9 @@
 // The CLIP and SigLIP kernels themselves (cuda/two_tower_fused_kernels.cuh, the chunked path's
 // cuda/two_tower_chunked_kernels.cuh and the shared cuda/two_tower_kernels.cuh: the exact device
 // code, and the launch order of run_plan()), run on the CPU harness (tests/cuda_on_cpu.h: a fiber
-// per CUDA thread, `static` for __shared__), with cuBLAS's products (chunked path) done in float
-// on the host. Against closs_ref_clip/_forward and closs_ref_siglip in double, on fresh random
+// per CUDA thread, `static` for __shared__), with the chunked path's own cuBLAS calls
+// (two_tower_chunked_products.cuh) run by a column-major model of cuBLAS written from its
+// documentation (tests/cublas_model.h: every argument honoured, every access bounds-checked). Against closs_ref_clip/_forward and closs_ref_siglip in double, on fresh random
 // inputs rounded to the dtype (the reference sees the rounded values), with every output and the
 // workspace poisoned (NaN) first:
 //   - a forward of the call's range alone: the loss and CLIP's statistics, guards after them;
@@ -11,10 +12,12 @@
 //   - forward+backward: the loss (the same bits as the forward alone) and the gradients.
 // Shapes: odd N over one to three tiles, K = 0 and K > 0, D = 1, 3, 17, 64, 65, 130, 300 (the
 // backward's four variants); every option and reduction, row ranges, s up to 100, the logit
-// scale and bias as device scalars or from the parameters; f32, f16 and bf16; both paths.
-// Not covered: races (the kernels' shared arrays are plain pointers, which the harness's race
-// check does not see: compute-sanitizer's racecheck does that on a device), the order of
-// cuBLAS's additions, the launches themselves.
+// scale and bias as device scalars or from the parameters; f32, f16 and bf16; both paths, and the
+// fused path's walks on the tile engine (two_tower_tile_kernels.cuh: mma.sync, ldmatrix and
+// cp.async emulated lane by lane, every shared access race-checked).
+// Not covered: races of the SIMT walks (their shared arrays are plain pointers, which the
+// harness's race check does not see: compute-sanitizer's racecheck does that on a device), the
+// order of cuBLAS's additions, the launches themselves.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,8 +31,10 @@
 
 #include "closs.h"
 #include "cuda_on_cpu.h" // before the kernels: CUDA's built-ins on the CPU
+#include "cublas_model.h" // the chunked path's cuBLAS entry points, column-major, on the CPU
 
 #include "two_tower_chunked_kernels.cuh"
+#include "two_tower_chunked_products.cuh"
 #include "two_tower_fused_kernels.cuh"
 #include "two_tower_tile_kernels.cuh"
 
@@ -143,33 +148,9 @@ template <typename T> closs_dtype_t dtype_of() {
                                        : CLOSS_BF16;
 }
 
-// cuBLAS's part of the chunked path (two_tower_chunked.cu) in float on the host, a sum in order k
-// (cuBLAS's order differs, by rounding): block = P̂_chunk·Q̂_columnsᵀ; block_grad = G·Q̂_columns.
-void cpu_similarity_block(const closs_two_tower_launch &job, const closs::TwoTowerWalk &walk,
-                          int64_t first, int64_t chunk) {
-    const float *p = walk.anchors_are_a ? job.a_hat : job.b_hat,
-                *q = walk.anchors_are_a ? job.b_hat : job.a_hat;
-    const int64_t columns = walk.column_end - walk.column_begin;
-    for (int64_t r = 0; r < chunk; ++r)
-        for (int64_t k = 0; k < columns; ++k) {
-            float sum = 0.0f;
-            for (int64_t c = 0; c < job.dim; ++c)
-                sum += p[(first + r) * job.dim + c] * q[(walk.column_begin + k) * job.dim + c];
-            job.block[r * columns + k] = sum;
-        }
-}
-
-void cpu_gradient_block(const closs_two_tower_launch &job, const closs::TwoTowerWalk &walk,
-                        int64_t chunk) {
-    const float *q = walk.anchors_are_a ? job.b_hat : job.a_hat;
-    const int64_t columns = walk.column_end - walk.column_begin;
-    for (int64_t r = 0; r < chunk; ++r)
-        for (int64_t c = 0; c < job.dim; ++c) {
-            float sum = 0.0f;
-            for (int64_t k = 0; k < columns; ++k)
-                sum += job.block[r * columns + k] * q[(walk.column_begin + k) * job.dim + c];
-            job.block_grad[r * job.dim + c] = sum;
-        }
+// A status other than success from the chunked path's cuBLAS calls fails the test, naming it.
+void expect_cublas_success(cublasStatus_t status, const char *what) {
+    cr_assert_eq(status, CUBLAS_STATUS_SUCCESS, "%s: cuBLAS status %d", what, (int)status);
 }
 
 // run_plan's launches on the harness: the grid-stride kernels on 2 blocks (which also runs their
@@ -238,12 +219,15 @@ template <typename T, bool kSiglip> struct CpuLaunches {
         }
         return cudaSuccess;
     }
-    // two_tower_chunked.cu's run_walk, with the products on the host.
+    // two_tower_chunked.cu's run_walk, its cuBLAS calls run by the model (job.cublas).
     cudaError_t chunked_walk(const closs::TwoTowerWalk &walk, bool backward) {
         const bool has_columns = walk.column_end > walk.column_begin;
+        const auto cublas = static_cast<cublasHandle_t>(job.cublas);
         for (int64_t first = walk.anchor_begin; first < walk.anchor_end; first += job.chunk_rows) {
             const int64_t chunk = std::min(job.chunk_rows, walk.anchor_end - first);
-            if (has_columns) cpu_similarity_block(job, walk, first, chunk);
+            if (has_columns)
+                expect_cublas_success(closs::similarity_block(job, walk, cublas, first, chunk),
+                                      "similarity_block");
             if (!backward) {
                 launch((unsigned)chunk, closs::kTwoTowerBlock,
                        [&] { closs::block_forward_kernel<kSiglip>(job, walk, first, job.block); });
@@ -252,7 +236,9 @@ template <typename T, bool kSiglip> struct CpuLaunches {
             launch((unsigned)chunk, closs::kTwoTowerBlock,
                    [&] { closs::block_coefficients_kernel<kSiglip>(job, walk, first, job.block); });
             if (!walk.grad) continue;
-            if (has_columns) cpu_gradient_block(job, walk, chunk);
+            if (has_columns)
+                expect_cublas_success(closs::gradient_block(job, walk, cublas, chunk),
+                                      "gradient_block");
             else std::fill(job.block_grad, job.block_grad + chunk * job.dim, 0.0f);
             launch(2, closs::kTwoTowerBlock, [&] {
                 closs::gradient_epilogue_kernel<T>(job, walk, first, chunk, job.block_grad);
@@ -337,12 +323,17 @@ Got run_kernels(const Problem &pr, Path path, Call call, bool all_pairs,
         job.grad_logit_bias = pr.siglip ? &got.grad_bias : nullptr;
     }
     std::vector<float> a_hat, b_hat, block, block_grad;
+    cublas_model::Handle cublas; // may touch the float rows and the two blocks, nothing else
     if (path == Path::chunked) { // chunks that end inside the walks, a last one partial
         job.chunk_rows = std::max<int64_t>(1, N / 3);
         a_hat.assign(N * D, NAN), b_hat.assign(R * D, NAN);
         block.assign(job.chunk_rows * R, NAN), block_grad.assign(job.chunk_rows * D, NAN);
         job.a_hat = a_hat.data(), job.b_hat = b_hat.data(), job.block = block.data(),
         job.block_grad = block_grad.data();
+        cublas_model::allow(cublas, "a_hat", a_hat), cublas_model::allow(cublas, "b_hat", b_hat);
+        cublas_model::allow(cublas, "block", block);
+        cublas_model::allow(cublas, "block_grad", block_grad);
+        job.cublas = &cublas;
     }
     if (pr.siglip) {
         CpuLaunches<T, true> launches{job, path};
@@ -677,7 +668,7 @@ Test(two_tower_kernels, engine_bf16_match_reference) { sweep({2}, Path::engine, 
 // walks, which the statistics of the engine's forward feed).
 Test(two_tower_kernels, engine_f16_match_reference) { sweep({1}, Path::engine, 23008); }
 
-// The chunked path's kernels with a CPU product in place of cuBLAS, the dtypes in turn.
+// The chunked path's kernels and cuBLAS calls (through tests/cublas_model.h), the dtypes in turn.
 Test(two_tower_kernels, chunked_match_reference) { sweep({0, 1, 2}, Path::chunked, 23003); }
 
 // Row ranges (closs.h "Two-tower row ranges"): pairs starting and ending inside and on the 64-row
@@ -730,8 +721,8 @@ Test(two_tower_kernels, large_logit_scales) {
 }
 
 // NaN or Inf in a row of a or b reaches every value computed from it and nothing else: the loss,
-// CLIP's statistics and the gradients are NaN exactly where the reference's are (both paths and the engine's walks, CLIP
-// and SigLIP).
+// CLIP's statistics and the gradients are NaN exactly where the reference's are (both paths and
+// the engine's walks, CLIP and SigLIP).
 Test(two_tower_kernels, nonfinite_rows_propagate) {
     random_state = 23006;
     for (int siglip = 0; siglip <= 1; ++siglip)

@@ -158,6 +158,26 @@ def test_gpu_matches_cpu_reference(path, reduction):
         np.testing.assert_allclose(np.asarray(ours, np.float64), expected, rtol=2e-5, atol=2e-5 * scale)
 
 
+@pytest.mark.skipif(not any(d.platform == "gpu" for d in jax.devices()), reason="no CUDA device for JAX")
+@pytest.mark.parametrize("path", ["fused", "chunked"])
+def test_gpu_calls_from_many_threads_give_the_same_bits(path):
+    """Issue #27 item 5: each XLA thread has its own closs handle (closs.h: one thread per handle at a
+    time), so computations launched at once from several threads, which XLA may run on different
+    threads, neither race on a handle's cuBLAS stream and workspace nor change a bit of the result."""
+    import concurrent.futures
+
+    gpu = jax.devices("gpu")[0]
+    inputs = [jax.device_put(rows(256, 64, np.float32), gpu) for _ in range(4)]
+    step = jax.jit(jax.value_and_grad(lambda z: closs_jax.ntxent_loss(z, path=path)))
+    alone = [jax.device_get(step(z)) for z in inputs]
+    with concurrent.futures.ThreadPoolExecutor(len(inputs)) as pool:
+        for _ in range(10):
+            together = list(pool.map(lambda z: jax.device_get(step(z)), inputs))
+            for got, want in zip(together, alone):
+                for ours, expected in zip(got, want):
+                    np.testing.assert_array_equal(ours, expected)
+
+
 @pytest.mark.parametrize("dtype, directions", [(jnp.float16, {"0", "2"}), (jnp.bfloat16, {"1"}),
                                                (jnp.float32, {"1"})])
 def test_float16_gradients_take_the_real_cotangent(dtype, directions):
