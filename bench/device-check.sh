@@ -23,7 +23,9 @@
 #          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
 #          report.md with plots in results/;
 #   two-tower: `closs bench --loss clip|siglip` at issue #23's target (N = 65,536, D = 512; bf16
-#          and f32 on AUTO, i.e. the fused SIMT kernels, and bf16 on the chunked path), then CLIP
+#          and f32 on AUTO, i.e. the fused SIMT kernels, and bf16 on the chunked path), at the tile
+#          engine's largest D (N = 65,536, D = 256, bf16: the engine's walks, and the SIMT walks by
+#          CLOSS_TILE_KERNELS=simt, "closs-simt", beside them), then CLIP
 #          and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package) beside
 #          OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
 #          (bench/baselines/two_tower.py), and their report;
@@ -136,6 +138,12 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
                 --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
             step "$loss-chunked" 45 build-device/closs bench --loss "$loss" --path chunked \
                 --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
+            # the tile engine's walks (D ≤ 256; two_tower_tile_kernels.cuh) against the SIMT walks
+            # on the same sizes: predicted ≈ 0.1 s against ≈ 1 s a call (bench/NOTES.md)
+            step "$loss-engine" 45 build-device/closs bench --loss "$loss" --rows 65536 --dim 256 \
+                --dtype bf16 --repeats 3 --json "$out/closs-$loss-engine.json"
+            step "$loss-simt" 75 env CLOSS_TILE_KERNELS=simt build-device/closs bench --loss "$loss" \
+                --rows 65536 --dim 256 --dtype bf16 --repeats 3 --json "$out/closs-$loss-simt.json"
         done
         # Smallest sizes first; each implementation compiles (torch.compile, Triton) in its first
         # point's warm-up. ~4 minutes after the build.
@@ -156,7 +164,7 @@ fi
     grep -hE "tests passed|tests failed|\*\*\*Failed|\*\*\*Skipped|Not Run" "$out/ctest.log" 2>/dev/null
     grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|not supported" "$out"/memcheck*.log "$out"/racecheck*.log 2>/dev/null
     grep -hE "^GPU |^implementation |^closs +[a-z]+ +bf16 |FAILED| (oom|error)" "$out/bench.log" 2>/dev/null
-    grep -hE "^closs(-chunked)? +(clip|siglip) | (oom|error)" "$out"/clip*.log "$out"/siglip*.log 2>/dev/null
+    grep -hE "^closs(-chunked|-simt)? +(clip|siglip) | (oom|error)" "$out"/clip*.log "$out"/siglip*.log 2>/dev/null
     grep -hE "^[0-9]+ points in" "$out/baselines.log" 2>/dev/null
     grep -chE "  (oom|error|skipped)" "$out/baselines.log" 2>/dev/null | sed 's/^/baseline points not ok: /'
     grep -hE "^report.py" "$out/report.log" "$out/report-2t.log" 2>/dev/null

@@ -139,15 +139,16 @@ int bench_gpu_probe(bench_gpu_info *info) {
 static size_t aligned(size_t bytes) { return (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT; }
 
 /* The JSON's implementation of a GPU point: "closs" for the row-wise losses and for the others
- * on the AUTO path, "closs-fused" or "closs-chunked" when --path chose one; for NT-Xent and SupCon
- * run with CLOSS_TILE_KERNELS=wmma or =simt (cuda/tile_dispatch.h: the fused path's 16-bit kernels
- * other than the tile engine), "closs-wmma" or "closs-simt" instead of "closs". */
+ * on the AUTO path, "closs-fused" or "closs-chunked" when --path chose one; run with
+ * CLOSS_TILE_KERNELS=wmma (NT-Xent, SupCon) or =simt (those, CLIP, SigLIP; cuda/tile_dispatch.h:
+ * the fused path's 16-bit kernels other than the tile engine), "closs-wmma" or "closs-simt"
+ * instead of "closs". CLIP and SigLIP have no WMMA kernels: =wmma runs their engine walks. */
 static const char *implementation(const bench_case *c, closs_path_t path) {
     const char *kernels = getenv("CLOSS_TILE_KERNELS");
     if (c->rowwise) return "closs";
     if (path == CLOSS_PATH_CHUNKED) return "closs-chunked";
     if (kernels && !c->two_tower && strcmp(kernels, "wmma") == 0) return "closs-wmma";
-    if (kernels && !c->two_tower && strcmp(kernels, "simt") == 0) return "closs-simt";
+    if (kernels && strcmp(kernels, "simt") == 0) return "closs-simt";
     return path == CLOSS_PATH_FUSED ? "closs-fused" : "closs";
 }
 

@@ -46,16 +46,17 @@ def shape(pass_name, dim):
     return (8, 128, 64 if dim <= 128 else 32)
 
 
-def compile_and_disassemble(arch):
+def compile_and_disassemble(arch, source="tile_count.cu"):
+    """The SASS of bench/<source> (bench/two_tower_sass_count.py compiles its own)."""
     nvcc = shutil.which("nvcc")
     tools, missing = sass_check.find_tools(None)
     if not nvcc or missing:
         sys.exit(f"tile_sass_count: {'nvcc not on PATH' if not nvcc else missing}")
     os.environ["PATH"] = os.path.dirname(tools["nvdisasm"]) + os.pathsep + os.environ["PATH"]
     with tempfile.TemporaryDirectory() as work:
-        cubin = os.path.join(work, "tile_count.cubin")
+        cubin = os.path.join(work, "count.cubin")
         subprocess.run([nvcc, "-O3", f"-arch={arch}", "-std=c++17", "-fmad=false", "-cubin", "-o", cubin,
-                        f"-I{ROOT}/include", f"-I{ROOT}/host", f"-I{ROOT}/cuda", os.path.join(HERE, "tile_count.cu")],
+                        f"-I{ROOT}/include", f"-I{ROOT}/host", f"-I{ROOT}/cuda", os.path.join(HERE, source)],
                        check=True)
         return subprocess.run([tools["cuobjdump"], "-sass", cubin], check=True, capture_output=True,
                               text=True).stdout

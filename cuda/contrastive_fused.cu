@@ -58,8 +58,6 @@
 // maximum). Extra memory: O(M).
 #include <stdlib.h>
 
-#include <algorithm>
-
 #include "contrastive_tile_kernels.cuh"
 #include "contrastive_wmma_kernels.cuh"
 #include "tile_dispatch.h"
@@ -111,21 +109,8 @@ template <typename T, bool kFixed, int kDim> TensorKernel wmma_kernel(bool backw
                                    Shared::forward_bytes};
 }
 
-// What the loaded binary holds of `k` for the current device (tile_dispatch.h): the architecture
-// its code was compiled for (0 when there is none for this device), and whether the runtime
-// accepts its dynamic shared memory (more than the device's opt-in maximum is refused).
-closs_tile_candidate describe(const TensorKernel &k) {
-    cudaFuncAttributes attributes;
-    if (cudaFuncGetAttributes(&attributes, k.kernel) != cudaSuccess) {
-        (void)cudaGetLastError(); // no code for this device: not an error of the call
-        return {0, 0};
-    }
-    const int fits =
-        cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)k.shared_bytes) == cudaSuccess;
-    if (!fits) (void)cudaGetLastError();
-    const int code = std::min(attributes.ptxVersion, attributes.binaryVersion);
-    return {code, fits};
-}
+// What the loaded binary holds of `k` for the current device (tile_dispatch.h).
+closs_tile_candidate describe(const TensorKernel &k) { return closs_describe_tile_kernel(k.kernel, k.shared_bytes); }
 
 // One tensor-core pass over the anchors [begin, end) (describe() has allowed its dynamic shared
 // memory past the default 48 KB).

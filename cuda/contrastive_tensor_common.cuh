@@ -1,37 +1,18 @@
 // What NT-Xent/SupCon's two tensor-core kernel families share (the tile engine's
-// contrastive_tile_kernels.cuh and the WMMA contrastive_wmma_kernels.cuh): the fast exponential,
-// the quad reductions of rows spread over four lanes, each anchor's and column's scales, keys and
-// terms of G' = G·r_j/β, and the kernel that computes every row's factor in G first. The math is
-// at the top of contrastive_tile_kernels.cuh (and fused_math.h).
+// contrastive_tile_kernels.cuh and the WMMA contrastive_wmma_kernels.cuh): the quad merge of an
+// online log-sum-exp (tile_epilogue_math.cuh has the fast exponential and the quad sum), each
+// anchor's and column's scales, keys and terms of G' = G·r_j/β, and the kernel that computes every
+// row's factor in G first. The math is at the top of contrastive_tile_kernels.cuh (and
+// fused_math.h).
 #pragma once
 
 #include <stdint.h>
 
 #include "contrastive_fused_kernels.cuh"
+#include "tile_epilogue_math.cuh"
 
 namespace closs {
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-// 2^x by the special function unit (ex2.approx, 2 ulp; the fixed shift keeps every term ≥ 2^-116,
-// a normal float, so flushing subnormals loses nothing there).
-__device__ __forceinline__ float exp2_fast(float x) {
-#ifdef __CUDA_ARCH__
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return exp2f(x);
-#endif
-}
-
-// The four lanes of a quad hold one row: xor 1 and 2 stay within it.
-__device__ __forceinline__ float quad_sum(float value) {
-    value += __shfl_xor_sync(kFullMask, value, 1);
-    return value + __shfl_xor_sync(kFullMask, value, 2);
-}
 
 __device__ __forceinline__ closs_lse_partial quad_merge(closs_lse_partial value) {
 #pragma unroll

@@ -314,27 +314,10 @@ template <typename T, bool kFixed, class Shape> struct BackwardEpilogue : Contra
         }
     }
 
-    // dZ += G'·Z_tile: k step kt of the second product is n-tiles 2kt and 2kt + 1 of G', rounded to
-    // 16 bits once (bench/NOTES.md, "G′'s low half": the positives' fold made a second, residue
-    // part unnecessary).
+    // dZ += G'·Z_tile, G' rounded to 16 bits once (bench/NOTES.md, "G′'s low half": the positives'
+    // fold made a second, residue part unnecessary).
     __device__ __forceinline__ void product(const float (&g)[1][Shape::kNTiles][4], const T *staged_tile) {
-#pragma unroll
-        for (int kt = 0; kt < Shape::kColumnRows / 16; ++kt) {
-            uint32_t a[4];
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const float *pair = &g[0][2 * kt + r / 2][2 * (r % 2)]; // rows l/4 (r even), l/4 + 8
-                a[r] = tile::pack_pair<T>(operand_range<T>(pair[0]), operand_range<T>(pair[1]));
-            }
-#pragma unroll
-            for (int p = 0; p < kDTiles / 2; ++p) {
-                uint32_t b[4];
-                load_bt_fragments<Shape>(b, staged_tile, kt, p);
-                const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-                tile::mma_m16n8k16<T>(dz[2 * p], a, b0);
-                tile::mma_m16n8k16<T>(dz[2 * p + 1], a, b1);
-            }
-        }
+        second_product<T, Shape>(dz, g, staged_tile, [](float x) { return operand_range<T>(x); });
     }
 
     template <TileKind kKind>
@@ -348,24 +331,13 @@ template <typename T, bool kFixed, class Shape> struct BackwardEpilogue : Contra
         Base::dispatch(*this, s, j0, vectors, staged_tile);
     }
 
-    // Calls visit(slot, c, unit, g) for each pair of the lane's dZ elements: the slot's row, columns
-    // c and c + 1, their ẑ = z·r_i (unit) and dZ (g[0], g[1]). The anchors' A fragments hold the
-    // z: register r of k step ks has row l/4 + 8(r%2), columns 16ks + 8(r/2) + 2(l%4) and + 1,
-    // the lane's columns of dZ's n-tile 2ks + r/2 (re-loaded when not held in registers).
+    // Calls visit(slot, c, unit, g) for each pair of the lane's dZ elements (each_anchor_pair), with
+    // the anchor's ẑ = z·r_i (unit).
     template <class Visit>
     __device__ __forceinline__ void each_pair(const AnchorFragments<T, Shape> &anchors, Visit visit) {
-#pragma unroll
-        for (int ks = 0; ks < Shape::kKSteps; ++ks) {
-            uint32_t a[4];
-            anchors.get(a, 0, ks);
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const int slot = r % 2;
-                const float2 z = unpack_pair<T>(a[r]);
-                visit(slot, 8 * (2 * ks + r / 2) + fragment_column(0),
-                      make_float2(z.x * anchor[slot].r, z.y * anchor[slot].r), &dz[2 * ks + r / 2][2 * slot]);
-            }
-        }
+        each_anchor_pair(anchors, dz, [&](int slot, int c, float2 z, float *g) {
+            visit(slot, c, make_float2(z.x * anchor[slot].r, z.y * anchor[slot].r), g);
+        });
     }
 
     // dz of the anchors [row_begin, row_end): β·dZ = dẑ, the radial component ẑ·dẑ over the quad,

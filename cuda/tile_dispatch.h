@@ -65,4 +65,27 @@ static inline closs_tile_kernels closs_choose_tile_kernels(closs_tile_kernels pr
     return CLOSS_TILE_SIMT;
 }
 
+#ifdef __CUDACC__
+/* What the loaded binary holds of `kernel` for the current device: the architecture its code was
+ * compiled for (0 when there is none for this device), and whether the runtime accepts
+ * `shared_bytes` of dynamic shared memory (it refuses more than the device's opt-in maximum). Sets
+ * the kernel's dynamic shared memory limit to them as it asks. CUDA C++ only. */
+template <typename Kernel>
+static closs_tile_candidate closs_describe_tile_kernel(Kernel kernel, size_t shared_bytes) {
+    cudaFuncAttributes attributes;
+    if (cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no code for this device: not an error of the call */
+        closs_tile_candidate none = {0, 0};
+        return none;
+    }
+    closs_tile_candidate candidate;
+    candidate.fits = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)shared_bytes) == cudaSuccess;
+    if (!candidate.fits) (void)cudaGetLastError();
+    candidate.code = attributes.ptxVersion < attributes.binaryVersion ? attributes.ptxVersion
+                                                                      : attributes.binaryVersion;
+    return candidate;
+}
+#endif
+
 #endif

@@ -228,6 +228,53 @@ template <typename T, class Shape> struct AnchorFragments {
     }
 };
 
+// The backward's second product D += X·B_tile for a warp of one m-tile: k step kt of it is the
+// 8-column n-tiles 2kt and 2kt + 1 of X (X in the accumulator layout of S: the C fragments of two
+// adjacent n-tiles are exactly one A fragment), each element through `operand` (a float → float
+// range map) and rounded to T once; B is the staged tile read by ldmatrix.x4.trans. D holds
+// kDim/8 n-tiles of 16 × 8 (one row of the warp's anchors against every column of D).
+template <typename T, class Shape, class Operand>
+__device__ __forceinline__ void second_product(float (&d)[Shape::kDim / 8][4], const float (&x)[1][Shape::kNTiles][4],
+                                               const T *staged_tile, Operand operand) {
+#pragma unroll
+    for (int kt = 0; kt < Shape::kColumnRows / 16; ++kt) {
+        uint32_t a[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const float *pair = &x[0][2 * kt + r / 2][2 * (r % 2)]; // rows l/4 (r even), l/4 + 8
+            a[r] = tile::pack_pair<T>(operand(pair[0]), operand(pair[1]));
+        }
+#pragma unroll
+        for (int p = 0; p < Shape::kDim / 16; ++p) {
+            uint32_t b[4];
+            load_bt_fragments<Shape>(b, staged_tile, kt, p);
+            const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+            tile::mma_m16n8k16<T>(d[2 * p], a, b0);
+            tile::mma_m16n8k16<T>(d[2 * p + 1], a, b1);
+        }
+    }
+}
+
+// Calls visit(slot, c, z, d) for each pair of the lane's elements of the second product's D (one
+// m-tile): the slot's row (l/4, or l/4 + 8 for slot 1), columns c and c + 1, the anchor row's raw
+// values there (z.x, z.y) and D's two elements (d[0], d[1]). The anchors' A fragments hold them:
+// register r of k step ks has row l/4 + 8(r%2), columns 16ks + 8(r/2) + 2(l%4) and + 1, the
+// lane's columns of D's n-tile 2ks + r/2 (re-loaded from shared memory when not held in registers).
+template <typename T, class Shape, class Visit>
+__device__ __forceinline__ void each_anchor_pair(const AnchorFragments<T, Shape> &anchors,
+                                                 float (&d)[Shape::kDim / 8][4], Visit visit) {
+#pragma unroll
+    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
+        uint32_t a[4];
+        anchors.get(a, 0, ks);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int slot = r % 2;
+            visit(slot, 8 * (2 * ks + r / 2) + fragment_column(0), unpack_pair<T>(a[r]), &d[2 * ks + r / 2][2 * slot]);
+        }
+    }
+}
+
 // The walk over every column tile of B for the anchor rows [i0, i0 + kAnchorRows) of A. The
 // epilogue provides:
 //   Fetched fetch(int64_t j)                 column j's vectors (global loads), by threads < 64

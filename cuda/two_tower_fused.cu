@@ -1,8 +1,10 @@
 // CLIP and SigLIP on the GPU, the FUSED path: logit tiles live in registers and shared memory, and
-// no N × (N + K) (or chunk × (N + K)) matrix is ever written. Float SIMT kernels for every dtype
-// (f16 and bf16 rows are read as they are and widened; the tensor-core tile engine of issue #22
-// is to carry them later). The math is at the top of two_tower_math.h, the tile schedule at the top
-// of two_tower_fused_kernels.cuh.
+// no N × (N + K) (or chunk × (N + K)) matrix is ever written. The walks run on the tile engine
+// (two_tower_tile_kernels.cuh: mma.sync, float accumulation) for bf16 and for f16's CLIP
+// forward at D ≤ 256 where the loaded code and the device allow (tile_dispatch.h), else on the
+// float SIMT kernels (two_tower_fused_kernels.cuh: f32, f16's backward and SigLIP, D > 256,
+// pre-sm_80 code; 16-bit rows read as they are and widened). The math is at the top of two_tower_math.h, the tile
+// schedules at the tops of the kernel headers.
 //
 // Launch sequence (one stream, in this order; N pairs, R = N + K rows of b, D ≤ 512):
 //   embed             ‖row‖ and 1/‖row‖ of every row of a and b (NaN for a non-finite row)
@@ -29,26 +31,26 @@
 // increasing column, fixed butterflies, the per-pair shares summed by one block in double), no
 // atomics. Compiled with -fmad=false: the CPU harness (tests/test_two_tower_kernels.cpp, built
 // with -ffp-contract=off) then rounds as the GPU does, up to expf/logf's last bits.
+#include <stdlib.h>
+
+#include <type_traits>
+
+#include "tile_dispatch.h"
 #include "two_tower_fused_kernels.cuh"
+#include "two_tower_tile_kernels.cuh"
 
 namespace closs {
 namespace {
 
+// A walk by the SIMT kernels.
 template <typename T, bool kSiglip>
-cudaError_t forward_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
-                         cudaStream_t stream) {
-    const int64_t anchors = walk.anchor_end - walk.anchor_begin;
-    if (anchors <= 0) return cudaSuccess;
-    forward_walk_kernel<T, kSiglip>
-        <<<(unsigned)((anchors + kTtTile - 1) / kTtTile), kTtThreads, 0, stream>>>(job, walk);
-    return cudaGetLastError();
-}
-
-template <typename T, bool kSiglip>
-cudaError_t backward_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk,
-                          cudaStream_t stream) {
-    const int64_t anchors = walk.anchor_end - walk.anchor_begin;
-    if (anchors <= 0) return cudaSuccess;
+cudaError_t simt_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk, bool backward,
+                      int64_t anchors, cudaStream_t stream) {
+    if (!backward) {
+        forward_walk_kernel<T, kSiglip>
+            <<<(unsigned)((anchors + kTtTile - 1) / kTtTile), kTtThreads, 0, stream>>>(job, walk);
+        return cudaGetLastError();
+    }
     return with_backward_variant(job.dim, [&](auto rows, auto max_dim) {
         constexpr int kRows = decltype(rows)::value;
         backward_walk_kernel<T, kSiglip, kRows, decltype(max_dim)::value>
@@ -57,11 +59,56 @@ cudaError_t backward_walk(const closs_two_tower_launch &job, const TwoTowerWalk 
     });
 }
 
+// A walk on the tile engine (two_tower_tile_kernels.cuh), with its launch shape.
+struct EngineWalk {
+    void (*kernel)(closs_two_tower_launch, TwoTowerWalk);
+    int threads, anchor_rows;
+    size_t shared_bytes;
+};
+
+template <typename T, bool kSiglip, int kDim> EngineWalk engine_walk(bool backward) {
+    using Forward = TtForwardShape<kDim>;
+    using Backward = TtBackwardShape<kDim>;
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) // f16's backward keeps the SIMT walks
+        if (backward)
+            return {tile_backward_walk_kernel<T, kSiglip, kDim>, Backward::kThreads,
+                    Backward::kAnchorRows, Backward::kBytes};
+    return {tile_forward_walk_kernel<T, kSiglip, kDim>, Forward::kThreads, Forward::kAnchorRows,
+            Forward::kBytes};
+}
+
+// One walk of the plan: on the tile engine where it has the walk (tt_engine_walk) and the loaded
+// code and the device allow it (tile_dispatch.h; no WMMA family here: CLOSS_TILE_KERNELS=simt
+// alone changes the choice), else on the SIMT kernels.
+template <typename T, bool kSiglip>
+cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk, bool backward,
+                     cudaStream_t stream) {
+    const int64_t anchors = walk.anchor_end - walk.anchor_begin;
+    if (anchors <= 0) return cudaSuccess;
+    if constexpr (kTtEngineLoss<T, kSiglip>) {
+        if (!tt_engine_walk<T, kSiglip>(job.dim, backward))
+            return simt_walk<T, kSiglip>(job, walk, backward, anchors, stream);
+        const EngineWalk k = with_engine_dim(job.dim, [&](auto dim) {
+            return engine_walk<T, kSiglip, decltype(dim)::value>(backward);
+        });
+        const closs_tile_candidate none = {0, 0};
+        const closs_tile_kernels family = closs_choose_tile_kernels(
+            closs_tile_preference(getenv("CLOSS_TILE_KERNELS")),
+            std::is_same<T, __nv_bfloat16>::value,
+            closs_describe_tile_kernel(k.kernel, k.shared_bytes), none);
+        if (family == CLOSS_TILE_ENGINE) {
+            k.kernel<<<(unsigned)((anchors + k.anchor_rows - 1) / k.anchor_rows), k.threads,
+                       k.shared_bytes, stream>>>(job, walk);
+            return cudaGetLastError();
+        }
+    }
+    return simt_walk<T, kSiglip>(job, walk, backward, anchors, stream);
+}
+
 template <typename T, bool kSiglip>
 cudaError_t run(const closs_two_tower_launch &job, cudaStream_t stream) {
     return run_on_gpu<T>(job, stream, [&](const TwoTowerWalk &walk, bool backward) {
-        return backward ? backward_walk<T, kSiglip>(job, walk, stream)
-                        : forward_walk<T, kSiglip>(job, walk, stream);
+        return run_walk<T, kSiglip>(job, walk, backward, stream);
     });
 }
 
@@ -71,6 +118,14 @@ template <typename T> cudaError_t run_loss(const closs_two_tower_launch &job, cu
 
 } // namespace
 } // namespace closs
+
+extern "C" size_t closs_two_tower_engine_shared_bytes(int backward, int64_t dim) {
+    using namespace closs; // the sizes depend on neither the dtype nor the loss
+    return with_engine_dim(dim, [&](auto padded) {
+        constexpr int kDim = decltype(padded)::value;
+        return backward ? TtBackwardShape<kDim>::kBytes : TtForwardShape<kDim>::kBytes;
+    });
+}
 
 extern "C" cudaError_t closs_launch_two_tower_fused(const closs_two_tower_launch *job,
                                                     cudaStream_t stream) {

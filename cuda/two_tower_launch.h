@@ -6,6 +6,7 @@
 #define CLOSS_CUDA_TWO_TOWER_LAUNCH_H
 
 #include <cuda_runtime_api.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "closs.h"
@@ -66,6 +67,11 @@ typedef struct closs_two_tower_launch {
 
 /* Enqueues a whole call of the FUSED path (D ≤ CLOSS_TWO_TOWER_FUSED_MAX_DIM, N + K ≤ INT_MAX). */
 cudaError_t closs_launch_two_tower_fused(const closs_two_tower_launch *launch, cudaStream_t stream);
+
+/* The dynamic shared memory per block of the FUSED path's tile-engine walk for D = dim (≤ 256),
+ * of the backward or the forward (cuda/two_tower_tile_kernels.cuh): what tile_dispatch.h compares
+ * with a device's opt-in limit. No device needed. */
+size_t closs_two_tower_engine_shared_bytes(int backward, int64_t dim);
 
 /* Enqueues a whole call of the CHUNKED path. A cuBLAS failure ends it: *cublas_status is then
  * nonzero (the cuBLAS status) and the returned error is not to be reported; 0 otherwise. */

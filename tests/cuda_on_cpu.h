@@ -44,6 +44,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <source_location>
@@ -203,6 +204,8 @@ inline float __int_as_float(int i) {
     std::memcpy(&f, &i, 4);
     return f;
 }
+[[noreturn]] inline void __trap() { std::abort(); }
+inline float __fdividef(float a, float b) { return a / b; } // the GPU's is within 2 ulp of this
 
 // Runs `kernel` on `blocks` blocks of `threads` threads, one block after another, with
 // `dynamic_shared_bytes` of dynamic shared memory (closs_emulated_dynamic_shared). Throws

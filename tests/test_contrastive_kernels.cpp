@@ -54,8 +54,6 @@ static unsigned atomicMax(unsigned *address, unsigned value) {
     }
     return old;
 }
-[[noreturn]] static void __trap() { std::abort(); }
-static float __fdividef(float a, float b) { return a / b; } // the GPU's is within 2 ulp of this
 
 // WMMA, emulated on whole 16 × 16 tiles. The CUDA API defines load, store and mma on tiles in
 // memory, not on a register layout (which is unspecified), so an emulation that keeps the whole

@@ -11,6 +11,7 @@
 
 #include "launch.h"
 #include "tile_dispatch.h"
+#include "two_tower_launch.h"
 
 typedef struct device {
     const char *name;
@@ -105,4 +106,41 @@ Test(tile_dispatch, preference) {
     cr_expect_gt(closs_tensor_kernel_shared_bytes(0, 1, 256), rtx.shared_optin);
     /* bf16 WMMA from compute_75 PTX is a trap: the engine cannot run there either. */
     EXPECT_KERNELS(CLOSS_TILE_SIMT, CLOSS_TILE_WMMA, 75, &h100, 1, 0, 64);
+}
+
+/* CLIP's and SigLIP's walks (cuda/two_tower_fused.cu): the engine or the SIMT walks (no WMMA
+ * family: its candidate is "no code"). The default build runs the engine wherever its shared
+ * memory fits: everywhere but the backward at D = 256 on an RTX 30xx/40xx (99.75 KB: 128 anchor
+ * rows beside two 32-row column tiles); code below sm_80 and CLOSS_TILE_KERNELS=simt give the SIMT
+ * walks, =wmma the engine. */
+static closs_tile_kernels choose_two_tower(closs_tile_kernels preferred, int code, const device *d,
+                                           int backward, int dim) {
+    const closs_tile_candidate engine = {code, closs_two_tower_engine_shared_bytes(backward, dim) <=
+                                                   d->shared_optin};
+    const closs_tile_candidate none = {0, 0};
+    return closs_choose_tile_kernels(preferred, 1, engine, none);
+}
+
+Test(tile_dispatch, two_tower_walks) {
+    const device *devices[] = {&a100, &rtx, &h100};
+    for (int k = 0; k < 3; ++k)
+        for (int backward = 0; backward <= 1; ++backward)
+            for (int d = 0; d < 3; ++d) {
+                const int code = devices[k] == &h100 ? 90 : 80;
+                const int fits = !(devices[k] == &rtx && backward && dims[d] == 256);
+                const closs_tile_kernels want = fits ? CLOSS_TILE_ENGINE : CLOSS_TILE_SIMT;
+                cr_expect_eq(
+                    choose_two_tower(CLOSS_TILE_ENGINE, code, devices[k], backward, dims[d]), want,
+                    "%s %s D = %d", devices[k]->name, backward ? "backward" : "forward", dims[d]);
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_WMMA, code, devices[k], backward, dims[d]),
+                             want);
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_SIMT, code, devices[k], backward, dims[d]),
+                             CLOSS_TILE_SIMT);
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 75, devices[k], backward, dims[d]),
+                             CLOSS_TILE_SIMT);
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 0, devices[k], backward, dims[d]),
+                             CLOSS_TILE_SIMT);
+            }
+    cr_expect_gt(closs_two_tower_engine_shared_bytes(1, 256), rtx.shared_optin);
+    cr_expect_leq(closs_two_tower_engine_shared_bytes(0, 256), rtx.shared_optin);
 }

@@ -12,10 +12,12 @@
 //   - forward+backward: the loss (the same bits as the forward alone) and the gradients.
 // Shapes: odd N over one to three tiles, K = 0 and K > 0, D = 1, 3, 17, 64, 65, 130, 300 (the
 // backward's four variants); every option and reduction, row ranges, s up to 100, the logit
-// scale and bias as device scalars or from the parameters; f32, f16 and bf16; both paths.
-// Not covered: races (the kernels' shared arrays are plain pointers, which the harness's race
-// check does not see: compute-sanitizer's racecheck does that on a device), the order of
-// cuBLAS's additions, the launches themselves.
+// scale and bias as device scalars or from the parameters; f32, f16 and bf16; both paths, and the
+// fused path's walks on the tile engine (two_tower_tile_kernels.cuh: mma.sync, ldmatrix and
+// cp.async emulated lane by lane, every shared access race-checked).
+// Not covered: races of the SIMT walks (their shared arrays are plain pointers, which the
+// harness's race check does not see: compute-sanitizer's racecheck does that on a device), the
+// order of cuBLAS's additions, the launches themselves.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -34,10 +36,17 @@
 #include "two_tower_chunked_kernels.cuh"
 #include "two_tower_chunked_products.cuh"
 #include "two_tower_fused_kernels.cuh"
+#include "two_tower_tile_kernels.cuh"
 
 namespace {
 
-enum class Path { fused, chunked };
+// The fused path as a device without sm_80 code runs it (every walk on the SIMT kernels), the
+// fused path as an sm_80+ device runs it (the walks tt_engine_walk() names on the tile engine,
+// the others on the SIMT kernels: two_tower_fused.cu's run_walk), and the chunked path.
+enum class Path { fused, engine, chunked };
+const char *path_name(Path path) {
+    return path == Path::fused ? "fused" : path == Path::engine ? "engine" : "chunked";
+}
 
 struct Problem {
     bool siglip = false;
@@ -172,6 +181,8 @@ template <typename T, bool kSiglip> struct CpuLaunches {
         const int64_t anchors = walk.anchor_end - walk.anchor_begin;
         if (anchors <= 0) return cudaSuccess;
         if (path == Path::chunked) return chunked_walk(walk, backward);
+        if (path == Path::engine && closs::tt_engine_walk<T, kSiglip>(job.dim, backward))
+            return engine_walk(walk, backward, anchors);
         if (!backward) {
             launch((unsigned)((anchors + closs::kTtTile - 1) / closs::kTtTile), closs::kTtThreads,
                    [&] { closs::forward_walk_kernel<T, kSiglip>(job, walk); });
@@ -183,6 +194,29 @@ template <typename T, bool kSiglip> struct CpuLaunches {
                 closs::backward_walk_kernel<T, kSiglip, kRows, decltype(max_dim)::value>(job, walk);
             });
         });
+        return cudaSuccess;
+    }
+    // two_tower_fused.cu's engine walk, with its launch shape and dynamic shared memory (the
+    // harness faults on an access past those bytes).
+    cudaError_t engine_walk(const closs::TwoTowerWalk &walk, bool backward, int64_t anchors) {
+        if constexpr (closs::kTtEngineLoss<T, kSiglip>) {
+            closs::with_engine_dim(job.dim, [&](auto dim) {
+                constexpr int kDim = decltype(dim)::value;
+                auto blocks = [&](int rows) { return (unsigned)((anchors + rows - 1) / rows); };
+                if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+                    using Shape = closs::TtBackwardShape<kDim>;
+                    if (backward) {
+                        launch(blocks(Shape::kAnchorRows), Shape::kThreads, Shape::kBytes,
+                               [&] { closs::tile_backward_walk_kernel<T, kSiglip, kDim>(job, walk); });
+                        return 0;
+                    }
+                }
+                using Shape = closs::TtForwardShape<kDim>;
+                launch(blocks(Shape::kAnchorRows), Shape::kThreads, Shape::kBytes,
+                       [&] { closs::tile_forward_walk_kernel<T, kSiglip, kDim>(job, walk); });
+                return 0;
+            });
+        }
         return cudaSuccess;
     }
     // two_tower_chunked.cu's run_walk, its cuBLAS calls run by the model (job.cublas).
@@ -528,7 +562,7 @@ void expect_within(const Problem &pr, int t, Path path, const Errors &e) {
               "%s %s %s: statistics error %.2e, loss %.2e, grad_a %.2e, grad_b %.2e (tolerance "
               "%.1e), scalars "
               "%.2e (%.1e), %d element(s) written outside the outputs, forward+backward's loss %s",
-              path == Path::fused ? "fused" : "chunked", dtype_names[t], describe(pr).c_str(),
+              path_name(path), dtype_names[t], describe(pr).c_str(),
               e.stats, e.loss, e.grad_a, e.grad_b, grad_tolerance, e.scalars, scalar_tolerance,
               e.wrote_outside,
               e.loss_bits_differ ? "differs from the forward's bits" : "has the forward's bits");
@@ -608,7 +642,7 @@ void sweep(std::vector<int> dtypes, Path path, unsigned long long seed) {
             }
     cr_log_info("%s, %s: largest errors: statistics %.2e, loss %.2e, grad_a %.2e, grad_b %.2e, "
                 "scalars %.2e",
-                path == Path::fused ? "fused" : "chunked",
+                path_name(path),
                 dtypes.size() > 1 ? "dtypes in turn" : dtype_names[dtypes[0]], largest.stats,
                 largest.loss, largest.grad_a, largest.grad_b, largest.scalars);
 }
@@ -621,12 +655,25 @@ Test(two_tower_kernels, fused_f32_match_reference) { sweep({0}, Path::fused, 230
 // rounding to the dtype (the tolerances' first part) and nothing else.
 Test(two_tower_kernels, fused_16bit_match_reference) { sweep({1, 2}, Path::fused, 23002); }
 
+// The walks on the tile engine (two_tower_tile_kernels.cuh), as a device with sm_80 code runs
+// them: bf16's forward and backward walks with D ≤ 256 (D = 300 keeps the SIMT walks, as there),
+// mma.sync, ldmatrix and cp.async emulated lane by lane and every shared access race-checked.
+// Tolerances as the SIMT walks': the statistics and losses are float arithmetic on the exact
+// products (1e-5); the gradients' bf16 part (1e-2) covers G' = G·r_j rounded to bf16 once per term
+// (2^-9 of each term, of one sign off the diagonal, so no cancellation amplifies it), below the
+// output's own rounding to bf16.
+Test(two_tower_kernels, engine_bf16_match_reference) { sweep({2}, Path::engine, 23007); }
+
+// f16 on an sm_80+ device: CLIP's forward walks on the engine (its backward and SigLIP on the SIMT
+// walks, which the statistics of the engine's forward feed).
+Test(two_tower_kernels, engine_f16_match_reference) { sweep({1}, Path::engine, 23008); }
+
 // The chunked path's kernels and cuBLAS calls (through tests/cublas_model.h), the dtypes in turn.
 Test(two_tower_kernels, chunked_match_reference) { sweep({0, 1, 2}, Path::chunked, 23003); }
 
 // Row ranges (closs.h "Two-tower row ranges"): pairs starting and ending inside and on the 64-row
 // tiles (and the 32-row ones of D > 256), extra negatives inside and at the ends of the K rows;
-// both losses, both paths, f32 and (in turn) f16 or bf16.
+// both losses, both paths, f32 and (in turn) f16 or bf16, and bf16 on the engine's walks.
 Test(two_tower_kernels, row_ranges) {
     random_state = 23004;
     const int64_t pairs[][2] = {{5, 66}, {64, 2}, {63, 67}, {129, 1}, {0, 130}};
@@ -643,12 +690,14 @@ Test(two_tower_kernels, row_ranges) {
             expect_within(pr, 0, Path::fused, check_dtype(pr, 0, Path::fused));
             expect_within(pr, t, Path::fused, check_dtype(pr, t, Path::fused));
             expect_within(pr, t, Path::chunked, check_dtype(pr, t, Path::chunked));
+            expect_within(pr, 2, Path::engine, check_dtype(pr, 2, Path::engine));
         }
 }
 
 // Large logit scales on normalised rows, with confident pairs (a partner equal to its row) and
 // negatives equal or opposite to a row: the exponents reach ±2s. Everything matches the reference
-// (no overflow, no NaN), and a confident pair keeps its tiny loss and gradient.
+// (no overflow, no NaN), and a confident pair keeps its tiny loss and gradient (f32, and bf16 on
+// the engine's walks).
 Test(two_tower_kernels, large_logit_scales) {
     random_state = 23005;
     for (int siglip = 0; siglip <= 1; ++siglip)
@@ -667,11 +716,13 @@ Test(two_tower_kernels, large_logit_scales) {
                 }
             for (Path path : {Path::fused, Path::chunked})
                 expect_within(pr, 0, path, check_dtype(pr, 0, path));
+            expect_within(pr, 2, Path::engine, check_dtype(pr, 2, Path::engine));
         }
 }
 
-// NaN or Inf in a row of a or b reaches every value computed from it and nothing else: the loss
-// and gradients are NaN exactly where the reference's are (both paths, CLIP and SigLIP).
+// NaN or Inf in a row of a or b reaches every value computed from it and nothing else: the loss,
+// CLIP's statistics and the gradients are NaN exactly where the reference's are (both paths and
+// the engine's walks, CLIP and SigLIP).
 Test(two_tower_kernels, nonfinite_rows_propagate) {
     random_state = 23006;
     for (int siglip = 0; siglip <= 1; ++siglip)
@@ -688,14 +739,19 @@ Test(two_tower_kernels, nonfinite_rows_propagate) {
             std::vector<double> upstream(pr.upstream.begin(), pr.upstream.end());
             const Want want = reference(pr, upstream.data());
             const Range range = range_of(pr);
-            for (Path path : {Path::fused, Path::chunked}) {
-                const Got forward =
-                    run_kernels<float>(pr, path, Call::forward, false, nullptr, nullptr);
-                const Got both =
-                    run_kernels<float>(pr, path, Call::forward_backward, false, nullptr, nullptr);
+            for (Path path : {Path::fused, Path::chunked, Path::engine}) { // the engine's in bf16
+                auto run = [&](Call call) {
+                    return path == Path::engine
+                               ? run_kernels<__nv_bfloat16>(pr, path, call, false, nullptr, nullptr)
+                               : run_kernels<float>(pr, path, call, false, nullptr, nullptr);
+                };
+                const Got forward = run(Call::forward), both = run(Call::forward_backward);
                 int mismatches = 0;
-                for (int64_t i = 0; i < range.count; ++i)
+                for (int64_t i = 0; i < range.count; ++i) {
                     mismatches += std::isnan(forward.loss[i]) != std::isnan(want.loss[i]);
+                    if (!siglip) // CLIP's statistics n_i, which the caller gets too
+                        mismatches += std::isnan(forward.row_stats[i]) != std::isnan(want.row_stats[i]);
+                }
                 for (int64_t i = 0; i < range.count; ++i)
                     for (int c = 0; c < pr.dim; ++c)
                         mismatches += std::isnan(both.grad_a[i * pr.lda + c]) !=
@@ -707,7 +763,7 @@ Test(two_tower_kernels, nonfinite_rows_propagate) {
                 cr_expect(mismatches == 0 && std::isnan(both.grad_scale),
                           "%s %s with a non-finite value in %s: %d value(s) NaN on one side only, "
                           "∂/∂s %g",
-                          path == Path::fused ? "fused" : "chunked", siglip ? "siglip" : "clip",
+                          path_name(path), siglip ? "siglip" : "clip",
                           where == 0   ? "a"
                           : where == 1 ? "a partner"
                                        : "an extra negative",
