@@ -65,6 +65,17 @@ static inline closs_tile_kernels closs_choose_tile_kernels(closs_tile_kernels pr
     return CLOSS_TILE_SIMT;
 }
 
+/* The family of SigLIP's forward walk (cuda/two_tower_fused.cu), given the choice for its own
+ * kernel and for the backward walk's: a forward+backward call takes its loss from the backward's
+ * walk, so a forward alone runs on the engine only where the backward does too, and the two calls
+ * give the same loss bits (an RTX 30xx/40xx fits the forward's tiles at D = 256 but not the
+ * backward's). */
+static inline closs_tile_kernels closs_siglip_forward_kernels(closs_tile_kernels forward,
+                                                              closs_tile_kernels backward) {
+    return forward == CLOSS_TILE_ENGINE && backward != CLOSS_TILE_ENGINE ? CLOSS_TILE_SIMT
+                                                                         : forward;
+}
+
 #ifdef __CUDACC__
 /* What the loaded binary holds of `kernel` for the current device: the architecture its code was
  * compiled for (0 when there is none for this device), and whether the runtime accepts

@@ -88,14 +88,24 @@ cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk
     if constexpr (kTtEngineLoss<T, kSiglip>) {
         if (!tt_engine_walk<T, kSiglip>(job.dim, backward))
             return simt_walk<T, kSiglip>(job, walk, backward, anchors, stream);
-        const EngineWalk k = with_engine_dim(job.dim, [&](auto dim) {
-            return engine_walk<T, kSiglip, decltype(dim)::value>(backward);
-        });
-        const closs_tile_candidate none = {0, 0};
-        const closs_tile_kernels family = closs_choose_tile_kernels(
-            closs_tile_preference(getenv("CLOSS_TILE_KERNELS")),
-            std::is_same<T, __nv_bfloat16>::value,
-            closs_describe_tile_kernel(k.kernel, k.shared_bytes), none);
+        auto walk_of = [&](bool backward_walk) {
+            return with_engine_dim(job.dim, [&](auto dim) {
+                return engine_walk<T, kSiglip, decltype(dim)::value>(backward_walk);
+            });
+        };
+        auto family_of = [&](const EngineWalk &w) {
+            const closs_tile_candidate none = {0, 0};
+            return closs_choose_tile_kernels(closs_tile_preference(getenv("CLOSS_TILE_KERNELS")),
+                                             std::is_same<T, __nv_bfloat16>::value,
+                                             closs_describe_tile_kernel(w.kernel, w.shared_bytes),
+                                             none);
+        };
+        const EngineWalk k = walk_of(backward);
+        closs_tile_kernels family = family_of(k);
+        if (kSiglip && !backward) // the same loss bits as a forward+backward (tile_dispatch.h)
+            family = closs_siglip_forward_kernels(
+                family, tt_engine_walk<T, kSiglip>(job.dim, true) ? family_of(walk_of(true))
+                                                                  : CLOSS_TILE_SIMT);
         if (family == CLOSS_TILE_ENGINE) {
             k.kernel<<<(unsigned)((anchors + k.anchor_rows - 1) / k.anchor_rows), k.threads,
                        k.shared_bytes, stream>>>(job, walk);

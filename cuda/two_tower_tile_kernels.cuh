@@ -34,7 +34,8 @@
 // f16's backward keeps the SIMT walks (float G, float rows), and so does f16's SigLIP forward: a
 // SigLIP forward+backward takes its loss from the backward's walk over a, and a forward alone
 // must give the same bits (the engine's forward and backward epilogues compute each x and
-// softplus alike, in the same order, so bf16's do).
+// softplus alike, in the same order, so bf16's do; where bf16's backward cannot take the engine,
+// its forward does not either: closs_siglip_forward_kernels in tile_dispatch.h).
 // Masks: a column tile that passes the walk's columns or holds one of the warp's own rows (j = i)
 // runs the masked element loop, the others the plain one.
 // Determinism: one order for every sum (the tensor cores' over k, each lane's columns in tile

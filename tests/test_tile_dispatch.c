@@ -144,3 +144,20 @@ Test(tile_dispatch, two_tower_walks) {
     cr_expect_gt(closs_two_tower_engine_shared_bytes(1, 256), rtx.shared_optin);
     cr_expect_leq(closs_two_tower_engine_shared_bytes(0, 256), rtx.shared_optin);
 }
+
+/* SigLIP's forward alone follows its backward's family, so that a forward and a forward+backward
+ * give the same loss bits: on an RTX 30xx/40xx at D = 256 both take the SIMT walks. */
+Test(tile_dispatch, siglip_forward_follows_the_backward) {
+    for (int k = 0; k < 3; ++k) {
+        const device *d = k == 0 ? &a100 : k == 1 ? &rtx : &h100;
+        for (int i = 0; i < 3; ++i) {
+            const closs_tile_kernels forward = closs_siglip_forward_kernels(
+                choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 0, dims[i]),
+                choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 1, dims[i]));
+            const closs_tile_kernels want =
+                d == &rtx && dims[i] == 256 ? CLOSS_TILE_SIMT : CLOSS_TILE_ENGINE;
+            cr_expect_eq(forward, want, "%s D = %d", d->name, dims[i]);
+        }
+    }
+    cr_expect_eq(closs_siglip_forward_kernels(CLOSS_TILE_SIMT, CLOSS_TILE_ENGINE), CLOSS_TILE_SIMT);
+}
