@@ -60,13 +60,14 @@ closs_status_t closs_begin_call(closs_handle_t handle, closs_stream_t stream, co
                           "thread; call cudaSetDevice(%d) first, or use a handle created on "
                           "device %d",
                           handle->device, current, handle->device, current);
+    /* One capture query for both steps; the first that applies is named. */
     if (!workspace)
-        CLOSS_TRY(closs_refuse_in_capture(stream, "the handle's own workspace (a later call may "
-                                                  "free it to grow it while the graph still uses "
-                                                  "it); pass a workspace"));
+        return closs_refuse_in_capture(stream, "the handle's own workspace (a later call may free "
+                                               "it to grow it while the graph still uses it); "
+                                               "pass a workspace");
     if (check_inputs)
-        CLOSS_TRY(closs_refuse_in_capture(stream, "check_inputs = 1 (it waits for the stream to "
-                                                  "read its findings); pass 0"));
+        return closs_refuse_in_capture(stream, "check_inputs = 1 (it waits for the stream to read "
+                                               "its findings); pass 0");
     return CLOSS_STATUS_SUCCESS;
 }
 
