@@ -15,14 +15,12 @@ import pathlib
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import closs
 import closs.distributed
 from closs._arguments import CallArguments
 
-from test_distributed import _free_port, _init, _local_rows
+from test_distributed import _finish, _init, _local_rows, spawn_world
 
 PACKAGE = pathlib.Path(closs.__file__).resolve().parent
 # The gradients come back in the input's dtype: one rounding of a value of size ‖g‖∞.
@@ -102,8 +100,8 @@ def test_every_loss_on_16_and_32_bit_inputs_matches_float64(dtype, contiguous, r
             _close(g.grad, w.grad, dtype, what + ": gradient")
 
 
-def _gloo_world(rank, world, port):
-    _init(rank, world, port, "gloo")
+def _gloo_world(rank, world, rendezvous):
+    _init(rank, world, rendezvous, "gloo")
     generator = torch.Generator().manual_seed(11)
     rows, dim = 4 * world, 5
     z64 = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
@@ -139,10 +137,9 @@ def _gloo_world(rank, world, port):
     loss = closs.distributed.supcon_loss(local, labels[_local_rows("supcon", rows, world, rank)])
     with pytest.raises(RuntimeError, match="distributed supcon has no second derivative"):
         torch.autograd.grad(loss, local, create_graph=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    _finish()
 
 
 def test_distributed_16_and_32_bit_inputs_match_one_float64_process():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_gloo_world, args=(2, _free_port()), nprocs=2, join=True)
+    spawn_world(_gloo_world, 2)

@@ -7,8 +7,10 @@ present (skipped otherwise).
 Each world is one torch.multiprocessing.spawn running every case (starting processes is what
 costs); a failing comparison raises in the rank, and spawn re-raises it here with its message."""
 
+import faulthandler
 import os
-import socket
+import sys
+import tempfile
 
 import pytest
 import torch
@@ -21,16 +23,35 @@ import closs.distributed
 TOLERANCE = 1e-10
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def spawn_world(function, world):
+    """Runs function(rank, world, rendezvous) in `world` processes. The ranks meet through a file
+    (torch's FileStore) in a fresh directory: a TCP port picked here and released before rank 0
+    binds it could be taken in between by any process of a busy CI machine, and a TCP store is
+    served by rank 0, whose exit the other ranks would then race."""
+    with tempfile.TemporaryDirectory(prefix="closs-world-") as directory:
+        mp.spawn(function, args=(world, os.path.join(directory, "store")), nprocs=world, join=True)
 
 
-def _init(rank, world, port, backend):
+def _init(rank, world, rendezvous, backend):
+    # A rank that dies of a signal (SIGABRT from C++) prints its Python stack: spawn itself only
+    # says which rank and which signal.
+    faulthandler.enable()
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
-    dist.init_process_group(backend, init_method="tcp://127.0.0.1:%d" % port, rank=rank,
-                            world_size=world)
+    dist.init_process_group(backend, init_method="file://" + rendezvous, rank=rank, world_size=world)
+
+
+def _finish():
+    """The end of a rank whose checks all passed: every rank tears its group down together, then
+    leaves by os._exit, without the interpreter's finalisation. In CI a gloo rank once died of
+    SIGABRT ("terminate called without an active exception": a C++ thread destroyed while still
+    joinable) while its peer was alive; 8 runs here did not repeat it. That is what PyTorch's gloo
+    gives when a process exits with its group's threads alive (pytorch/pytorch#190489); faulthandler
+    (_init) prints the rank's stack should it happen anywhere else."""
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _close(a, b, what):
@@ -94,8 +115,8 @@ def _single_and_distributed(loss, reduction, rank, world, device, ddp=False, see
     return got.detach(), want_loss, local.grad, scale * whole.grad[mine]
 
 
-def _cpu_world(rank, world, port):
-    _init(rank, world, port, "gloo")
+def _cpu_world(rank, world, rendezvous):
+    _init(rank, world, rendezvous, "gloo")
     cpu = torch.device("cpu")
     for loss in ("ntxent", "supcon"):
         for reduction in ("mean", "sum", "none"):
@@ -112,13 +133,12 @@ def _cpu_world(rank, world, port):
     z = torch.randn(4 + 2 * rank, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="same number of rows"):
         closs.distributed.ntxent_loss(z)
-    dist.barrier()  # every rank tears its group down together (see the example)
-    dist.destroy_process_group()
+    _finish()
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_gloo_matches_a_single_process(world):
-    mp.spawn(_cpu_world, args=(world, _free_port()), nprocs=world, join=True)
+    spawn_world(_cpu_world, world)
 
 
 def test_without_a_process_group_the_error_says_so():
@@ -126,9 +146,9 @@ def test_without_a_process_group_the_error_says_so():
         closs.distributed.ntxent_loss(torch.randn(4, 3))
 
 
-def _cuda_world(rank, world, port):
+def _cuda_world(rank, world, rendezvous):
     torch.cuda.set_device(rank)
-    _init(rank, world, port, "nccl")
+    _init(rank, world, rendezvous, "nccl")
     device = torch.device("cuda", rank)
     for loss in ("ntxent", "supcon"):
         for reduction in ("mean", "sum", "none"):
@@ -138,19 +158,17 @@ def _cuda_world(rank, world, port):
             # up to the order of the sums.
             assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), what
             assert (grad - want_grad).abs().max().item() <= 1e-5 * max(1.0, want_grad.abs().max().item()), what
-    dist.barrier()
-    dist.destroy_process_group()
+    _finish()
 
 
 def spawn_nccl_world(function):
-    """Runs function(rank, world, port) on up to 2 GPUs (NCCL takes one rank per device); skips,
+    """Runs function(rank, world, rendezvous) on up to 2 GPUs (NCCL takes one rank per device); skips,
     saying why, without them."""
     if not torch.cuda.is_available() or not dist.is_nccl_available():
         pytest.skip("no CUDA device (or no NCCL): the NCCL test needs a GPU")
     if not closs.cuda_available():
         pytest.skip("libcloss was built without CUDA")
-    world = min(2, torch.cuda.device_count())
-    mp.spawn(function, args=(world, _free_port()), nprocs=world, join=True)
+    spawn_world(function, min(2, torch.cuda.device_count()))
 
 
 def test_nccl_with_cuda_tensors():

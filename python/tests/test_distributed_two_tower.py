@@ -9,12 +9,10 @@ Each world is one torch.multiprocessing.spawn running every case, as test_distri
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import closs
 import closs.distributed
-from test_distributed import _close, _free_port, _init, spawn_nccl_world
+from test_distributed import _close, _finish, _init, spawn_nccl_world, spawn_world
 
 # (kind, options, extra negatives per rank, whether they need a gradient)
 CASES = [
@@ -87,8 +85,8 @@ def _single_and_distributed(kind, options, extra, negatives_grad, reduction, ran
     return comparisons
 
 
-def _cpu_world(rank, world, port):
-    _init(rank, world, port, "gloo")
+def _cpu_world(rank, world, rendezvous):
+    _init(rank, world, rendezvous, "gloo")
     cpu = torch.device("cpu")
     for (kind, options, extra, negatives_grad), reduction in ((c, r) for c in CASES for r in ("mean", "sum", "none")):
         for what, got, want in _single_and_distributed(kind, options, extra, negatives_grad, reduction, rank, world,
@@ -107,13 +105,12 @@ def _cpu_world(rank, world, port):
     a = torch.randn(3, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="same number of pairs and of extra negatives"):
         closs.distributed.siglip_loss(a, a, negatives=torch.randn(1 + rank, 4, dtype=torch.float64))
-    dist.barrier()
-    dist.destroy_process_group()
+    _finish()
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_gloo_two_tower_matches_a_single_process(world):
-    mp.spawn(_cpu_world, args=(world, _free_port()), nprocs=world, join=True)
+    spawn_world(_cpu_world, world)
 
 
 def test_two_tower_without_a_process_group_the_error_says_so():
@@ -121,9 +118,9 @@ def test_two_tower_without_a_process_group_the_error_says_so():
         closs.distributed.ClipLoss()(torch.randn(4, 3), torch.randn(4, 3), 10.0)
 
 
-def _cuda_world(rank, world, port):
+def _cuda_world(rank, world, rendezvous):
     torch.cuda.set_device(rank)
-    _init(rank, world, port, "nccl")
+    _init(rank, world, rendezvous, "nccl")
     device = torch.device("cuda", rank)
     for (kind, options, extra, negatives_grad), reduction in ((c, r) for c in CASES for r in ("mean", "none")):
         for what, got, want in _single_and_distributed(kind, options, extra, negatives_grad, reduction, rank, world,
@@ -132,8 +129,7 @@ def _cuda_world(rank, world, port):
             scale = max(1.0, want.abs().max().item())
             assert (got - want).abs().max().item() <= 1e-4 * scale, "%s %s %s on CUDA: %s" % (kind, options,
                                                                                             reduction, what)
-    dist.barrier()
-    dist.destroy_process_group()
+    _finish()
 
 
 def test_nccl_two_tower_with_cuda_tensors():
