@@ -23,9 +23,9 @@
 #          torch.compile on the same sweep (bench/baselines/run.py), and bench/report.py's
 #          report.md with plots in results/;
 #   two-tower: `closs bench --loss clip|siglip` at issue #23's target (N = 65,536, D = 512; bf16
-#          and f32 on AUTO, i.e. the fused SIMT kernels, and bf16 on the chunked path), at the tile
-#          engine's largest D (N = 65,536, D = 256, bf16: the engine's walks, and the SIMT walks by
-#          CLOSS_TILE_KERNELS=simt, "closs-simt", beside them), then CLIP
+#          on AUTO, i.e. the tile engine's walks, f32 on the fused SIMT kernels, bf16 on the SIMT
+#          walks by CLOSS_TILE_KERNELS=simt, "closs-simt", and bf16 on the chunked path), the
+#          engine's walks at D = 256 too, then CLIP
 #          and SigLIP at N = 8,192 to 65,536, D = 512, bf16: closs (its PyTorch package) beside
 #          OpenCLIP (eager, torch.compile), Inf-CL and memeff, time and memory
 #          (bench/baselines/two_tower.py), and their report;
@@ -73,10 +73,10 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 tests=build-device/tests
 targets=()
 [[ $part == bench ]] && targets=(--target closs_cli) # the bench needs only the tool and library
-[[ $part == two-tower ]] && targets=(--target closs)  # closs's PyTorch package needs the library
+[[ $part == two-tower ]] && targets=(--target closs closs_cli) # the PyTorch package's library, the bench
 if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 && step build 300 cmake --build build-device -j16 "${targets[@]}"; then
-    if [[ $part != bench ]]; then
+    if [[ $part == tests || $part == all ]]; then
         step ctest 300 ctest --test-dir build-device --output-on-failure -j8
         step memcheck 150 compute-sanitizer --tool memcheck --target-processes all \
             --error-exitcode 3 "$tests/test_gpu_rowwise" --jobs 1 \
@@ -131,19 +131,20 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
         ((${#inputs[@]})) && step report 60 python3 bench/report.py "${inputs[@]}" --out "$out/results"
     fi
     if [[ $part == two-tower || $part == all ]]; then
-        # closs's C entry points at issue #23's target, fused (AUTO at D = 512) and chunked (the GPU
-        # reference); the SIMT kernels are predicted at about a second a call there (bench/NOTES.md)
+        # closs's C entry points at issue #23's target: bf16 on the tile engine's walks (predicted
+        # ≈ 0.1 s a call) and f32 on the SIMT walks (≈ 1.3 s), bf16 on the SIMT walks (≈ 1.3 s)
+        # and on the chunked path (the GPU reference, ≈ 0.6 s), bench/NOTES.md; the engine at
+        # D = 256 (≈ 36 ms). Each point is 3 warm-up and 3 timed calls: ≈ 30 s a loss, ≈ 4 min
+        # for the part with the baselines' budget after the build (the step limits are caps).
         for loss in clip siglip; do
-            step "$loss" 75 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
+            step "$loss" 60 build-device/closs bench --loss "$loss" --rows 65536 --dim 512 \
                 --dtype bf16,f32 --repeats 3 --json "$out/closs-$loss.json"
-            step "$loss-chunked" 45 build-device/closs bench --loss "$loss" --path chunked \
+            step "$loss-simt" 45 env CLOSS_TILE_KERNELS=simt build-device/closs bench --loss "$loss" \
+                --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-simt.json"
+            step "$loss-chunked" 30 build-device/closs bench --loss "$loss" --path chunked \
                 --rows 65536 --dim 512 --dtype bf16 --repeats 3 --json "$out/closs-$loss-chunked.json"
-            # the tile engine's walks (D ≤ 256; two_tower_tile_kernels.cuh) against the SIMT walks
-            # on the same sizes: predicted ≈ 0.1 s against ≈ 1 s a call (bench/NOTES.md)
-            step "$loss-engine" 45 build-device/closs bench --loss "$loss" --rows 65536 --dim 256 \
-                --dtype bf16 --repeats 3 --json "$out/closs-$loss-engine.json"
-            step "$loss-simt" 75 env CLOSS_TILE_KERNELS=simt build-device/closs bench --loss "$loss" \
-                --rows 65536 --dim 256 --dtype bf16 --repeats 3 --json "$out/closs-$loss-simt.json"
+            step "$loss-engine-256" 20 build-device/closs bench --loss "$loss" --rows 65536 --dim 256 \
+                --dtype bf16 --repeats 3 --json "$out/closs-$loss-engine-256.json"
         done
         # Smallest sizes first; each implementation compiles (torch.compile, Triton) in its first
         # point's warm-up. ~4 minutes after the build.

@@ -26,8 +26,10 @@ def shape(pass_name, dim):
     """(warps, anchor rows, column rows, column vectors) of TtForwardShape and TtBackwardShape
     (cuda/two_tower_tile_kernels.cuh; kept in step with them by hand)."""
     if pass_name == "forward":
+        if dim > 256:
+            return (4, 128, 32, 1)  # 4 warps of 32 rows, anchors in shared memory
         return (8, 256 if dim <= 128 else 128, 64, 1)
-    return (8, 128, 64 if dim <= 128 else 32, 3)
+    return (8, 64 if dim > 256 else 128, 64 if dim <= 128 else 32, 3)  # D = 512: warps in pairs
 
 
 def main():
@@ -49,8 +51,8 @@ def main():
         if m:
             counts[(m.group(1), "siglip" if m.group(2) == "true" else "clip", int(m.group(3)))] = \
                 counting.loop_histogram(code)
-    if len(counts) != 12:
-        sys.exit(f"two_tower_sass_count: found {len(counts)} of the 12 count kernels")
+    if len(counts) != 16:
+        sys.exit(f"two_tower_sass_count: found {len(counts)} of the 16 count kernels")
 
     columns = ("all", "HMMA", "LDSM", "LDS", "LDGSTS", "LDG", "MUFU", "FFMA", "FMUL", "FADD", "F2FP", "BAR")
     print(f"SASS per warp and column tile ({args.arch}, bf16, the plain element loop)\n")
@@ -59,7 +61,7 @@ def main():
     for (pass_name, loss, dim), h in sorted(counts.items(), key=lambda kv: (kv[0][0] != "forward", kv[0][1], kv[0][2])):
         print(f"| {pass_name} | {loss} | {dim} | " + " | ".join(str(h.get(c, 0)) for c in columns) + " |")
 
-    dim = 64 if args.dim <= 64 else 128 if args.dim <= 128 else 256
+    dim = 64 if args.dim <= 64 else 128 if args.dim <= 128 else 256 if args.dim <= 256 else 512
     print(f"\nPredicted at N = {args.rows}, K = 0, D = {args.dim} (variant {dim}), {args.sms} SMs at "
           f"{args.clock / 1e9:.2f} GHz: SM clocks per CTA tile, then ms per walk\n")
     print("| walk | loss | issue | HMMA | shared | MUFU | L2 | bound | tiles/SM | ms (overlap … none) |")

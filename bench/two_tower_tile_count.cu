@@ -57,5 +57,6 @@ int two_tower_tile_count_kernels(const void **out) {
     closs::add<64>(next);
     closs::add<128>(next);
     closs::add<256>(next);
+    closs::add<512>(next);
     return (int)(next - out);
 }

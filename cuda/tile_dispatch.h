@@ -65,15 +65,15 @@ static inline closs_tile_kernels closs_choose_tile_kernels(closs_tile_kernels pr
     return CLOSS_TILE_SIMT;
 }
 
-/* The family of SigLIP's forward walk (cuda/two_tower_fused.cu), given the choice for its own
- * kernel and for the backward walk's: a forward+backward call takes its loss from the backward's
- * walk, so a forward alone runs on the engine only where the backward does too, and the two calls
- * give the same loss bits (an RTX 30xx/40xx fits the forward's tiles at D = 256 but not the
- * backward's). */
-static inline closs_tile_kernels closs_siglip_forward_kernels(closs_tile_kernels forward,
-                                                              closs_tile_kernels backward) {
-    return forward == CLOSS_TILE_ENGINE && backward != CLOSS_TILE_ENGINE ? CLOSS_TILE_SIMT
-                                                                         : forward;
+/* The family of one of SigLIP's walks (cuda/two_tower_fused.cu), given the choice for its own
+ * kernel and for the other direction's (the forward's for a backward walk, the backward's for a
+ * forward walk): a forward+backward call takes its loss from the backward's walk, a forward alone
+ * from the forward's, so the two take the engine together or not at all, and the two calls give
+ * the same loss bits (an RTX 30xx/40xx fits the forward's tiles at D = 256 but not the backward's;
+ * an A100 the backward's at D = 512 but not the forward's). */
+static inline closs_tile_kernels closs_siglip_walk_kernels(closs_tile_kernels own,
+                                                           closs_tile_kernels other) {
+    return own == CLOSS_TILE_ENGINE && other != CLOSS_TILE_ENGINE ? CLOSS_TILE_SIMT : own;
 }
 
 #ifdef __CUDACC__

@@ -9,7 +9,9 @@
 // (exact in float), accumulated by the tensor cores (mma.sync.m16n8k16, f32 accumulation).
 //
 // Schedule (all sizes compile-time; Shape below):
-//   a CTA of kWarps warps owns kAnchorRows = kWarps·16·kMTiles anchor rows [i0, i0 + kAnchorRows)
+//   a CTA of kWarps warps owns kAnchorRows = kWarps/kDimSplit·16·kMTiles anchor rows [i0, i0 + kAnchorRows)
+//   (kDimSplit warps in a row group own the same rows: each multiplies the whole S tile, and a
+//   second product's columns are split between them, so that a backward's dZ fits at D = 512)
 //   and walks the B rows in tiles of kColumnRows (64, or 32), j0 = 0, kColumnRows, … < rows of B.
 //   Anchors: staged once into shared memory by cp.async (16-byte chunks, D zero-padded to kDim, a
 //     multiple of 16, rows past A's end zero), then, when kAnchorsInRegisters, loaded by ldmatrix
@@ -32,11 +34,12 @@
 //     rows; it may run a second product on the staged B rows (the backward's dZ += G·B_tile:
 //     the C fragments of two adjacent n-tiles are exactly the A fragment of one k step, so G goes
 //     from the accumulators to the tensor cores through registers, and B is read with
-//     ldmatrix.x4.trans).
+//     ldmatrix.x4.trans; with kDimSplit > 1 each warp of a row group multiplies its part of D).
 // Shared memory: two column tiles of kColumnRows × (kDim + 8) 16-bit values (rows 16 bytes apart
 // mod 128 bytes: the 8 row addresses of an ldmatrix hit 8 different bank groups), two buffers of
 // the epilogue's column vectors (kVectors × kColumnRows words), and the anchors: over the column
-// buffers while they are loaded into registers, else a region of their own. Every shared-memory
+// buffers while they are loaded into registers, else a region of their own, and with kDimSplit > 1
+// a float per lane and row slot for the epilogue's sums over the parts of D. Every shared-memory
 // access goes through tile_ptx.cuh's wrappers (the CPU harness checks them for races).
 // Requires sm_80 (cp.async, mma.sync.m16n8k16 with bf16); the kernels of older targets trap and
 // the launcher does not choose them (cuda/tile_dispatch.h).
@@ -76,14 +79,20 @@ __device__ __forceinline__ TileOperand<T> tile_operand(const void *data, int64_t
     return {static_cast<const T *>(data), rows, ld, (int)dim, aligned};
 }
 
-template <int kDim_, int kWarps_, int kMTiles_, int kColumnRows_, bool kAnchorsInRegisters_, int kVectors_>
+template <int kDim_, int kWarps_, int kMTiles_, int kColumnRows_, bool kAnchorsInRegisters_, int kVectors_,
+          int kDimSplit_ = 1>
 struct TileShape {
     static constexpr int kDim = kDim_; // D padded to a multiple of 16
     static constexpr int kWarps = kWarps_, kThreads = kWarps * kWarpSize;
     static constexpr int kMTiles = kMTiles_; // 16-row m-tiles per warp
     static constexpr bool kAnchorsInRegisters = kAnchorsInRegisters_;
     static constexpr int kVectors = kVectors_; // 32-bit column vectors the epilogue stages
-    static constexpr int kWarpRows = 16 * kMTiles, kAnchorRows = kWarps * kWarpRows;
+    // Warps sharing the same anchor rows (warps kDimSplit·g + p, p < kDimSplit): each multiplies
+    // the whole S tile and owns the columns [p·kDimPart, (p + 1)·kDimPart) of the second product.
+    static constexpr int kDimSplit = kDimSplit_, kDimPart = kDim / kDimSplit;
+    static_assert(kWarps % kDimSplit == 0 && kDimPart % 16 == 0, "whole warps and k steps a part");
+    static_assert(kDimSplit == 1 || !kAnchorsInRegisters, "a part's fragments are indexed at run time");
+    static constexpr int kWarpRows = 16 * kMTiles, kAnchorRows = kWarps / kDimSplit * kWarpRows;
     static constexpr int kColumnRows = kColumnRows_; // rows of B per column tile, a multiple of 16
     static constexpr int kNTiles = kColumnRows / 8, kKSteps = kDim / 16;
     static constexpr int kLd = kDim + 8;     // staged row, 16-bit elements
@@ -98,7 +107,10 @@ struct TileShape {
     static constexpr size_t kAnchorsEnd = kAnchors + kAnchorBytes;
     static constexpr size_t kVectorsAt = kAnchorsEnd > kColumnsEnd ? kAnchorsEnd : kColumnsEnd;
     static constexpr size_t kVectorBytes = (size_t)kVectors * kColumnRows * 4; // one buffer
-    static constexpr size_t kBytes = kVectorsAt + 2 * kVectorBytes;
+    // A float per lane and row slot of each warp, for the epilogue's sums over the parts of D.
+    static constexpr size_t kExchangeAt = kVectorsAt + 2 * kVectorBytes;
+    static constexpr size_t kExchangeBytes = kDimSplit > 1 ? (size_t)kWarps * kWarpSize * 2 * kMTiles * 4 : 0;
+    static constexpr size_t kBytes = kExchangeAt + kExchangeBytes;
     static_assert(kTileBytes % 16 == 0 && kVectorsAt % 16 == 0, "16-byte aligned regions");
 };
 
@@ -108,6 +120,14 @@ __device__ __forceinline__ int tile_lane() { return threadIdx.x % kWarpSize; }
 // its 8-column n-tile.
 __device__ __forceinline__ int fragment_row(int e) { return tile_lane() / 4 + 8 * (e / 2); }
 __device__ __forceinline__ int fragment_column(int e) { return 2 * (tile_lane() % 4) + e % 2; }
+// The warp's group of anchor rows and its part of D (TileShape::kDimSplit).
+template <class Shape> __device__ __forceinline__ int row_group() {
+    return threadIdx.x / kWarpSize / Shape::kDimSplit;
+}
+template <class Shape> __device__ __forceinline__ int dim_part() {
+    if constexpr (Shape::kDimSplit == 1) return 0;
+    else return threadIdx.x / kWarpSize % Shape::kDimSplit;
+}
 
 // One thread's share of staging `kRows` operand rows into shared memory, 16-byte chunk by chunk:
 // chunk c = thread % kChunks of rows thread / kChunks + k·(kThreads / kChunks). The source
@@ -231,11 +251,14 @@ template <typename T, class Shape> struct AnchorFragments {
 // The backward's second product D += X·B_tile for a warp of one m-tile: k step kt of it is the
 // 8-column n-tiles 2kt and 2kt + 1 of X (X in the accumulator layout of S: the C fragments of two
 // adjacent n-tiles are exactly one A fragment), each element through `operand` (a float → float
-// range map) and rounded to T once; B is the staged tile read by ldmatrix.x4.trans. D holds
-// kDim/8 n-tiles of 16 × 8 (one row of the warp's anchors against every column of D).
+// range map) and rounded to T once; B is the staged tile read by ldmatrix.x4.trans. D holds the
+// warp's part of the columns, kDimPart/8 n-tiles of 16 × 8 (the warp's anchor rows against the
+// columns [part·kDimPart, (part + 1)·kDimPart) of B, part = dim_part()).
 template <typename T, class Shape, class Operand>
-__device__ __forceinline__ void second_product(float (&d)[Shape::kDim / 8][4], const float (&x)[1][Shape::kNTiles][4],
-                                               const T *staged_tile, Operand operand) {
+__device__ __forceinline__ void second_product(float (&d)[Shape::kDimPart / 8][4],
+                                               const float (&x)[1][Shape::kNTiles][4], const T *staged_tile,
+                                               Operand operand) {
+    const int first_p = dim_part<Shape>() * (Shape::kDimPart / 16);
 #pragma unroll
     for (int kt = 0; kt < Shape::kColumnRows / 16; ++kt) {
         uint32_t a[4];
@@ -245,9 +268,9 @@ __device__ __forceinline__ void second_product(float (&d)[Shape::kDim / 8][4], c
             a[r] = tile::pack_pair<T>(operand(pair[0]), operand(pair[1]));
         }
 #pragma unroll
-        for (int p = 0; p < Shape::kDim / 16; ++p) {
+        for (int p = 0; p < Shape::kDimPart / 16; ++p) {
             uint32_t b[4];
-            load_bt_fragments<Shape>(b, staged_tile, kt, p);
+            load_bt_fragments<Shape>(b, staged_tile, kt, first_p + p);
             const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
             tile::mma_m16n8k16<T>(d[2 * p], a, b0);
             tile::mma_m16n8k16<T>(d[2 * p + 1], a, b1);
@@ -256,21 +279,24 @@ __device__ __forceinline__ void second_product(float (&d)[Shape::kDim / 8][4], c
 }
 
 // Calls visit(slot, c, z, d) for each pair of the lane's elements of the second product's D (one
-// m-tile): the slot's row (l/4, or l/4 + 8 for slot 1), columns c and c + 1, the anchor row's raw
-// values there (z.x, z.y) and D's two elements (d[0], d[1]). The anchors' A fragments hold them:
-// register r of k step ks has row l/4 + 8(r%2), columns 16ks + 8(r/2) + 2(l%4) and + 1, the
-// lane's columns of D's n-tile 2ks + r/2 (re-loaded from shared memory when not held in registers).
+// m-tile, the warp's part of the columns): the slot's row (l/4, or l/4 + 8 for slot 1), columns c
+// and c + 1 (of all D), the anchor row's raw values there (z.x, z.y) and D's two elements (d[0],
+// d[1]). The anchors' A fragments hold them: register r of k step ks has row l/4 + 8(r%2), columns
+// 16ks + 8(r/2) + 2(l%4) and + 1, the lane's columns of D's n-tile 2ks + r/2 (re-loaded from
+// shared memory when not held in registers); the part's k steps start at part·kDimPart/16.
 template <typename T, class Shape, class Visit>
 __device__ __forceinline__ void each_anchor_pair(const AnchorFragments<T, Shape> &anchors,
-                                                 float (&d)[Shape::kDim / 8][4], Visit visit) {
+                                                 float (&d)[Shape::kDimPart / 8][4], Visit visit) {
+    const int first_ks = dim_part<Shape>() * (Shape::kDimPart / 16);
 #pragma unroll
-    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
+    for (int ks = 0; ks < Shape::kDimPart / 16; ++ks) {
         uint32_t a[4];
-        anchors.get(a, 0, ks);
+        anchors.get(a, 0, first_ks + ks);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int slot = r % 2;
-            visit(slot, 8 * (2 * ks + r / 2) + fragment_column(0), unpack_pair<T>(a[r]), &d[2 * ks + r / 2][2 * slot]);
+            visit(slot, 8 * (2 * (first_ks + ks) + r / 2) + fragment_column(0), unpack_pair<T>(a[r]),
+                  &d[2 * ks + r / 2][2 * slot]);
         }
     }
 }
@@ -294,13 +320,11 @@ __device__ __forceinline__ void walk_tiles(const TileOperand<T> &a, const TileOp
         return reinterpret_cast<float *>(shared + Shape::kVectorsAt + b * Shape::kVectorBytes);
     };
     T *staged_anchors = reinterpret_cast<T *>(shared + Shape::kAnchors);
-    const int warp = threadIdx.x / kWarpSize;
-
     RowStager<T, Shape, Shape::kAnchorRows>(a, i0).issue(staged_anchors);
     tile::cp_async_commit();
     tile::cp_async_wait<0>();
     __syncthreads();
-    anchors.load(staged_anchors + warp * Shape::kWarpRows * Shape::kLd);
+    anchors.load(staged_anchors + row_group<Shape>() * Shape::kWarpRows * Shape::kLd);
     if constexpr (Shape::kAnchorsInRegisters) __syncthreads(); // the column tiles reuse that memory
 
     RowStager<T, Shape, Shape::kColumnRows> stager(b, 0);

@@ -1,10 +1,10 @@
 // CLIP and SigLIP on the GPU, the FUSED path: logit tiles live in registers and shared memory, and
 // no N × (N + K) (or chunk × (N + K)) matrix is ever written. The walks run on the tile engine
 // (two_tower_tile_kernels.cuh: mma.sync, float accumulation) for bf16 and for f16's CLIP
-// forward at D ≤ 256 where the loaded code and the device allow (tile_dispatch.h), else on the
-// float SIMT kernels (two_tower_fused_kernels.cuh: f32, f16's backward and SigLIP, D > 256,
-// pre-sm_80 code; 16-bit rows read as they are and widened). The math is at the top of two_tower_math.h, the tile
-// schedules at the tops of the kernel headers.
+// forward at D ≤ 512 where the loaded code and the device allow (tile_dispatch.h), else on the
+// float SIMT kernels (two_tower_fused_kernels.cuh: f32, f16's backward and SigLIP, pre-sm_80
+// code, devices whose shared memory does not fit; 16-bit rows read as they are and widened). The
+// math is at the top of two_tower_math.h, the tile schedules at the tops of the kernel headers.
 //
 // Launch sequence (one stream, in this order; N pairs, R = N + K rows of b, D ≤ 512):
 //   embed             ‖row‖ and 1/‖row‖ of every row of a and b (NaN for a non-finite row)
@@ -102,10 +102,10 @@ cudaError_t run_walk(const closs_two_tower_launch &job, const TwoTowerWalk &walk
         };
         const EngineWalk k = walk_of(backward);
         closs_tile_kernels family = family_of(k);
-        if (kSiglip && !backward) // the same loss bits as a forward+backward (tile_dispatch.h)
-            family = closs_siglip_forward_kernels(
-                family, tt_engine_walk<T, kSiglip>(job.dim, true) ? family_of(walk_of(true))
-                                                                  : CLOSS_TILE_SIMT);
+        if (kSiglip) // a forward's loss bits as a forward+backward's (tile_dispatch.h)
+            family = closs_siglip_walk_kernels(
+                family, tt_engine_walk<T, kSiglip>(job.dim, !backward) ? family_of(walk_of(!backward))
+                                                                       : CLOSS_TILE_SIMT);
         if (family == CLOSS_TILE_ENGINE) {
             k.kernel<<<(unsigned)((anchors + k.anchor_rows - 1) / k.anchor_rows), k.threads,
                        k.shared_bytes, stream>>>(job, walk);

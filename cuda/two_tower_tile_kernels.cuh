@@ -1,4 +1,4 @@
-// CLIP's and SigLIP's walks on the tile engine (tile_engine.cuh has the schedule), D ≤ 256, sm_80
+// CLIP's and SigLIP's walks on the tile engine (tile_engine.cuh has the schedule), D ≤ 512, sm_80
 // and later, as epilogues of the engine's walk: bf16's forward and backward walks, f16's CLIP
 // forward walks (below: why f16's backward and SigLIP keep the SIMT walks). two_tower_fused.cu
 // runs them in place of the SIMT walks of two_tower_fused_kernels.cuh where tile_dispatch.h
@@ -25,7 +25,13 @@
 //                    A fragments of the second product dẐ_rows += G'·B_tile (the raw rows, staged);
 //                    once, after the first tile, the pair's own term G_ii·b̂_i (float, from global
 //                    memory: its G_ii is left out of the tiles); last s, the normalisation's
-//                    backward dz = (dẑ − ẑ(ẑ·dẑ))·r_i and the store.
+//                    backward dz = (dẑ − ẑ(ẑ·dẑ))·r_i and the store. At D > 256 a warp's dẐ (256
+//                    floats a lane at D = 512) does not fit its registers: two warps own the same
+//                    16 anchor rows, both multiply the whole S tile and compute the same G' (the
+//                    same bits), each accumulates dẐ for its half of D (second_product's and
+//                    each_anchor_pair's part) and adds the own term to it; ẑ·dẑ, which needs all
+//                    of D, is the sum of the two halves' (through shared memory, both warps adding
+//                    them in one order), and the per-row shares are stored by the first warp.
 // Range: f16 and bf16 products are exact and S is a float sum, so the forward has no range limit
 // of its own. The backward's G' is a 16-bit operand: in bf16 (float's exponent range) any G·r_j
 // is representable; in f16 a MEAN weight of 1/N at large N puts G' below f16's normal range (6e-5)
@@ -35,14 +41,20 @@
 // SigLIP forward+backward takes its loss from the backward's walk over a, and a forward alone
 // must give the same bits (the engine's forward and backward epilogues compute each x and
 // softplus alike, in the same order, so bf16's do; where bf16's backward cannot take the engine,
-// its forward does not either: closs_siglip_forward_kernels in tile_dispatch.h).
+// its forward does not either, nor its backward where its forward cannot: closs_siglip_walk_kernels
+// in tile_dispatch.h).
 // Masks: a column tile that passes the walk's columns or holds one of the warp's own rows (j = i)
 // runs the masked element loop, the others the plain one.
 // Determinism: one order for every sum (the tensor cores' over k, each lane's columns in tile
 // order, fixed quad butterflies), no atomics; the per-row values have one owner.
-// Shapes (TileShape, 8 warps, one CTA per SM as NT-Xent's): forward 32 anchor rows a warp for
-// D ≤ 128, 16 at D = 256, anchors in registers; backward 16 rows a warp, anchors in registers
-// for D ≤ 128 (64-row column tiles), in shared memory at D = 256 (32-row tiles).
+// Shapes (TileShape, one CTA per SM as NT-Xent's): forward 8 warps of 32 anchor rows for D ≤ 128,
+// of 16 at D = 256, anchors in registers (64-row column tiles); at D = 512 4 warps of 32 rows
+// (128 anchor rows, 32-row column tiles), anchors in shared memory (the A fragments of a warp's
+// rows at D = 512 are 128 registers a lane per m-tile: they do not fit beside the accumulators),
+// 195.3 KB of shared memory. Backward 8 warps of 16 rows, anchors in registers for D ≤ 128
+// (64-row column tiles), in shared memory at D = 256 (32-row tiles); at D = 512 8 warps in pairs
+// sharing 16 rows (64 anchor rows, 32-row column tiles, 132.8 KB). Which shape: the shared
+// memory (≤ 227 KB a block on sm_90) and the reads of it per HMMA (bench/NOTES.md).
 #pragma once
 
 #include <math.h>
@@ -57,9 +69,12 @@
 namespace closs {
 namespace {
 
-constexpr int kTtEngineMaxDim = 256;
-template <int kDim> using TtForwardShape = TileShape<kDim, 8, kDim <= 128 ? 2 : 1, 64, true, 1>;
-template <int kDim> using TtBackwardShape = TileShape<kDim, 8, 1, kDim <= 128 ? 64 : 32, kDim <= 128, 3>;
+constexpr int kTtEngineMaxDim = 512;
+template <int kDim>
+using TtForwardShape = std::conditional_t<kDim <= 256, TileShape<kDim, 8, kDim <= 128 ? 2 : 1, 64, true, 1>,
+                                          TileShape<kDim, 4, 2, 32, false, 1>>;
+template <int kDim>
+using TtBackwardShape = TileShape<kDim, 8, 1, kDim <= 128 ? 64 : 32, kDim <= 128, 3, kDim <= 256 ? 1 : 2>;
 
 // Whether the engine has the walk for this loss, dtype, D and direction (see the top: f16 has only
 // CLIP's forward walks). The launcher still asks tile_dispatch.h whether it may run.
@@ -69,10 +84,11 @@ template <typename T, bool kSiglip> inline bool tt_engine_walk(int64_t dim, bool
     return kTtEngineLoss<T, kSiglip> && dim <= kTtEngineMaxDim && (std::is_same<T, __nv_bfloat16>::value || !backward);
 }
 
-// Calls variant(std::integral_constant<int, kDim>) with the engine's padded D: 64, 128 or 256.
+// Calls variant(std::integral_constant<int, kDim>) with the engine's padded D: 64, 128, 256 or 512.
 template <typename Variant> auto with_engine_dim(int64_t dim, Variant variant) {
     if (dim <= 64) return variant(std::integral_constant<int, 64>());
     if (dim <= 128) return variant(std::integral_constant<int, 128>());
+    if (dim <= 256) return variant(std::integral_constant<int, 256>());
     return variant(std::integral_constant<int, kTtEngineMaxDim>());
 }
 
@@ -287,7 +303,7 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
     bool losses;       // SigLIP's loss terms on the way (the forward of a forward+backward)
     float row_factor[kSlots], row_lse2[kSlots];
     float scale_share[kSlots], bias_share[kSlots], loss[kSlots];
-    float dz[Shape::kDim / 8][4]; // Σ_j G_ij·b̂_j of the warp's 16 rows, in the accumulator layout
+    float dz[Shape::kDimPart / 8][4]; // Σ_j G_ij·b̂_j of the warp's 16 rows and part of D, accumulator layout
 
     __device__ __forceinline__ TwoTowerBackwardEpilogue(const closs_two_tower_launch &launch, const TwoTowerWalk &w,
                                                         int64_t first)
@@ -304,14 +320,16 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
             scale_share[slot] = bias_share[slot] = loss[slot] = 0.0f;
         }
 #pragma unroll
-        for (int d = 0; d < Shape::kDim / 8; ++d)
+        for (int d = 0; d < Shape::kDimPart / 8; ++d)
 #pragma unroll
             for (int e = 0; e < 4; ++e) dz[d][e] = 0.0f;
     }
 
     // dẐ += the pair's own term G_ii·b̂_i (its partner: the same index in the other tower), the
-    // element of n-tile d and element e being row slot e/2, column 8d + 2(l%4) + e%2.
+    // element of n-tile d and element e being row slot e/2, column part·kDimPart + 8d + 2(l%4) + e%2
+    // (the warp's part of D only).
     __device__ __forceinline__ void add_own_pairs() {
+        const int first_column = dim_part<Shape>() * Shape::kDimPart;
         const T *partner_tower = static_cast<const T *>(walk.anchors_are_a ? job.b : job.a);
         const int64_t partner_ld = walk.anchors_are_a ? job.ldb : job.lda;
 #pragma unroll
@@ -321,10 +339,10 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
             const float diagonal = diagonal_term(i), partner_r = Base::column_inv_norm[i];
             const T *partner = partner_tower + i * partner_ld;
 #pragma unroll
-            for (int d = 0; d < Shape::kDim / 8; ++d)
+            for (int d = 0; d < Shape::kDimPart / 8; ++d)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    const int c = 8 * d + fragment_column(h);
+                    const int c = first_column + 8 * d + fragment_column(h);
                     float &into = dz[d][2 * slot + h];
                     if (c < job.dim) into = fmaf(diagonal, to_float(partner[c]) * partner_r, into);
                 }
@@ -395,7 +413,28 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
         if (j0 == 0) add_own_pairs(); // once, where the tile's registers are free (bench/NOTES.md)
     }
 
-    // s, the normalisation's backward and the store; the shares (and the pair's own).
+    // ẑ·dẑ of each slot's row, from every part of D: the warps of a row group store their parts'
+    // sums, meet the block (every thread reaches finish) and add the parts in increasing order, so
+    // that the group's warps hold the same bits.
+    __device__ __forceinline__ void combine_parts(float (&radial)[kSlots]) const {
+        if constexpr (Shape::kDimSplit > 1) {
+            float *exchange = reinterpret_cast<float *>(dynamic_shared() + Shape::kExchangeAt);
+            auto at = [&](int warp, int slot) { return exchange + (warp * kSlots + slot) * kWarpSize + tile_lane(); };
+            const int warp = threadIdx.x / kWarpSize, first = warp - dim_part<Shape>();
+#pragma unroll
+            for (int slot = 0; slot < kSlots; ++slot) tile::shared_store(at(warp, slot), radial[slot]);
+            __syncthreads();
+#pragma unroll
+            for (int slot = 0; slot < kSlots; ++slot) {
+                radial[slot] = tile::shared_load(at(first, slot));
+#pragma unroll
+                for (int p = 1; p < Shape::kDimSplit; ++p) radial[slot] += tile::shared_load(at(first + p, slot));
+            }
+        }
+    }
+
+    // s, the normalisation's backward and the store of the warp's part of D; the shares (and the
+    // pair's own), by the first part's warp.
     __device__ __forceinline__ void finish(const AnchorFragments<T, Shape> &anchors) {
         float radial[kSlots] = {0.0f, 0.0f};
         each_anchor_pair(anchors, dz, [&](int slot, int, float2 z, float *g) {
@@ -403,17 +442,20 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
             g[1] *= s;
             radial[slot] = fmaf(z.y * r[slot], g[1], fmaf(z.x * r[slot], g[0], radial[slot]));
         });
+#pragma unroll
+        for (int slot = 0; slot < kSlots; ++slot) radial[slot] = quad_sum(radial[slot]);
+        combine_parts(radial);
         const float *norms = walk.anchors_are_a ? job.norms_a : job.norms_b;
         bool store[kSlots], projected[kSlots];
         T *out[kSlots];
 #pragma unroll
         for (int slot = 0; slot < kSlots; ++slot) {
             const int64_t i = Base::row(slot);
-            radial[slot] = quad_sum(radial[slot]);
             const float scale_sum = quad_sum(scale_share[slot]), bias_sum = quad_sum(bias_share[slot]);
             const float loss_sum = quad_sum(loss[slot]);
             const bool mine = i < walk.anchor_end;
-            if (mine && walk.shares && tile_lane() % 4 == 0) { // the lanes' sums, then the pair's own term
+            // The lanes' sums, then the pair's own term, by one lane of the row's first part.
+            if (mine && walk.shares && tile_lane() % 4 == 0 && dim_part<Shape>() == 0) {
                 const float diagonal = i < job.pairs ? diagonal_term(i) : 0.0f;
                 const float cosine = i < job.pairs ? job.positives[i] : 0.0f;
                 job.scale_share[i] = fmaf(diagonal, cosine, scale_sum);
@@ -448,7 +490,7 @@ template <typename T, class Shape, class Epilogue>
 __device__ __forceinline__ void two_tower_tile_pass(const closs_two_tower_launch &job, const TwoTowerWalk &walk) {
     const int64_t i0 = walk.anchor_begin + (int64_t)blockIdx.x * Shape::kAnchorRows;
     const TtOperands<T> operands = tt_operands<T>(job, walk);
-    Epilogue epilogue(job, walk, i0 + threadIdx.x / kWarpSize * Shape::kWarpRows);
+    Epilogue epilogue(job, walk, i0 + row_group<Shape>() * Shape::kWarpRows);
     AnchorFragments<T, Shape> anchors;
     walk_tiles<T, Shape>(operands.anchors, operands.columns, i0, anchors, epilogue);
     epilogue.finish(anchors);

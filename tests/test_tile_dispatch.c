@@ -111,8 +111,9 @@ Test(tile_dispatch, preference) {
 /* CLIP's and SigLIP's walks (cuda/two_tower_fused.cu): the engine or the SIMT walks (no WMMA
  * family: its candidate is "no code"). The default build runs the engine wherever its shared
  * memory fits: everywhere but the backward at D = 256 on an RTX 30xx/40xx (99.75 KB: 128 anchor
- * rows beside two 32-row column tiles); code below sm_80 and CLOSS_TILE_KERNELS=simt give the SIMT
- * walks, =wmma the engine. */
+ * rows beside two 32-row column tiles) and at D = 512 (195.3 KB forward: 128 anchor rows, 132.8 KB
+ * backward: 64) the forward on an A100 and both walks on an RTX; code below sm_80 and
+ * CLOSS_TILE_KERNELS=simt give the SIMT walks, =wmma the engine. */
 static closs_tile_kernels choose_two_tower(closs_tile_kernels preferred, int code, const device *d,
                                            int backward, int dim) {
     const closs_tile_candidate engine = {code, closs_two_tower_engine_shared_bytes(backward, dim) <=
@@ -121,43 +122,61 @@ static closs_tile_kernels choose_two_tower(closs_tile_kernels preferred, int cod
     return closs_choose_tile_kernels(preferred, 1, engine, none);
 }
 
+static const int two_tower_dims[] = {64, 128, 256, 512};
+
+/* Whether the engine's walk fits the device (see above). */
+static int two_tower_fits(const device *d, int backward, int dim) {
+    if (d == &rtx) return dim < 256 || (dim == 256 && !backward);
+    return d == &h100 || dim < 512 || backward;
+}
+
 Test(tile_dispatch, two_tower_walks) {
     const device *devices[] = {&a100, &rtx, &h100};
     for (int k = 0; k < 3; ++k)
         for (int backward = 0; backward <= 1; ++backward)
-            for (int d = 0; d < 3; ++d) {
-                const int code = devices[k] == &h100 ? 90 : 80;
-                const int fits = !(devices[k] == &rtx && backward && dims[d] == 256);
-                const closs_tile_kernels want = fits ? CLOSS_TILE_ENGINE : CLOSS_TILE_SIMT;
-                cr_expect_eq(
-                    choose_two_tower(CLOSS_TILE_ENGINE, code, devices[k], backward, dims[d]), want,
-                    "%s %s D = %d", devices[k]->name, backward ? "backward" : "forward", dims[d]);
-                cr_expect_eq(choose_two_tower(CLOSS_TILE_WMMA, code, devices[k], backward, dims[d]),
+            for (int d = 0; d < 4; ++d) {
+                const int code = devices[k] == &h100 ? 90 : 80, dim = two_tower_dims[d];
+                const closs_tile_kernels want =
+                    two_tower_fits(devices[k], backward, dim) ? CLOSS_TILE_ENGINE : CLOSS_TILE_SIMT;
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, code, devices[k], backward, dim),
+                             want, "%s %s D = %d", devices[k]->name,
+                             backward ? "backward" : "forward", dim);
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_WMMA, code, devices[k], backward, dim),
                              want);
-                cr_expect_eq(choose_two_tower(CLOSS_TILE_SIMT, code, devices[k], backward, dims[d]),
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_SIMT, code, devices[k], backward, dim),
                              CLOSS_TILE_SIMT);
-                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 75, devices[k], backward, dims[d]),
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 75, devices[k], backward, dim),
                              CLOSS_TILE_SIMT);
-                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 0, devices[k], backward, dims[d]),
+                cr_expect_eq(choose_two_tower(CLOSS_TILE_ENGINE, 0, devices[k], backward, dim),
                              CLOSS_TILE_SIMT);
             }
     cr_expect_gt(closs_two_tower_engine_shared_bytes(1, 256), rtx.shared_optin);
     cr_expect_leq(closs_two_tower_engine_shared_bytes(0, 256), rtx.shared_optin);
+    cr_expect_gt(closs_two_tower_engine_shared_bytes(0, 512), a100.shared_optin);
+    cr_expect_leq(closs_two_tower_engine_shared_bytes(1, 512), a100.shared_optin);
+    cr_expect_leq(closs_two_tower_engine_shared_bytes(0, 512), h100.shared_optin);
 }
 
-/* SigLIP's forward alone follows its backward's family, so that a forward and a forward+backward
- * give the same loss bits: on an RTX 30xx/40xx at D = 256 both take the SIMT walks. */
-Test(tile_dispatch, siglip_forward_follows_the_backward) {
+/* SigLIP's forward and backward walks take the engine together or not at all, so that a forward
+ * and a forward+backward (whose loss the backward's walk sums) give the same loss bits: on an RTX
+ * 30xx/40xx at D = 256 (the backward does not fit) and on an A100 at D = 512 (the forward does
+ * not) both take the SIMT walks. */
+Test(tile_dispatch, siglip_walks_take_the_engine_together) {
     for (int k = 0; k < 3; ++k) {
         const device *d = k == 0 ? &a100 : k == 1 ? &rtx : &h100;
-        for (int i = 0; i < 3; ++i) {
-            const closs_tile_kernels forward = closs_siglip_forward_kernels(
-                choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 0, dims[i]),
-                choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 1, dims[i]));
-            const closs_tile_kernels want =
-                d == &rtx && dims[i] == 256 ? CLOSS_TILE_SIMT : CLOSS_TILE_ENGINE;
-            cr_expect_eq(forward, want, "%s D = %d", d->name, dims[i]);
+        for (int i = 0; i < 4; ++i) {
+            const int dim = two_tower_dims[i];
+            const closs_tile_kernels forward = choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 0, dim),
+                                     backward = choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 1, dim);
+            const closs_tile_kernels want = two_tower_fits(d, 0, dim) && two_tower_fits(d, 1, dim)
+                                                ? CLOSS_TILE_ENGINE
+                                                : CLOSS_TILE_SIMT;
+            cr_expect_eq(closs_siglip_walk_kernels(forward, backward), want, "%s D = %d forward",
+                         d->name, dim);
+            cr_expect_eq(closs_siglip_walk_kernels(backward, forward), want, "%s D = %d backward",
+                         d->name, dim);
         }
     }
-    cr_expect_eq(closs_siglip_forward_kernels(CLOSS_TILE_SIMT, CLOSS_TILE_ENGINE), CLOSS_TILE_SIMT);
+    cr_expect_eq(closs_siglip_walk_kernels(CLOSS_TILE_SIMT, CLOSS_TILE_ENGINE), CLOSS_TILE_SIMT);
+    cr_expect_eq(closs_siglip_walk_kernels(CLOSS_TILE_ENGINE, CLOSS_TILE_SIMT), CLOSS_TILE_SIMT);
 }

@@ -11,10 +11,11 @@
 //     random upstream gradients: ∂/∂a, ∂/∂b, ∂/∂s (∂/∂β), padding and guard rows untouched;
 //   - forward+backward: the loss (the same bits as the forward alone) and the gradients.
 // Shapes: odd N over one to three tiles, K = 0 and K > 0, D = 1, 3, 17, 64, 65, 130, 300 (the
-// backward's four variants); every option and reduction, row ranges, s up to 100, the logit
-// scale and bias as device scalars or from the parameters; f32, f16 and bf16; both paths, and the
-// fused path's walks on the tile engine (two_tower_tile_kernels.cuh: mma.sync, ldmatrix and
-// cp.async emulated lane by lane, every shared access race-checked).
+// backward's four variants), and on the engine 264, 384 and 512 (engine_wide_dims); every option
+// and reduction, row ranges, s up to 100, the logit scale and bias as device scalars or from the
+// parameters; f32, f16 and bf16; both paths, and the fused path's walks on the tile engine
+// (two_tower_tile_kernels.cuh: mma.sync, ldmatrix and cp.async emulated lane by lane, every
+// shared access race-checked).
 // Not covered: races of the SIMT walks (their shared arrays are plain pointers, which the
 // harness's race check does not see: compute-sanitizer's racecheck does that on a device), the
 // order of cuBLAS's additions, the launches themselves.
@@ -454,6 +455,14 @@ struct Errors {
 };
 
 void worst(double &into, double e) { into = std::isnan(e) ? INFINITY : std::max(into, e); }
+void worst_of(Errors &largest, const Errors &e) {
+    for (auto [into, from] : {std::pair{&largest.stats, e.stats},
+                              {&largest.loss, e.loss},
+                              {&largest.grad_a, e.grad_a},
+                              {&largest.grad_b, e.grad_b},
+                              {&largest.scalars, e.scalars}})
+        worst(*into, from);
+}
 
 // Losses: norm-wise against max(‖want‖, 0.1·L per pair in the reduction). Statistics: each within
 // 1e-5·max(|want|, L) (the largest ratio is reported). Scalars: against max(|want|, their floor).
@@ -633,12 +642,7 @@ void sweep(std::vector<int> dtypes, Path path, unsigned long long seed) {
                 const int dtype = dtypes[(ni + di + siglip) % dtypes.size()];
                 const Errors e = check_dtype(pr, dtype, path);
                 expect_within(pr, dtype, path, e);
-                for (auto [into, from] : {std::pair{&largest.stats, e.stats},
-                                          {&largest.loss, e.loss},
-                                          {&largest.grad_a, e.grad_a},
-                                          {&largest.grad_b, e.grad_b},
-                                          {&largest.scalars, e.scalars}})
-                    worst(*into, from);
+                worst_of(largest, e);
             }
     cr_log_info("%s, %s: largest errors: statistics %.2e, loss %.2e, grad_a %.2e, grad_b %.2e, "
                 "scalars %.2e",
@@ -656,7 +660,7 @@ Test(two_tower_kernels, fused_f32_match_reference) { sweep({0}, Path::fused, 230
 Test(two_tower_kernels, fused_16bit_match_reference) { sweep({1, 2}, Path::fused, 23002); }
 
 // The walks on the tile engine (two_tower_tile_kernels.cuh), as a device with sm_80 code runs
-// them: bf16's forward and backward walks with D ≤ 256 (D = 300 keeps the SIMT walks, as there),
+// them: bf16's forward and backward walks with D ≤ 512 (D = 300: engine_wide_dims' shapes),
 // mma.sync, ldmatrix and cp.async emulated lane by lane and every shared access race-checked.
 // Tolerances as the SIMT walks': the statistics and losses are float arithmetic on the exact
 // products (1e-5); the gradients' bf16 part (1e-2) covers G' = G·r_j rounded to bf16 once per term
@@ -667,6 +671,39 @@ Test(two_tower_kernels, engine_bf16_match_reference) { sweep({2}, Path::engine, 
 // f16 on an sm_80+ device: CLIP's forward walks on the engine (its backward and SigLIP on the SIMT
 // walks, which the statistics of the engine's forward feed).
 Test(two_tower_kernels, engine_f16_match_reference) { sweep({1}, Path::engine, 23008); }
+
+// The engine's walks at 256 < D ≤ 512 (D padded to 512: anchors staged in shared memory, and the
+// backward's warps in pairs that share 16 anchor rows and split D, combining the normalisation's
+// ẑ·dẑ through shared memory): D = 264 (the second part mostly padding), 384 (the second part half
+// padding) and 512 (both parts whole); N over one to three anchor blocks, K = 0 and K > 0 (masked
+// column tiles at the walks' ends and on the diagonal), normalisation on and off, every
+// reduction, CLIP symmetric and not, SigLIP; bf16 (forward and backward) and f16 (CLIP's forward
+// walks). Tolerances as the sweep's.
+Test(two_tower_kernels, engine_wide_dims) {
+    random_state = 23009;
+    const int wide_dims[] = {264, 384, 512};
+    const int wide_pairs[] = {3, 65, 130};
+    Errors largest;
+    for (int siglip = 0; siglip <= 1; ++siglip)
+        for (int di = 0; di < 3; ++di)
+            for (int ni = 0; ni < 3; ++ni) {
+                Problem pr = sweep_case(siglip, ni + 1, 3); // options varied as the sweep's
+                pr.dim = wide_dims[di], pr.pairs = wide_pairs[ni];
+                pr.negatives = negative_counts[(ni + di + siglip) % 3];
+                pr.normalize = (ni + di + siglip) % 3 != 1;
+                pr.symmetric = siglip ? 0 : (ni + di) % 2 == 0;
+                pr.in_batch = pr.symmetric || di != 1;
+                pr.reduction = (closs_reduction_t)((ni + 2 * di + siglip) % 3);
+                fill(pr);
+                const int dtype = !siglip && (ni + di) % 3 == 2 ? 1 : 2;
+                const Errors e = check_dtype(pr, dtype, Path::engine);
+                expect_within(pr, dtype, Path::engine, e);
+                worst_of(largest, e);
+            }
+    cr_log_info("engine, D > 256: largest errors: statistics %.2e, loss %.2e, grad_a %.2e, "
+                "grad_b %.2e, scalars %.2e",
+                largest.stats, largest.loss, largest.grad_a, largest.grad_b, largest.scalars);
+}
 
 // The chunked path's kernels and cuBLAS calls (through tests/cublas_model.h), the dtypes in turn.
 Test(two_tower_kernels, chunked_match_reference) { sweep({0, 1, 2}, Path::chunked, 23003); }
