@@ -132,7 +132,7 @@ if step configure 120 cmake -S . -B build-device "${generator[@]}" -DCMAKE_BUILD
     fi
     if [[ $part == two-tower || $part == all ]]; then
         # closs's C entry points at issue #23's target: bf16 on the tile engine's walks (predicted
-        # ≈ 0.1 s a call) and f32 on the SIMT walks (≈ 1.3 s), bf16 on the SIMT walks (≈ 1.3 s)
+        # ≈ 0.08 s a call) and f32 on the SIMT walks (≈ 1.3 s), bf16 on the SIMT walks (≈ 1.3 s)
         # and on the chunked path (the GPU reference, ≈ 0.6 s), bench/NOTES.md; the engine at
         # D = 256 (≈ 36 ms). Each point is 3 warm-up and 3 timed calls: ≈ 30 s a loss, ≈ 4 min
         # for the part with the baselines' budget after the build (the step limits are caps).

@@ -21,7 +21,7 @@ template <class Epilogue, class Shape> struct PlainBackward : Epilogue {
     template <class S, typename T>
     __device__ __forceinline__ void tile(S &s, int64_t j0, const float *vectors, const T *staged_tile) {
         this->template coefficients<false>(s, j0, vectors);
-        second_product<T, Shape>(this->dz, s, staged_tile, [](float x) { return x; });
+        this->product(s, staged_tile);
     }
 };
 

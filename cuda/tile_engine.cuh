@@ -9,10 +9,11 @@
 // (exact in float), accumulated by the tensor cores (mma.sync.m16n8k16, f32 accumulation).
 //
 // Schedule (all sizes compile-time; Shape below):
-//   a CTA of kWarps warps owns kAnchorRows = kWarps/kDimSplit·16·kMTiles anchor rows [i0, i0 + kAnchorRows)
-//   (kDimSplit warps in a row group own the same rows: each multiplies the whole S tile, and a
-//   second product's columns are split between them, so that a backward's dZ fits at D = 512)
-//   and walks the B rows in tiles of kColumnRows (64, or 32), j0 = 0, kColumnRows, … < rows of B.
+//   a CTA of kWarps warps owns kAnchorRows = kWarps/kDimSplit·16·kMTiles anchor rows
+//   [i0, i0 + kAnchorRows) (kDimSplit warps, a row group, own the same rows: each multiplies its
+//   part of the S tile's columns, and the second product's columns of D are split between them,
+//   so that a backward's dZ fits at D = 512) and walks the B rows in tiles of kColumnRows (64, or
+//   32), j0 = 0, kColumnRows, … < rows of B.
 //   Anchors: staged once into shared memory by cp.async (16-byte chunks, D zero-padded to kDim, a
 //     multiple of 16, rows past A's end zero), then, when kAnchorsInRegisters, loaded by ldmatrix
 //     into each warp's A fragments, which stay in registers for the whole walk (D/16 · 4 registers
@@ -24,22 +25,24 @@
 //     waits for its copies (cp.async.wait_group 0) and meets the block at one __syncthreads: every
 //     thread's tile t + 1 is then visible, and nobody reads tile t any more, so iteration t + 2 may
 //     overwrite it.
-//   S tile: warp w's 16·kMTiles × kColumnRows slice, kMTiles × kColumnRows/8 accumulator
-//     fragments of 16 × 8 (4 floats per lane); per k step of 16 each pair of 8-column n-tiles takes
-//     one ldmatrix.x4 of the staged B rows (non-transposed: a staged row of B is a column of the
-//     .col operand) and 2·kMTiles
-//     MMAs. Lane l holds, of each 16 × 8 fragment, rows l/4 and l/4 + 8 and columns 2(l%4) and
+//   S tile: warp w's 16·kMTiles × kColumnRows/kDimSplit slice (its row group's rows, its part's
+//     columns), kMTiles × kWarpNTiles accumulator fragments of 16 × 8 (4 floats per lane); per k
+//     step of 16 each pair of 8-column n-tiles takes one ldmatrix.x4 of the staged B rows
+//     (non-transposed: a staged row of B is a column of the .col operand) and 2·kMTiles MMAs.
+//     Lane l holds, of each 16 × 8 fragment, rows l/4 and l/4 + 8 and columns 2(l%4) and
 //     2(l%4) + 1 (PTX ISA, "Matrix Fragments for mma.m16n8k16"): a row's four lanes are one quad.
 //   Epilogue: called once per tile with the accumulators, the tile's column vectors and its staged
 //     rows; it may run a second product on the staged B rows (the backward's dZ += G·B_tile:
 //     the C fragments of two adjacent n-tiles are exactly the A fragment of one k step, so G goes
 //     from the accumulators to the tensor cores through registers, and B is read with
-//     ldmatrix.x4.trans; with kDimSplit > 1 each warp of a row group multiplies its part of D).
+//     ldmatrix.x4.trans; with kDimSplit > 1 the row group's warps pass their A fragments through
+//     shared memory, one more __syncthreads a tile, and each multiplies its part of D).
 // Shared memory: two column tiles of kColumnRows × (kDim + 8) 16-bit values (rows 16 bytes apart
 // mod 128 bytes: the 8 row addresses of an ldmatrix hit 8 different bank groups), two buffers of
 // the epilogue's column vectors (kVectors × kColumnRows words), and the anchors: over the column
 // buffers while they are loaded into registers, else a region of their own, and with kDimSplit > 1
-// a float per lane and row slot for the epilogue's sums over the parts of D. Every shared-memory
+// the second product's A fragments and kExchangeValues floats per lane and row slot for the
+// epilogue's sums over a row group's parts. Every shared-memory
 // access goes through tile_ptx.cuh's wrappers (the CPU harness checks them for races).
 // Requires sm_80 (cp.async, mma.sync.m16n8k16 with bf16); the kernels of older targets trap and
 // the launcher does not choose them (cuda/tile_dispatch.h).
@@ -87,14 +90,17 @@ struct TileShape {
     static constexpr int kMTiles = kMTiles_; // 16-row m-tiles per warp
     static constexpr bool kAnchorsInRegisters = kAnchorsInRegisters_;
     static constexpr int kVectors = kVectors_; // 32-bit column vectors the epilogue stages
-    // Warps sharing the same anchor rows (warps kDimSplit·g + p, p < kDimSplit): each multiplies
-    // the whole S tile and owns the columns [p·kDimPart, (p + 1)·kDimPart) of the second product.
+    // Warps sharing the same anchor rows (warps kDimSplit·g + p, p < kDimSplit): part p multiplies
+    // the n-tiles [p·kWarpNTiles, (p + 1)·kWarpNTiles) of the S tile and owns the columns
+    // [p·kDimPart, (p + 1)·kDimPart) of the second product.
     static constexpr int kDimSplit = kDimSplit_, kDimPart = kDim / kDimSplit;
     static_assert(kWarps % kDimSplit == 0 && kDimPart % 16 == 0, "whole warps and k steps a part");
     static_assert(kDimSplit == 1 || !kAnchorsInRegisters, "a part's fragments are indexed at run time");
     static constexpr int kWarpRows = 16 * kMTiles, kAnchorRows = kWarps / kDimSplit * kWarpRows;
     static constexpr int kColumnRows = kColumnRows_; // rows of B per column tile, a multiple of 16
     static constexpr int kNTiles = kColumnRows / 8, kKSteps = kDim / 16;
+    static constexpr int kWarpNTiles = kNTiles / kDimSplit; // a warp's n-tiles of S
+    static_assert(kWarpNTiles % 2 == 0, "whole ldmatrix.x4 pairs of n-tiles a warp");
     static constexpr int kLd = kDim + 8;     // staged row, 16-bit elements
     static constexpr int kChunks = kDim / 8; // 16-byte chunks of a staged row
     static_assert(kDim % 16 == 0 && kThreads % kChunks == 0, "whole chunks per thread");
@@ -107,9 +113,15 @@ struct TileShape {
     static constexpr size_t kAnchorsEnd = kAnchors + kAnchorBytes;
     static constexpr size_t kVectorsAt = kAnchorsEnd > kColumnsEnd ? kAnchorsEnd : kColumnsEnd;
     static constexpr size_t kVectorBytes = (size_t)kVectors * kColumnRows * 4; // one buffer
-    // A float per lane and row slot of each warp, for the epilogue's sums over the parts of D.
-    static constexpr size_t kExchangeAt = kVectorsAt + 2 * kVectorBytes;
-    static constexpr size_t kExchangeBytes = kDimSplit > 1 ? (size_t)kWarps * kWarpSize * 2 * kMTiles * 4 : 0;
+    // With kDimSplit > 1: each warp's share of the second product's A fragments (kWarpNTiles/2 of
+    // 16 bytes a lane), and kExchangeValues floats per lane and row slot of each warp for the
+    // epilogue's sums over the parts of a row group.
+    static constexpr int kExchangeValues = 4;
+    static constexpr size_t kFragmentsAt = kVectorsAt + 2 * kVectorBytes;
+    static constexpr size_t kFragmentBytes = kDimSplit > 1 ? (size_t)kWarps * (kWarpNTiles / 2) * kWarpSize * 16 : 0;
+    static constexpr size_t kExchangeAt = kFragmentsAt + kFragmentBytes;
+    static constexpr size_t kExchangeBytes =
+        kDimSplit > 1 ? (size_t)kWarps * 2 * kMTiles * kExchangeValues * kWarpSize * 4 : 0;
     static constexpr size_t kBytes = kExchangeAt + kExchangeBytes;
     static_assert(kTileBytes % 16 == 0 && kVectorsAt % 16 == 0, "16-byte aligned regions");
 };
@@ -248,25 +260,19 @@ template <typename T, class Shape> struct AnchorFragments {
     }
 };
 
-// The backward's second product D += X·B_tile for a warp of one m-tile: k step kt of it is the
-// 8-column n-tiles 2kt and 2kt + 1 of X (X in the accumulator layout of S: the C fragments of two
-// adjacent n-tiles are exactly one A fragment), each element through `operand` (a float → float
-// range map) and rounded to T once; B is the staged tile read by ldmatrix.x4.trans. D holds the
-// warp's part of the columns, kDimPart/8 n-tiles of 16 × 8 (the warp's anchor rows against the
-// columns [part·kDimPart, (part + 1)·kDimPart) of B, part = dim_part()).
-template <typename T, class Shape, class Operand>
-__device__ __forceinline__ void second_product(float (&d)[Shape::kDimPart / 8][4],
-                                               const float (&x)[1][Shape::kNTiles][4], const T *staged_tile,
-                                               Operand operand) {
+// The backward's second product D += X·B_tile for a warp of one m-tile: k step kt of it takes the
+// A fragment a_of(kt, a) (16 × 16: X's columns 16kt..16kt+15), B is the staged tile read by
+// ldmatrix.x4.trans. D holds the warp's part of the columns, kDimPart/8 n-tiles of 16 × 8 (the
+// warp's anchor rows against the columns [part·kDimPart, (part + 1)·kDimPart) of B, part =
+// dim_part()).
+template <typename T, class Shape, class AFragment>
+__device__ __forceinline__ void second_product_of(float (&d)[Shape::kDimPart / 8][4], const T *staged_tile,
+                                                  AFragment a_of) {
     const int first_p = dim_part<Shape>() * (Shape::kDimPart / 16);
 #pragma unroll
     for (int kt = 0; kt < Shape::kColumnRows / 16; ++kt) {
         uint32_t a[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const float *pair = &x[0][2 * kt + r / 2][2 * (r % 2)]; // rows l/4 (r even), l/4 + 8
-            a[r] = tile::pack_pair<T>(operand(pair[0]), operand(pair[1]));
-        }
+        a_of(kt, a);
 #pragma unroll
         for (int p = 0; p < Shape::kDimPart / 16; ++p) {
             uint32_t b[4];
@@ -276,6 +282,53 @@ __device__ __forceinline__ void second_product(float (&d)[Shape::kDimPart / 8][4
             tile::mma_m16n8k16<T>(d[2 * p + 1], a, b1);
         }
     }
+}
+
+// The A fragment of X's k step kt (X in the accumulator layout of S, kNT n-tiles: the C fragments
+// of the two adjacent n-tiles 2kt and 2kt + 1 are exactly one A fragment), each element through
+// `operand` (a float → float range map) and rounded to T once.
+template <typename T, int kNT, class Operand>
+__device__ __forceinline__ void pack_a_fragment(uint32_t (&a)[4], const float (&x)[1][kNT][4], int kt,
+                                                Operand operand) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const float *pair = &x[0][2 * kt + r / 2][2 * (r % 2)]; // rows l/4 (r even), l/4 + 8
+        a[r] = tile::pack_pair<T>(operand(pair[0]), operand(pair[1]));
+    }
+}
+
+// The second product with X the warp's whole S tile in registers (kDimSplit = 1).
+template <typename T, class Shape, class Operand>
+__device__ __forceinline__ void second_product(float (&d)[Shape::kDimPart / 8][4],
+                                               const float (&x)[1][Shape::kNTiles][4], const T *staged_tile,
+                                               Operand operand) {
+    second_product_of<T, Shape>(d, staged_tile,
+                                [&](int kt, uint32_t(&a)[4]) { pack_a_fragment<T>(a, x, kt, operand); });
+}
+
+// The second product with X split between the warps of a row group (kDimSplit > 1), each holding
+// its kWarpNTiles n-tiles of X: each warp stores its A fragments (rounded to T once) in shared
+// memory, the block meets (every thread of the block calls this, once per tile), and each warp
+// reads the group's fragments of every k step. The fragments' region is written again only after
+// the walk's barrier at the end of the tile.
+template <typename T, class Shape, class Operand>
+__device__ __forceinline__ void second_product_shared(float (&d)[Shape::kDimPart / 8][4],
+                                                      const float (&x)[1][Shape::kWarpNTiles][4],
+                                                      const T *staged_tile, Operand operand) {
+    constexpr int kOwn = Shape::kWarpNTiles / 2; // a warp's k steps
+    uint4 *fragments = reinterpret_cast<uint4 *>(dynamic_shared() + Shape::kFragmentsAt);
+    const int warp = threadIdx.x / kWarpSize, first_warp = warp - dim_part<Shape>();
+#pragma unroll
+    for (int q = 0; q < kOwn; ++q) {
+        uint32_t a[4];
+        pack_a_fragment<T>(a, x, q, operand);
+        tile::shared_store(fragments + (warp * kOwn + q) * kWarpSize + tile_lane(), make_uint4(a[0], a[1], a[2], a[3]));
+    }
+    __syncthreads();
+    second_product_of<T, Shape>(d, staged_tile, [&](int kt, uint32_t(&a)[4]) {
+        const uint4 f = tile::shared_load(fragments + (first_warp * kOwn + kt) * kWarpSize + tile_lane());
+        a[0] = f.x, a[1] = f.y, a[2] = f.z, a[3] = f.w;
+    });
 }
 
 // Calls visit(slot, c, z, d) for each pair of the lane's elements of the second product's D (one
@@ -305,8 +358,9 @@ __device__ __forceinline__ void each_anchor_pair(const AnchorFragments<T, Shape>
 // epilogue provides:
 //   Fetched fetch(int64_t j)                 column j's vectors (global loads), by threads < 64
 //   void stage(float *vectors, int c, Fetched)  into a vector buffer (kVectors × 64 words)
-//   void tile(float (&s)[kMTiles][kNTiles][4], int64_t j0, const float *vectors,
-//             const T *staged_tile)         the epilogue of one tile (s may be overwritten)
+//   void tile(float (&s)[kMTiles][kWarpNTiles][4], int64_t j0, const float *vectors,
+//             const T *staged_tile)         the epilogue of one tile (s may be overwritten): the
+//                                           warp's columns from dim_part()·8·kWarpNTiles on
 // Every thread of the block must call it; on return the staged anchors (when not held in
 // registers) are still in shared memory, the column buffers are not.
 template <typename T, class Shape, class Epilogue>
@@ -327,6 +381,7 @@ __device__ __forceinline__ void walk_tiles(const TileOperand<T> &a, const TileOp
     anchors.load(staged_anchors + row_group<Shape>() * Shape::kWarpRows * Shape::kLd);
     if constexpr (Shape::kAnchorsInRegisters) __syncthreads(); // the column tiles reuse that memory
 
+    const int first_pair = dim_part<Shape>() * (Shape::kWarpNTiles / 2); // the warp's n-tiles of S
     RowStager<T, Shape, Shape::kColumnRows> stager(b, 0);
     stager.issue(columns(0));
     tile::cp_async_commit();
@@ -346,11 +401,11 @@ __device__ __forceinline__ void walk_tiles(const TileOperand<T> &a, const TileOp
             if (fetches) fetched = epilogue.fetch(j0 + Shape::kColumnRows + threadIdx.x);
         }
 
-        float s[Shape::kMTiles][Shape::kNTiles][4];
+        float s[Shape::kMTiles][Shape::kWarpNTiles][4];
 #pragma unroll
         for (int mt = 0; mt < Shape::kMTiles; ++mt)
 #pragma unroll
-            for (int n = 0; n < Shape::kNTiles; ++n)
+            for (int n = 0; n < Shape::kWarpNTiles; ++n)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[mt][n][e] = 0.0f;
 #pragma unroll
@@ -359,9 +414,9 @@ __device__ __forceinline__ void walk_tiles(const TileOperand<T> &a, const TileOp
 #pragma unroll
             for (int mt = 0; mt < Shape::kMTiles; ++mt) anchors.get(af[mt], mt, ks);
 #pragma unroll
-            for (int p = 0; p < Shape::kNTiles / 2; ++p) {
+            for (int p = 0; p < Shape::kWarpNTiles / 2; ++p) {
                 uint32_t bf[4];
-                load_b_fragments<Shape>(bf, columns(current), p, ks);
+                load_b_fragments<Shape>(bf, columns(current), first_pair + p, ks);
                 const uint32_t b0[2] = {bf[0], bf[1]}, b1[2] = {bf[2], bf[3]};
 #pragma unroll
                 for (int mt = 0; mt < Shape::kMTiles; ++mt) {

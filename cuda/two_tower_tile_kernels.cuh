@@ -27,11 +27,13 @@
 //                    memory: its G_ii is left out of the tiles); last s, the normalisation's
 //                    backward dz = (dẑ − ẑ(ẑ·dẑ))·r_i and the store. At D > 256 a warp's dẐ (256
 //                    floats a lane at D = 512) does not fit its registers: two warps own the same
-//                    16 anchor rows, both multiply the whole S tile and compute the same G' (the
-//                    same bits), each accumulates dẐ for its half of D (second_product's and
-//                    each_anchor_pair's part) and adds the own term to it; ẑ·dẑ, which needs all
-//                    of D, is the sum of the two halves' (through shared memory, both warps adding
-//                    them in one order), and the per-row shares are stored by the first warp.
+//                    16 anchor rows, each multiplies its half of the column tile (16 columns) and
+//                    computes G' and the shares there, the two pass their G' fragments through
+//                    shared memory (second_product_shared), each accumulates dẐ for its half of D
+//                    over all the tile's columns and adds the own term to it; ẑ·dẑ (all of D) and
+//                    the shares (all columns) are the two halves' sums (through shared memory,
+//                    both warps adding them in one order), stored by the first warp. SigLIP's
+//                    forward at D = 512 sums each row's loss in the same order (kLossParts).
 // Range: f16 and bf16 products are exact and S is a float sum, so the forward has no range limit
 // of its own. The backward's G' is a 16-bit operand: in bf16 (float's exponent range) any G·r_j
 // is representable; in f16 a MEAN weight of 1/N at large N puts G' below f16's normal range (6e-5)
@@ -53,7 +55,7 @@
 // rows at D = 512 are 128 registers a lane per m-tile: they do not fit beside the accumulators),
 // 195.3 KB of shared memory. Backward 8 warps of 16 rows, anchors in registers for D ≤ 128
 // (64-row column tiles), in shared memory at D = 256 (32-row tiles); at D = 512 8 warps in pairs
-// sharing 16 rows (64 anchor rows, 32-row column tiles, 132.8 KB). Which shape: the shared
+// sharing 16 rows (64 anchor rows, 32-row column tiles, 142.8 KB). Which shape: the shared
 // memory (≤ 227 KB a block on sm_90) and the reads of it per HMMA (bench/NOTES.md).
 #pragma once
 
@@ -190,9 +192,14 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerForwardEpilogue 
     struct Fetched {
         float r;
     };
+    // SigLIP's loss of a row is summed in the backward walk's order (its walk gives a forward+
+    // backward's loss): per part of the column tile's n-tiles, the parts' quad sums added in order.
+    static constexpr int kLossParts = TtBackwardShape<Shape::kDim>::kDimSplit;
+    static_assert(kLossParts == 1 || Shape::kColumnRows == TtBackwardShape<Shape::kDim>::kColumnRows,
+                  "the backward's column tiles");
     float s_value, beta, scale[kSlots]; // s, β; CLIP: s·r_i·log2 e (base 2), SigLIP: r_i
     closs_lse_partial partial[kSlots];
-    float loss[kSlots];
+    float loss[kLossParts][kSlots];
 
     __device__ __forceinline__ TwoTowerForwardEpilogue(const closs_two_tower_launch &launch, const TwoTowerWalk &w,
                                                        int64_t first)
@@ -203,7 +210,8 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerForwardEpilogue 
         for (int slot = 0; slot < kSlots; ++slot) {
             scale[slot] = kSiglip ? r[slot] : s_value * r[slot] * kLog2e;
             partial[slot] = {-INFINITY, 0.0f};
-            loss[slot] = 0.0f;
+#pragma unroll
+            for (int part = 0; part < kLossParts; ++part) loss[part][slot] = 0.0f;
         }
     }
 
@@ -232,7 +240,8 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerForwardEpilogue 
                     const float scaled = s[mt][n][e] * scale[slot] * (e % 2 ? rj.y : rj.x);
                     if constexpr (kSiglip) { // c_ij, then x as the backward's epilogue has it
                         const float x = fmaf(s_value, scaled, beta);
-                        if (pair) loss[slot] += softplus_fast(x, exp_neg_abs_fast(x));
+                        const int part = n / (Shape::kNTiles / kLossParts);
+                        if (pair) loss[part][slot] += softplus_fast(x, exp_neg_abs_fast(x));
                     } else {
                         const float t = pair ? scaled : -INFINITY; // x·log2 e
                         s[mt][n][e] = t;
@@ -270,7 +279,9 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerForwardEpilogue 
         for (int slot = 0; slot < kSlots; ++slot) {
             float value;
             if constexpr (kSiglip) {
-                value = quad_sum(loss[slot]);
+                value = quad_sum(loss[0][slot]);
+#pragma unroll
+                for (int part = 1; part < kLossParts; ++part) value += quad_sum(loss[part][slot]);
             } else {
                 closs_lse_partial p = {partial[slot].max * kLn2, partial[slot].sum}; // 2^m = e^(m·ln 2)
 #pragma unroll
@@ -369,13 +380,14 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
 
     // G' = G·r_j of the tile into s, in place, and the rows' shares.
     template <bool kMasked>
-    __device__ __forceinline__ void coefficients(float (&s_tile)[1][Shape::kNTiles][4], int64_t j0,
+    __device__ __forceinline__ void coefficients(float (&s_tile)[1][Shape::kWarpNTiles][4], int64_t j0,
                                                  const float *vectors) {
         constexpr int kRows = Shape::kColumnRows;
         const typename Base::Mask m = kMasked ? Base::mask(j0) : typename Base::Mask{};
+        const int first_column = dim_part<Shape>() * Shape::kWarpNTiles * 8; // the warp's part of the tile
 #pragma unroll
-        for (int n = 0; n < Shape::kNTiles; ++n) {
-            const int c0 = 8 * n + fragment_column(0);
+        for (int n = 0; n < Shape::kWarpNTiles; ++n) {
+            const int c0 = first_column + 8 * n + fragment_column(0);
             const float2 rj = tile::shared_load(reinterpret_cast<const float2 *>(vectors + c0));
             const float2 fj = tile::shared_load(reinterpret_cast<const float2 *>(vectors + kRows + c0));
             float2 lj = make_float2(0.0f, 0.0f);
@@ -405,63 +417,82 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
         }
     }
 
-    __device__ __forceinline__ void tile(float (&s_tile)[1][Shape::kNTiles][4], int64_t j0, const float *vectors,
-                                         const T *staged_tile) {
+    // dẐ += G'·B_tile: the warp's G' in registers, or the row group's through shared memory.
+    __device__ __forceinline__ void product(const float (&g)[1][Shape::kWarpNTiles][4], const T *staged_tile) {
+        auto same = [](float x) { return x; }; // bf16: G' in range
+        if constexpr (Shape::kDimSplit > 1) second_product_shared<T, Shape>(dz, g, staged_tile, same);
+        else second_product<T, Shape>(dz, g, staged_tile, same);
+    }
+
+    __device__ __forceinline__ void tile(float (&s_tile)[1][Shape::kWarpNTiles][4], int64_t j0,
+                                         const float *vectors, const T *staged_tile) {
         if (Base::masked(j0)) coefficients<true>(s_tile, j0, vectors);
         else coefficients<false>(s_tile, j0, vectors);
-        second_product<T, Shape>(dz, s_tile, staged_tile, [](float x) { return x; }); // bf16: G' in range
+        product(s_tile, staged_tile);
         if (j0 == 0) add_own_pairs(); // once, where the tile's registers are free (bench/NOTES.md)
     }
 
-    // ẑ·dẑ of each slot's row, from every part of D: the warps of a row group store their parts'
-    // sums, meet the block (every thread reaches finish) and add the parts in increasing order, so
-    // that the group's warps hold the same bits.
-    __device__ __forceinline__ void combine_parts(float (&radial)[kSlots]) const {
+    // Each slot's values summed over the row group's parts (ẑ·dẑ over the parts of D, the shares
+    // over the parts of the column tiles): the warps of a group store their parts' sums, meet the
+    // block (every thread reaches finish) and add the parts in increasing order, so that the
+    // group's warps hold the same bits.
+    __device__ __forceinline__ void combine_parts(float (&values)[Shape::kExchangeValues][kSlots]) const {
         if constexpr (Shape::kDimSplit > 1) {
             float *exchange = reinterpret_cast<float *>(dynamic_shared() + Shape::kExchangeAt);
-            auto at = [&](int warp, int slot) { return exchange + (warp * kSlots + slot) * kWarpSize + tile_lane(); };
+            auto at = [&](int warp, int v, int slot) {
+                return exchange + ((warp * Shape::kExchangeValues + v) * kSlots + slot) * kWarpSize + tile_lane();
+            };
             const int warp = threadIdx.x / kWarpSize, first = warp - dim_part<Shape>();
 #pragma unroll
-            for (int slot = 0; slot < kSlots; ++slot) tile::shared_store(at(warp, slot), radial[slot]);
+            for (int v = 0; v < Shape::kExchangeValues; ++v)
+#pragma unroll
+                for (int slot = 0; slot < kSlots; ++slot) tile::shared_store(at(warp, v, slot), values[v][slot]);
             __syncthreads();
 #pragma unroll
-            for (int slot = 0; slot < kSlots; ++slot) {
-                radial[slot] = tile::shared_load(at(first, slot));
+            for (int v = 0; v < Shape::kExchangeValues; ++v)
 #pragma unroll
-                for (int p = 1; p < Shape::kDimSplit; ++p) radial[slot] += tile::shared_load(at(first + p, slot));
-            }
+                for (int slot = 0; slot < kSlots; ++slot) {
+                    values[v][slot] = tile::shared_load(at(first, v, slot));
+#pragma unroll
+                    for (int p = 1; p < Shape::kDimSplit; ++p)
+                        values[v][slot] += tile::shared_load(at(first + p, v, slot));
+                }
         }
     }
 
     // s, the normalisation's backward and the store of the warp's part of D; the shares (and the
     // pair's own), by the first part's warp.
     __device__ __forceinline__ void finish(const AnchorFragments<T, Shape> &anchors) {
-        float radial[kSlots] = {0.0f, 0.0f};
+        enum { kRadial, kScale, kBias, kLoss };
+        float sums[Shape::kExchangeValues][kSlots] = {};
         each_anchor_pair(anchors, dz, [&](int slot, int, float2 z, float *g) {
             g[0] *= s;
             g[1] *= s;
-            radial[slot] = fmaf(z.y * r[slot], g[1], fmaf(z.x * r[slot], g[0], radial[slot]));
+            sums[kRadial][slot] = fmaf(z.y * r[slot], g[1], fmaf(z.x * r[slot], g[0], sums[kRadial][slot]));
         });
 #pragma unroll
-        for (int slot = 0; slot < kSlots; ++slot) radial[slot] = quad_sum(radial[slot]);
-        combine_parts(radial);
+        for (int slot = 0; slot < kSlots; ++slot) {
+            sums[kRadial][slot] = quad_sum(sums[kRadial][slot]);
+            sums[kScale][slot] = quad_sum(scale_share[slot]);
+            sums[kBias][slot] = quad_sum(bias_share[slot]);
+            sums[kLoss][slot] = quad_sum(loss[slot]);
+        }
+        combine_parts(sums);
         const float *norms = walk.anchors_are_a ? job.norms_a : job.norms_b;
         bool store[kSlots], projected[kSlots];
         T *out[kSlots];
 #pragma unroll
         for (int slot = 0; slot < kSlots; ++slot) {
             const int64_t i = Base::row(slot);
-            const float scale_sum = quad_sum(scale_share[slot]), bias_sum = quad_sum(bias_share[slot]);
-            const float loss_sum = quad_sum(loss[slot]);
             const bool mine = i < walk.anchor_end;
             // The lanes' sums, then the pair's own term, by one lane of the row's first part.
             if (mine && walk.shares && tile_lane() % 4 == 0 && dim_part<Shape>() == 0) {
                 const float diagonal = i < job.pairs ? diagonal_term(i) : 0.0f;
                 const float cosine = i < job.pairs ? job.positives[i] : 0.0f;
-                job.scale_share[i] = fmaf(diagonal, cosine, scale_sum);
+                job.scale_share[i] = fmaf(diagonal, cosine, sums[kScale][slot]);
                 if constexpr (kSiglip) {
-                    job.bias_share[i] = bias_sum + diagonal;
-                    if (losses) job.row_loss[i] = loss_sum; // the pair's own term: pair_loss_kernel
+                    job.bias_share[i] = sums[kBias][slot] + diagonal;
+                    if (losses) job.row_loss[i] = sums[kLoss][slot]; // the pair's own term: pair_loss_kernel
                 }
             }
             store[slot] = mine && walk.grad;
@@ -472,12 +503,11 @@ template <typename T, bool kSiglip, class Shape> struct TwoTowerBackwardEpilogue
         }
         each_anchor_pair(anchors, dz, [&](int slot, int c, float2 z, float *g) {
             if (!store[slot]) return;
-            const float unit0 = z.x * r[slot], unit1 = z.y * r[slot];
+            const float unit0 = z.x * r[slot], unit1 = z.y * r[slot], radial = sums[kRadial][slot];
             if (c < job.dim)
-                out[slot][c] = from_float<T>((projected[slot] ? fmaf(-unit0, radial[slot], g[0]) : g[0]) * r[slot]);
+                out[slot][c] = from_float<T>((projected[slot] ? fmaf(-unit0, radial, g[0]) : g[0]) * r[slot]);
             if (c + 1 < job.dim)
-                out[slot][c + 1] =
-                    from_float<T>((projected[slot] ? fmaf(-unit1, radial[slot], g[1]) : g[1]) * r[slot]);
+                out[slot][c + 1] = from_float<T>((projected[slot] ? fmaf(-unit1, radial, g[1]) : g[1]) * r[slot]);
         });
     }
 };

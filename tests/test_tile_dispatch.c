@@ -111,7 +111,7 @@ Test(tile_dispatch, preference) {
 /* CLIP's and SigLIP's walks (cuda/two_tower_fused.cu): the engine or the SIMT walks (no WMMA
  * family: its candidate is "no code"). The default build runs the engine wherever its shared
  * memory fits: everywhere but the backward at D = 256 on an RTX 30xx/40xx (99.75 KB: 128 anchor
- * rows beside two 32-row column tiles) and at D = 512 (195.3 KB forward: 128 anchor rows, 132.8 KB
+ * rows beside two 32-row column tiles) and at D = 512 (195.3 KB forward: 128 anchor rows, 142.8 KB
  * backward: 64) the forward on an A100 and both walks on an RTX; code below sm_80 and
  * CLOSS_TILE_KERNELS=simt give the SIMT walks, =wmma the engine. */
 static closs_tile_kernels choose_two_tower(closs_tile_kernels preferred, int code, const device *d,

@@ -673,12 +673,14 @@ Test(two_tower_kernels, engine_bf16_match_reference) { sweep({2}, Path::engine, 
 Test(two_tower_kernels, engine_f16_match_reference) { sweep({1}, Path::engine, 23008); }
 
 // The engine's walks at 256 < D ≤ 512 (D padded to 512: anchors staged in shared memory, and the
-// backward's warps in pairs that share 16 anchor rows and split D, combining the normalisation's
-// ẑ·dẑ through shared memory): D = 264 (the second part mostly padding), 384 (the second part half
-// padding) and 512 (both parts whole); N over one to three anchor blocks, K = 0 and K > 0 (masked
-// column tiles at the walks' ends and on the diagonal), normalisation on and off, every
-// reduction, CLIP symmetric and not, SigLIP; bf16 (forward and backward) and f16 (CLIP's forward
-// walks). Tolerances as the sweep's.
+// backward's warps in pairs that share 16 anchor rows, split the column tile for S and G' and D
+// for dẐ, pass G' and combine ẑ·dẑ and the shares through shared memory): D = 264 (the second
+// part of D mostly padding), 384 (half padding) and 512 (both parts whole); N over one to three
+// anchor blocks, K = 0 and K > 0 (masked column tiles at the walks' ends and on the diagonal, in
+// either half of a tile), normalisation on and off, every reduction, CLIP symmetric and not,
+// SigLIP (whose forward must sum each row's loss in the backward's order: the loss bits of a
+// forward and a forward+backward are compared); bf16 (forward and backward) and f16 (CLIP's
+// forward walks). Tolerances as the sweep's.
 Test(two_tower_kernels, engine_wide_dims) {
     random_state = 23009;
     const int wide_dims[] = {264, 384, 512};
