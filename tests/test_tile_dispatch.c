@@ -162,8 +162,9 @@ Test(tile_dispatch, two_tower_walks) {
  * 30xx/40xx at D = 256 (the backward does not fit) and on an A100 at D = 512 (the forward does
  * not) both take the SIMT walks. */
 Test(tile_dispatch, siglip_walks_take_the_engine_together) {
+    const device *devices[] = {&a100, &rtx, &h100};
     for (int k = 0; k < 3; ++k) {
-        const device *d = k == 0 ? &a100 : k == 1 ? &rtx : &h100;
+        const device *d = devices[k];
         for (int i = 0; i < 4; ++i) {
             const int dim = two_tower_dims[i];
             const closs_tile_kernels forward = choose_two_tower(CLOSS_TILE_ENGINE, 80, d, 0, dim),
